@@ -1,0 +1,21 @@
+"""Shared fixtures. Real reference data live in ../shared/data (not in this repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("MKUNET_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real CT data and reference values; the test skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(
+            f"real reference data not found at {SHARED_DATA} (only present in the project's workspace; "
+            "set MKUNET_SHARED_DATA to point at a copy)"
+        )
+    return SHARED_DATA
