@@ -388,3 +388,12 @@ def test_rtstruct_on_read_series_roundtrip(tmp_path):
     expected = np.zeros(ref.shape, bool)
     expected[1, 1:4, 2:5] = True
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_non_ct_single_file_and_non_ct_series_uid(tmp_path):
+    paths, uid_mr = write_ct_series(tmp_path / "mr", z_positions([0, 1]), modality="MR")
+    with pytest.raises(DicomSeriesError, match=r"modality 'MR'.*CT"):
+        read_volume(paths[0])
+    write_ct_series(tmp_path / "ct", z_positions([0, 1]))
+    _raises(tmp_path, uid_mr, "'MR'", series_uid=uid_mr)
+    assert read_volume(tmp_path).shape[0] == 2  # the MR series is ignored when one CT series exists

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -99,6 +99,7 @@ class SeriesInfo:
     description: str
     files: list[Path]
     is_image: bool
+    headers: list = field(default_factory=list, repr=False)  # pydicom datasets without pixel data
 
     def describe(self) -> str:
         kind = "slices" if self.is_image else "files"
@@ -194,6 +195,7 @@ def find_series(folder: str | Path) -> dict[str, SeriesInfo]:
                 is_image=False,
             )
         info.files.append(path)
+        info.headers.append(ds)
         info.is_image = info.is_image or ("Rows" in ds and "Columns" in ds)
     if unreadable:
         raise _error(
@@ -455,8 +457,9 @@ def _read_pixels(files: Sequence[Path], rows: int, cols: int) -> np.ndarray:
         if pixels.shape != (rows, cols):
             failures.append(f"'{path}': pixel array shape {pixels.shape} != Rows x Columns {(rows, cols)}.")
             continue
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0) if ds.get("RescaleSlope") not in (None, "") else 1.0
-        intercept = float(ds.get("RescaleIntercept", 0.0)) if ds.get("RescaleIntercept") not in (None, "") else 0.0
+        slope_value, intercept_value = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+        slope = float(slope_value) if slope_value not in (None, "") else 1.0
+        intercept = float(intercept_value) if intercept_value not in (None, "") else 0.0
         plane = out[k]
         plane[...] = pixels
         if slope != 1.0:
@@ -486,7 +489,7 @@ def _identity(ds) -> dict[str, Any]:
     }
 
 
-def _volume_from_files(files: list[Path], headers: list, single_file: bool) -> Volume:
+def _volume_from_files(files: list[Path], headers: list) -> Volume:
     for ds, path in zip(headers, files):
         modality = str(ds.get("Modality", "") or "")
         if modality.upper() != "CT":
@@ -557,11 +560,10 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
             raise _error(
                 f"'{path}' belongs to series {ds.get('SeriesInstanceUID')!r}, not the requested {series_uid!r}."
             )
-        return _volume_from_files([path], [ds], single_file=True)
+        return _volume_from_files([path], [ds])
     series = find_series(path)
     info = _choose_series(path, series, series_uid)
-    headers = [_read_header(p) for p in info.files]
-    return _volume_from_files(list(info.files), headers, single_file=False)
+    return _volume_from_files(list(info.files), list(info.headers))
 
 
 def _read_header_forced(path: Path):
