@@ -59,3 +59,13 @@ def test_mask_without_overlap_is_an_error(tmp_path):
     write_mask(np.ones(far.shape, bool), far, tmp_path / "far.nii.gz")
     with pytest.raises(ValueError, match="does not overlap"):
         read_mask(tmp_path / "far.nii.gz", vol)
+
+
+def test_extensionless_dicom_file_is_recognised(tmp_path, shared_data):
+    import shutil
+
+    src = shared_data / "pydicom" / "CT_small.dcm"
+    dst = tmp_path / "IM0001"
+    shutil.copy(src, dst)
+    vol = read_volume(dst)
+    assert vol.shape == (1, 128, 128)

@@ -40,9 +40,19 @@ def _kind(path: Path) -> str:
         return "nifti"
     if name.endswith(_NRRD_SUFFIXES):
         return "nrrd"
-    if name.endswith(".dcm"):
+    if name.endswith(".dcm") or _has_dicom_preamble(path):
         return "dicom-file"
     return "unknown"
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """True when ``path`` is a file with the DICOM Part 10 marker ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
