@@ -1,9 +1,164 @@
-"""`mkunet segment`: see the command's help."""
+"""`mkunet segment`: segment the lung tumour of one CT (DICOM series, NIfTI or NRRD).
+
+Thin layer over :func:`mkunet.infer.segment` and :func:`mkunet.infer.save_segmentation`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+ROI_KINDS = ("box", "seed", "previous-mask")
+
+
+def parse_clinical(items: list[str] | None) -> dict[str, Any] | None:
+    """``["age=64", "sex=M", "lvcr=0.004"]`` -> ``{"age": 64.0, "sex": "M", "lvcr": 0.004}``.
+
+    Numbers become floats (age, lvcr) or ints (grade); everything else stays a string.
+    """
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--clinical expects KEY=VALUE (e.g. --clinical age=64), got {item!r}.")
+        key, value = (part.strip() for part in item.split("=", 1))
+        key = key.lower()
+        if not key or not value:
+            raise ValueError(f"--clinical expects KEY=VALUE with both parts, got {item!r}.")
+        if key in ("age", "lvcr"):
+            try:
+                out[key] = float(value)
+            except ValueError as err:
+                raise ValueError(f"--clinical {key} must be a number, got {value!r}.") from err
+        elif key == "grade" and value.isdigit():
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build_roi(
+    roi: str | None,
+    box: tuple[float, float, float, float, float, float] | None,
+    box_units: str,
+    seed_point: tuple[float, float, float] | None,
+    seed_units: str,
+    seed_size_mm: float,
+    previous_mask: Path | None,
+    margin_mm: float,
+):
+    from mkunet.infer import Box, PreviousMask, Seed
+
+    if roi is None:  # inferred from the options given
+        given = [name for name, v in (("box", box), ("seed", seed_point), ("previous-mask", previous_mask)) if v]
+        if len(given) > 1:
+            raise ValueError(f"Give one region of interest, got {', '.join(given)}: choose one with --roi.")
+        roi = given[0] if given else None
+    if roi is None:
+        return None
+    roi = roi.lower()
+    if roi not in ROI_KINDS:
+        raise ValueError(f"--roi must be one of {', '.join(ROI_KINDS)}, got {roi!r}.")
+    if roi == "box":
+        if box is None:
+            raise ValueError("--roi box needs --box Z0 Z1 Y0 Y1 X0 X1.")
+        if box_units not in ("voxel", "mm"):
+            raise ValueError(f"--box-units must be voxel or mm, got {box_units!r}.")
+        return Box((box[0], box[1]), (box[2], box[3]), (box[4], box[5]), units=box_units)  # type: ignore[arg-type]
+    if roi == "seed":
+        if seed_point is None:
+            raise ValueError("--roi seed needs --seed-point X Y Z.")
+        if seed_units not in ("mm", "voxel"):
+            raise ValueError(f"--seed-units must be mm or voxel, got {seed_units!r}.")
+        return Seed(tuple(seed_point), units=seed_units, size_mm=seed_size_mm)  # type: ignore[arg-type]
+    if previous_mask is None:
+        raise ValueError("--roi previous-mask needs --previous-mask PATH (a NIfTI/NRRD label map with its geometry).")
+    from mkunet.io import read_volume
+
+    return PreviousMask(read_volume(previous_mask), margin_mm=margin_mm)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to `app`."""
+    """Add ``segment`` to ``app``."""
+
+    @app.command("segment")
+    def segment_command(
+        input: Path = typer.Argument(..., help="CT: a DICOM series folder, a .dcm file, or a NIfTI/NRRD file."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
+        model: Optional[Path] = typer.Option(
+            None, "--model", help="Trained bundle / run folder (default: the shipped model)."
+        ),
+        clinical: Optional[list[str]] = typer.Option(
+            None,
+            "--clinical",
+            help="Clinical value KEY=VALUE, repeatable: age=64 sex=M smoking=former grade=2 stage=III lvcr=0.004 "
+            "(per day). Unknown values: training medians (noted).",
+        ),
+        roi: Optional[str] = typer.Option(
+            None, "--roi", help="Region of interest: box | seed | previous-mask (default: inferred, else whole volume)."
+        ),
+        box: Optional[tuple[float, float, float, float, float, float]] = typer.Option(
+            None, "--box", help="Box Z0 Z1 Y0 Y1 X0 X1 (voxel indices, half-open; or mm with --box-units mm)."
+        ),
+        box_units: str = typer.Option("voxel", "--box-units", help="voxel | mm (physical LPS coordinates)."),
+        seed_point: Optional[tuple[float, float, float]] = typer.Option(
+            None, "--seed-point", help="A point in the tumour, X Y Z (mm, patient LPS; or voxel column row slice)."
+        ),
+        seed_units: str = typer.Option("mm", "--seed-units", help="mm | voxel."),
+        seed_size_mm: float = typer.Option(100.0, "--seed-size-mm", help="Edge of the cube run around the seed (mm)."),
+        previous_mask: Optional[Path] = typer.Option(
+            None, "--previous-mask", help="Previous timepoint's mask (NIfTI/NRRD label map with geometry)."
+        ),
+        margin_mm: float = typer.Option(15.0, "--margin-mm", help="Margin around the previous mask (mm)."),
+        formats: Optional[str] = typer.Option(
+            None,
+            "--formats",
+            help="Comma-separated: nifti,seg,rtstruct (default: all three for DICOM input, nifti otherwise).",
+        ),
+        threshold: Optional[float] = typer.Option(None, "--threshold", help="Probability threshold (default: model's)."),
+        keep: str = typer.Option("component", "--keep", help="component | all | none (see mkunet.infer)."),
+        attention: bool = typer.Option(False, "--attention", help="Also write attention_<k>.nii.gz maps."),
+    ) -> None:
+        """Segment the lung tumour of one CT and write mask, probability, DICOM SEG and RTSTRUCT on its grid."""
+        from mkunet.cli._common import console, progress, user_errors
+
+        with user_errors():
+            from mkunet import infer
+            from mkunet.io import read_volume
+
+            clinical_values = parse_clinical(clinical)
+            region = _build_roi(roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm)
+            if keep not in ("component", "all", "none"):
+                raise ValueError(f"--keep must be component, all or none, got {keep!r}.")
+            with progress() as bar:
+                task = bar.add_task("reading", total=4)
+                volume = read_volume(input)
+                if formats is None:
+                    fmts = ("nifti", "seg", "rtstruct") if infer.is_dicom_volume(volume) else ("nifti",)
+                else:
+                    fmts = tuple(f for f in formats.split(","))
+                fmts = infer.check_formats(fmts, volume)  # fail before the slow part
+                bar.update(task, advance=1, description="loading model")
+                bundle = infer.load_model(model)
+                bar.update(task, advance=1, description="segmenting")
+                result = infer.segment(
+                    volume,
+                    bundle,
+                    clinical_values,
+                    region,
+                    threshold=threshold,
+                    return_attention=attention,
+                    keep=keep,  # type: ignore[arg-type]
+                )
+                bar.update(task, advance=1, description="writing")
+                written = infer.save_segmentation(result, out, fmts, attention=attention)
+                bar.update(task, advance=1, description="done")
+            for note in result.notes:
+                console.print(f"[yellow]note:[/] {note}")
+            typer.echo(f"tumour volume: {result.volume_cm3:.3f} cm^3" + (" (no tumour found)" if result.empty else ""))
+            typer.echo(f"region: {result.roi}; threshold {result.threshold:g}; {result.timings['total']:.1f} s")
+            for name, path in written.items():
+                typer.echo(f"{name}: {path}")

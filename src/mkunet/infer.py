@@ -1,0 +1,945 @@
+"""Inference: segment a lung tumour in a CT volume with a trained model bundle.
+
+Pipeline of :func:`segment` (all outputs on the *input* grid)::
+
+    Volume (z, y, x) HU ──► optional ROI crop (Box / Seed / PreviousMask)
+        ──► resample crop to bundle.target_spacing (float32, linear, SimpleITK)
+        ──► bundle.preprocessor  ──► (C, z, y, x) float32
+        ──► MONAI sliding window (patch = bundle.patch_size, overlap 0.25,
+            gaussian blending of the *probabilities*)
+        ──► resample back onto the crop, paste into a zero map of the input's shape
+        ──► threshold (bundle.threshold unless given) ──► keep the tumour component
+
+Component rule (``keep="component"``, the default; 26-connectivity):
+
+* ``Seed`` ROI: the connected component containing the seed voxel; if the seed
+  lies outside every component, the component with the voxel nearest to the seed
+  (distance in mm).
+* ``PreviousMask`` ROI: the component overlapping the previous mask most; if
+  none overlaps, the component nearest to the previous mask's centroid (mm).
+* otherwise (no ROI or a ``Box``): the largest component (voxel count).
+
+``keep="all"`` keeps every component of at least ``min_component_cm3``;
+``keep="none"`` keeps the thresholded map as it is. An empty result is not an
+error: the mask is empty, ``Segmentation.empty`` is True, a note says
+"no tumour found" and a :class:`UserWarning` is issued.
+
+LVCR and the model: the clinical vector's last entry is the log volume change
+rate (per day). :func:`segment_timepoints` estimates it when it is unknown, by a
+fixed-point iteration over a patient's timepoints (see there).
+
+Axis conventions: arrays (z, y, x); spacings (z, y, x) in mm; physical points and
+origins (x, y, z) in mm (DICOM LPS), see :mod:`mkunet.volume`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from mkunet.volume import Volume, same_grid
+
+__all__ = [
+    "Box",
+    "Seed",
+    "PreviousMask",
+    "Segmentation",
+    "LongitudinalSegmentation",
+    "segment",
+    "segment_timepoints",
+    "predict_probability",
+    "keep_tumour_component",
+    "roi_crop_box",
+    "check_formats",
+    "is_dicom_volume",
+    "save_segmentation",
+    "load_model",
+    "FORMATS",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("nifti", "seg", "rtstruct")
+"""Output formats :func:`save_segmentation` writes."""
+
+ProgressHook = Callable[[str], None]
+
+# ----------------------------------------------------------------------------- ROIs
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box region of interest: ranges along (z, y, x).
+
+    Args:
+        z: (start, stop) along the slice axis.
+        y: (start, stop) along the row axis.
+        x: (start, stop) along the column axis.
+        units: ``"voxel"``: array indices, half-open ``[start, stop)``;
+            ``"mm"``: physical coordinates (patient LPS) in mm of the box's
+            corners, i.e. ``z`` is the range of the physical z coordinate, etc.
+            (the crop is the index-space bounding box of the 8 corners).
+    """
+
+    z: tuple[float, float]
+    y: tuple[float, float]
+    x: tuple[float, float]
+    units: Literal["voxel", "mm"] = "voxel"
+
+    def describe(self) -> str:
+        return f"box z={tuple(self.z)} y={tuple(self.y)} x={tuple(self.x)} ({self.units})"
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A point inside the tumour; the model sees a cube of ``size_mm`` around it.
+
+    Args:
+        point: the point, ordered **(x, y, z)**: physical patient coordinates (LPS)
+            in mm when ``units="mm"``, or voxel indices (column, row, slice) when
+            ``units="voxel"`` (the order viewers such as ITK-SNAP display).
+        units: ``"mm"`` or ``"voxel"``.
+        size_mm: edge of the cube cropped around the seed (mm, default 100: a 7 cm
+            tumour with margin). The kept component is the one containing (or
+            nearest to) the seed.
+    """
+
+    point: tuple[float, float, float]
+    units: Literal["mm", "voxel"] = "mm"
+    size_mm: float = 100.0
+
+    def index_zyx(self, volume: Volume) -> np.ndarray:
+        """The seed as continuous array indices (z, y, x) on ``volume``."""
+        p = np.asarray(self.point, dtype=np.float64)
+        if self.units == "mm":
+            return volume.physical_to_index(p)
+        return p[::-1].copy()
+
+    def describe(self) -> str:
+        return f"seed {tuple(float(v) for v in self.point)} ({self.units}, x y z), cube {self.size_mm:g} mm"
+
+
+@dataclass(frozen=True, eq=False)
+class PreviousMask:
+    """The previous timepoint's tumour mask as region of interest.
+
+    The mask is resampled (nearest neighbour) onto the current grid; the crop is
+    its bounding box grown by ``margin_mm`` on every side (the box of the mask
+    dilated by the margin), and the kept component is the one overlapping it most.
+
+    Args:
+        mask: bool (z, y, x) on ``reference``'s grid, or a :class:`Volume` label map
+            (non-zero = tumour; then ``reference`` may be omitted).
+        reference: the volume the mask was drawn on (its geometry is what matters).
+        margin_mm: growth margin (mm), default 15.
+    """
+
+    mask: Any
+    reference: Volume | None = None
+    margin_mm: float = 15.0
+
+    def on_grid(self, volume: Volume) -> np.ndarray:
+        """The previous mask as bool (z, y, x) on ``volume``'s grid."""
+        if isinstance(self.mask, Volume):
+            ref, arr = self.mask, self.mask.array != 0
+        else:
+            if self.reference is None:
+                raise ValueError(
+                    "PreviousMask: an array mask needs `reference` (the Volume it was drawn on) "
+                    "to know its geometry; pass reference=<previous Volume> or a Volume label map."
+                )
+            ref, arr = self.reference, np.asarray(self.mask) != 0
+            if arr.shape != ref.shape:
+                raise ValueError(
+                    f"PreviousMask: mask shape {arr.shape} differs from its reference volume's {ref.shape}."
+                )
+        if same_grid(ref, volume):
+            return arr
+        import SimpleITK as sitk
+
+        out = sitk.Resample(
+            ref.to_sitk(arr.astype(np.uint8)),
+            volume.to_sitk(np.zeros(volume.shape, np.uint8)),
+            sitk.Transform(),
+            sitk.sitkNearestNeighbor,
+            0,
+        )
+        return sitk.GetArrayViewFromImage(out) != 0
+
+    def describe(self) -> str:
+        return f"previous mask + {self.margin_mm:g} mm"
+
+
+Roi = Box | Seed | PreviousMask
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(eq=False)
+class Segmentation:
+    """The result of :func:`segment`, on the input volume's grid.
+
+    Attributes:
+        mask: bool (z, y, x), the tumour.
+        probability: float32 (z, y, x) in [0, 1] (0 outside the ROI crop).
+        volume: the input :class:`Volume`.
+        attention: attention maps (float32 (z, y, x) in [0, 1], one per gated skip,
+            finest first as the model returns them), or None when not requested or
+            the model has no gates.
+        lvcr_used: the LVCR (per day) fed to the model, or None when the clinical
+            encoder's default for an unknown LVCR was used (or the model takes no
+            clinical input).
+        roi: a description of the region of interest ("whole volume" when none).
+        roi_box: the crop actually run, ((z0, z1), (y0, y1), (x0, x1)) voxels, half-open.
+        threshold: the probability threshold applied.
+        empty: True when no tumour was found.
+        notes: what the user should know (imputations, empty result, ...).
+        timings: seconds per step.
+    """
+
+    mask: np.ndarray
+    probability: np.ndarray
+    volume: Volume
+    attention: list[np.ndarray] | None = None
+    lvcr_used: float | None = None
+    roi: str = "whole volume"
+    roi_box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+    threshold: float = 0.5
+    empty: bool = False
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def volume_cm3(self) -> float:
+        """Tumour volume in cm^3 (voxel counting: n voxels x voxel volume / 1000)."""
+        return float(np.count_nonzero(self.mask)) * self.volume.voxel_volume_mm3 / 1000.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Segmentation(volume_cm3={self.volume_cm3:.3f}, empty={self.empty}, roi={self.roi!r}, "
+            f"lvcr_used={self.lvcr_used}, notes={self.notes})"
+        )
+
+
+@dataclass(eq=False)
+class LongitudinalSegmentation:
+    """The result of :func:`segment_timepoints`.
+
+    Attributes:
+        segmentations: one :class:`Segmentation` per timepoint, input order.
+        days: the scan times (days since the first scan).
+        lvcr_per_day: the final LVCR estimate (per day), None when it could not be
+            estimated (fewer than two timepoints, an empty segmentation) or was given.
+        converged: True when the last change was below ``tol``.
+        trace: one dict per segmentation pass: ``iteration`` (0 = LVCR unknown),
+            ``lvcr_in`` (per day, None for unknown), ``volumes_cm3``, ``lvcr_out``
+            (per day, estimated from those volumes) and ``change`` (|lvcr_out - lvcr_in|).
+        notes: what the user should know.
+    """
+
+    segmentations: list[Segmentation]
+    days: list[float]
+    lvcr_per_day: float | None
+    converged: bool
+    trace: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> int:
+        """Number of segmentation passes run over all timepoints."""
+        return len(self.trace)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@functools.lru_cache(maxsize=1)
+def _default_bundle():
+    from mkunet.bundle import default_bundle
+
+    return default_bundle()
+
+
+def load_model(model: Any = None):
+    """Resolve ``model`` to a model bundle.
+
+    Args:
+        model: None (the shipped model, loaded once and cached), a bundle object,
+            or a path to a run / bundle directory (``ModelBundle.load``).
+    """
+    if model is None:
+        return _default_bundle()
+    if isinstance(model, (str, Path)):
+        from mkunet.bundle import ModelBundle
+
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"Model directory not found: '{path}' (give a training run or bundle folder).")
+        return ModelBundle.load(path)
+    return model
+
+
+def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.ndarray | None, float | None]:
+    """Encode ``clinical`` for the bundle; returns (vector (6,) or None, lvcr per day or None)."""
+    encoder = getattr(bundle, "clinical_encoder", None)
+    if encoder is None:
+        if clinical is not None:
+            notes.append("the model takes no clinical input; the clinical values were ignored")
+        return None, None
+    if clinical is not None and not isinstance(clinical, Mapping):
+        vec = np.asarray(clinical, dtype=np.float32).reshape(-1)
+        if vec.shape != (6,) or not np.all(np.isfinite(vec)):
+            raise ValueError(
+                f"`clinical` must be a mapping (age, sex, smoking, grade, stage, lvcr) or an encoded "
+                f"vector of 6 finite values, got {np.asarray(clinical).tolist()!r}."
+            )
+        return vec, None
+    columns = tuple(getattr(encoder, "COLUMNS", ("age", "sex", "smoking", "grade", "stage", "lvcr")))
+    default = getattr(bundle, "default_clinical", None)
+    if clinical is None and default is not None:
+        notes.append(
+            "clinical values unknown (LVCR included): the bundle's default vector (training medians) was used"
+        )
+        return np.asarray(default, dtype=np.float32).reshape(-1).copy(), None
+    row = {c: None for c in columns}
+    if clinical is not None:
+        unknown = sorted(set(clinical) - set(columns))
+        if unknown:
+            raise ValueError(
+                f"Unknown clinical field(s) {unknown}: valid names are {', '.join(columns)}."
+            )
+        row.update({k: (None if _is_missing(v) else v) for k, v in clinical.items()})
+    lvcr = row.get("lvcr")
+    lvcr_used = None if lvcr is None else float(lvcr)
+    if lvcr is None:
+        notes.append("LVCR unknown: encoded as the training median (clinical encoder default)")
+    missing = [c for c in columns if c != "lvcr" and row[c] is None]
+    if missing:
+        import pandas as pd
+
+        notes.append(
+            f"clinical field(s) unknown: {', '.join(missing)}; imputed with the training median "
+            "(explicit imputation)"
+        )
+        vec = encoder.transform(pd.DataFrame([row], columns=list(columns)), impute="median")[0]
+    else:
+        vec = encoder.encode_one(row)
+    return np.asarray(vec, dtype=np.float32).reshape(-1), lvcr_used
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("", "na", "nan", "unknown", "none")
+
+
+def _resample_array(
+    array: np.ndarray,
+    source: Volume,
+    spacing_zyx: Sequence[float] | None = None,
+    target: Volume | None = None,
+    default: float = 0.0,
+) -> tuple[np.ndarray, Volume]:
+    """Linear float32 resampling with SimpleITK (multithreaded, no float64 copy).
+
+    Either onto a new spacing (z, y, x) mm with the same origin / direction and
+    extent (size = round(size * spacing / new spacing)), or onto ``target``'s grid.
+
+    Returns:
+        (array (z, y, x) float32, the result's grid as a Volume holding that array).
+    """
+    import SimpleITK as sitk
+
+    image = source.to_sitk(np.asarray(array, dtype=np.float32))
+    if target is None:
+        if spacing_zyx is None:
+            raise ValueError("_resample_array needs `spacing_zyx` or `target`.")
+        new_spacing = tuple(float(s) for s in spacing_zyx)
+        size_zyx = [max(1, int(round(n * s / t))) for n, s, t in zip(source.shape, source.spacing, new_spacing)]
+        ref = sitk.Image([int(v) for v in size_zyx[::-1]], sitk.sitkUInt8)
+        ref.SetSpacing(new_spacing[::-1])
+        ref.SetOrigin(source.origin)
+        ref.SetDirection(tuple(source.direction.ravel()))
+    else:
+        ref = target.to_sitk(np.zeros(target.shape, np.uint8))
+    out = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, float(default), sitk.sitkFloat32)
+    result = sitk.GetArrayFromImage(out)
+    if target is not None:
+        return result, target
+    return result, Volume(result, spacing=new_spacing, origin=source.origin, direction=source.direction)
+
+
+def _window_size(patch: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+    """Sliding-window size: the bundle's patch, shrunk (to multiples of 16) for small inputs."""
+    return tuple(int(min(int(p), 16 * math.ceil(int(s) / 16))) for p, s in zip(patch, shape))
+
+
+def predict_probability(
+    bundle: Any,
+    volume: Volume,
+    clinical_vector: np.ndarray | None = None,
+    *,
+    return_attention: bool = False,
+    overlap: float = 0.25,
+    sw_batch_size: int = 1,
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Tumour probability on ``volume``'s grid with a bundle's model.
+
+    Resamples to ``bundle.target_spacing`` (z, y, x mm; linear, float32, air = -1000
+    HU outside), applies ``bundle.preprocessor`` -> (C, z, y, x), runs MONAI
+    sliding-window inference (window ``bundle.patch_size`` (z, y, x) voxels, or the
+    input rounded up to a multiple of 16 when smaller; ``overlap``; gaussian
+    blending of sigmoid probabilities), and resamples back (linear).
+
+    Args:
+        bundle: a ``ModelBundle`` (model, preprocessor, target_spacing, patch_size).
+        volume: the CT (HU) to run on.
+        clinical_vector: encoded clinical vector (6,) or None.
+        return_attention: also return the model's attention maps on ``volume``'s grid.
+
+    Returns:
+        (probability float32 (z, y, x) in [0, 1], list of attention maps float32
+        (z, y, x) or None when not requested / not available).
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    target = tuple(float(s) for s in bundle.target_spacing)
+    if np.allclose(volume.spacing, target, rtol=1e-3):
+        work = volume
+    else:
+        arr, work = _resample_array(volume.array, volume, spacing_zyx=target, default=-1000.0)
+    channels = np.asarray(bundle.preprocessor(work), dtype=np.float32)
+    if channels.ndim != 4 or channels.shape[1:] != work.shape:
+        raise ValueError(
+            f"The bundle's preprocessor returned shape {channels.shape}, expected (C, {work.shape})."
+        )
+    model = bundle.model
+    model.eval()
+    clin = None if clinical_vector is None else torch.as_tensor(np.asarray(clinical_vector, np.float32))[None]
+    want_attention = bool(return_attention)
+
+    def predictor(patch: torch.Tensor):
+        c = None if clin is None else clin.expand(patch.shape[0], -1)
+        out = model(patch, clinical=c, return_attention=want_attention)
+        if want_attention:
+            logits, maps = out
+            return (torch.sigmoid(logits), *maps)
+        return torch.sigmoid(out)
+
+    window = _window_size(bundle.patch_size, work.shape)
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            torch.from_numpy(channels)[None],
+            roi_size=window,
+            sw_batch_size=sw_batch_size,
+            predictor=predictor,
+            overlap=overlap,
+            mode="gaussian",
+        )
+    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+    prob = outputs[0][0, 0].numpy().astype(np.float32, copy=False)
+    attention = None
+    if want_attention and len(outputs) > 1:
+        attention = []
+        for amap in outputs[1:]:
+            if tuple(amap.shape[2:]) != work.shape:
+                amap = torch.nn.functional.interpolate(amap, size=work.shape, mode="trilinear", align_corners=False)
+            attention.append(amap[0, 0].numpy().astype(np.float32, copy=False))
+    if work is not volume:
+        prob, _ = _resample_array(prob, work, target=volume)
+        if attention is not None:
+            attention = [_resample_array(a, work, target=volume)[0] for a in attention]
+    np.clip(prob, 0.0, 1.0, out=prob)
+    return prob, attention
+
+
+# ----------------------------------------------------------------------------- ROI geometry
+
+BoxIdx = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+def roi_crop_box(volume: Volume, roi: Roi | None) -> tuple[BoxIdx, np.ndarray | None]:
+    """The crop (voxel index box, half-open, (z, y, x)) a ROI asks for, clipped to the volume.
+
+    Returns:
+        (box, previous mask on this grid or None).
+
+    Raises:
+        ValueError: the ROI lies outside the volume or is malformed.
+    """
+    shape = np.asarray(volume.shape)
+    prev = None
+    if roi is None:
+        lo, hi = np.zeros(3, int), shape.copy()
+    elif isinstance(roi, Box):
+        ranges = np.asarray([roi.z, roi.y, roi.x], dtype=np.float64)
+        if ranges.shape != (3, 2) or not np.all(np.isfinite(ranges)):
+            raise ValueError(f"Box ranges must be three (start, stop) pairs, got {roi!r}.")
+        if roi.units == "voxel":
+            lo, hi = np.floor(ranges[:, 0]).astype(int), np.ceil(ranges[:, 1]).astype(int)
+        elif roi.units == "mm":
+            corners_xyz = np.array(
+                [[x, y, z] for z in ranges[0] for y in ranges[1] for x in ranges[2]], dtype=np.float64
+            )
+            idx = volume.physical_to_index(corners_xyz)
+            lo, hi = np.floor(idx.min(0)).astype(int), np.floor(idx.max(0)).astype(int) + 1
+        else:
+            raise ValueError(f"Box units must be 'voxel' or 'mm', got {roi.units!r}.")
+        if np.any(hi <= lo):
+            raise ValueError(f"Empty box {roi.describe()}: each stop must exceed its start.")
+    elif isinstance(roi, Seed):
+        if roi.units not in ("mm", "voxel"):
+            raise ValueError(f"Seed units must be 'mm' or 'voxel', got {roi.units!r}.")
+        if len(roi.point) != 3 or not np.all(np.isfinite(roi.point)):
+            raise ValueError(f"Seed point must be 3 finite numbers (x, y, z), got {roi.point!r}.")
+        if not roi.size_mm > 0:
+            raise ValueError(f"Seed size_mm must be > 0, got {roi.size_mm!r}.")
+        centre = roi.index_zyx(volume)
+        if np.any(centre < -0.5) or np.any(centre > shape - 0.5):
+            raise ValueError(
+                f"The {roi.describe()} lies outside the volume (index z, y, x = {np.round(centre, 1).tolist()}, "
+                f"shape {tuple(shape)}): check the units and that the point is (x, y, z)."
+            )
+        half = 0.5 * roi.size_mm / np.asarray(volume.spacing)
+        lo = np.floor(centre - half).astype(int)
+        hi = np.ceil(centre + half).astype(int) + 1
+    elif isinstance(roi, PreviousMask):
+        prev = roi.on_grid(volume)
+        if not prev.any():
+            lo, hi = np.zeros(3, int), shape.copy()
+        else:
+            nz = [np.flatnonzero(prev.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+            margin = np.ceil(roi.margin_mm / np.asarray(volume.spacing)).astype(int)
+            lo = np.array([n[0] for n in nz]) - margin
+            hi = np.array([n[-1] + 1 for n in nz]) + margin
+    else:
+        raise ValueError(
+            f"`roi` must be None, Box, Seed or PreviousMask, got {type(roi).__name__}: {roi!r}."
+        )
+    lo = np.clip(lo, 0, shape)
+    hi = np.clip(hi, 0, shape)
+    if np.any(hi <= lo):
+        raise ValueError(
+            f"The region of interest ({roi.describe() if roi is not None else ''}) does not overlap the volume "
+            f"(shape z, y, x = {tuple(shape)})."
+        )
+    return tuple((int(a), int(b)) for a, b in zip(lo, hi)), prev  # type: ignore[return-value]
+
+
+def _crop(volume: Volume, box: BoxIdx) -> Volume:
+    (z0, z1), (y0, y1), (x0, x1) = box
+    if box == tuple((0, n) for n in volume.shape):
+        return volume
+    origin = volume.index_to_physical((z0, y0, x0))
+    return Volume(
+        np.ascontiguousarray(volume.array[z0:z1, y0:y1, x0:x1]),
+        spacing=volume.spacing,
+        origin=tuple(origin),
+        direction=volume.direction,
+        patient_id=volume.patient_id,
+        study_uid=volume.study_uid,
+        series_uid=volume.series_uid,
+        frame_of_reference_uid=volume.frame_of_reference_uid,
+    )
+
+
+# ----------------------------------------------------------------------------- post-processing
+
+
+def keep_tumour_component(
+    binary: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    keep: Literal["component", "all", "none"] = "component",
+    seed_zyx: Sequence[float] | None = None,
+    previous: np.ndarray | None = None,
+    min_component_cm3: float = 0.0,
+) -> np.ndarray:
+    """Select the tumour among the connected components (26-connectivity) of ``binary``.
+
+    Args:
+        binary: bool (z, y, x), the thresholded probability.
+        spacing: (z, y, x) voxel size in mm (distances and volumes).
+        keep: ``"component"``: with ``seed_zyx`` the component containing it, else
+            the one with the voxel nearest to it (mm); with ``previous`` the one
+            overlapping it most, else the one nearest its centroid; otherwise the
+            largest. ``"all"``: every component of at least ``min_component_cm3``.
+            ``"none"``: ``binary`` unchanged.
+        seed_zyx: seed as array indices (z, y, x) (continuous allowed).
+        previous: bool (z, y, x) previous-timepoint mask on the same grid.
+        min_component_cm3: smallest component kept by ``keep="all"`` (cm^3).
+
+    Returns:
+        bool (z, y, x) mask (empty when ``binary`` is empty).
+    """
+    from scipy import ndimage
+
+    binary = np.asarray(binary, dtype=bool)
+    if keep == "none":
+        return binary.copy()
+    if keep not in ("component", "all"):
+        raise ValueError(f"`keep` must be 'component', 'all' or 'none', got {keep!r}.")
+    labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros_like(binary)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    if keep == "all":
+        voxel_cm3 = float(np.prod(spacing_arr)) / 1000.0
+        good = sizes * voxel_cm3 >= min_component_cm3
+        good[0] = False
+        return good[labels]
+
+    def nearest_to(point_zyx: np.ndarray) -> int:
+        coords = np.argwhere(binary)  # (n, 3) z, y, x
+        d2 = (((coords - point_zyx) * spacing_arr) ** 2).sum(axis=1)
+        k = coords[int(np.argmin(d2))]
+        return int(labels[tuple(k)])
+
+    chosen: int
+    if seed_zyx is not None:
+        seed = np.asarray(seed_zyx, dtype=np.float64)
+        idx = tuple(np.clip(np.rint(seed).astype(int), 0, np.asarray(binary.shape) - 1))
+        chosen = int(labels[idx]) or nearest_to(seed)
+    elif previous is not None and np.any(previous):
+        overlap = np.bincount(labels[np.asarray(previous, bool)], minlength=n + 1)
+        overlap[0] = 0
+        if overlap.max() > 0:
+            chosen = int(np.argmax(overlap))
+        else:
+            chosen = nearest_to(np.argwhere(previous).mean(axis=0))
+    else:
+        sizes[0] = 0
+        chosen = int(np.argmax(sizes))
+    return labels == chosen
+
+
+# ----------------------------------------------------------------------------- segment
+
+
+def segment(
+    volume: Volume,
+    model: Any = None,
+    clinical: Mapping[str, Any] | Sequence[float] | np.ndarray | None = None,
+    roi: Roi | None = None,
+    *,
+    threshold: float | None = None,
+    return_attention: bool = False,
+    keep: Literal["component", "all", "none"] = "component",
+    min_component_cm3: float = 0.0,
+    overlap: float = 0.25,
+    progress: ProgressHook | None = None,
+) -> Segmentation:
+    """Segment the lung tumour in one CT volume.
+
+    Args:
+        volume: the CT (HU), any spacing; outputs come back on its grid.
+        model: None (the shipped model, cached), a ``ModelBundle``, or a bundle /
+            run directory.
+        clinical: mapping with any of ``age`` (years), ``sex`` (M|F), ``smoking``
+            (never|former|current), ``grade`` (1-3), ``stage`` (I-IV), ``lvcr`` (per
+            day); or an already encoded vector (6,); or None. An unknown LVCR is
+            encoded as the training median (the encoder's documented default);
+            other unknown fields are imputed with the training median and a note
+            says so. Ignored (with a note) when the model takes no clinical input.
+        roi: None (whole volume, sliding window), :class:`Box`, :class:`Seed` or
+            :class:`PreviousMask` (faster: only the crop is run).
+        threshold: probability threshold; default the bundle's (0.5).
+        return_attention: also return attention maps (when the model has gates).
+        keep: component rule, see :func:`keep_tumour_component` and the module doc.
+        min_component_cm3: for ``keep="all"``.
+        overlap: sliding-window overlap fraction.
+        progress: optional callback called with a step name as each step starts.
+
+    Returns:
+        :class:`Segmentation` on ``volume``'s grid.
+    """
+    if not isinstance(volume, Volume):
+        raise ValueError(f"`volume` must be a mkunet Volume, got {type(volume).__name__} (use mkunet.io.read_volume).")
+    t0 = time.perf_counter()
+    step = progress or (lambda name: None)
+    step("load model")
+    bundle = load_model(model)
+    timings: dict[str, float] = {"load_model": time.perf_counter() - t0}
+    notes: list[str] = []
+    vector, lvcr_used = _clinical_vector(bundle, clinical, notes)
+    thr = float(getattr(bundle, "threshold", 0.5) if threshold is None else threshold)
+    if not 0.0 < thr < 1.0:
+        raise ValueError(f"`threshold` must be in (0, 1), got {thr!r}.")
+
+    box, previous = roi_crop_box(volume, roi)
+    sub = _crop(volume, box)
+    step("predict")
+    t1 = time.perf_counter()
+    prob_sub, att_sub = predict_probability(bundle, sub, vector, return_attention=return_attention, overlap=overlap)
+    timings["predict"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    sl = tuple(slice(a, b) for a, b in box)
+    if sub is volume:
+        probability = prob_sub
+    else:
+        probability = np.zeros(volume.shape, np.float32)
+        probability[sl] = prob_sub
+    attention = None
+    if return_attention:
+        if att_sub is None:
+            notes.append("the model has no attention gates: no attention maps")
+        elif sub is volume:
+            attention = att_sub
+        else:
+            attention = []
+            for a in att_sub:
+                full = np.zeros(volume.shape, np.float32)
+                full[sl] = a
+                attention.append(full)
+
+    step("post-process")
+    seed_zyx = roi.index_zyx(volume) if isinstance(roi, Seed) else None
+    # component analysis on the crop only (zero outside it)
+    sub_binary = prob_sub >= thr
+    offset = np.array([a for a, _ in box], dtype=np.float64)
+    sub_mask = keep_tumour_component(
+        sub_binary,
+        volume.spacing,
+        keep=keep,
+        seed_zyx=None if seed_zyx is None else seed_zyx - offset,
+        previous=None if previous is None else previous[sl],
+        min_component_cm3=min_component_cm3,
+    )
+    mask = np.zeros(volume.shape, bool)
+    mask[sl] = sub_mask
+    timings["postprocess"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+
+    if isinstance(roi, PreviousMask) and previous is not None and not previous.any():
+        notes.append("the previous mask is empty: ran on the whole volume")
+    empty = not mask.any()
+    if empty:
+        notes.append("no tumour found: the mask is empty")
+        warnings.warn(
+            f"No tumour found in {volume!r} (no voxel with probability >= {thr:g}"
+            f"{' inside the ' + roi.describe() if roi is not None else ''}); the mask is empty.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return Segmentation(
+        mask=mask,
+        probability=probability,
+        volume=volume,
+        attention=attention,
+        lvcr_used=lvcr_used,
+        roi="whole volume" if roi is None else roi.describe(),
+        roi_box=box,
+        threshold=thr,
+        empty=empty,
+        notes=notes,
+        timings=timings,
+    )
+
+
+# ----------------------------------------------------------------------------- fixed-point LVCR
+
+
+def _estimate_lvcr(days: Sequence[float], volumes_cm3: Sequence[float]) -> float:
+    from mkunet.kinetics import lvcr
+
+    result = lvcr(list(days), list(volumes_cm3))
+    return float(result.lvcr_per_day)
+
+
+def segment_timepoints(
+    volumes: Sequence[Volume],
+    days: Sequence[float],
+    model: Any = None,
+    clinical: Mapping[str, Any] | None = None,
+    rois: Sequence[Roi | None] | None = None,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 5,
+    previous_mask_roi: bool = False,
+    margin_mm: float = 15.0,
+    **segment_kwargs: Any,
+) -> LongitudinalSegmentation:
+    """Segment one patient's timepoints, estimating LVCR by fixed-point iteration when unknown.
+
+    When ``clinical`` gives an LVCR, or there are fewer than two timepoints, each
+    timepoint is segmented once. Otherwise (SPEC "LVCR"):
+
+    1. pass 0: segment every timepoint with LVCR unknown (encoder default), get
+       volumes V_i (cm^3) and L_0 = LVCR(days, V) (:func:`mkunet.kinetics.lvcr`, per day);
+    2. pass k >= 1: segment again with LVCR = L_{k-1}, estimate L_k from the new volumes;
+    3. stop when |L_k - L_{k-1}| < ``tol`` (per day) or after ``max_iter`` passes
+       after pass 0 (then ``converged`` is False and a warning is issued).
+
+    The returned segmentations are those of the last pass; ``lvcr_per_day`` is the
+    last estimate. An empty segmentation at any timepoint stops the iteration (no
+    LVCR from a zero volume): the pass's segmentations are returned with a note.
+
+    Args:
+        volumes: the CTs in time order.
+        days: scan times in days since the first scan (strictly increasing).
+        model: as in :func:`segment`.
+        clinical: the patient's clinical mapping (``lvcr`` may be absent / None).
+        rois: one ROI (or None) per timepoint.
+        tol: convergence tolerance on LVCR (per day).
+        max_iter: maximum passes after the first.
+        previous_mask_roi: for timepoint k >= 1 without its own ROI, use timepoint
+            k-1's mask (same pass) grown by ``margin_mm`` as the ROI.
+        **segment_kwargs: passed to :func:`segment` (threshold, keep, ...).
+    """
+    volumes = list(volumes)
+    days_list = [float(d) for d in days]
+    if len(days_list) != len(volumes):
+        raise ValueError(f"{len(volumes)} volumes but {len(days_list)} `days` values: give one day per timepoint.")
+    if not volumes:
+        raise ValueError("`volumes` is empty: give at least one timepoint.")
+    if any(b <= a for a, b in zip(days_list, days_list[1:])):
+        raise ValueError(f"`days` must be strictly increasing (days since the first scan), got {days_list}.")
+    if rois is not None and len(rois) != len(volumes):
+        raise ValueError(f"{len(volumes)} volumes but {len(rois)} `rois`: give one ROI (or None) per timepoint.")
+    if not tol > 0 or max_iter < 0:
+        raise ValueError(f"`tol` must be > 0 and `max_iter` >= 0, got tol={tol!r}, max_iter={max_iter!r}.")
+    bundle = load_model(model)
+    base = dict(clinical or {})
+    notes: list[str] = []
+
+    def one_pass(lvcr_in: float | None) -> list[Segmentation]:
+        segs: list[Segmentation] = []
+        for k, vol in enumerate(volumes):
+            roi = rois[k] if rois is not None else None
+            if roi is None and previous_mask_roi and k > 0 and not segs[-1].empty:
+                roi = PreviousMask(segs[-1].mask, volumes[k - 1], margin_mm=margin_mm)
+            clin = dict(base, lvcr=lvcr_in) if (base or lvcr_in is not None) else None
+            segs.append(segment(vol, bundle, clin, roi, **segment_kwargs))
+        return segs
+
+    given = base.get("lvcr")
+    if (given is not None and not _is_missing(given)) or len(volumes) < 2 or getattr(
+        bundle, "clinical_encoder", None
+    ) is None:
+        if len(volumes) < 2 and (given is None or _is_missing(given)):
+            notes.append("a single timepoint: LVCR cannot be estimated; segmented with LVCR unknown")
+        segs = one_pass(None if given is None or _is_missing(given) else float(given))
+        return LongitudinalSegmentation(segs, days_list, None, True, [], notes)
+
+    trace: list[dict[str, Any]] = []
+    lvcr_in: float | None = None
+    converged = False
+    segs: list[Segmentation] = []
+    for iteration in range(max_iter + 1):
+        segs = one_pass(lvcr_in)
+        vols = [s.volume_cm3 for s in segs]
+        entry: dict[str, Any] = {"iteration": iteration, "lvcr_in": lvcr_in, "volumes_cm3": vols}
+        if any(s.empty for s in segs):
+            empty_tp = [k for k, s in enumerate(segs) if s.empty]
+            notes.append(f"no tumour at timepoint(s) {empty_tp}: LVCR cannot be estimated; iteration stopped")
+            entry.update(lvcr_out=None, change=None)
+            trace.append(entry)
+            warnings.warn(
+                f"Fixed-point LVCR stopped: empty segmentation at timepoint(s) {empty_tp}.", UserWarning, stacklevel=2
+            )
+            return LongitudinalSegmentation(segs, days_list, None, False, trace, notes)
+        lvcr_out = _estimate_lvcr(days_list, vols)
+        change = None if lvcr_in is None else abs(lvcr_out - lvcr_in)
+        entry.update(lvcr_out=lvcr_out, change=change)
+        trace.append(entry)
+        logger.info("fixed-point LVCR pass %d: in=%s out=%.6g /day change=%s", iteration, lvcr_in, lvcr_out, change)
+        if change is not None and change < tol:
+            converged = True
+            break
+        lvcr_in = lvcr_out
+    lvcr_final = trace[-1]["lvcr_out"]
+    if not converged:
+        notes.append(f"LVCR did not settle within {max_iter} passes (last change {trace[-1]['change']})")
+        warnings.warn(
+            f"Fixed-point LVCR did not converge to tol={tol:g}/day in {max_iter} passes; last change "
+            f"{trace[-1]['change']}/day. Returning the last pass.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return LongitudinalSegmentation(segs, days_list, lvcr_final, converged, trace, notes)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def is_dicom_volume(volume: Volume) -> bool:
+    """True when ``volume`` was read from a DICOM series (needed by the SEG / RTSTRUCT writers)."""
+    return bool(volume.source) and volume.series_uid is not None and all(
+        not str(p).lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr")) for p in volume.source
+    )
+
+
+def check_formats(formats: Sequence[str], volume: Volume) -> tuple[str, ...]:
+    """Validate output formats for ``volume``; DICOM outputs need a DICOM input.
+
+    Raises:
+        ValueError: unknown format, or ``seg``/``rtstruct`` for a non-DICOM input.
+    """
+    fmts = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad:
+        raise ValueError(f"Unknown output format(s) {bad}: choose from {', '.join(FORMATS)}.")
+    dicom = [f for f in fmts if f in ("seg", "rtstruct")]
+    if dicom and not is_dicom_volume(volume):
+        src = volume.source[0] if volume.source else "an in-memory volume"
+        raise ValueError(
+            f"Output format(s) {', '.join(dicom)} need a DICOM input series (they reference its files), but the "
+            f"input is '{src}'. Use --formats nifti, or give the DICOM folder."
+        )
+    return fmts
+
+
+def save_segmentation(
+    segmentation: Segmentation,
+    out_dir: str | Path,
+    formats: Sequence[str] = ("nifti",),
+    *,
+    attention: bool = False,
+    label: str = "GTV",
+) -> dict[str, Path]:
+    """Write a segmentation on its input grid.
+
+    Files: ``mask.nii.gz`` (uint8) and ``probability.nii.gz`` (float32) for
+    ``nifti``; ``seg.dcm`` (DICOM SEG) for ``seg``; ``rtstruct.dcm`` for
+    ``rtstruct``; ``attention_<k>.nii.gz`` (float32, k = 0, 1, ...) when
+    ``attention`` and maps exist.
+
+    Returns:
+        dict name -> path of every file written.
+    """
+    from mkunet.io import write_mask, write_volume
+
+    fmts = check_formats(formats, segmentation.volume)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vol = segmentation.volume
+    written: dict[str, Path] = {}
+    if "nifti" in fmts:
+        written["mask"] = write_mask(segmentation.mask, vol, out / "mask.nii.gz")
+        written["probability"] = write_volume(vol, out / "probability.nii.gz", segmentation.probability)
+    if "seg" in fmts:
+        from mkunet.dicom_out import write_seg
+
+        written["seg"] = Path(write_seg(segmentation.mask, vol, out / "seg.dcm", segment_label=label))
+    if "rtstruct" in fmts:
+        from mkunet.dicom_out import write_rtstruct
+
+        written["rtstruct"] = Path(write_rtstruct(segmentation.mask, vol, out / "rtstruct.dcm", roi_name=label))
+    if attention and segmentation.attention:
+        for k, amap in enumerate(segmentation.attention):
+            written[f"attention_{k}"] = write_volume(vol, out / f"attention_{k}.nii.gz", amap)
+    return written
