@@ -1,0 +1,195 @@
+"""`mkunet segment`: files written for NIfTI and DICOM input, errors, ROI options.
+
+The model is replaced (monkeypatch of ``mkunet.infer.load_model``) by an oracle that
+thresholds HU at -300, so the expected mask is known.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from typer.testing import CliRunner
+
+from mkunet import infer
+from mkunet.cli import app
+from mkunet.cli.segment import parse_clinical
+from mkunet.io import read_mask, read_volume, write_volume
+from mkunet.volume import Volume
+
+DCIODVFY = shutil.which("dciodvfy")
+SHAPE, SPACING = (10, 40, 36), (2.5, 0.8, 0.75)  # (z, y, x), mm
+
+
+class Oracle(torch.nn.Module):
+    def forward(self, image, clinical=None, return_attention=False):
+        logits = 0.05 * (image[:, :1] * 1000.0 + 300.0)
+        if return_attention:
+            return logits, [torch.sigmoid(torch.nn.functional.avg_pool3d(logits, 2))]
+        return logits
+
+
+@dataclass
+class Bundle:
+    model: Any = field(default_factory=Oracle)
+    preprocessor: Any = staticmethod(lambda v: (v.array / 1000.0)[None].astype(np.float32))
+    clinical_encoder: Any = None
+    target_spacing: tuple = SPACING
+    patch_size: tuple = (16, 32, 32)
+    threshold: float = 0.5
+
+
+@pytest.fixture(autouse=True)
+def oracle_model(monkeypatch):
+    monkeypatch.setattr(infer, "load_model", lambda model=None: Bundle())
+
+
+def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HU array with a large and a small ball; returns (hu, large, small) on SHAPE / SPACING."""
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+
+    def ball(c, r):
+        return ((zz - c[0]) * SPACING[0]) ** 2 + ((yy - c[1]) * SPACING[1]) ** 2 + ((xx - c[2]) * SPACING[2]) ** 2 <= r * r
+
+    large, small = ball((5, 14, 12), 7.0), ball((5, 30, 27), 4.0)
+    hu = np.full(SHAPE, -850, np.int16)
+    hu[large | small] = 30
+    return hu, large, small
+
+
+def write_series(folder: Path, hu: np.ndarray, spacing=SPACING, origin=(-12.0, -20.5, 40.0)) -> Path:
+    """Write ``hu`` (z, y, x) as a CT series, one file per slice (pydicom)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nz, ny, nx = hu.shape
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for k in range(nz):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Cli", "CLI-1", "19600101", "M"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101500", "S1", "A1"
+        ds.ReferringPhysicianName = ""
+        ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "Test", 2, k + 1
+        ds.PositionReferenceIndicator = ""
+        ds.KVP, ds.AcquisitionNumber, ds.PatientPosition = 120, 1, "HFS"
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + spacing[0] * k]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing[1], spacing[2]]
+        ds.SliceThickness = spacing[0]
+        ds.Rows, ds.Columns = ny, nx
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+        ds.PixelData = np.ascontiguousarray(hu[k], dtype=np.int16).tobytes()
+        ds.save_as(folder / f"slice_{k:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def run(args: list[str]):
+    return CliRunner().invoke(app, ["segment", *[str(a) for a in args]])
+
+
+def test_parse_clinical():
+    assert parse_clinical(["age=64", "sex=M", "grade=2", "lvcr=0.004"]) == {
+        "age": 64.0, "sex": "M", "grade": 2, "lvcr": 0.004}
+    assert parse_clinical(None) is None
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_clinical(["age64"])
+    with pytest.raises(ValueError, match="number"):
+        parse_clinical(["age=old"])
+
+
+def test_nifti_input_writes_nifti(tmp_path):
+    hu, large, small = phantom()
+    vol = Volume(hu.astype(np.float32), spacing=SPACING, origin=(5.0, -3.0, 12.0))
+    path = write_volume(vol, tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "out", "--attention"])
+    assert res.exit_code == 0, res.output
+    assert "tumour volume:" in res.output and "mask.nii.gz" in res.output
+    ref = read_volume(path)
+    np.testing.assert_array_equal(read_mask(tmp_path / "out" / "mask.nii.gz", ref), large)
+    prob = read_volume(tmp_path / "out" / "probability.nii.gz")
+    assert prob.shape == ref.shape and np.allclose(prob.origin, ref.origin)
+    assert (tmp_path / "out" / "attention_0.nii.gz").exists()
+    expected = large.sum() * np.prod(SPACING) / 1000.0
+    assert f"{expected:.3f} cm^3" in res.output
+    # seed in voxel units (x y z = column row slice) picks the small ball
+    res = run([path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel",
+               "--seed-size-mm", 30])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "seed" / "mask.nii.gz", ref), small)
+    # previous mask (a NIfTI label map) picks the small ball too
+    write_volume(ref, tmp_path / "prev.nii.gz", small.astype(np.uint8))
+    res = run([path, "--out", tmp_path / "prev", "--roi", "previous-mask", "--previous-mask", tmp_path / "prev.nii.gz"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "prev" / "mask.nii.gz", ref), small)
+    res = run([path, "--out", tmp_path / "box", "--box", 0, 10, 20, 40, 20, 36])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "box" / "mask.nii.gz", ref), small)
+
+
+def test_errors_are_one_line(tmp_path):
+    hu, _, _ = phantom()
+    path = write_volume(Volume(hu.astype(np.float32), spacing=SPACING), tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "o", "--formats", "nifti,seg"])
+    assert res.exit_code == 2 and "DICOM input" in res.output
+    assert not (tmp_path / "o" / "mask.nii.gz").exists()
+    res = run([path, "--out", tmp_path / "o", "--roi", "seed"])
+    assert res.exit_code == 2 and "--seed-point" in res.output
+    res = run([path, "--out", tmp_path / "o", "--clinical", "age"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    res = run([tmp_path / "missing.nii.gz", "--out", tmp_path / "o"])
+    assert res.exit_code == 2
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_dicom_input_writes_seg_and_rtstruct(tmp_path):
+    hu, large, small = phantom()
+    folder = write_series(tmp_path / "ct", hu)
+    res = run([folder, "--out", tmp_path / "out"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    for name in ("mask.nii.gz", "probability.nii.gz", "seg.dcm", "rtstruct.dcm"):
+        assert (out / name).exists(), name
+    ref = read_volume(folder)
+    np.testing.assert_array_equal(read_mask(out / "mask.nii.gz", ref), large)
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert seg.PatientID == "CLI-1" and seg.StudyInstanceUID == ref.study_uid
+    from mkunet.io import read_rtstruct
+
+    rt = read_rtstruct(out / "rtstruct.dcm", ref)
+    dice = 2 * (rt & large).sum() / (rt.sum() + large.sum())
+    assert dice >= 0.9
+    if DCIODVFY:
+        assert _dciodvfy_errors(out / "seg.dcm") == []
+        assert _dciodvfy_errors(out / "rtstruct.dcm") == []
+
+
+def test_dicom_input_without_tumour(tmp_path):
+    folder = write_series(tmp_path / "ct", np.full(SHAPE, -1000, np.int16))
+    with pytest.warns(UserWarning, match="empty"):
+        res = run([folder, "--out", tmp_path / "out"])
+    assert res.exit_code == 0, res.output
+    assert "no tumour found" in res.output
+    for name in ("mask.nii.gz", "seg.dcm", "rtstruct.dcm"):
+        assert (tmp_path / "out" / name).exists(), name
