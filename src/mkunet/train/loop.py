@@ -1,0 +1,765 @@
+"""The training loop: configuration, checkpoints, exact resume, DDP, mixed precision, time budget.
+
+Run folder (``config.out``)::
+
+    config.json         the TrainConfig (JSON)
+    split.json          patient-level train / val / test split (seeded)
+    last/, best/        ModelBundle folders (model.safetensors + bundle.json): the latest
+                        epoch and the epoch with the best validation Dice
+    state.safetensors   model weights + Adam state tensors of the latest epoch
+    state.json          completed epochs, best metric, elapsed time, GradScaler state,
+                        the per-epoch seeds (everything random is re-derived from
+                        (seed, epoch, sample index), so no RNG state needs restoring)
+    log.csv, log.json   one row per epoch: loss, validation Dice, times
+
+Validation Dice is computed on whole validation cases at the model's spacing (sliding
+window, Gaussian blending, overlap 0.25, threshold 0.5) against the resampled masks: the
+same inference as :func:`mkunet.bundle.predict_probability` without the final resampling
+back to the scan grid (cheaper; the selection criterion, not the reported figure).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from mkunet.train.data import (
+    PatchDataset,
+    PreparedCase,
+    ScanRecord,
+    load_scan,
+    patient_lvcr,
+    read_clinical,
+    read_scans,
+    split_patients,
+    write_json,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "train", "width_kwargs", "prepare_case"]
+
+logger = logging.getLogger("mkunet.train")
+
+LVCR_INDEX = 5
+_STATE_JSON = "state.json"
+_STATE_TENSORS = "state.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored as ``config.json`` in the run folder).
+
+    Attributes:
+        data: cohort folder (layout: :mod:`mkunet.train.data`).
+        out: run folder (created).
+        model: network name for :func:`mkunet.models.build_model`.
+        model_kwargs: extra constructor arguments (ablation switches such as
+            ``gate="plain"``, ``clinical_fusion=False``).
+        width: base width w: levels (w, 2w, 4w, 8w, 16w) (``init_filters`` for resnet3d);
+            None keeps the model's default (16: the paper's width).
+        epochs: number of epochs (an epoch is ``patches_per_epoch`` patches).
+        batch_size: patches per optimiser step (per process under DDP).
+        lr: Adam learning rate (constant).
+        weight_decay: Adam weight decay.
+        patch_size: training patch and sliding window (z, y, x) voxels, multiples of 16.
+        target_spacing: spacing (z, y, x) in mm every case is resampled to.
+        val_fraction, test_fraction: fractions of patients held out (seeded split).
+        seed: seed of the split, the initial weights, patch sampling and augmentation.
+        num_workers: DataLoader workers (0: in the main process).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        amp: mixed precision; None = on CUDA, off on CPU.
+        channels: 4 (four-channel preprocessing) or 1 (windowed intensity only).
+        adaptive_window: fit and apply the adaptive HU window on the training split.
+        window_k, window_mode: adaptive window parameters (see mkunet.preprocess.AdaptiveWindow).
+        use_lvcr: False replaces the LVCR column by its training median ("without LVCR" ablation).
+        patches_per_epoch: patches per epoch (all processes together); None = 4 per training scan.
+        tumour_fraction: probability that a patch is centred on a tumour voxel.
+        augment: on-the-fly augmentation (rotation, scaling, translation, noise).
+        val_every: validate every n epochs (and at the last one).
+        val_overlap: sliding-window overlap of the validation inference.
+        time_budget_min: stop cleanly before this many minutes of training are used (None: no limit).
+        deterministic: ``torch.use_deterministic_algorithms(True)`` (bit-identical CPU runs).
+        threads: torch CPU threads (None: torch default).
+        label: a name for the run in tables (e.g. "full model"); default: the folder name.
+        dice_weight, bce_weight: loss = dice_weight * DiceLoss + bce_weight * BCE.
+        resume: continue the run in ``out`` (its state.json) instead of starting afresh.
+        command: the command line that started the run (provenance, stored in bundles).
+    """
+
+    data: str
+    out: str
+    model: str = "mkunet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    width: int | None = None
+    epochs: int = 150
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    patch_size: tuple[int, int, int] = (32, 96, 96)
+    target_spacing: tuple[float, float, float] = (2.0, 1.5, 1.5)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    channels: int = 4
+    adaptive_window: bool = True
+    window_k: float = 1.5
+    window_mode: str = "symmetric"
+    use_lvcr: bool = True
+    patches_per_epoch: int | None = None
+    tumour_fraction: float = 2.0 / 3.0
+    augment: bool = True
+    val_every: int = 1
+    val_overlap: float = 0.25
+    time_budget_min: float | None = None
+    deterministic: bool = False
+    threads: int | None = None
+    label: str | None = None
+    dice_weight: float = 0.6
+    bce_weight: float = 0.4
+    resume: bool = False
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        self.data, self.out = str(self.data), str(self.out)
+        self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
+        self.target_spacing = tuple(float(s) for s in self.target_spacing)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raises ValueError naming the parameter and the bad value."""
+        if len(self.patch_size) != 3 or any(p <= 0 or p % 16 for p in self.patch_size):
+            raise ValueError(f"`patch_size` (z, y, x) must be 3 positive multiples of 16, got {self.patch_size}.")
+        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+            raise ValueError(f"`target_spacing` (z, y, x) mm must be 3 positive numbers, got {self.target_spacing}.")
+        for name in ("epochs", "batch_size", "val_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
+            raise ValueError(f"`width` must be a positive integer, got {self.width!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {self.lr!r}.")
+        if self.channels not in (1, 4):
+            raise ValueError(f"`channels` must be 4 or 1, got {self.channels!r}.")
+        if not 0.0 <= self.tumour_fraction <= 1.0:
+            raise ValueError(f"`tumour_fraction` must lie in [0, 1], got {self.tumour_fraction!r}.")
+        if self.patches_per_epoch is not None and self.patches_per_epoch < 1:
+            raise ValueError(f"`patches_per_epoch` must be >= 1, got {self.patches_per_epoch!r}.")
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise ValueError(f"`time_budget_min` must be > 0 minutes, got {self.time_budget_min!r}.")
+        if self.num_workers < 0:
+            raise ValueError(f"`num_workers` must be >= 0, got {self.num_workers!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of all fields."""
+        d = dataclasses.asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        d["target_spacing"] = list(self.target_spacing)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict` (unknown keys raise a ValueError)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"Unknown training option(s) {unknown}; valid: {sorted(names)}.")
+        return cls(**d)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **overrides: Any) -> "TrainConfig":
+        """The config stored in ``run_dir/config.json`` with ``overrides``, set to resume."""
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"Cannot resume: '{path}' not found; is '{run_dir}' a training run folder?")
+        d = json.loads(path.read_text(encoding="utf-8"))
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        d["out"] = str(run_dir)
+        d["resume"] = True
+        return cls.from_dict(d)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        run_dir: the run folder.
+        best_dir: ``run_dir/best`` (bundle with the best validation Dice).
+        last_dir: ``run_dir/last``.
+        epochs_completed: epochs done in total (including before a resume).
+        best_metric: best validation Dice (or -loss without validation cases).
+        best_epoch: epoch (1-based) of the best checkpoint.
+        history: one dict per epoch (the rows of log.csv).
+        stopped: "epochs" (all done) or "time_budget".
+        elapsed_s: training time in seconds over all sessions.
+    """
+
+    run_dir: Path
+    best_dir: Path
+    last_dir: Path
+    epochs_completed: int
+    best_metric: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+    stopped: str
+    elapsed_s: float
+
+
+def width_kwargs(model: str, width: int | None) -> dict[str, Any]:
+    """Constructor kwargs giving base width ``width`` (levels w, 2w, 4w, 8w, 16w) to ``model``."""
+    if width is None:
+        return {}
+    if model == "resnet3d":
+        groups = math.gcd(width, 8)
+        return {"init_filters": int(width), "num_groups": int(groups)}
+    return {"channels": [int(width) * 2**i for i in range(5)]}
+
+
+# ---------------------------------------------------------------------------------- distributed
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_request: str) -> tuple[_Dist, torch.device]:
+    """Init the process group under torchrun (env RANK / WORLD_SIZE); pick the device."""
+    dist = _Dist()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" in os.environ and world > 1:
+        dist.rank, dist.world_size = int(os.environ["RANK"]), world
+        dist.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_request == "auto":
+        device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(device_request)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device(f"cuda:{dist.local_rank}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` = {device_request!r} but CUDA is not available; use --device cpu or auto.")
+    if dist.active and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend)
+        dist.initialised_here = True
+    return dist, device
+
+
+def _all_reduce_sum(values: Sequence[float], dist: _Dist) -> list[float]:
+    if not dist.active:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    backend = torch.distributed.get_backend()
+    if backend == "nccl":
+        t = t.cuda()
+    torch.distributed.all_reduce(t)
+    return [float(v) for v in t.cpu()]
+
+
+def _barrier(dist: _Dist) -> None:
+    if dist.active:
+        torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------------- data preparation
+def prepare_case(
+    record: ScanRecord,
+    volume: Any,
+    mask: np.ndarray,
+    preprocessor: Any,
+    target_spacing: Sequence[float],
+    clinical: np.ndarray | None,
+    lvcr: float | None,
+) -> PreparedCase:
+    """Resample a scan (linear) and its mask (linear on 0/1, >= 0.5) to ``target_spacing``, preprocess."""
+    from mkunet.bundle import resample_onto
+    from mkunet.preprocess import resample
+
+    if np.allclose(volume.spacing, target_spacing, atol=1e-4):
+        resampled, label = volume, mask
+    else:
+        resampled = resample(volume, tuple(target_spacing))
+        label = resample_onto(mask.astype(np.float32), volume, resampled, "linear") >= 0.5
+    channels = np.asarray(preprocessor(resampled), dtype=np.float32)
+    return PreparedCase(
+        record=record,
+        channels=channels,
+        label=np.asarray(label, dtype=bool),
+        clinical=clinical,
+        foreground=np.flatnonzero(label).astype(np.int64),
+        lvcr=lvcr,
+    )
+
+
+def _resampled(volume: Any, mask: np.ndarray, spacing: Sequence[float]) -> tuple[Any, np.ndarray]:
+    from mkunet.bundle import resample_onto
+    from mkunet.preprocess import resample
+
+    if np.allclose(volume.spacing, spacing, atol=1e-4):
+        return volume, mask
+    out = resample(volume, tuple(spacing))
+    return out, resample_onto(mask.astype(np.float32), volume, out, "linear") >= 0.5
+
+
+def _clinical_frame(patients: Sequence[str], table: Any, lvcrs: dict[str, float | None]):
+    import pandas as pd
+
+    rows = []
+    for pid in patients:
+        if pid not in table.index:
+            raise ValueError(f"Patient {pid!r} has scans but no row in clinical.csv; add one.")
+        row = {c: table.loc[pid, c] for c in ("age", "sex", "smoking", "grade", "stage")}
+        row["lvcr"] = lvcrs.get(pid)
+        rows.append(row)
+    return pd.DataFrame(rows, index=list(patients))
+
+
+# ---------------------------------------------------------------------------------- state I/O
+def _save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().cpu().contiguous().clone()
+    sd = optimizer.state_dict()
+    plain_state: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
+            else:
+                plain_state.setdefault(str(pid), {})[k] = v
+    info = dict(info)
+    info["optimizer"] = {"param_groups": sd["param_groups"], "plain_state": plain_state}
+    tmp = run_dir / (_STATE_TENSORS + ".tmp")
+    save_file(tensors, str(tmp), metadata={"epoch": str(info["epoch"])})
+    tmp.replace(run_dir / _STATE_TENSORS)
+    write_json(run_dir / _STATE_JSON, info)
+
+
+def _load_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    info = json.loads((run_dir / _STATE_JSON).read_text(encoding="utf-8"))
+    path = run_dir / _STATE_TENSORS
+    with safe_open(str(path), framework="pt") as f:
+        saved_epoch = (f.metadata() or {}).get("epoch")
+    if saved_epoch != str(info["epoch"]):
+        raise ValueError(
+            f"'{path}' (epoch {saved_epoch}) and state.json (epoch {info['epoch']}) disagree: the run was "
+            "interrupted while saving; restart it from scratch or restore both files."
+        )
+    tensors = load_file(str(path))
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(model_state, strict=True)
+    opt = info["optimizer"]
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, extra in opt.get("plain_state", {}).items():
+        state.setdefault(int(pid), {}).update(extra)
+    groups = opt["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return info
+
+
+def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    write_json(run_dir / "log.json", history)
+    if not history:
+        return
+    columns = list(history[0].keys())
+    tmp = run_dir / "log.csv.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    tmp.replace(run_dir / "log.csv")
+
+
+# ---------------------------------------------------------------------------------- validation
+def _validate(
+    model: torch.nn.Module, cases: Sequence[PreparedCase], patch: Sequence[int], overlap: float, amp: bool
+) -> tuple[float, int]:
+    """Sum of Dice over ``cases`` (at the model spacing) and the number of cases."""
+    from mkunet.bundle import sliding_window_probability
+    from mkunet.metrics import dice
+
+    total = 0.0
+    for case in cases:
+        prob = sliding_window_probability(model, case.channels, patch, case.clinical, overlap=overlap, amp=amp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(dice(prob >= 0.5, case.label))
+        total += value if np.isfinite(value) else 0.0
+    return total, len(cases)
+
+
+# ---------------------------------------------------------------------------------- main entry
+def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a segmentation network on a cohort folder; see :class:`TrainConfig` and the module docstring.
+
+    Works unchanged under ``torchrun`` (DDP: gloo on CPU, NCCL on CUDA; rank 0 writes the
+    run folder). Same config and seed on CPU give identical weights; ``config.resume``
+    continues a run exactly (the final weights equal those of an uninterrupted run).
+
+    Args:
+        config: the run's configuration.
+        callback: called on rank 0 with a dict after every epoch (``event="epoch"``, ``epoch``,
+            ``epochs``, ``loss``, ``val_dice``, ``elapsed_s``, ``eta_s``) and once with
+            ``event="start"`` / ``event="end"``; used by the CLI's progress display.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    from mkunet import __version__
+    from mkunet.bundle import ModelBundle
+    from mkunet.losses import DiceBCELoss
+    from mkunet.models import build_model
+    from mkunet.preprocess import AdaptiveWindow, Preprocessor
+
+    config.validate()
+    wall_start = time.monotonic()
+    dist, device = _setup_distributed(config.device)
+    try:
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        amp = (device.type == "cuda") if config.amp is None else bool(config.amp and device.type == "cuda")
+        run_dir = Path(config.out)
+        data_dir = Path(config.data)
+        state_path = run_dir / _STATE_JSON
+        if state_path.exists() and not config.resume:
+            raise ValueError(
+                f"'{run_dir}' already holds a training run (state.json); resume it with --resume {run_dir} "
+                "or choose a new --out folder."
+            )
+        if config.resume and not state_path.exists():
+            raise FileNotFoundError(f"Cannot resume: '{state_path}' not found (no completed epoch in '{run_dir}').")
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not config.resume:
+                write_json(run_dir / "config.json", config.to_dict())
+        _barrier(dist)
+
+        # ---- data, split
+        records = read_scans(data_dir)
+        patients = sorted({r.patient_id for r in records})
+        split_file = run_dir / "split.json"
+        if config.resume and split_file.exists():
+            split = json.loads(split_file.read_text(encoding="utf-8"))
+        else:
+            split = split_patients(patients, config.val_fraction, config.test_fraction, config.seed)
+            if dist.main:
+                write_json(
+                    split_file,
+                    {**split, "seed": config.seed, "val_fraction": config.val_fraction,
+                     "test_fraction": config.test_fraction, "data": str(data_dir)},
+                )
+        train_ids, val_ids = set(split["train"]), set(split["val"])
+        wanted = [r for r in records if r.patient_id in train_ids | val_ids]
+
+        # ---- model (seeded init)
+        torch.manual_seed(config.seed)
+        model_kwargs = {**width_kwargs(config.model, config.width), **config.model_kwargs}
+        model_kwargs["in_channels"] = int(config.channels)
+        model = build_model(config.model, **model_kwargs)
+        needs_clinical = bool(getattr(model, "needs_clinical", False))
+
+        # ---- load scans, GT volumes -> per-patient LVCR
+        loaded: dict[str, tuple[Any, np.ndarray]] = {}
+        by_patient: dict[str, list[tuple[ScanRecord, float]]] = {}
+        for rec in wanted:
+            volume, mask = load_scan(rec)
+            if not mask.any():
+                warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=2)
+            loaded[rec.key] = (volume, mask)
+            by_patient.setdefault(rec.patient_id, []).append((rec, float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0))
+        lvcrs = {
+            pid: patient_lvcr([r.days for r, _ in rows], [v for _, v in rows], pid) for pid, rows in by_patient.items()
+        }
+
+        # ---- preprocessor + clinical encoder: fitted on the training split, or restored on resume
+        resampled = {k: _resampled(v, m, config.target_spacing) for k, (v, m) in loaded.items()}
+        train_keys = [r.key for r in wanted if r.patient_id in train_ids]
+        encoder, default_clinical = None, None
+        if config.resume:
+            restored = ModelBundle.load(run_dir / "last")
+            preprocessor, encoder, default_clinical = (
+                restored.preprocessor, restored.clinical_encoder, restored.default_clinical,
+            )
+        else:
+            window = AdaptiveWindow(k=config.window_k, mode=config.window_mode) if config.adaptive_window else None
+            preprocessor = Preprocessor(channels=config.channels, adaptive_window=window)
+            preprocessor.fit([resampled[k][0] for k in train_keys], [resampled[k][1] for k in train_keys])
+            if needs_clinical:
+                from mkunet.models.clinical import ClinicalEncoder
+
+                table = read_clinical(data_dir, required=True)
+                frame = _clinical_frame(sorted(train_ids), table, lvcrs)
+                if frame["lvcr"].isna().all():
+                    warnings.warn(
+                        "No training patient has two or more scans: LVCR cannot be computed and is set to 0 /day "
+                        "for the encoder fit (the LVCR input carries no information).",
+                        stacklevel=2,
+                    )
+                    frame["lvcr"] = 0.0
+                encoder = ClinicalEncoder().fit(frame)
+                encoded = np.asarray(encoder.transform(frame), dtype=np.float32)
+                default_clinical = np.median(encoded, axis=0).astype(np.float32)
+        vectors: dict[str, np.ndarray | None] = {}
+        if needs_clinical:
+            table = read_clinical(data_dir, required=True)
+            ids = sorted(by_patient)
+            frame = _clinical_frame(ids, table, lvcrs)
+            encoded = np.asarray(encoder.transform(frame), dtype=np.float32)
+            for pid, vec in zip(ids, encoded):
+                if not config.use_lvcr:
+                    vec = vec.copy()
+                    vec[LVCR_INDEX] = default_clinical[LVCR_INDEX]
+                vectors[pid] = vec
+        cases = {
+            k: prepare_case_from_resampled(rec, resampled[rec.key], preprocessor, vectors.get(rec.patient_id),
+                                           lvcrs.get(rec.patient_id))
+            for rec in wanted
+            for k in [rec.key]
+        }
+        del loaded, resampled
+        train_cases = [cases[r.key] for r in wanted if r.patient_id in train_ids]
+        val_cases = [cases[r.key] for r in wanted if r.patient_id in val_ids]
+        if not train_cases:
+            raise ValueError(f"The training split of '{data_dir}' is empty; lower --val-fraction / test fraction.")
+        if not val_cases and dist.main:
+            warnings.warn("No validation patients: the 'best' checkpoint is chosen by training loss.", stacklevel=2)
+
+        # ---- optimiser, loss, resume
+        model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        loss_fn = DiceBCELoss(dice_weight=config.dice_weight, bce_weight=config.bce_weight)
+        start_epoch, best_metric, best_epoch, elapsed_before = 0, -math.inf, 0, 0.0
+        history: list[dict[str, Any]] = []
+        if config.resume:
+            info = _load_state(run_dir, model, optimizer)
+            start_epoch = int(info["epoch"])
+            best_metric = float(info["best_metric"]) if info.get("best_metric") is not None else -math.inf
+            best_epoch = int(info.get("best_epoch", 0))
+            elapsed_before = float(info.get("elapsed_s", 0.0))
+            if info.get("scaler") and amp:
+                scaler.load_state_dict(info["scaler"])
+            log_path = run_dir / "log.json"
+            if log_path.exists():
+                history = [h for h in json.loads(log_path.read_text(encoding="utf-8")) if h["epoch"] <= start_epoch]
+        net: torch.nn.Module = model
+        if dist.active:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+        samples = config.patches_per_epoch or 4 * len(train_cases)
+        augment = _augment_factory() if config.augment else None
+        data_meta = {
+            "data": str(data_dir),
+            "n_patients": {"train": len(split["train"]), "val": len(split["val"]), "test": len(split["test"])},
+            "n_scans": {"train": len(train_cases), "val": len(val_cases)},
+        }
+
+        def make_bundle(metrics: dict[str, Any]) -> ModelBundle:
+            was_training = model.training
+            b = ModelBundle(
+                model=model,
+                model_name=config.model,
+                model_kwargs=model_kwargs,
+                preprocessor=preprocessor,
+                clinical_encoder=encoder,
+                target_spacing=config.target_spacing,
+                patch_size=config.patch_size,
+                threshold=0.5,
+                metadata={
+                    "mkunet_version": __version__,
+                    "label": config.label or run_dir.name,
+                    "command": config.command,
+                    "seed": config.seed,
+                    "use_lvcr": config.use_lvcr,
+                    "train_config": config.to_dict(),
+                    **data_meta,
+                    **metrics,
+                },
+                default_clinical=default_clinical,
+            )
+            model.train(was_training)
+            return b
+
+        if callback is not None and dist.main:
+            callback({"event": "start", "epoch": start_epoch, "epochs": config.epochs})
+        budget_s = None if config.time_budget_min is None else 60.0 * config.time_budget_min
+        session_start = time.monotonic()
+        stopped = "epochs"
+        epoch = start_epoch
+        for epoch in range(start_epoch, config.epochs):
+            epoch_start = time.monotonic()
+            torch.manual_seed(int(np.random.default_rng([config.seed, epoch, 1]).integers(2**62)))
+            dataset = PatchDataset(
+                train_cases, config.patch_size, samples, config.seed, epoch, dist.rank, dist.world_size,
+                config.tumour_fraction, augment,
+            )
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                drop_last=False, pin_memory=device.type == "cuda",
+            )
+            net.train()
+            loss_sum, n_batches = 0.0, 0
+            for batch in loader:
+                image = batch["image"].to(device, non_blocking=True)
+                label = batch["label"].to(device, non_blocking=True)
+                clinical = batch["clinical"].to(device) if needs_clinical else None
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, enabled=amp):
+                    logits = net(image, clinical)
+                    if isinstance(logits, (tuple, list)):
+                        logits = logits[0]
+                loss = loss_fn(logits.float(), label)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += float(loss.detach())
+                n_batches += 1
+            loss_sum, n_batches = _all_reduce_sum([loss_sum, n_batches], dist)
+            train_loss = loss_sum / max(n_batches, 1)
+            train_time = time.monotonic() - epoch_start
+
+            elapsed_now = elapsed_before + (time.monotonic() - session_start)
+            over_budget = budget_s is not None and elapsed_now + train_time > budget_s
+            if dist.active:
+                over_budget = _all_reduce_sum([float(over_budget)], dist)[0] > 0
+            last_epoch = epoch + 1 == config.epochs or over_budget
+            val_dice = None
+            if val_cases and ((epoch + 1) % config.val_every == 0 or last_epoch):
+                mine = val_cases[dist.rank :: dist.world_size]
+                total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp)
+                total, count = _all_reduce_sum([total, count], dist)
+                val_dice = total / max(count, 1)
+            metric = val_dice if val_cases else -train_loss
+            improved = metric is not None and metric > best_metric
+            if improved:
+                best_metric, best_epoch = float(metric), epoch + 1
+            elapsed = elapsed_before + (time.monotonic() - session_start)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_dice": val_dice,
+                "best_val_dice": best_metric if val_cases else None,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_time_s": time.monotonic() - epoch_start,
+                "elapsed_s": elapsed,
+            }
+            history.append(row)
+            if dist.main:
+                metrics = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": val_dice,
+                           "training_time_s": elapsed}
+                make_bundle(metrics).save(run_dir / "last")
+                if improved:
+                    make_bundle({**metrics, "best_val_dice": best_metric}).save(run_dir / "best")
+                _save_state(
+                    run_dir, model, optimizer,
+                    {
+                        "epoch": epoch + 1,
+                        "best_metric": best_metric if np.isfinite(best_metric) else None,
+                        "best_epoch": best_epoch,
+                        "elapsed_s": elapsed,
+                        "scaler": scaler.state_dict() if amp else None,
+                        "seeds": {"seed": config.seed, "epoch_seed_rule": "numpy default_rng([seed, epoch, i])"},
+                        "world_size": dist.world_size,
+                        "mkunet_version": __version__,
+                    },
+                )
+                _write_log(run_dir, history)
+                if callback is not None:
+                    per_epoch = elapsed / max(epoch + 1 - start_epoch, 1) if epoch >= start_epoch else 0.0
+                    eta = per_epoch * (config.epochs - epoch - 1)
+                    if budget_s is not None:
+                        eta = min(eta, max(budget_s - elapsed, 0.0))
+                    callback({"event": "epoch", "epoch": epoch + 1, "epochs": config.epochs, "loss": train_loss,
+                              "val_dice": val_dice, "best": best_metric, "elapsed_s": elapsed, "eta_s": eta})
+            _barrier(dist)
+            logger.info("epoch %d/%d loss %.4f val dice %s", epoch + 1, config.epochs, train_loss, val_dice)
+            if over_budget and epoch + 1 < config.epochs:
+                stopped = "time_budget"
+                break
+        epochs_done = len(history) and history[-1]["epoch"] or start_epoch
+        result = TrainResult(
+            run_dir=run_dir,
+            best_dir=run_dir / "best",
+            last_dir=run_dir / "last",
+            epochs_completed=int(epochs_done),
+            best_metric=float(best_metric),
+            best_epoch=int(best_epoch),
+            history=history,
+            stopped=stopped,
+            elapsed_s=elapsed_before + (time.monotonic() - session_start),
+        )
+        if callback is not None and dist.main:
+            callback({"event": "end", "epoch": result.epochs_completed, "epochs": config.epochs,
+                      "stopped": stopped, "best": result.best_metric, "elapsed_s": result.elapsed_s})
+        logger.info("training finished in %.1f s (%s)", time.monotonic() - wall_start, stopped)
+        return result
+    finally:
+        if dist.initialised_here and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def prepare_case_from_resampled(
+    record: ScanRecord,
+    resampled: tuple[Any, np.ndarray],
+    preprocessor: Any,
+    clinical: np.ndarray | None,
+    lvcr: float | None,
+) -> PreparedCase:
+    """Preprocess an already resampled (volume, mask) pair into a cached case."""
+    volume, label = resampled
+    channels = np.asarray(preprocessor(volume), dtype=np.float32)
+    label = np.asarray(label, dtype=bool)
+    return PreparedCase(record, channels, label, clinical, np.flatnonzero(label).astype(np.int64), lvcr)
+
+
+def _augment_factory() -> Callable[[int], Callable]:
+    """A factory seed -> MONAI dictionary transform from :func:`mkunet.preprocess.augmentation`."""
+    from mkunet.preprocess import augmentation
+
+    def make(seed: int) -> Callable:
+        return augmentation(seed)
+
+    return make
