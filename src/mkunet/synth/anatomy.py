@@ -1,0 +1,424 @@
+"""Analytic chest anatomy (body, chest wall, ribs, spine, lungs, vessels, airways, heart).
+
+The anatomy of one synthetic patient is a set of random parameters (mm, patient frame
+LPS: +x patient left, +y posterior, +z superior; the thorax is centred on x = y = 0) and
+vessel/airway segment lists. :func:`render_anatomy` rasterises it on a scan grid with
+analytic partial volume: every structure is an (approximate) signed-distance function
+turned into a voxel occupancy by :func:`mkunet.synth._fields.ramp`, and the image is
+painted in layers ``hu = hu * (1 - f) + value * f``. Everything is vectorised NumPy; the
+vessel/airway tubes are rasterised only inside their bounding boxes.
+
+HU by tissue (DOMAIN.md section 3; drawn per patient): outside air -1000; subcutaneous
+fat -120..-80; muscle +35..+55; mediastinal fat/soft-tissue mix; ribs, sternum and
+vertebrae with cortical shell +700..+1200 and cancellous bone +200..+350; intervertebral
+disc ~+80; lung parenchyma -880..-820 with a smooth texture (SD 10-25 HU) and a gravity
+gradient (posterior denser by 15-50 HU); blood +35..+55 (or +120..+300 with contrast);
+myocardium +35..+50; airway lumen -1000 with soft-tissue walls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mkunet.synth._fields import Grid, ramp, render_segments, smooth_field
+
+__all__ = ["AnatomyParams", "Anatomy", "sample_anatomy", "render_anatomy"]
+
+
+@dataclass
+class AnatomyParams:
+    """Random anatomy of one patient (all lengths mm, HU in HU). See module docstring."""
+
+    body_a: float  # body half-width (x)
+    body_b: float  # body half-depth (y)
+    fat: float  # subcutaneous fat thickness
+    muscle: float  # chest-wall muscle thickness
+    rib_band: float  # thickness of the rib layer
+    mediastinum: float  # half-width of the central mediastinal band
+    dome_z: tuple[float, float]  # diaphragm dome base (right, left)
+    dome_h: tuple[float, float]  # dome height (right, left)
+    apex_z: float
+    heart: tuple[float, float, float, float, float, float]  # cx, cy, cz, ax, ay, az
+    vert_r: float
+    disc_pitch: float
+    disc_phase: float
+    rib_pitch: float
+    rib_slope: float
+    rib_phase: float
+    rib_height: float
+    rib_thick: float
+    hu: dict[str, float] = field(default_factory=dict)
+    vessels: dict[str, np.ndarray] = field(default_factory=dict)  # p0, p1, r0, r1 (blood)
+    airways: dict[str, np.ndarray] = field(default_factory=dict)  # p0, p1, r0, r1, wall
+    bones: dict[str, np.ndarray] = field(default_factory=dict)  # posterior vertebral elements
+    great: dict[str, np.ndarray] = field(default_factory=dict)  # aorta, pulmonary trunk, oesophagus
+
+    # ------------------------------------------------------------------ derived geometry
+    @property
+    def cavity_a(self) -> float:
+        return self.body_a - self.fat - self.muscle - self.rib_band
+
+    @property
+    def cavity_b(self) -> float:
+        return self.body_b - self.fat - self.muscle - self.rib_band
+
+    @property
+    def vert_y(self) -> float:
+        """y (mm) of the vertebral-body centre (x = 0)."""
+        return self.cavity_b - self.vert_r - 4.0
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (segment arrays as nested lists)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("vessels", "airways", "bones", "great")}
+        out["n_vessel_segments"] = int(len(self.vessels.get("p0", ())))
+        out["n_airway_segments"] = int(len(self.airways.get("p0", ())))
+        return out
+
+    # ------------------------------------------------------------------ signed distances
+    def body_sd(self, x: np.ndarray, y: np.ndarray, offset: float = 0.0) -> np.ndarray:
+        """Approximate signed distance (mm, < 0 inside) to the body ellipse shrunk by ``offset``."""
+        return _ellipse_sd(x, y, self.body_a - offset, self.body_b - offset)
+
+    def lung_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lateral, vertical) approximate signed distances (mm, < 0 inside) of both lungs.
+
+        The lung is the intersection of both (< 0 in each). ``lateral`` collects the
+        in-plane boundaries (pleura, mediastinum, heart, spine); ``vertical`` the
+        diaphragm dome and the apex.
+        """
+        x = np.asarray(x, np.float32)
+        y = np.asarray(y, np.float32)
+        z = np.asarray(z, np.float32)
+        cav = _ellipse_sd(x, y, self.cavity_a, self.cavity_b) + 1.5
+        med = self.mediastinum - np.abs(x)
+        hx, hy, hz, ha, hb, hc = self.heart
+        heart = -(_ellipsoid_sd(x - hx, y - hy, z - hz, ha, hb, hc)) - 2.0
+        vert = self.vert_r + 7.0 - np.sqrt(x * x + (y - self.vert_y) ** 2)
+        lateral = np.maximum(np.maximum(cav, med), np.maximum(heart, vert))
+        xl = 0.5 * self.cavity_a
+        side = np.where(x < 0, 0, 1)
+        dz = np.where(side == 0, self.dome_z[0], self.dome_z[1])
+        dh = np.where(side == 0, self.dome_h[0], self.dome_h[1])
+        q = ((np.abs(x) - xl) / (0.75 * self.cavity_a)) ** 2 + (y / self.cavity_b) ** 2
+        dome = dz + dh * (1.0 - q) - z
+        apex = z - (self.apex_z - 90.0 * q)
+        vertical = np.maximum(dome, apex)
+        return lateral.astype(np.float32), vertical.astype(np.float32)
+
+
+@dataclass
+class Anatomy:
+    """A rasterised anatomy on ``grid``: ``hu`` float32 (z, y, x) noise-free HU (before
+    tumour, blur and noise), ``lung`` and ``body`` float32 occupancies in [0, 1]."""
+
+    grid: Grid
+    hu: np.ndarray
+    lung: np.ndarray
+    body: np.ndarray
+    params: AnatomyParams
+
+
+def _ellipse_sd(x, y, a: float, b: float):
+    """First-order signed distance (mm) to an axis-aligned ellipse (< 0 inside)."""
+    a = max(a, 1.0)
+    b = max(b, 1.0)
+    u = x / np.float32(a)
+    v = y / np.float32(b)
+    rho = np.sqrt(u * u + v * v) + np.float32(1e-6)
+    grad = np.sqrt((u / a) ** 2 + (v / b) ** 2) / rho + np.float32(1e-9)
+    return (rho - 1.0) / grad
+
+
+def _ellipsoid_sd(x, y, z, a: float, b: float, c: float):
+    """First-order signed distance (mm) to an axis-aligned ellipsoid (< 0 inside)."""
+    u, v, w = x / np.float32(a), y / np.float32(b), z / np.float32(c)
+    rho = np.sqrt(u * u + v * v + w * w) + np.float32(1e-6)
+    grad = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (w / c) ** 2) / rho + np.float32(1e-9)
+    return (rho - 1.0) / grad
+
+
+def _rotate_towards(d: np.ndarray, angle: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit directions at +-``angle`` (rad) from unit ``d`` in a random plane."""
+    a = rng.standard_normal(3)
+    a -= a.dot(d) * d
+    a /= np.linalg.norm(a) + 1e-12
+    c, s = np.cos(angle), np.sin(angle)
+    return c * d + s * a, c * d - s * a
+
+
+def _grow_tree(
+    params: AnatomyParams,
+    roots: list[tuple[np.ndarray, np.ndarray, float]],
+    rng: np.random.Generator,
+    min_radius: float,
+    max_segments: int,
+) -> dict[str, np.ndarray]:
+    """Random bifurcating tree (breadth-first) from ``roots`` = [(point, direction, radius)],
+    kept inside the lungs; returns segment arrays p0, p1 (n, 3) and r0, r1 (n,)."""
+    p0s, p1s, r0s, r1s, depth = [], [], [], [], []
+    queue = [(np.asarray(p, float), np.asarray(d, float) / np.linalg.norm(d), float(r), 0) for p, d, r in roots]
+    while queue and len(p0s) < max_segments:
+        p, d, r, k = queue.pop(0)
+        length = rng.uniform(0.8, 1.3) * (8.0 + 4.5 * r)
+        r_end = r * rng.uniform(0.85, 0.95)
+        q = p + d * length
+        lat, ver = params.lung_sd(q[0:1], q[1:2], q[2:3])
+        inside = max(float(lat[0]), float(ver[0])) < -1.0
+        if not inside and k > 0:
+            # shorten once towards the parent; stop the branch
+            q = p + d * length * 0.4
+            lat, ver = params.lung_sd(q[0:1], q[1:2], q[2:3])
+            if max(float(lat[0]), float(ver[0])) > -0.5:
+                continue
+        p0s.append(p)
+        p1s.append(q)
+        r0s.append(r)
+        r1s.append(r_end)
+        depth.append(k)
+        if not inside and k > 0:
+            continue
+        if r_end * 0.72 < min_radius:
+            continue
+        ang = rng.uniform(0.35, 0.75)
+        d1, d2 = _rotate_towards(d, ang, rng)
+        f1 = rng.uniform(0.7, 0.85)
+        f2 = rng.uniform(0.6, 0.8)
+        queue.append((q, d1, r_end * f1, k + 1))
+        queue.append((q, d2, r_end * f2, k + 1))
+    if not p0s:
+        z = np.zeros((0, 3))
+        return {"p0": z, "p1": z, "r0": np.zeros(0), "r1": np.zeros(0), "depth": np.zeros(0, int)}
+    return {
+        "p0": np.array(p0s),
+        "p1": np.array(p1s),
+        "r0": np.array(r0s),
+        "r1": np.array(r1s),
+        "depth": np.array(depth, int),
+    }
+
+
+def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> AnatomyParams:
+    """Draw a random patient anatomy.
+
+    Args:
+        rng: seeded generator.
+        contrast: contrast-enhanced blood (True), unenhanced (False), or random (None,
+            probability 0.3).
+
+    Returns:
+        AnatomyParams (lengths in mm in the patient frame, HU values in ``hu``).
+    """
+    u = rng.uniform
+    if contrast is None:
+        contrast = bool(rng.random() < 0.3)
+    p = AnatomyParams(
+        body_a=u(140, 185),
+        body_b=u(95, 130),
+        fat=u(4, 24),
+        muscle=u(8, 16),
+        rib_band=u(11, 14),
+        mediastinum=u(10, 20),
+        dome_z=(u(-150, -120), u(-160, -130)),
+        dome_h=(u(30, 55), u(25, 50)),
+        apex_z=u(120, 160),
+        heart=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        vert_r=u(14, 19),
+        disc_pitch=u(24, 30),
+        disc_phase=u(0, 30),
+        rib_pitch=u(30, 38),
+        rib_slope=u(0.35, 0.7),
+        rib_phase=u(0, 40),
+        rib_height=u(9, 13),
+        rib_thick=u(6, 9),
+    )
+    cb = p.cavity_b
+    p.heart = (u(12, 30), -0.22 * cb + u(-5, 5), p.dome_z[1] + p.dome_h[1] + u(25, 45), u(50, 66), u(38, 52), u(45, 60))
+    blood = u(120, 300) if contrast else u(35, 55)
+    p.hu = {
+        "air": -1000.0,
+        "fat": u(-120, -85),
+        "muscle": u(35, 55),
+        "mediastinal_fat": u(-105, -75),
+        "soft": u(25, 50),
+        "abdomen": u(45, 65),
+        "cortical": u(700, 1200),
+        "cancellous": u(200, 350),
+        "disc": u(60, 100),
+        "lung": u(-880, -820),
+        "lung_texture_sd": u(10, 25),
+        "lung_gravity": u(15, 50),
+        "blood": blood,
+        "myocardium": u(35, 50),
+        "airway_wall": u(0, 50),
+        "contrast": float(contrast),
+    }
+    # ---- great vessels, oesophagus, trachea and bronchi (mm, patient frame)
+    vy = p.vert_y
+    yt = vy - p.vert_r - u(12, 22)  # trachea in front of the oesophagus/spine
+    z_car = u(10, 40)
+    xa, ya = p.vert_r + u(4, 10), vy - u(0, 8)
+    z_arch = z_car + u(15, 35)
+    ra = u(10, 14)
+    hx, hy, hz, ha, hb, hc = p.heart
+    asc = np.array([u(-15, -5), hy - u(0, 10), hz + 0.4 * hc])
+    top = np.array([asc[0], asc[1], z_arch])
+    mid = np.array([0.5 * (asc[0] + xa), 0.5 * (asc[1] + ya), z_arch + 10.0])
+    desc_top = np.array([xa, ya, z_arch])
+    desc_bot = np.array([xa, ya, p.dome_z[1] - 80.0])
+    trunk0 = np.array([hx * 0.3, hy - 5.0, hz + 0.55 * hc])
+    trunk1 = np.array([6.0, yt + 8.0, z_car - 15.0])
+    oes = np.array([u(0, 8), vy - p.vert_r - 7.0])
+    p.great = {
+        "p0": np.array([asc, top, mid, desc_top, trunk0, [oes[0], oes[1], 400.0]]),
+        "p1": np.array([top, mid, desc_top, desc_bot, trunk1, [oes[0], oes[1], -400.0]]),
+        "r0": np.array([ra + 1.5, ra, ra, ra, u(11, 14), u(6, 8)]),
+        "r1": np.array([ra, ra, ra, ra - 1, u(10, 12), u(6, 8)]),
+        "blood": np.array([1, 1, 1, 1, 1, 0], bool),
+    }
+    rt = u(7, 10)
+    carina = np.array([0.0, yt, z_car])
+    airway_roots = []
+    vessel_roots = []
+    bron0, bron1, br0, br1 = [np.array([0.0, yt, 400.0])], [carina], [rt], [rt]
+    for sgn in (-1.0, 1.0):
+        hil = np.array([sgn * (p.mediastinum + u(14, 22)), yt + u(0, 12), z_car - u(15, 30)])
+        bron0.append(carina)
+        bron1.append(hil)
+        br0.append(rt * 0.75)
+        br1.append(rt * 0.65)
+        for d in ((0.3 * sgn, u(-0.3, 0.3), 1.0), (sgn, u(-0.5, 0.1), u(-0.3, 0.1)), (0.4 * sgn, u(0.0, 0.5), -1.0), (0.5 * sgn, u(-0.8, -0.4), -0.4)):
+            d = np.asarray(d) / np.linalg.norm(d)
+            vessel_roots.append((hil + rng.normal(0, 2, 3), d, u(4.5, 6.5)))
+            airway_roots.append((hil, d + rng.normal(0, 0.15, 3), u(3.0, 4.5)))
+    p.vessels = _grow_tree(p, vessel_roots, rng, min_radius=0.45, max_segments=900)
+    tree = _grow_tree(p, airway_roots, rng, min_radius=1.1, max_segments=120)
+    p.airways = {
+        "p0": np.concatenate([np.array(bron0), tree["p0"]]),
+        "p1": np.concatenate([np.array(bron1), tree["p1"]]),
+        "r0": np.concatenate([np.array(br0), tree["r0"]]),
+        "r1": np.concatenate([np.array(br1), tree["r1"]]),
+    }
+    # ---- posterior vertebral elements: lamina/spinous and transverse processes (bone tubes)
+    canal_y = vy + p.vert_r + 9.0
+    sp0 = np.array([[0.0, canal_y + 6.0, 400.0], [-8.0, canal_y, 400.0], [8.0, canal_y, 400.0]])
+    sp1 = np.array([[0.0, canal_y + 30.0, -400.0], [-30.0, canal_y + 4.0, -400.0], [30.0, canal_y + 4.0, -400.0]])
+    p.bones = {"p0": sp0, "p1": sp1, "r0": np.array([5.0, 4.5, 4.5]), "r1": np.array([5.0, 4.5, 4.5]), "canal_y": canal_y}
+    return p
+
+
+def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) -> Anatomy:
+    """Rasterise ``params`` on ``grid`` with partial volume and tissue textures.
+
+    Args:
+        params: from :func:`sample_anatomy`.
+        grid: the scan grid (shape (z, y, x), spacing (z, y, x) mm, origin (x, y, z) mm).
+        rng: seeded generator for the texture fields.
+
+    Returns:
+        Anatomy with noise-free float32 HU (before tumour, blur and scanner noise).
+    """
+    p = params
+    hu_t = p.hu
+    sz, sy, sx = grid.spacing
+    sxy = float(np.sqrt(sx * sy))
+    x, y, z = grid.broadcast()
+    x2, y2 = x[0], y[0]  # (1, X), (Y, 1)
+    shape = grid.shape
+
+    def paint(img: np.ndarray, occ: np.ndarray, value) -> None:
+        # img += occ * (value - img), in place
+        img += occ * (value - img)
+
+    tex_fine = smooth_field(shape, grid.spacing, 4.0, rng)
+    tex_coarse = smooth_field(shape, grid.spacing, 18.0, rng)
+
+    img = np.full(shape, hu_t["air"], np.float32)
+    s_body = p.body_sd(x2, y2)  # (Y, X)
+    body = ramp(s_body, sxy)
+    paint(img, np.broadcast_to(body, shape), hu_t["fat"] + 6.0 * tex_fine)
+    # chest-wall muscle, thicker over the back (paraspinal muscles)
+    para = 22.0 * np.exp(-(x2 / 45.0) ** 2) * (y2 > 0)
+    s_muscle = s_body + p.fat + 0.5 * para * 0  # inner boundary of the fat
+    muscle = ramp(s_body + p.fat, sxy)
+    paint(img, np.broadcast_to(muscle, shape), hu_t["muscle"] + 8.0 * tex_fine)
+    del s_muscle
+    # thoracic cavity (mediastinal fat / soft-tissue mix) and abdomen below the diaphragm
+    s_cav = _ellipse_sd(x2, y2, p.cavity_a, p.cavity_b)
+    s_cav = np.maximum(s_cav, -(y2 - (p.vert_y - p.vert_r - 2.0)) * (np.abs(x2) < p.vert_r + 12) - 1e3 * (np.abs(x2) >= p.vert_r + 12))
+    cav = ramp(s_cav, sxy)
+    mix = np.clip(0.5 + 1.5 * tex_coarse, 0.0, 1.0)
+    med_hu = hu_t["mediastinal_fat"] + mix * (hu_t["soft"] - hu_t["mediastinal_fat"]) + 6.0 * tex_fine
+    paint(img, np.broadcast_to(cav, shape) * 1.0, med_hu)
+    lat, ver = p.lung_sd(x, y, z)
+    # abdomen (liver/spleen) below the dome
+    dome_only = ver  # dome dominates low z; only paint where below dome (z low)
+    below = ramp(-(dome_only) - 0.0, sz) * (z < 0)
+    paint(img, below * cav, hu_t["abdomen"] + 5.0 * tex_fine)
+    del below, dome_only
+    # ribs in the band outside the cavity, sloping down anteriorly, absent near the anterior midline
+    s_band = s_cav - (p.rib_band * 0.5 + 0.5)
+    phase = np.mod(z - p.rib_slope * y2 - p.rib_phase, p.rib_pitch) - 0.5 * p.rib_pitch  # (Z, Y, X)
+    dz_perp = phase / np.sqrt(1.0 + p.rib_slope**2)
+    rho = np.sqrt((s_band / (0.5 * p.rib_thick)) ** 2 + (dz_perp / (0.5 * p.rib_height)) ** 2)
+    anterior_gap = (np.abs(x2) > 22.0) | (y2 > 0)
+    rib_scale = 0.5 * min(p.rib_thick, p.rib_height)
+    rib = ramp((rho - 1.0) * rib_scale, sxy) * anterior_gap
+    paint(img, rib, hu_t["cortical"])
+    paint(img, ramp((rho - 0.6) * rib_scale, sxy) * anterior_gap, hu_t["cancellous"] + 30.0 * tex_fine)
+    del phase, dz_perp, rho, rib
+    # sternum (anterior midline)
+    st = _ellipse_sd(x2, y2 + p.cavity_b + 0.5 * p.rib_band, 14.0, 5.5)
+    paint(img, np.broadcast_to(ramp(st, sxy), shape), hu_t["cortical"])
+    paint(img, np.broadcast_to(ramp(st + 2.0, sxy), shape), hu_t["cancellous"] + 30.0 * tex_fine)
+    # vertebral body with discs; spinal canal; posterior elements
+    rv = np.sqrt(x2 * x2 + (y2 - p.vert_y) ** 2) - p.vert_r
+    paint(img, np.broadcast_to(ramp(rv, sxy), shape), hu_t["cortical"])
+    disc = np.abs(np.mod(z - p.disc_phase, p.disc_pitch) - 0.5 * p.disc_pitch) < 3.5  # (Z,1,1)
+    inner = ramp(rv + 2.0, sxy)
+    paint(img, inner * np.where(disc, 0.0, 1.0).astype(np.float32), hu_t["cancellous"] + 35.0 * tex_fine)
+    paint(img, inner * disc.astype(np.float32), hu_t["disc"])
+    bone_occ = render_segments(grid, p.bones["p0"], p.bones["p1"], p.bones["r0"], p.bones["r1"])
+    paint(img, bone_occ, hu_t["cortical"] * 0.7 + 0.3 * hu_t["cancellous"])
+    canal = ramp(np.sqrt(x2 * x2 + (y2 - p.bones["canal_y"]) ** 2) - 7.5, sxy)
+    paint(img, np.broadcast_to(canal, shape), 25.0)
+    del bone_occ
+    # heart: epicardial fat shell, myocardium, blood pool
+    hx, hy, hz, ha, hb, hc = p.heart
+    sh = _ellipsoid_sd(x - hx, y - hy, z - hz, ha, hb, hc)
+    paint(img, ramp(sh, sxy), hu_t["mediastinal_fat"])
+    paint(img, ramp(sh + 4.0, sxy), hu_t["myocardium"] + 4.0 * tex_fine)
+    paint(img, ramp(sh + 14.0, sxy), hu_t["blood"])
+    del sh
+    # great vessels and oesophagus
+    g = p.great
+    great_blood = render_segments(grid, g["p0"][g["blood"]], g["p1"][g["blood"]], g["r0"][g["blood"]], g["r1"][g["blood"]])
+    paint(img, great_blood, hu_t["blood"])
+    oes = render_segments(grid, g["p0"][~g["blood"]], g["p1"][~g["blood"]], g["r0"][~g["blood"]], g["r1"][~g["blood"]])
+    paint(img, oes, hu_t["soft"])
+    del great_blood, oes
+    # lungs
+    lung = np.minimum(ramp(lat, sxy), ramp(ver, sz))
+    del lat, ver
+    lung_hu = hu_t["lung"] + hu_t["lung_texture_sd"] * (0.8 * tex_fine + 0.6 * tex_coarse)
+    lung_hu += hu_t["lung_gravity"] * (y2 / max(p.cavity_b, 1.0))
+    paint(img, lung, lung_hu)
+    del lung_hu
+    # pulmonary vessels (blood), painted inside the thoracic cavity
+    v = p.vessels
+    vocc = render_segments(grid, v["p0"], v["p1"], v["r0"], v["r1"])
+    vocc *= cav
+    paint(img, vocc, hu_t["blood"] * 0.85 + 0.15 * hu_t["soft"])
+    del vocc
+    # airways: soft-tissue wall then air lumen
+    a = p.airways
+    wall = np.zeros(shape, np.float32)
+    lumen = np.zeros(shape, np.float32)
+    wall_t = 0.6 + 0.18 * a["r0"]
+    render_segments(grid, a["p0"], a["p1"], a["r0"] + wall_t, a["r1"] + wall_t, out=wall, inner_offset=wall_t, out_inner=lumen)
+    paint(img, wall, hu_t["airway_wall"])
+    paint(img, lumen, hu_t["air"])
+    del wall, lumen
+    body3 = np.ascontiguousarray(np.broadcast_to(body, shape))
+    return Anatomy(grid=grid, hu=img, lung=lung, body=body3, params=p)
