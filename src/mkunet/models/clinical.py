@@ -286,7 +286,7 @@ class ClinicalEncoder:
             raise ValueError(f"`impute` must be None or 'median', got {impute!r}.")
         parsed, ids = _parse_table(df, "ClinicalEncoder.transform")
         out = np.empty((len(df), len(COLUMNS)), dtype=np.float32)
-        missing: list[str] = []
+        missing: list = []
         imputed = 0
         outside: list[str] = []
         for j, column in enumerate(COLUMNS):
@@ -306,9 +306,10 @@ class ClinicalEncoder:
                     values[gaps] = self.fill_values_[column]  # type: ignore[index]
                     imputed += int(gaps.sum())
                 else:
-                    missing += [f"patient {ids[i]!r} column {column!r}" for i in np.flatnonzero(gaps)]
+                    missing += [(int(i), j, f"patient {ids[i]!r} column {column!r}") for i in np.flatnonzero(gaps)]
             out[:, j] = values
         if missing:
+            missing = [text for _, _, text in sorted(missing)]  # row by row
             shown = "; ".join(missing[:10]) + (f"; ... and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise ValueError(
                 f"ClinicalEncoder.transform: missing clinical value(s): {shown}. Fill them in, or pass "

@@ -159,6 +159,9 @@ class MKUNet(nn.Module):
           :class:`~mkunet.models.clinical.ClinicalEncoder`; required when
           ``clinical_fusion`` is on or ``gate == "immune"`` (ValueError otherwise), ignored
           when neither needs it.
+        * In training mode, instance normalisation needs more than one voxel per channel
+          at the bottleneck: the input must be larger than ``down_factor`` along at least
+          one axis (e.g. 16 x 32 x 32, not 16^3); evaluation works down to 16^3.
         * returns logits (B, out_channels, Z, Y, X), or ``(logits, attention)`` when
           ``return_attention``: ``attention`` is the list of gate maps alpha, finest first,
           each (B, 1, z_i, y_i, x_i) on the grid of its skip connection (z_0 = Z); empty

@@ -1,0 +1,115 @@
+"""build_model registry, uniform calling convention, JSON configs, parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mkunet.models import MODELS, build_model, count_parameters, model_config
+
+TINY = {
+    "unet3d": {"channels": [4, 8, 8, 16, 16]},
+    "resnet3d": {"init_filters": 8},
+    "attention_unet": {"channels": [4, 8, 8, 16, 16]},
+    "mkunet": {"channels": [4, 8, 8, 16, 16]},
+}
+
+
+def _data(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 4, 16, 32, 32, generator=gen), torch.rand(1, 6, generator=gen)
+
+
+def test_registry_names():
+    assert set(MODELS) == {"unet3d", "resnet3d", "attention_unet", "mkunet"}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_uniform_forward(name):
+    torch.manual_seed(0)
+    model = build_model(name, **TINY[name]).eval()
+    image, clinical = _data()
+    with torch.no_grad():
+        logits = model(image, clinical)
+        logits2, attention = model(image, clinical=clinical, return_attention=True)
+    assert logits.shape == (1, 1, 16, 32, 32)
+    torch.testing.assert_close(logits, logits2)
+    assert isinstance(attention, list)
+    if name in ("unet3d", "resnet3d"):
+        assert attention == []
+    else:
+        assert [tuple(a.shape) for a in attention] == [
+            (1, 1, 16, 32, 32), (1, 1, 8, 16, 16), (1, 1, 4, 8, 8), (1, 1, 2, 4, 4)
+        ]
+        assert all(float(a.min()) >= 0 and float(a.max()) <= 1 for a in attention)
+    if name != "mkunet":
+        with torch.no_grad():
+            torch.testing.assert_close(model(image), logits)  # baselines ignore clinical
+    with pytest.raises(ValueError, match="multiple of 16"):
+        model(torch.rand(1, 4, 16, 32, 24), clinical)
+
+
+def test_attention_unet_maps_are_its_gates():
+    """The hooked maps are the sigmoid outputs of MONAI's AttentionBlocks: gate k multiplies its skip by map k."""
+    from monai.networks.nets.attentionunet import AttentionBlock
+
+    torch.manual_seed(0)
+    model = build_model("attention_unet", **TINY["attention_unet"]).eval()
+    image, _ = _data()
+    seen = []
+    blocks = [m for m in model.modules() if isinstance(m, AttentionBlock)]
+    handles = [
+        b.register_forward_hook(lambda m, args, kwargs, out: seen.append((kwargs, out)), with_kwargs=True)
+        for b in blocks
+    ]
+    with torch.no_grad():
+        _, attention = model(image, return_attention=True)
+    for h in handles:
+        h.remove()
+    outer = [s for s in seen if s[1].shape[2:] == (16, 32, 32)]
+    kwargs, out = outer[0]
+    torch.testing.assert_close(out, kwargs["x"] * attention[0])
+    assert model._maps == {}  # nothing kept alive between calls
+
+
+def test_unknown_name_and_kwargs():
+    with pytest.raises(ValueError, match=r"'vnet'.*attention_unet.*mkunet.*resnet3d.*unet3d"):
+        build_model("vnet")
+    with pytest.raises(ValueError, match=r"does not accept \['chanels'\].*channels"):
+        build_model("mkunet", chanels=[4, 8])
+    with pytest.raises(ValueError, match="not a plain JSON type"):
+        build_model("mkunet", channels=torch.tensor([4, 8, 8, 16, 16]))
+
+
+def test_config_json_round_trip_reproduces_model():
+    torch.manual_seed(0)
+    model = build_model("mkunet", channels=(4, 8, 8, 16, 16), gate="plain", upsample="trilinear",
+                        norm=["INSTANCE", {"affine": True}]).eval()
+    config = json.loads(json.dumps(model_config(model)))
+    assert config == {"name": "mkunet", "kwargs": {"channels": [4, 8, 8, 16, 16], "gate": "plain",
+                                                   "upsample": "trilinear", "norm": ["INSTANCE", {"affine": True}]}}
+    clone = build_model(config["name"], **config["kwargs"]).eval()
+    clone.load_state_dict(model.state_dict())
+    image, clinical = _data()
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, clinical), clone(image, clinical))
+    with pytest.raises(ValueError, match="build_model"):
+        model_config(torch.nn.Linear(2, 2))
+
+
+def test_count_parameters():
+    layer = torch.nn.Conv3d(2, 3, 3)  # 2*3*27 + 3
+    assert count_parameters(layer) == 165
+    layer.bias.requires_grad_(False)
+    assert count_parameters(layer) == 162 and count_parameters(layer, trainable_only=False) == 165
+
+
+def test_default_widths_are_comparable():
+    """Default widths: every model has channels 16..256 and 1.9-8 M parameters (figures in the README)."""
+    counts = {name: count_parameters(build_model(name)) for name in MODELS}
+    assert counts["mkunet"] == 5_822_720
+    assert all(1.9e6 < c < 8e6 for c in counts.values()), counts
+    plain = count_parameters(build_model("mkunet", gate="plain"))
+    assert counts["mkunet"] - plain == 8 + 16 + 32 + 64  # w_l: one weight per intermediate channel
