@@ -163,8 +163,15 @@ def _grow_tree(
         p, d, r, k = queue.pop(0)
         length = rng.uniform(0.8, 1.3) * (8.0 + 4.5 * r)
         r_end = r * rng.uniform(0.85, 0.95)
+        # try the drawn direction, then up to 4 deviated ones, to stay inside the lung
+        cands = [d] + [_rotate_towards(d, rng.uniform(0.3, 1.2), rng)[0] for _ in range(4)]
+        qs = np.array([p + c * length for c in cands], np.float32)
+        lat, ver = params.lung_sd(qs[:, 0], qs[:, 1], qs[:, 2])
+        sd = np.maximum(lat, ver)
+        j = int(np.argmax(sd < -1.0)) if np.any(sd < -1.0) else 0
+        d = cands[j]
         q = p + d * length
-        lat, ver = params.lung_sd(q[0:1], q[1:2], q[2:3])
+        lat, ver = lat[j : j + 1], ver[j : j + 1]
         inside = max(float(lat[0]), float(ver[0])) < -1.0
         if not inside and k > 0:
             # shorten once towards the parent; stop the branch
@@ -292,7 +299,7 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
             d = np.asarray(d) / np.linalg.norm(d)
             vessel_roots.append((hil + rng.normal(0, 2, 3), d, u(4.5, 6.5)))
             airway_roots.append((hil, d + rng.normal(0, 0.15, 3), u(3.0, 4.5)))
-    p.vessels = _grow_tree(p, vessel_roots, rng, min_radius=0.45, max_segments=900)
+    p.vessels = _grow_tree(p, vessel_roots, rng, min_radius=0.4, max_segments=1500)
     tree = _grow_tree(p, airway_roots, rng, min_radius=1.1, max_segments=120)
     p.airways = {
         "p0": np.concatenate([np.array(bron0), tree["p0"]]),

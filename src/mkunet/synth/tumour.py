@@ -141,12 +141,15 @@ def sample_tumour(
         surface = "lobulated" if kind == "ground-glass" else str(rng.choice(["lobulated", "spiculated"], p=[0.65, 0.35]))
     if contact is None:
         contact = str(rng.choice(CONTACTS, p=[0.4, 0.3, 0.15, 0.15]))
-    n_lobes = int(rng.integers(2, 9))
+    # lobes: a few broad ones (overall shape) and several narrow ones (lobulation)
+    n_broad, n_narrow = int(rng.integers(2, 6)), int(rng.integers(8, 30 if surface == "lobulated" else 16))
+    n_lobes = n_broad + n_narrow
     dirs = rng.standard_normal((n_lobes, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    amps = rng.uniform(-0.12, 0.35, n_lobes) * (1.3 if surface == "lobulated" else 0.8)
-    kappa = rng.uniform(2.0, 12.0, n_lobes)
-    stretch = np.exp(rng.normal(0.0, 0.12, 3))
+    irregular = rng.uniform(0.4, 1.4)  # per-tumour irregularity level
+    amps = np.concatenate([rng.uniform(-0.2, 0.45, n_broad), rng.uniform(0.0, 0.8, n_narrow)]) * irregular
+    kappa = np.concatenate([rng.uniform(1.5, 5.0, n_broad), rng.uniform(6.0, 30.0, n_narrow)])
+    stretch = np.exp(rng.normal(0.0, 0.18, 3))
     stretch /= np.prod(stretch) ** (1 / 3)
     if necrosis is None:
         necrosis = kind == "solid" and diameter_mm >= 20 and rng.random() < 0.3
