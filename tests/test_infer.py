@@ -108,6 +108,22 @@ def test_whole_volume_keeps_largest(two_blobs):
     assert seg.volume_cm3 == pytest.approx(big.sum() * 2.0 / 1000.0)
 
 
+def test_body_box_skips_air_but_not_the_patient():
+    arr = np.full((6, 60, 80), -1000.0, np.float32)
+    arr[:, 10:41, 20:51] = 40.0  # body
+    arr[:, 55:57, 5:35] = 100.0  # small object below (60 px < 10 % of the body's 961): dropped
+    arr[:, 0:2, 70:80] = 100.0  # and another one
+    vol = Volume(arr, spacing=(3.0, 1.0, 2.0))
+    assert infer.body_box(vol, margin_mm=4.0) == ((0, 6), (6, 45), (18, 53))
+    empty = Volume(np.full((3, 8, 8), -1000.0, np.float32), spacing=(1, 1, 1))
+    assert infer.body_box(empty) == ((0, 3), (0, 8), (0, 8))
+    # segmenting without ROI keeps the probability at 0 outside the body box
+    arr[2:4, 20:25, 30:35] = 40.0
+    seg = segment(vol, StubBundle(target_spacing=(3.0, 1.0, 2.0)))
+    assert seg.roi_box == ((0, 6), (0, 51), (15, 56)) and seg.roi == "whole volume"
+    assert seg.probability[:, 55:57].max() == 0.0
+
+
 def test_keep_all_and_min_volume(two_blobs):
     vol, big, small = two_blobs
     seg = segment(vol, StubBundle(), keep="all")

@@ -2,7 +2,8 @@
 
 Pipeline of :func:`segment` (all outputs on the *input* grid)::
 
-    Volume (z, y, x) HU ──► optional ROI crop (Box / Seed / PreviousMask)
+    Volume (z, y, x) HU ──► ROI crop (Box / Seed / PreviousMask; without a ROI the
+                            patient's in-plane bounding box, see body_box)
         ──► resample crop to bundle.target_spacing (float32, linear, SimpleITK)
         ──► bundle.preprocessor  ──► (C, z, y, x) float32
         ──► MONAI sliding window (patch = bundle.patch_size, overlap 0.25,
@@ -58,6 +59,7 @@ __all__ = [
     "segment_timepoints",
     "predict_probability",
     "keep_tumour_component",
+    "body_box",
     "roi_crop_box",
     "check_formats",
     "is_dicom_volume",
@@ -291,10 +293,7 @@ def load_model(model: Any = None):
 def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.ndarray | None, float | None]:
     """Encode ``clinical`` for the bundle; returns (vector (6,) or None, lvcr per day or None)."""
     encoder = getattr(bundle, "clinical_encoder", None)
-    if encoder is None:
-        if clinical is not None:
-            notes.append("the model takes no clinical input; the clinical values were ignored")
-        return None, None
+    default = getattr(bundle, "default_clinical", None)
     if clinical is not None and not isinstance(clinical, Mapping):
         vec = np.asarray(clinical, dtype=np.float32).reshape(-1)
         if vec.shape != (6,) or not np.all(np.isfinite(vec)):
@@ -303,13 +302,16 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
                 f"vector of 6 finite values, got {np.asarray(clinical).tolist()!r}."
             )
         return vec, None
-    columns = tuple(getattr(encoder, "COLUMNS", ("age", "sex", "smoking", "grade", "stage", "lvcr")))
-    default = getattr(bundle, "default_clinical", None)
     if clinical is None and default is not None:
         notes.append(
             "clinical values unknown (LVCR included): the bundle's default vector (training medians) was used"
         )
         return np.asarray(default, dtype=np.float32).reshape(-1).copy(), None
+    if encoder is None:
+        if clinical is not None:
+            notes.append("the model has no clinical encoder; the clinical values were ignored")
+        return (None if default is None else np.asarray(default, dtype=np.float32).reshape(-1).copy()), None
+    columns = tuple(getattr(encoder, "COLUMNS", ("age", "sex", "smoking", "grade", "stage", "lvcr")))
     row = {c: None for c in columns}
     if clinical is not None:
         unknown = sorted(set(clinical) - set(columns))
@@ -393,6 +395,7 @@ def predict_probability(
     return_attention: bool = False,
     overlap: float = 0.25,
     sw_batch_size: int = 1,
+    timings: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Tumour probability on ``volume``'s grid with a bundle's model.
 
@@ -407,6 +410,10 @@ def predict_probability(
         volume: the CT (HU) to run on.
         clinical_vector: encoded clinical vector (6,) or None.
         return_attention: also return the model's attention maps on ``volume``'s grid.
+        overlap: sliding-window overlap fraction in [0, 1).
+        sw_batch_size: windows per forward pass.
+        timings: optional dict receiving seconds per step (resample, preprocess, network,
+            resample_back).
 
     Returns:
         (probability float32 (z, y, x) in [0, 1], list of attention maps float32
@@ -415,12 +422,19 @@ def predict_probability(
     import torch
     from monai.inferers import sliding_window_inference
 
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"`overlap` must lie in [0, 1), got {overlap!r}.")
+    clock = {} if timings is None else timings
+    t = time.perf_counter()
     target = tuple(float(s) for s in bundle.target_spacing)
     if np.allclose(volume.spacing, target, rtol=1e-3):
         work = volume
     else:
         arr, work = _resample_array(volume.array, volume, spacing_zyx=target, default=-1000.0)
+    clock["resample"] = time.perf_counter() - t
+    t = time.perf_counter()
     channels = np.asarray(bundle.preprocessor(work), dtype=np.float32)
+    clock["preprocess"] = time.perf_counter() - t
     if channels.ndim != 4 or channels.shape[1:] != work.shape:
         raise ValueError(
             f"The bundle's preprocessor returned shape {channels.shape}, expected (C, {work.shape})."
@@ -439,6 +453,7 @@ def predict_probability(
         return torch.sigmoid(out)
 
     window = _window_size(bundle.patch_size, work.shape)
+    t = time.perf_counter()
     with torch.inference_mode():
         out = sliding_window_inference(
             torch.from_numpy(channels)[None],
@@ -448,6 +463,8 @@ def predict_probability(
             overlap=overlap,
             mode="gaussian",
         )
+    clock["network"] = time.perf_counter() - t
+    t = time.perf_counter()
     outputs = list(out) if isinstance(out, (tuple, list)) else [out]
     prob = outputs[0][0, 0].numpy().astype(np.float32, copy=False)
     attention = None
@@ -462,6 +479,7 @@ def predict_probability(
         if attention is not None:
             attention = [_resample_array(a, work, target=volume)[0] for a in attention]
     np.clip(prob, 0.0, 1.0, out=prob)
+    clock["resample_back"] = time.perf_counter() - t
     return prob, attention
 
 
@@ -536,6 +554,41 @@ def roi_crop_box(volume: Volume, roi: Roi | None) -> tuple[BoxIdx, np.ndarray | 
             f"(shape z, y, x = {tuple(shape)})."
         )
     return tuple((int(a), int(b)) for a, b in zip(lo, hi)), prev  # type: ignore[return-value]
+
+
+def body_box(
+    volume: Volume, threshold_hu: float = -500.0, margin_mm: float = 10.0, min_fraction: float = 0.1
+) -> BoxIdx:
+    """The patient's in-plane bounding box (all slices), to skip the air around the body.
+
+    The body is the union of the connected components (8-connectivity) of the axial
+    projection of ``array > threshold_hu`` whose area is at least ``min_fraction`` of
+    the largest one (small debris and thin lines are dropped; a large couch may stay);
+    its (y, x) bounding box grows by ``margin_mm``. Without any voxel above the
+    threshold the whole volume is returned.
+
+    Returns:
+        ((0, nz), (y0, y1), (x0, x1)) voxel indices, half-open.
+    """
+    from scipy import ndimage
+
+    nz, ny, nx = volume.shape
+    projection = (volume.array > threshold_hu).any(axis=0)
+    labels, n = ndimage.label(projection, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return ((0, nz), (0, ny), (0, nx))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    big = sizes >= min_fraction * sizes.max()
+    big[0] = False
+    ys, xs = np.nonzero(big[labels])
+    my = int(math.ceil(margin_mm / volume.spacing[1]))
+    mx = int(math.ceil(margin_mm / volume.spacing[2]))
+    return (
+        (0, nz),
+        (max(0, int(ys.min()) - my), min(ny, int(ys.max()) + 1 + my)),
+        (max(0, int(xs.min()) - mx), min(nx, int(xs.max()) + 1 + mx)),
+    )
 
 
 def _crop(volume: Volume, box: BoxIdx) -> Volume:
@@ -640,6 +693,7 @@ def segment(
     keep: Literal["component", "all", "none"] = "component",
     min_component_cm3: float = 0.0,
     overlap: float = 0.25,
+    body_crop: bool = True,
     progress: ProgressHook | None = None,
 ) -> Segmentation:
     """Segment the lung tumour in one CT volume.
@@ -661,6 +715,9 @@ def segment(
         keep: component rule, see :func:`keep_tumour_component` and the module doc.
         min_component_cm3: for ``keep="all"``.
         overlap: sliding-window overlap fraction.
+        body_crop: without a ROI, run only on the patient's in-plane bounding box
+            (:func:`body_box`: the air around the body, often a third of a 512 x 512
+            field of view, cannot hold a lung tumour); the probability is 0 outside.
         progress: optional callback called with a step name as each step starts.
 
     Returns:
@@ -680,10 +737,14 @@ def segment(
         raise ValueError(f"`threshold` must be in (0, 1), got {thr!r}.")
 
     box, previous = roi_crop_box(volume, roi)
+    if roi is None and body_crop:
+        box = body_box(volume)
     sub = _crop(volume, box)
     step("predict")
     t1 = time.perf_counter()
-    prob_sub, att_sub = predict_probability(bundle, sub, vector, return_attention=return_attention, overlap=overlap)
+    prob_sub, att_sub = predict_probability(
+        bundle, sub, vector, return_attention=return_attention, overlap=overlap, timings=timings
+    )
     timings["predict"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
