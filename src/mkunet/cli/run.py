@@ -1,9 +1,73 @@
-"""`mkunet run`: see the command's help."""
+"""`mkunet run`: the whole pipeline on a cohort (segment, measure, kinetics, IES, statistics, report).
+
+Thin layer over :func:`mkunet.pipeline.run_cohort` and :func:`mkunet.report.write_report`.
+"""
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to `app`."""
+    """Add ``run`` to ``app``."""
+
+    @app.command("run")
+    def run_command(
+        cohort_dir: Path = typer.Argument(
+            ..., help="Cohort folder: scans.csv (synthetic layout) or <patient_id>/<scan>/ DICOM series folders."
+        ),
+        clinical: Path = typer.Option(
+            ..., "--clinical", help="clinical.csv: patient_id, age, sex, smoking, grade, stage[, lvcr per day]."
+        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; a rerun resumes)."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Trained bundle / run folder (default: shipped)."),
+        outcomes: Optional[Path] = typer.Option(
+            None, "--outcomes", help="outcomes.csv (patient_id, os_days, event, pdl1_positive, ...): cohort statistics."
+        ),
+        formats: str = typer.Option(
+            "nifti,seg,rtstruct", "--formats", help="Per-scan outputs; seg/rtstruct only for DICOM inputs."
+        ),
+        roi: str = typer.Option(
+            "previous-mask", "--roi", help="previous-mask (timepoint k inside k-1's mask + margin) | none."
+        ),
+        margin_mm: float = typer.Option(15.0, "--margin-mm", help="Margin around the previous mask (mm)."),
+        ies_mode: str = typer.Option("standardised", "--ies-mode", help="IES mode: paper | standardised | cox."),
+        model_tables: Optional[Path] = typer.Option(
+            None, "--model-tables", help="Folder of evaluation tables (*.csv) to show in the report."
+        ),
+        no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every patient (ignore the cache)."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
+    ) -> None:
+        """Segment every scan of a cohort, measure, compute LVCR / VDT / response / IES and the statistics."""
+        from mkunet.cli._common import console, progress, user_errors
+
+        with user_errors():
+            from mkunet.pipeline import run_cohort
+            from mkunet.report import write_report
+
+            with progress() as bar, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # problems are listed after the bar (errors.csv)
+                task = bar.add_task("starting", total=None)
+
+                def hook(done: int, total: int, description: str) -> None:
+                    bar.update(task, completed=done, total=total, description=description)
+
+                run = run_cohort(
+                    cohort_dir, clinical, out, model=model, outcomes=outcomes, formats=formats.split(","), roi=roi,
+                    margin_mm=margin_mm, ies_mode=ies_mode, resume=not no_resume, progress=hook,
+                )
+                path = None
+                if report:
+                    bar.update(task, description="writing the report")
+                    path = write_report(run, out / "report.html", model_tables=model_tables)
+            for e in run.errors.to_dict("records"):
+                where = e["patient_id"] + ("" if e["timepoint"] is None or e["timepoint"] != e["timepoint"]
+                                           else f" T{int(e['timepoint'])}")
+                console.print(f"[yellow]warning:[/] {where} ({e['stage']}): {e['error']} -> {e['action']}")
+            typer.echo(run.summary())
+            if path is not None:
+                typer.echo(f"report: {path}")

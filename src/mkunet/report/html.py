@@ -1,0 +1,478 @@
+"""The self-contained HTML report of a cohort run.
+
+One file: inline CSS, every figure embedded as a base64 PNG, no script, no external
+URL. Sections (ids in brackets):
+
+1. banner: synthetic data / shipped research model / not a medical device (when applicable);
+2. run summary [summary]: inputs, model identity (name, version, weights sha256), parameters;
+3. cohort summary [cohort-summary]: one row per patient (LVCR with 95 % CI, VDT, response, IES);
+4. cohort statistics [statistics] (when outcomes were given): Kaplan-Meier by IES group
+   with the log-rank p, Cox forest plot with the Schoenfeld test, ROC curves for PD-L1
+   (full and imaging-only IES, with the circularity note), tables and notes;
+5. model tables [model] (bundle metadata; evaluation tables when a folder is given);
+6. problems [errors] (``errors.csv``);
+7. one section per patient [patient-<id>]: growth curve (volume cm^3 vs days, log scale,
+   LVCR fit and 95 % CI), LVCR, VDT and response per scan, axial overlays of the contour
+   and the attention map through the tumour centroid at each scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["write_report", "render_report", "COLUMN_LABELS"]
+
+#: Display names (with units) of table columns.
+COLUMN_LABELS = {
+    "patient_id": "patient",
+    "timepoint": "scan",
+    "days": "day",
+    "n_scans": "scans",
+    "n_scans_read": "scans read",
+    "baseline_volume_cm3": "baseline volume (cm³)",
+    "last_volume_cm3": "last volume (cm³)",
+    "volume_cm3": "volume (cm³)",
+    "lvcr_per_day": "LVCR (/day)",
+    "lvcr_ci": "LVCR 95% CI (/day)",
+    "vdt_days": "VDT (days)",
+    "last_response": "last response",
+    "responses": "response per scan",
+    "sphericity": "sphericity (baseline)",
+    "ies": "IES",
+    "ies_imaging_only": "IES imaging-only",
+    "ies_group": "IES group",
+    "mean_dice_vs_reference": "Dice vs reference",
+    "lvcr_source": "LVCR fed to the model",
+    "status": "status",
+    "longest_axial_diameter_mm": "longest axial diameter (mm)",
+    "max_diameter_3d_mm": "max 3D diameter (mm)",
+    "surface_area_mm2": "surface (mm²)",
+    "mean_hu": "mean (HU)",
+    "sd_hu": "SD (HU)",
+    "response": "response",
+    "dice_vs_reference": "Dice vs reference",
+    "roi": "ROI",
+    "series_uid": "input series UID",
+    "hr": "HR",
+    "hr_ci_low": "HR 95% CI low",
+    "hr_ci_high": "HR 95% CI high",
+    "p": "p",
+    "test_statistic": "test statistic",
+    "os_days": "OS (days)",
+}
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1150px;padding:0 18px 40px;
+color:#1b1b1b;line-height:1.4;font-size:14px}
+h1{font-size:24px;margin:18px 0 4px}h2{font-size:19px;border-bottom:2px solid #1f4e79;padding-bottom:3px;margin-top:30px}
+h3{font-size:16px;margin:18px 0 6px}
+.banner{background:#fff3cd;border:1px solid #e0b400;border-left:6px solid #e0a800;padding:10px 14px;margin:14px 0;
+font-size:14px}
+.banner strong{color:#7a4f00}
+table{border-collapse:collapse;margin:8px 0 12px;font-size:12px}
+th,td{border:1px solid #ccd;padding:3px 6px;text-align:right;vertical-align:top}
+th{background:#eef2f7;text-align:center}td.l,th.l{text-align:left}
+tr:nth-child(even) td{background:#fafbfd}
+.kv td:first-child{text-align:left;font-weight:600;background:#f4f6f9}.kv td{text-align:left}
+.fig{display:inline-block;margin:4px 10px 4px 0;vertical-align:top}
+.fig img{max-width:100%;border:1px solid #dde}
+.note{color:#555;font-size:12px}.warn{color:#8a1c1c}
+.patient{border-top:1px solid #ccd;margin-top:18px;padding-top:4px}
+.mono{font-family:Menlo,Consolas,monospace;font-size:11px;word-break:break-all}
+nav a{margin-right:10px}
+"""
+
+
+# ============================================================================ small helpers
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _img(png: bytes, alt: str, cls: str = "fig") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<div class="{cls}"><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></div>'
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "—"
+        if math.isinf(v):
+            return "∞" if v > 0 else "-∞"
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(value)
+
+
+def _table(df: pd.DataFrame, *, index: bool = False, left: Sequence[str] = (), max_rows: int = 500) -> str:
+    if df is None or df.empty:
+        return '<p class="note">(empty)</p>'
+    frame = df.reset_index() if index else df
+    frame = frame.head(max_rows)
+    cols = list(frame.columns)
+    head = "".join(f'<th class="{"l" if c in left else ""}">{_e(COLUMN_LABELS.get(str(c), c))}</th>' for c in cols)
+    body = []
+    for _, row in frame.iterrows():
+        cells = "".join(
+            f'<td class="{"l" if c in left or isinstance(row[c], str) else ""}">{_e(_fmt(row[c]))}</td>' for c in cols
+        )
+        body.append(f"<tr>{cells}</tr>")
+    more = f'<p class="note">first {max_rows} of {len(df)} rows shown</p>' if len(df) > max_rows else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+
+
+def _kv(items: Sequence[tuple[str, Any]]) -> str:
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v) if not isinstance(v, str) else v)}</td></tr>" for k, v in items)
+    return f'<table class="kv">{rows}</table>'
+
+
+def _read_csv(path: Path, index_col: int | None = None) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, index_col=index_col, dtype={"patient_id": str})
+    except pd.errors.EmptyDataError:
+        return None
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+# ============================================================================ sections
+
+
+def _banner(meta: Mapping[str, Any]) -> str:
+    parts = []
+    if meta.get("synthetic"):
+        parts.append(
+            "<strong>Synthetic data.</strong> Every patient, scan, clinical value and outcome in this report was made "
+            "by mkunet's synthetic cohort generator (known ground truth); none of it describes a real person."
+        )
+    model = meta.get("model", {}) or {}
+    if model.get("model_source") == "shipped":
+        parts.append(
+            "<strong>Shipped research model.</strong> The segmentations come from the small MK-UNet shipped with "
+            "mkunet, trained on synthetic data only; its accuracy on real CT is unknown."
+        )
+    parts.append(
+        "<strong>Not a medical device.</strong> Research software: not for diagnosis, treatment or radiotherapy "
+        "planning without independent clinical validation and review of every contour."
+    )
+    return '<div class="banner" id="banner">' + "<br>".join(parts) + "</div>"
+
+
+def _summary(meta: Mapping[str, Any], results: pd.DataFrame, patients: pd.DataFrame, errors: pd.DataFrame) -> str:
+    model = meta.get("model", {}) or {}
+    params = meta.get("parameters", {}) or {}
+    status = results["status"].value_counts().to_dict() if "status" in results else {}
+    items = [
+        ("cohort folder", meta.get("cohort_dir")),
+        ("clinical table", meta.get("clinical")),
+        ("outcomes table", meta.get("outcomes") or "none (no survival / PD-L1 statistics)"),
+        ("patients", f"{len(patients)} analysed of {meta.get('n_patients', len(patients))} found"),
+        ("scans", f"{len(results)} ({', '.join(f'{v} {k}' for k, v in status.items())})"),
+        ("computed / resumed from cache", f"{len(meta.get('processed', []))} / {len(meta.get('resumed', []))}"),
+        ("problems", f"{len(errors)} (table 'Problems' below)"),
+        ("model", f"{model.get('model_name')} — {model.get('model_version')} ({model.get('model_source')})"),
+        ("model weights sha256", model.get("weights_sha256")),
+        ("parameters", json.dumps(params, sort_keys=True)),
+        ("run time", f"{meta.get('seconds', float('nan'))} s, finished {meta.get('finished')}"),
+    ]
+    return '<h2 id="summary">Run summary</h2>' + _kv(items)
+
+
+def _cohort_summary(patients: pd.DataFrame) -> str:
+    if patients.empty:
+        return '<h2 id="cohort-summary">Cohort summary</h2><p class="warn">No patient could be analysed.</p>'
+    df = patients.copy()
+    if {"lvcr_ci_low", "lvcr_ci_high"} <= set(df.columns):
+        df["lvcr_ci"] = [
+            "—" if _num(a) is None else f"{float(a):.4f} to {float(b):.4f}" for a, b in zip(df.lvcr_ci_low, df.lvcr_ci_high)
+        ]
+    cols = [c for c in ("patient_id", "n_scans", "baseline_volume_cm3", "last_volume_cm3", "lvcr_per_day", "lvcr_ci",
+                        "vdt_days", "sphericity", "last_response", "ies", "ies_imaging_only", "ies_group",
+                        "mean_dice_vs_reference", "status") if c in df.columns]
+    n_lvcr = int(df["lvcr_per_day"].notna().sum()) if "lvcr_per_day" in df else 0
+    stats = []
+    if n_lvcr:
+        lv = df["lvcr_per_day"].dropna()
+        stats.append(f"median LVCR {lv.median():.4f} /day (range {lv.min():.4f} to {lv.max():.4f}), n = {n_lvcr}")
+    if "mean_dice_vs_reference" in df and df["mean_dice_vs_reference"].notna().any():
+        d = df["mean_dice_vs_reference"].dropna()
+        stats.append(f"Dice of the automatic masks against the reference masks: mean {d.mean():.3f} (min {d.min():.3f})")
+    text = "".join(f"<li>{_e(s)}</li>" for s in stats)
+    return (
+        '<h2 id="cohort-summary">Cohort summary</h2>'
+        + (f"<ul>{text}</ul>" if text else "")
+        + '<p class="note">LVCR: weighted least-squares slope of ln volume (cm³) against days (95% CI from the '
+        "measurement-error model); VDT = ln 2 / LVCR (negative: halving time); response: volumetric iRECIST-style "
+        "category at the last scan; IES: immune evasion score (see statistics).</p>"
+        + _table(df[cols], left=("patient_id", "last_response", "status", "ies_group", "lvcr_ci"))
+    )
+
+
+def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
+    from mkunet.report import figures
+
+    cdir = out_dir / "cohort"
+    head = '<h2 id="statistics">Cohort statistics</h2>'
+    if not cdir.is_dir():
+        return head + '<p class="note">Not computed: no outcomes table was given (run with --outcomes).</p>'
+    parts = [head]
+    pts = _read_csv(cdir / "patients.csv")
+    groups = _read_csv(cdir / "groups.csv", index_col=0)
+    cox = _read_csv(cdir / "cox.csv", index_col=0)
+    ph = _read_csv(cdir / "ph_test.csv", index_col=0)
+    auc = _read_csv(cdir / "auc.csv", index_col=0)
+    figs = []
+    # Kaplan-Meier by IES group
+    parts.append("<h3>Kaplan-Meier by IES group</h3>")
+    if pts is not None and groups is not None and "IES" in groups.index and {"os_days", "event", "ies"} <= set(pts):
+        from mkunet.cohort import compare_groups
+
+        try:
+            g = compare_groups(pts, "ies", "os_days", "event", cutoff=float(groups.loc["IES", "cutoff"]))
+            figs.append(_img(figures.km_plot(g), "Kaplan-Meier curves by IES group"))
+            parts.append(
+                f'<p>IES high (&gt; {g.cutoff:.4g}, the cohort median) vs low: log-rank p = {g.logrank_p:.3g}; '
+                f"HR {g.hr:.2f} (95% CI {g.hr_ci_low:.2f}-{g.hr_ci_high:.2f}); n = {g.n_high} / {g.n_low}, "
+                f"events {g.events_high} / {g.events_low}; median OS {_fmt(g.median_high)} / {_fmt(g.median_low)} days.</p>"
+            )
+        except ValueError as err:
+            parts.append(f'<p class="warn">Kaplan-Meier not drawn: {_e(err)}</p>')
+    else:
+        parts.append('<p class="note">No IES groups (too few patients with LVCR and outcomes).</p>')
+    parts.extend(figs)
+    # Cox forest + Schoenfeld
+    parts.append("<h3>Multi-factor Cox model and Schoenfeld test</h3>")
+    if cox is not None and not cox.empty:
+        parts.append(_img(figures.forest_plot(cox, ph), "Cox forest plot"))
+        parts.append(
+            '<p class="note">Hazard ratios per unit of each covariate (imaging terms z-scored: per cohort SD). '
+            "Proportional-hazards check: scaled Schoenfeld residuals (lifelines, rank time transform); "
+            "a small p means the hazard ratio changes over time.</p>"
+        )
+        parts.append(_table(cox, index=True, left=("covariate",)))
+        if ph is not None:
+            parts.append("<p>Schoenfeld test per covariate:</p>" + _table(ph, index=True, left=("covariate",)))
+    else:
+        parts.append('<p class="note">The multi-factor Cox model was not fitted (see notes).</p>')
+    # ROC
+    parts.append("<h3>ROC for PD-L1 positivity</h3>")
+    if pts is not None and "pdl1_positive" in pts and {"ies", "ies_imaging_only"} <= set(pts):
+        from sklearn.metrics import roc_curve
+
+        ok = pts["pdl1_positive"].notna()
+        y = pts.loc[ok, "pdl1_positive"].astype(int).to_numpy()
+        curves = []
+        if len(np.unique(y)) == 2:
+            for label, col, key in (("full IES (contains PD-L1: circular)", "ies", "IES (contains PD-L1: circular)"),
+                                    ("imaging-only IES", "ies_imaging_only", "imaging-only IES")):
+                fpr, tpr, _ = roc_curve(y, pts.loc[ok, col].to_numpy(float))
+                row = auc.loc[key] if auc is not None and key in auc.index else None
+                from sklearn.metrics import roc_auc_score
+
+                curves.append({
+                    "label": label, "fpr": fpr, "tpr": tpr,
+                    "auc": float(row["auc"]) if row is not None else float(roc_auc_score(y, pts.loc[ok, col])),
+                    "ci_low": _num(row["ci_low"]) if row is not None else None,
+                    "ci_high": _num(row["ci_high"]) if row is not None else None,
+                })
+            parts.append(_img(figures.roc_plot(curves), "ROC curves for PD-L1 positivity"))
+            parts.append(
+                '<p class="note"><strong>Circularity:</strong> the full IES contains the PD-L1+ area ratio, so its AUC '
+                "for PD-L1 status is inflated by construction; the imaging-only IES (LVCR and shape) is the honest "
+                "test of whether imaging predicts PD-L1.</p>"
+            )
+            if auc is not None:
+                parts.append(_table(auc, index=True, left=("score",)))
+        else:
+            parts.append('<p class="note">Only one PD-L1 class present: no ROC.</p>')
+    else:
+        parts.append('<p class="note">No PD-L1 status in the outcomes: no ROC.</p>')
+    for name, title in (("concordance", "Concordance (Harrell's C, risk scores)"), ("correlations", "Spearman correlations")):
+        t = _read_csv(cdir / f"{name}.csv")
+        if t is not None:
+            parts.append(f"<h3>{_e(title)}</h3>" + _table(t, left=("risk_score", "x", "y")))
+    notes_md = cdir / "notes.md"
+    if notes_md.is_file():
+        lines = [ln[2:] for ln in notes_md.read_text(encoding="utf-8").splitlines() if ln.startswith("- ")]
+        if lines:
+            parts.append("<h3>Notes of the analysis</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in lines) + "</ul>")
+    return "".join(parts)
+
+
+def _model_section(meta: Mapping[str, Any], model_tables: Path | None) -> str:
+    model = meta.get("model", {}) or {}
+    md = model.get("metadata", {}) or {}
+    flat = [(k, v) for k, v in md.items() if isinstance(v, (str, int, float, bool)) or v is None]
+    parts = ['<h2 id="model">Model</h2>', _kv([
+        ("name", model.get("model_name")),
+        ("version / label", model.get("model_version")),
+        ("source", model.get("model_source")),
+        ("weights sha256 (state dict)", model.get("weights_sha256")),
+        ("identity sha256 (weights + configuration)", model.get("identity_sha256")),
+    ])]
+    if flat:
+        parts.append("<h3>Bundle metadata</h3>" + _kv(flat[:40]))
+    if model_tables is not None:
+        tables = sorted(Path(model_tables).glob("*.csv"))
+        if not tables:
+            parts.append(f'<p class="note">No evaluation tables (*.csv) in {_e(model_tables)}.</p>')
+        for t in tables:
+            df = _read_csv(t)
+            if df is not None:
+                parts.append(f"<h3>{_e(t.stem)}</h3>" + _table(df, left=tuple(df.columns[:1])))
+    else:
+        parts.append('<p class="note">No evaluation tables given (write_report(..., model_tables=RUN_DIR)).</p>')
+    return "".join(parts)
+
+
+def _errors(errors: pd.DataFrame) -> str:
+    head = '<h2 id="errors">Problems</h2>'
+    if errors.empty:
+        return head + "<p>None: every scan was read, segmented and measured.</p>"
+    return head + '<p class="warn">These cases were skipped or kept with a quantity missing:</p>' + _table(
+        errors, left=("patient_id", "stage", "error", "action")
+    )
+
+
+def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path) -> str:
+    from mkunet.pipeline import _safe_name
+    from mkunet.report import figures
+
+    anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
+    parts = [f'<div class="patient" id="{_e(anchor)}"><h3>Patient {_e(pid)}</h3>']
+    prow = prow or {}
+    lv = _num(prow.get("lvcr_per_day"))
+    facts = []
+    if lv is not None:
+        facts.append(
+            f"LVCR {lv:.4f} /day (95% CI {_fmt(_num(prow.get('lvcr_ci_low')))} to {_fmt(_num(prow.get('lvcr_ci_high')))} /day)"
+        )
+        vdt = _num(prow.get("vdt_days"))
+        if vdt is not None:
+            facts.append(f"VDT {vdt:.0f} days" if vdt > 0 else f"volume halving time {-vdt:.0f} days (shrinking)")
+    else:
+        facts.append("LVCR not available (fewer than two scans with a tumour)")
+    if prow.get("responses"):
+        facts.append(f"response: {prow['responses']}")
+    if _num(prow.get("ies")) is not None:
+        facts.append(f"IES {_fmt(_num(prow.get('ies')))} ({prow.get('ies_group') or 'no group'})")
+    if prow.get("lvcr_source"):
+        facts.append(f"LVCR fed to the model: {prow['lvcr_source']}")
+    parts.append("<p>" + "; ".join(_e(f) for f in facts) + ".</p>")
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows.iloc[0:0]
+    if len(ok):
+        png = figures.growth_curve(
+            pid, ok["days"].to_numpy(float), ok["volume_cm3"].to_numpy(float),
+            {k: _num(prow.get(k)) for k in ("lvcr_per_day", "lvcr_ci_low", "lvcr_ci_high", "lvcr_intercept_log_cm3",
+                                             "vdt_days")} if lv is not None else None,
+            list(ok["response"]) if "response" in ok else None,
+        )
+        parts.append(_img(png, f"growth curve of {pid}"))
+    overview = out_dir / "patients" / _safe_name(pid) / "overview.png"
+    if overview.is_file():
+        parts.append(_img(overview.read_bytes(), f"axial overlays of {pid}"))
+    cols = [c for c in ("timepoint", "days", "scan_date", "status", "volume_cm3", "longest_axial_diameter_mm",
+                        "sphericity", "mean_hu", "response", "dice_vs_reference", "roi", "series_uid") if c in rows]
+    parts.append(_table(rows[cols], left=("status", "response", "roi", "series_uid", "scan_date")))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+# ============================================================================ entry points
+
+
+def render_report(run: Any, *, model_tables: str | Path | None = None, title: str | None = None) -> str:
+    """The report as an HTML string (see :func:`write_report`)."""
+    from mkunet.pipeline import CohortRun, load_run
+
+    if not isinstance(run, CohortRun):
+        run = load_run(run)
+    out_dir = Path(run.out_dir)
+    meta = dict(run.meta or {})
+    if not meta and (out_dir / "run.json").is_file():
+        meta = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
+    results, patients, errors = run.results, run.patients, run.errors
+    if "patient_id" in results:
+        results = results.assign(patient_id=results["patient_id"].astype(str))
+    if "patient_id" in patients:
+        patients = patients.assign(patient_id=patients["patient_id"].astype(str))
+    title = title or ("mkunet report — synthetic demonstration cohort" if meta.get("synthetic") else "mkunet cohort report")
+    pids = sorted(set(results["patient_id"])) if "patient_id" in results else []
+    prows = {r["patient_id"]: r for r in patients.to_dict("records")} if len(patients) else {}
+    nav = " ".join(
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (("summary", "Run"), ("cohort-summary", "Cohort"), ("statistics", "Statistics"),
+                     ("model", "Model"), ("errors", "Problems"), ("patients", "Patients"))
+    )
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f"<nav>{nav}</nav>",
+        _banner(meta),
+        _summary(meta, results, patients, errors),
+        _cohort_summary(patients),
+        _statistics(out_dir, meta),
+        _model_section(meta, Path(model_tables) if model_tables is not None else None),
+        _errors(errors),
+        '<h2 id="patients">Patients</h2>',
+        '<p class="note">Growth curve: segmented tumour volume (cm³, log scale) against days since the first scan, '
+        "with the LVCR fit and its 95% CI band (slopes at the CI limits); overlays: axial slice through the tumour "
+        "centroid at each scan, contour in red, attention map (finest immune-aware gate, 0-1) below.</p>",
+    ]
+    for pid in pids:
+        body.append(_patient(pid, prows.get(pid), results[results["patient_id"] == pid], out_dir))
+    from mkunet import __version__
+
+    body.append(f'<p class="note">Generated by mkunet {_e(__version__)}. Units: mm, HU, days, cm³, per day.</p>')
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
+
+
+def write_report(run: Any, path: str | Path | None = None, *, model_tables: str | Path | None = None,
+                 title: str | None = None) -> Path:
+    """Write ONE self-contained ``report.html`` for a cohort run.
+
+    Args:
+        run: a :class:`mkunet.pipeline.CohortRun`, or the run's output folder.
+        path: the HTML file (default ``<out_dir>/report.html``).
+        model_tables: optional folder of evaluation tables (``*.csv``, e.g. an evaluate run) shown in
+            the model section.
+        title: page title.
+
+    Returns:
+        The path written (atomically: temporary file, then rename).
+    """
+    from mkunet.pipeline import CohortRun, _atomic_write_text
+
+    out_dir = Path(run.out_dir) if isinstance(run, CohortRun) else Path(run)
+    target = Path(path) if path is not None else out_dir / "report.html"
+    text = render_report(run, model_tables=model_tables, title=title)
+    return _atomic_write_text(target, text)
