@@ -120,3 +120,17 @@ def test_texture_channel_is_log_scaled_glcm_contrast():
     hu = _phantom(seed=2)
     c = glcm_contrast(hu, 256, 5, "merged", value_range=(-1000, 400))
     np.testing.assert_allclose(texture_channel(hu), np.log1p(c) / np.log1p(255.0**2), atol=1e-6)
+
+
+def test_sparse_hysteresis_matches_ndimage_label():
+    from mkunet.preprocess.channels import _hysteresis
+
+    rng = np.random.default_rng(4)
+    shape = (9, 11, 13)
+    weak = rng.random(shape) < 0.12
+    thin = np.flatnonzero(weak)
+    strong = rng.random(thin.size) < 0.05
+    labels, _ = ndi.label(weak, structure=np.ones((3, 3, 3)))
+    keep = np.isin(labels.ravel()[thin], labels.ravel()[thin[strong]])
+    np.testing.assert_array_equal(_hysteresis(thin, strong, shape), keep)
+    assert 0 < keep.sum() < keep.size
