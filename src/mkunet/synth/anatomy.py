@@ -148,62 +148,74 @@ def _rotate_towards(d: np.ndarray, angle: float, rng: np.random.Generator) -> tu
     return c * d + s * a, c * d - s * a
 
 
+def _perp_unit(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random unit vectors (n, 3) perpendicular to unit rows of ``d`` (n, 3)."""
+    a = rng.standard_normal(d.shape)
+    a -= np.sum(a * d, axis=1, keepdims=True) * d
+    return a / (np.linalg.norm(a, axis=1, keepdims=True) + 1e-12)
+
+
 def _grow_tree(
     params: AnatomyParams,
     roots: list[tuple[np.ndarray, np.ndarray, float]],
     rng: np.random.Generator,
     min_radius: float,
     max_segments: int,
+    n_try: int = 5,
 ) -> dict[str, np.ndarray]:
-    """Random bifurcating tree (breadth-first) from ``roots`` = [(point, direction, radius)],
-    kept inside the lungs; returns segment arrays p0, p1 (n, 3) and r0, r1 (n,)."""
-    p0s, p1s, r0s, r1s, depth = [], [], [], [], []
-    queue = [(np.asarray(p, float), np.asarray(d, float) / np.linalg.norm(d), float(r), 0) for p, d, r in roots]
-    while queue and len(p0s) < max_segments:
-        p, d, r, k = queue.pop(0)
-        length = rng.uniform(0.8, 1.3) * (8.0 + 4.5 * r)
-        r_end = r * rng.uniform(0.85, 0.95)
-        # try the drawn direction, then up to 4 deviated ones, to stay inside the lung
-        cands = [d] + [_rotate_towards(d, rng.uniform(0.3, 1.2), rng)[0] for _ in range(4)]
-        qs = np.array([p + c * length for c in cands], np.float32)
-        lat, ver = params.lung_sd(qs[:, 0], qs[:, 1], qs[:, 2])
-        sd = np.maximum(lat, ver)
-        j = int(np.argmax(sd < -1.0)) if np.any(sd < -1.0) else 0
-        d = cands[j]
-        q = p + d * length
-        lat, ver = lat[j : j + 1], ver[j : j + 1]
-        inside = max(float(lat[0]), float(ver[0])) < -1.0
-        if not inside and k > 0:
-            # shorten once towards the parent; stop the branch
-            q = p + d * length * 0.4
-            lat, ver = params.lung_sd(q[0:1], q[1:2], q[2:3])
-            if max(float(lat[0]), float(ver[0])) > -0.5:
-                continue
-        p0s.append(p)
-        p1s.append(q)
-        r0s.append(r)
-        r1s.append(r_end)
-        depth.append(k)
-        if not inside and k > 0:
-            continue
-        if r_end * 0.72 < min_radius:
-            continue
-        ang = rng.uniform(0.35, 0.75)
-        d1, d2 = _rotate_towards(d, ang, rng)
-        f1 = rng.uniform(0.7, 0.85)
-        f2 = rng.uniform(0.6, 0.8)
-        queue.append((q, d1, r_end * f1, k + 1))
-        queue.append((q, d2, r_end * f2, k + 1))
-    if not p0s:
+    """Random bifurcating tree grown one generation at a time (vectorised), kept inside
+    the lungs; ``roots`` = [(point, direction, radius)]. Each segment tries its drawn
+    direction and ``n_try - 1`` deviated ones and keeps the first whose end point lies
+    inside a lung; a branch that cannot stay inside ends with a short stub.
+
+    Returns:
+        segment arrays p0, p1 (n, 3) mm, r0, r1 (n,) mm, depth (n,).
+    """
+    p = np.array([r[0] for r in roots], float)
+    d = np.array([r[1] for r in roots], float)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    r = np.array([r[2] for r in roots], float)
+    out = {"p0": [], "p1": [], "r0": [], "r1": [], "depth": []}
+    total = 0
+    depth = 0
+    while len(p) and total < max_segments:
+        n = len(p)
+        length = rng.uniform(0.8, 1.3, n) * (8.0 + 4.5 * r)
+        r_end = r * rng.uniform(0.85, 0.95, n)
+        ang = np.concatenate([np.zeros((n, 1)), rng.uniform(0.3, 1.2, (n, n_try - 1))], axis=1)  # (n, T)
+        perp = np.stack([_perp_unit(d, rng) for _ in range(n_try)], axis=1)  # (n, T, 3)
+        cand = np.cos(ang)[..., None] * d[:, None, :] + np.sin(ang)[..., None] * perp
+        ends = p[:, None, :] + cand * length[:, None, None]
+        flat = ends.reshape(-1, 3).astype(np.float32)
+        lat, ver = params.lung_sd(flat[:, 0], flat[:, 1], flat[:, 2])
+        inside = (np.maximum(lat, ver) < -1.0).reshape(n, n_try)
+        ok = inside.any(axis=1)
+        j = np.argmax(inside, axis=1)
+        dsel = cand[np.arange(n), j]
+        frac = np.where(ok | (depth == 0), 1.0, 0.4)
+        q = p + dsel * (length * frac)[:, None]
+        keep = ok | (depth == 0) | True
+        m = min(int(keep.sum()), max_segments - total)
+        idx = np.flatnonzero(keep)[:m]
+        out["p0"].append(p[idx]); out["p1"].append(q[idx]); out["r0"].append(r[idx]); out["r1"].append(r_end[idx])
+        out["depth"].append(np.full(len(idx), depth))
+        total += len(idx)
+        grow = idx[(ok[idx]) & (r_end[idx] * 0.72 >= min_radius)]
+        if not len(grow):
+            break
+        a1 = rng.uniform(0.35, 0.75, len(grow))
+        a2 = rng.uniform(0.35, 0.75, len(grow))
+        pp = _perp_unit(dsel[grow], rng)
+        d1 = np.cos(a1)[:, None] * dsel[grow] + np.sin(a1)[:, None] * pp
+        d2 = np.cos(a2)[:, None] * dsel[grow] - np.sin(a2)[:, None] * pp
+        p = np.concatenate([q[grow], q[grow]])
+        d = np.concatenate([d1, d2])
+        r = np.concatenate([r_end[grow] * rng.uniform(0.7, 0.85, len(grow)), r_end[grow] * rng.uniform(0.6, 0.8, len(grow))])
+        depth += 1
+    if not out["p0"]:
         z = np.zeros((0, 3))
         return {"p0": z, "p1": z, "r0": np.zeros(0), "r1": np.zeros(0), "depth": np.zeros(0, int)}
-    return {
-        "p0": np.array(p0s),
-        "p1": np.array(p1s),
-        "r0": np.array(r0s),
-        "r1": np.array(r1s),
-        "depth": np.array(depth, int),
-    }
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> AnatomyParams:
@@ -238,7 +250,7 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
         rib_slope=u(0.35, 0.7),
         rib_phase=u(0, 40),
         rib_height=u(9, 13),
-        rib_thick=u(6, 9),
+        rib_thick=u(5, 8),
     )
     cb = p.cavity_b
     p.heart = (u(12, 30), -0.22 * cb + u(-5, 5), p.dome_z[1] + p.dome_h[1] + u(25, 45), u(50, 66), u(38, 52), u(45, 60))
@@ -246,11 +258,11 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
     p.hu = {
         "air": -1000.0,
         "fat": u(-120, -85),
-        "muscle": u(35, 55),
+        "muscle": u(30, 50),
         "mediastinal_fat": u(-105, -75),
         "soft": u(25, 50),
         "abdomen": u(45, 65),
-        "cortical": u(700, 1200),
+        "cortical": u(600, 1100),
         "cancellous": u(200, 350),
         "disc": u(60, 100),
         "lung": u(-880, -820),
@@ -373,7 +385,7 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     rib_scale = 0.5 * min(p.rib_thick, p.rib_height)
     rib = ramp((rho - 1.0) * rib_scale, sxy) * anterior_gap
     paint(img, rib, hu_t["cortical"])
-    paint(img, ramp((rho - 0.6) * rib_scale, sxy) * anterior_gap, hu_t["cancellous"] + 30.0 * tex_fine)
+    paint(img, ramp((rho - 0.75) * rib_scale, sxy) * anterior_gap, hu_t["cancellous"] + 30.0 * tex_fine)
     del phase, dz_perp, rho, rib
     # sternum (anterior midline)
     st = _ellipse_sd(x2, y2 + p.cavity_b + 0.5 * p.rib_band, 14.0, 5.5)
@@ -387,7 +399,7 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     paint(img, inner * np.where(disc, 0.0, 1.0).astype(np.float32), hu_t["cancellous"] + 35.0 * tex_fine)
     paint(img, inner * disc.astype(np.float32), hu_t["disc"])
     bone_occ = render_segments(grid, p.bones["p0"], p.bones["p1"], p.bones["r0"], p.bones["r1"])
-    paint(img, bone_occ, hu_t["cortical"] * 0.7 + 0.3 * hu_t["cancellous"])
+    paint(img, bone_occ, hu_t["cortical"] * 0.35 + 0.65 * hu_t["cancellous"])
     canal = ramp(np.sqrt(x2 * x2 + (y2 - p.bones["canal_y"]) ** 2) - 7.5, sxy)
     paint(img, np.broadcast_to(canal, shape), 25.0)
     del bone_occ

@@ -14,8 +14,9 @@ sampled by inversion, ``T = (-ln U / (lambda exp(beta'x)))^(1/rho)``. Covariates
 
 Censoring: administrative (uniform 1-5 years of follow-up) and random drop-out
 (exponential, mean 3000 d). PD-L1 TPS category (< 1 %, 1-49 %, >= 50 %) is drawn from a
-latent normal ``0.45 irregularity_z + 0.25 lvcr_z + noise`` cut at the quantiles giving
-48 / 30 / 22 % (DOMAIN.md section 6, EXPRESS); CD8 density (cells/mm^2) is log-normal with
+latent normal (the score ``0.45 irregularity_z + 0.25 lvcr_z``, standardised within the
+cohort, times ``a = sqrt(0.45^2 + 0.25^2)``, plus ``sqrt(1 - a^2)`` N(0, 1) noise) cut at
+the normal quantiles giving 48 / 30 / 22 % (DOMAIN.md section 6, EXPRESS); CD8 density (cells/mm^2) is log-normal with
 log-mean increasing with sphericity; response = responder when the true LVCR < 0.
 All coefficients are returned by :meth:`OutcomeModel.to_dict` and written to truth.json.
 """
@@ -108,8 +109,10 @@ def simulate_outcomes(table: pd.DataFrame, rng: np.random.Generator, model: Outc
     # PD-L1 category from a latent normal variable
     load = model.pdl1_loadings
     signal = sum(w * np.clip(x[c].to_numpy(), -3, 3) for c, w in load.items())
-    resid = np.sqrt(max(1.0 - sum(w * w for w in load.values()), 0.05))
-    latent = signal + resid * rng.standard_normal(n)
+    a = float(np.sqrt(min(sum(w * w for w in load.values()), 0.95)))
+    sd = float(np.std(signal)) if n > 1 else 0.0
+    signal = (signal - np.mean(signal)) / sd if sd > 0 else np.zeros(n)
+    latent = a * signal + np.sqrt(1.0 - a * a) * rng.standard_normal(n)
     f0, f1, _ = model.pdl1_fractions
     cuts = norm.ppf([f0, f0 + f1])
     cat = np.searchsorted(cuts, latent)
