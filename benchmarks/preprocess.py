@@ -83,12 +83,18 @@ def per_window_reference(array: np.ndarray, levels: int, value_range, window: in
 
 
 def median_time(func: Callable[[], object], repeats: int) -> float:
-    times = []
+    """Median wall time (s); the median process CPU time (all threads) goes to ``CPU_TIMES``."""
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         func()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    CPU_TIMES.append(statistics.median(cpu))
     return statistics.median(times)
+
+
+CPU_TIMES: list[float] = []
 
 
 def main() -> None:
@@ -110,16 +116,14 @@ def main() -> None:
         ("denoised (Gaussian)", median_time(lambda: gaussian_denoise(hu, window=window, n_threads=nt), args.repeats)),
         ("texture (GLCM contrast)", median_time(lambda: texture_channel(hu, window=window, n_threads=nt), args.repeats)),
     ]
-    cpu0 = time.process_time()
     total = median_time(lambda: four_channels(hu, window, n_threads=nt), args.repeats)
-    cpu_total = (time.process_time() - cpu0) / args.repeats
     rows.append(("total four_channels", total))
     print()
-    print(f"{'step':<28}{'median s':>10}")
-    for name, seconds in rows:
-        print(f"{name:<28}{seconds:>10.3f}")
-    print(f"{'(total CPU s per run)':<28}{cpu_total:>10.3f}")
-    print(f"target total <= 4 s: {'met' if total <= 4.0 else 'NOT met'}")
+    print(f"{'step':<28}{'wall s':>10}{'CPU s':>10}   (medians of {args.repeats}; CPU = all threads)")
+    for (name, seconds), cpu in zip(rows, CPU_TIMES):
+        print(f"{name:<28}{seconds:>10.3f}{cpu:>10.3f}")
+    print(f"target total <= 4 s (wall): {'met' if total <= 4.0 else 'NOT met'}; total CPU {CPU_TIMES[-1]:.2f} s "
+          "(all threads: the wall time on otherwise idle cores is at most this)")
 
     # GLCM map vs per-window reference
     small = hu[:args.small, 200 : 200 + args.small, 150 : 150 + args.small].copy()

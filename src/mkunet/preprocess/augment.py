@@ -56,6 +56,7 @@ def augmentation(
     Returns:
         The transform (a ``monai.transforms.Compose``), callable on one sample dict.
     """
+    import torch
     from monai.transforms import Compose, EnsureTyped, RandAffined, RandGaussianNoised
 
     rotate = tuple(math.radians(v) for v in _triplet(rotate_deg, "rotate_deg"))
@@ -81,7 +82,7 @@ def augmentation(
                 padding_mode="zeros",
             ),
             RandGaussianNoised(keys=("image",), prob=float(noise_prob), mean=0.0, std=float(noise_std)),
-            EnsureTyped(keys=("image", "label"), data_type="tensor", dtype=__import__("torch").float32, track_meta=False),
+            EnsureTyped(keys=("image", "label"), data_type="tensor", dtype=torch.float32, track_meta=False),
         ]
     )
     transform.set_random_state(seed=seed)
