@@ -17,6 +17,15 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny networks gain nothing from threads; one thread avoids oversubscription on shared CPUs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _data(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(1, 4, 16, 32, 32, generator=gen), torch.rand(1, 6, generator=gen)
@@ -71,7 +80,21 @@ def test_attention_unet_maps_are_its_gates():
     outer = [s for s in seen if s[1].shape[2:] == (16, 32, 32)]
     kwargs, out = outer[0]
     torch.testing.assert_close(out, kwargs["x"] * attention[0])
-    assert model._maps == {}  # nothing kept alive between calls
+    assert all(b.psi.last_alpha is None for b in blocks)  # nothing kept alive between calls
+
+
+def test_attention_unet_copy_keeps_its_maps():
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model("attention_unet", **TINY["attention_unet"]).eval()
+    clone = copy.deepcopy(model)
+    image, _ = _data()
+    with torch.no_grad():
+        _, a = model(image, return_attention=True)
+        _, b = clone(image, return_attention=True)
+    assert len(b) == 4
+    torch.testing.assert_close(a[0], b[0])
 
 
 def test_unknown_name_and_kwargs():

@@ -140,7 +140,9 @@ class ResNet3D(_Wrapped):
             raise ValueError(
                 f"`blocks_up` needs len(blocks_down) - 1 = {len(blocks_down) - 1} entries, got {blocks_up!r}."
             )
-        if isinstance(init_filters, bool) or not isinstance(init_filters, int) or init_filters % num_groups:
+        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(f"`num_groups` must be a positive integer, got {num_groups!r}.")
+        if isinstance(init_filters, bool) or not isinstance(init_filters, int) or init_filters < 1 or init_filters % num_groups:
             raise ValueError(
                 f"`init_filters` must be a positive multiple of num_groups={num_groups} (group norm), "
                 f"got {init_filters!r}."
@@ -189,27 +191,31 @@ class AttentionUNet3D(_Wrapped):
             strides=(2,) * (len(channels) - 1),
             dropout=dropout,
         )
-        # Registration order of the AttentionBlocks is outermost (finest) first.
-        self._blocks = [m for m in self.net.modules() if isinstance(m, AttentionBlock)]
-        self._maps: dict[int, torch.Tensor] = {}
-        for k, blk in enumerate(self._blocks):
-            blk.psi.register_forward_hook(self._make_hook(k))
+        for block in self._gate_blocks():
+            block.psi.register_forward_hook(_store_alpha)
 
-    def _make_hook(self, k: int):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            self._maps[k] = output  # alpha (B, 1, z_k, y_k, x_k), after the sigmoid
-
-        return hook
+    def _gate_blocks(self) -> list[AttentionBlock]:
+        # Registration order of MONAI's AttentionBlocks is outermost (finest) first.
+        return [m for m in self.net.modules() if isinstance(m, AttentionBlock)]
 
     def forward(
         self, image: torch.Tensor, clinical: torch.Tensor | None = None, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Segment ``image`` (B, C, Z, Y, X); ``clinical`` is ignored. Returns logits (B, 1, Z, Y, X)."""
-        self._maps.clear()
         try:
             return super().forward(image, clinical, return_attention)
         finally:
-            self._maps.clear()  # no tensors kept alive between calls
+            for block in self._gate_blocks():  # keep no tensors alive between calls
+                block.psi.last_alpha = None
 
     def _attention(self) -> list[torch.Tensor]:
-        return [self._maps[k] for k in range(len(self._blocks))]
+        return [block.psi.last_alpha for block in self._gate_blocks()]
+
+
+def _store_alpha(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """Forward hook on an AttentionBlock's ``psi``: keep alpha (B, 1, z, y, x), after the sigmoid.
+
+    A plain function (no closure over the wrapper) so that copies of the model
+    (``copy.deepcopy``, EMA, DDP) keep working.
+    """
+    module.last_alpha = output
