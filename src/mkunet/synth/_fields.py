@@ -97,7 +97,7 @@ def smooth_field(
     """
     from scipy import ndimage as ndi
 
-    factors = [max(1, int(round(corr_mm / 2.0 / s))) for s in spacing]
+    factors = [max(1 if axis == 0 else 2, int(round(corr_mm / 2.0 / s))) for axis, s in enumerate(spacing)]
     coarse_shape = tuple(int(np.ceil(n / f)) + 1 for n, f in zip(shape, factors))
     c = rng.standard_normal(coarse_shape, dtype=np.float32)
     c = ndi.gaussian_filter(c, 1.0, mode="wrap", truncate=2.5)
@@ -124,7 +124,9 @@ def render_segments(
     out: np.ndarray | None = None,
     inner_offset: float | np.ndarray | None = None,
     out_inner: np.ndarray | None = None,
-) -> np.ndarray:
+    paint: tuple[np.ndarray, float] | None = None,
+    weight2d: np.ndarray | None = None,
+) -> np.ndarray | None:
     """Rasterise tapered cylinders (capsules) with analytic partial volume, max-combined.
 
     Each segment is processed inside its own bounding box only, so the cost grows with
@@ -139,11 +141,16 @@ def render_segments(
             into ``out_inner`` (airways: wall = out, lumen = out_inner).
         out_inner: accumulator for the lumen.
 
+        paint: ``(image, value)``: instead of accumulating occupancy, paint each tube into
+            ``image`` in place, ``image += occ * (value - image)`` inside its bounding box
+            (overlaps of tubes of the same value converge to ``value``); returns None.
+        weight2d: optional (y, x) factor multiplied into the occupancy (e.g. a region mask).
+
     Returns:
-        ``out``, occupancy in [0, 1]. Thin tubes (radius << voxel) get occupancy scaled by
+        ``out``, occupancy in [0, 1] (None when painting). Thin tubes (radius << voxel) get occupancy scaled by
         ``min(1, 2 r / w)`` (w = voxel extent across the tube), i.e. their partial volume.
     """
-    if out is None:
+    if out is None and paint is None:
         out = np.zeros(grid.shape, np.float32)
     sz, sy, sx = grid.spacing
     ox, oy, oz = grid.origin
@@ -183,6 +190,12 @@ def render_segments(
         occ = ramp(dist - radius, w)
         occ *= np.minimum(1.0, 2.0 * radius / w)
         sl = (slice(ilo[2], ihi[2]), slice(ilo[1], ihi[1]), slice(ilo[0], ihi[0]))
+        if weight2d is not None:
+            occ *= weight2d[sl[1], sl[2]]
+        if paint is not None:
+            target = paint[0][sl]
+            target += occ * (np.float32(paint[1]) - target)
+            continue
         np.maximum(out[sl], occ, out=out[sl])
         if inner_offset is not None and out_inner is not None:
             off = float(np.broadcast_to(np.asarray(inner_offset, float), (len(p0),))[k])

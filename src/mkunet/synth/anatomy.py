@@ -327,8 +327,40 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
     return p
 
 
+def _box(lo_xyz, hi_xyz, grid: Grid) -> tuple[slice, slice, slice]:
+    """Array slices (z, y, x) of the voxels whose centres lie in the box [lo, hi] (x, y, z mm)."""
+    sz, sy, sx = grid.spacing
+    sp = np.array([sx, sy, sz])
+    org = np.array(grid.origin)
+    dims = np.array(grid.shape[::-1])
+    ilo = np.clip(np.floor((np.asarray(lo_xyz) - org) / sp).astype(int), 0, dims)
+    ihi = np.clip(np.ceil((np.asarray(hi_xyz) - org) / sp).astype(int) + 1, 0, dims)
+    return slice(ilo[2], ihi[2]), slice(ilo[1], ihi[1]), slice(ilo[0], ihi[0])
+
+
+def _sub_axes(grid: Grid, sl: tuple[slice, slice, slice]):
+    x, y, z = grid.broadcast()
+    return x[:, :, sl[2]], y[:, sl[1], :], z[sl[0], :, :]
+
+
+def _paint_sparse(img: np.ndarray, occ: np.ndarray, value) -> None:
+    """img = img * (1 - occ) + value * occ where occ > 0 (value scalar or array like img)."""
+    idx = np.flatnonzero(occ)
+    if not len(idx):
+        return
+    flat = img.reshape(-1)
+    o = occ.reshape(-1)[idx]
+    v = value if np.isscalar(value) else np.asarray(value).reshape(-1)[idx]
+    flat[idx] += o * (v - flat[idx])
+
+
 def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) -> Anatomy:
     """Rasterise ``params`` on ``grid`` with partial volume and tissue textures.
+
+    The z-invariant layers (body, fat, muscle, thoracic cavity, sternum, vertebral body,
+    spinal canal) are composited in 2-D and broadcast once; the 3-D structures are painted
+    only inside their bounding boxes (heart, diaphragm, lungs) or where they are non-zero
+    (ribs, vessels, airways).
 
     Args:
         params: from :func:`sample_anatomy`.
@@ -345,99 +377,133 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     x, y, z = grid.broadcast()
     x2, y2 = x[0], y[0]  # (1, X), (Y, 1)
     shape = grid.shape
-
-    def paint(img: np.ndarray, occ: np.ndarray, value) -> None:
-        # img += occ * (value - img), in place
-        img += occ * (value - img)
+    ny, nx = shape[1], shape[2]
 
     tex_fine = smooth_field(shape, grid.spacing, 4.0, rng)
     tex_coarse = smooth_field(shape, grid.spacing, 18.0, rng)
 
-    img = np.full(shape, hu_t["air"], np.float32)
+    # ---------------- 2-D (z-invariant) layers: value, fine-texture amplitude, cavity-mix weight
+    val2 = np.full((ny, nx), hu_t["air"], np.float32)
+    amp2 = np.zeros((ny, nx), np.float32)
+    mix2 = np.zeros((ny, nx), np.float32)
+
+    def paint2(occ, value, amp, cav=False):
+        occ = np.broadcast_to(occ, (ny, nx))
+        val2[...] += occ * (value - val2)
+        amp2[...] += occ * (amp - amp2)
+        mix2[...] += occ * ((1.0 if cav else 0.0) - mix2)
+
     s_body = p.body_sd(x2, y2)  # (Y, X)
     body = ramp(s_body, sxy)
-    paint(img, np.broadcast_to(body, shape), hu_t["fat"] + 6.0 * tex_fine)
-    # chest-wall muscle, thicker over the back (paraspinal muscles)
-    para = 22.0 * np.exp(-(x2 / 45.0) ** 2) * (y2 > 0)
-    s_muscle = s_body + p.fat + 0.5 * para * 0  # inner boundary of the fat
-    muscle = ramp(s_body + p.fat, sxy)
-    paint(img, np.broadcast_to(muscle, shape), hu_t["muscle"] + 8.0 * tex_fine)
-    del s_muscle
-    # thoracic cavity (mediastinal fat / soft-tissue mix) and abdomen below the diaphragm
+    paint2(body, hu_t["fat"], 6.0)
+    paint2(ramp(s_body + p.fat, sxy), hu_t["muscle"], 8.0)
     s_cav = _ellipse_sd(x2, y2, p.cavity_a, p.cavity_b)
     s_cav = np.maximum(s_cav, -(y2 - (p.vert_y - p.vert_r - 2.0)) * (np.abs(x2) < p.vert_r + 12) - 1e3 * (np.abs(x2) >= p.vert_r + 12))
     cav = ramp(s_cav, sxy)
-    mix = np.clip(0.5 + 1.5 * tex_coarse, 0.0, 1.0)
-    med_hu = hu_t["mediastinal_fat"] + mix * (hu_t["soft"] - hu_t["mediastinal_fat"]) + 6.0 * tex_fine
-    paint(img, np.broadcast_to(cav, shape) * 1.0, med_hu)
-    lat, ver = p.lung_sd(x, y, z)
-    # abdomen (liver/spleen) below the dome
-    dome_only = ver  # dome dominates low z; only paint where below dome (z low)
-    below = ramp(-(dome_only) - 0.0, sz) * (z < 0)
-    paint(img, below * cav, hu_t["abdomen"] + 5.0 * tex_fine)
-    del below, dome_only
-    # ribs in the band outside the cavity, sloping down anteriorly, absent near the anterior midline
-    s_band = s_cav - (p.rib_band * 0.5 + 0.5)
-    phase = np.mod(z - p.rib_slope * y2 - p.rib_phase, p.rib_pitch) - 0.5 * p.rib_pitch  # (Z, Y, X)
-    dz_perp = phase / np.sqrt(1.0 + p.rib_slope**2)
-    rho = np.sqrt((s_band / (0.5 * p.rib_thick)) ** 2 + (dz_perp / (0.5 * p.rib_height)) ** 2)
-    anterior_gap = (np.abs(x2) > 22.0) | (y2 > 0)
-    rib_scale = 0.5 * min(p.rib_thick, p.rib_height)
-    rib = ramp((rho - 1.0) * rib_scale, sxy) * anterior_gap
-    paint(img, rib, hu_t["cortical"])
-    paint(img, ramp((rho - 0.75) * rib_scale, sxy) * anterior_gap, hu_t["cancellous"] + 30.0 * tex_fine)
-    del phase, dz_perp, rho, rib
-    # sternum (anterior midline)
+    paint2(cav, hu_t["mediastinal_fat"], 6.0, cav=True)
     st = _ellipse_sd(x2, y2 + p.cavity_b + 0.5 * p.rib_band, 14.0, 5.5)
-    paint(img, np.broadcast_to(ramp(st, sxy), shape), hu_t["cortical"])
-    paint(img, np.broadcast_to(ramp(st + 2.0, sxy), shape), hu_t["cancellous"] + 30.0 * tex_fine)
-    # vertebral body with discs; spinal canal; posterior elements
+    paint2(ramp(st, sxy), hu_t["cortical"], 0.0)
+    paint2(ramp(st + 2.0, sxy), hu_t["cancellous"], 30.0)
     rv = np.sqrt(x2 * x2 + (y2 - p.vert_y) ** 2) - p.vert_r
-    paint(img, np.broadcast_to(ramp(rv, sxy), shape), hu_t["cortical"])
-    disc = np.abs(np.mod(z - p.disc_phase, p.disc_pitch) - 0.5 * p.disc_pitch) < 3.5  # (Z,1,1)
-    inner = ramp(rv + 2.0, sxy)
-    paint(img, inner * np.where(disc, 0.0, 1.0).astype(np.float32), hu_t["cancellous"] + 35.0 * tex_fine)
-    paint(img, inner * disc.astype(np.float32), hu_t["disc"])
-    bone_occ = render_segments(grid, p.bones["p0"], p.bones["p1"], p.bones["r0"], p.bones["r1"])
-    paint(img, bone_occ, hu_t["cortical"] * 0.35 + 0.65 * hu_t["cancellous"])
-    canal = ramp(np.sqrt(x2 * x2 + (y2 - p.bones["canal_y"]) ** 2) - 7.5, sxy)
-    paint(img, np.broadcast_to(canal, shape), 25.0)
-    del bone_occ
-    # heart: epicardial fat shell, myocardium, blood pool
+    paint2(ramp(rv, sxy), hu_t["cortical"], 0.0)
+    vert_inner = ramp(rv + 2.0, sxy)
+    paint2(vert_inner, hu_t["cancellous"], 35.0)
+    paint2(ramp(np.sqrt(x2 * x2 + (y2 - p.bones["canal_y"]) ** 2) - 7.5, sxy), 25.0, 0.0)
+
+    img = np.empty(shape, np.float32)
+    np.multiply(tex_fine, amp2, out=img)
+    img += val2
+    mix = np.clip(0.5 + 1.5 * tex_coarse, 0.0, 1.0)
+    mix *= mix2 * np.float32(hu_t["soft"] - hu_t["mediastinal_fat"])
+    img += mix
+    del mix
+
+    # ---------------- intervertebral discs (vertebral-body box only)
+    vb = _box((-p.vert_r - 2, p.vert_y - p.vert_r - 2, -1e4), (p.vert_r + 2, p.vert_y + p.vert_r + 2, 1e4), grid)
+    disc = (np.abs(np.mod(z[vb[0]] - p.disc_phase, p.disc_pitch) - 0.5 * p.disc_pitch) < 3.5).astype(np.float32)
+    sub = img[vb]
+    sub += (vert_inner[vb[1], vb[2]] * disc) * (hu_t["disc"] - sub)
+
+    # ---------------- abdomen below the diaphragm (slab below the highest dome point)
+    ztop = max(p.dome_z[0] + p.dome_h[0], p.dome_z[1] + p.dome_h[1]) + 2 * sz
+    ab = _box((-p.cavity_a, -p.cavity_b, -1e4), (p.cavity_a, p.cavity_b, ztop), grid)
+    if all(s.stop > s.start for s in ab):
+        xs, ys, zs = _sub_axes(grid, ab)
+        _, ver = p.lung_sd(xs, ys, zs)
+        below = ramp(-ver, sz) * (zs < 0) * cav[ab[1], ab[2]]
+        sub = img[ab]
+        sub += below * (hu_t["abdomen"] + 5.0 * tex_fine[ab] - sub)
+        del below, ver
+
+    # ---------------- ribs: only the pixels of the rib band
+    s_band = s_cav - (p.rib_band * 0.5 + 0.5)
+    band = (np.abs(np.broadcast_to(s_band, (ny, nx))) < 0.5 * p.rib_thick + 2 * sxy) & np.broadcast_to((np.abs(x2) > 22.0) | (y2 > 0), (ny, nx))
+    idx = np.flatnonzero(band)
+    if len(idx):
+        yy = np.broadcast_to(y2, (ny, nx)).reshape(-1)[idx][None, :]
+        sb = np.broadcast_to(s_band, (ny, nx)).reshape(-1)[idx][None, :]
+        zz = z[:, :, 0]  # (Z, 1)
+        phase = np.mod(zz - p.rib_slope * yy - p.rib_phase, p.rib_pitch) - 0.5 * p.rib_pitch
+        dz_perp = phase / np.sqrt(1.0 + p.rib_slope**2)
+        rho = np.sqrt((sb / (0.5 * p.rib_thick)) ** 2 + (dz_perp / (0.5 * p.rib_height)) ** 2)
+        rib_scale = 0.5 * min(p.rib_thick, p.rib_height)
+        flat = img.reshape(shape[0], -1)
+        vals = flat[:, idx]
+        tex = tex_fine.reshape(shape[0], -1)[:, idx]
+        occ = ramp((rho - 1.0) * rib_scale, sxy)
+        vals += occ * (hu_t["cortical"] - vals)
+        occ = ramp((rho - 0.75) * rib_scale, sxy)
+        vals += occ * (hu_t["cancellous"] + 30.0 * tex - vals)
+        flat[:, idx] = vals
+        del phase, dz_perp, rho, vals, tex, occ
+
+    # ---------------- posterior vertebral elements (bone tubes)
+    render_segments(grid, p.bones["p0"], p.bones["p1"], p.bones["r0"], p.bones["r1"], paint=(img, hu_t["cortical"] * 0.35 + 0.65 * hu_t["cancellous"]))
+
+    # ---------------- heart (its box only): epicardial fat, myocardium, blood pool
     hx, hy, hz, ha, hb, hc = p.heart
-    sh = _ellipsoid_sd(x - hx, y - hy, z - hz, ha, hb, hc)
-    paint(img, ramp(sh, sxy), hu_t["mediastinal_fat"])
-    paint(img, ramp(sh + 4.0, sxy), hu_t["myocardium"] + 4.0 * tex_fine)
-    paint(img, ramp(sh + 14.0, sxy), hu_t["blood"])
-    del sh
-    # great vessels and oesophagus
+    hb_ = _box((hx - ha - 3, hy - hb - 3, hz - hc - 3), (hx + ha + 3, hy + hb + 3, hz + hc + 3), grid)
+    if all(s.stop > s.start for s in hb_):
+        xs, ys, zs = _sub_axes(grid, hb_)
+        sh = _ellipsoid_sd(xs - hx, ys - hy, zs - hz, ha, hb, hc)
+        sub = img[hb_]
+        occ = ramp(sh, sxy)
+        sub += occ * (hu_t["mediastinal_fat"] - sub)
+        occ = ramp(sh + 4.0, sxy)
+        sub += occ * (hu_t["myocardium"] + 4.0 * tex_fine[hb_] - sub)
+        occ = ramp(sh + 14.0, sxy)
+        sub += occ * (hu_t["blood"] - sub)
+        del sh, occ
+
+    # ---------------- great vessels and oesophagus
     g = p.great
-    great_blood = render_segments(grid, g["p0"][g["blood"]], g["p1"][g["blood"]], g["r0"][g["blood"]], g["r1"][g["blood"]])
-    paint(img, great_blood, hu_t["blood"])
-    oes = render_segments(grid, g["p0"][~g["blood"]], g["p1"][~g["blood"]], g["r0"][~g["blood"]], g["r1"][~g["blood"]])
-    paint(img, oes, hu_t["soft"])
-    del great_blood, oes
-    # lungs
-    lung = np.minimum(ramp(lat, sxy), ramp(ver, sz))
-    del lat, ver
-    lung_hu = hu_t["lung"] + hu_t["lung_texture_sd"] * (0.8 * tex_fine + 0.6 * tex_coarse)
-    lung_hu += hu_t["lung_gravity"] * (y2 / max(p.cavity_b, 1.0))
-    paint(img, lung, lung_hu)
-    del lung_hu
-    # pulmonary vessels (blood), painted inside the thoracic cavity
+    gb = g["blood"]
+    render_segments(grid, g["p0"][gb], g["p1"][gb], g["r0"][gb], g["r1"][gb], paint=(img, hu_t["blood"]))
+    render_segments(grid, g["p0"][~gb], g["p1"][~gb], g["r0"][~gb], g["r1"][~gb], paint=(img, hu_t["soft"]))
+
+    # ---------------- lungs (box of the thoracic cavity between the domes and the apex)
+    lung = np.zeros(shape, np.float32)
+    lb = _box((-p.cavity_a, -p.cavity_b, min(p.dome_z) - 2), (p.cavity_a, p.cavity_b, p.apex_z + 2), grid)
+    if all(s.stop > s.start for s in lb):
+        xs, ys, zs = _sub_axes(grid, lb)
+        lat, ver = p.lung_sd(xs, ys, zs)
+        sub_l = np.minimum(ramp(lat, sxy), ramp(ver, sz))
+        del lat, ver
+        lung[lb] = sub_l
+        lung_hu = hu_t["lung_texture_sd"] * (0.8 * tex_fine[lb] + 0.6 * tex_coarse[lb])
+        lung_hu += hu_t["lung"] + hu_t["lung_gravity"] * (ys / max(p.cavity_b, 1.0))
+        sub = img[lb]
+        sub += sub_l * (lung_hu - sub)
+        del lung_hu, sub_l
+
+    # ---------------- pulmonary vessels (blood) inside the thoracic cavity
     v = p.vessels
-    vocc = render_segments(grid, v["p0"], v["p1"], v["r0"], v["r1"])
-    vocc *= cav
-    paint(img, vocc, hu_t["blood"] * 0.85 + 0.15 * hu_t["soft"])
-    del vocc
-    # airways: soft-tissue wall then air lumen
+    cav_full = np.ascontiguousarray(np.broadcast_to(cav, (ny, nx)))
+    render_segments(grid, v["p0"], v["p1"], v["r0"], v["r1"], paint=(img, hu_t["blood"] * 0.85 + 0.15 * hu_t["soft"]), weight2d=cav_full)
+
+    # ---------------- airways: soft-tissue wall then air lumen
     a = p.airways
-    wall = np.zeros(shape, np.float32)
-    lumen = np.zeros(shape, np.float32)
     wall_t = 0.6 + 0.18 * a["r0"]
-    render_segments(grid, a["p0"], a["p1"], a["r0"] + wall_t, a["r1"] + wall_t, out=wall, inner_offset=wall_t, out_inner=lumen)
-    paint(img, wall, hu_t["airway_wall"])
-    paint(img, lumen, hu_t["air"])
-    del wall, lumen
-    body3 = np.ascontiguousarray(np.broadcast_to(body, shape))
-    return Anatomy(grid=grid, hu=img, lung=lung, body=body3, params=p)
+    render_segments(grid, a["p0"], a["p1"], a["r0"] + wall_t, a["r1"] + wall_t, paint=(img, hu_t["airway_wall"]))
+    render_segments(grid, a["p0"], a["p1"], a["r0"], a["r1"], paint=(img, hu_t["air"]))
+    return Anatomy(grid=grid, hu=img, lung=lung, body=np.broadcast_to(body, shape), params=p)
