@@ -156,6 +156,7 @@ def make_tiny_cohort(
     seed: int = 0,
     shape=SHAPE,
     spacing=SPACING,
+    constant_clinical: bool = False,
 ) -> TinyCohort:
     """Balls growing with a known LVCR; DICOM (optional) + NIfTI + masks + the three CSV tables."""
     rng = np.random.default_rng(seed)
@@ -189,9 +190,12 @@ def make_tiny_cohort(
                 row["dicom"] = f"{pid}/T{k}/dicom"
             scan_rows.append(row)
         lvcrs[pid], radii[pid], days_all[pid] = lv, rs, days
-        clin_rows.append({"patient_id": pid, "age": int(rng.integers(45, 80)), "sex": "MF"[i % 2],
-                          "smoking": ("never", "former", "current")[i % 3], "grade": 1 + i % 3,
-                          "stage": ("I", "II", "III", "IV")[i % 4]})
+        if constant_clinical:  # few covariates: a Cox model a 10-patient cohort can fit
+            clin_rows.append({"patient_id": pid, "age": 60, "sex": "F", "smoking": "never", "grade": 2, "stage": "II"})
+        else:
+            clin_rows.append({"patient_id": pid, "age": int(rng.integers(45, 80)), "sex": "MF"[i % 2],
+                              "smoking": ("never", "former", "current")[i % 3], "grade": 1 + i % 3,
+                              "stage": ("I", "II", "III", "IV")[i % 4]})
         hazard = math.exp(150 * lv)
         out_rows.append({"patient_id": pid, "os_days": float(200 + rng.exponential(600 / hazard)),
                          "event": int(rng.random() < 0.75), "pdl1_tps": float(rng.uniform(0, 80)),

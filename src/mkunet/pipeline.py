@@ -807,6 +807,7 @@ def run_cohort(
     seed: int = 0,
     resume: bool = True,
     synthetic: bool | None = None,
+    cohort_figures: bool = True,
     progress: ProgressCallback | None = None,
 ) -> CohortRun:
     """Run the whole pipeline on a cohort (see the module docstring).
@@ -830,6 +831,8 @@ def run_cohort(
         resume: reuse cached patients whose inputs, model and parameters are unchanged.
         synthetic: label the data as synthetic in the report (default: True when the cohort folder
             holds the synthetic generator's ``truth.json``).
+        cohort_figures: also let :func:`mkunet.cohort.analyse_cohort` write its PNG figures into
+            ``OUT/cohort`` (the report draws its own).
         progress: ``progress(done, total, description)`` callback.
 
     Returns:
@@ -960,7 +963,7 @@ def run_cohort(
     cohort = None
     if not patients.empty:
         patients, cohort, ies_notes, ies_errors = _cohort_stage(
-            results, patients, clin, outcomes_df, out, ies_mode, n_boot, seed, lvcr_weights
+            results, patients, clin, outcomes_df, out, ies_mode, n_boot, seed, lvcr_weights, cohort_figures
         )
         notes += ies_notes
         all_errors += ies_errors
@@ -1023,6 +1026,7 @@ def _cohort_stage(
     n_boot: int,
     seed: int,
     lvcr_weights: str,
+    figures: bool = True,
 ) -> tuple[pd.DataFrame, Any, list[str], list[dict[str, Any]]]:
     """IES for the cohort, and :func:`mkunet.cohort.analyse_cohort` when outcomes are given."""
     from mkunet.ies import immune_evasion_score
@@ -1040,7 +1044,7 @@ def _cohort_stage(
                 warnings.simplefilter("ignore")
                 cohort = analyse_cohort(
                     meas, clin.reset_index(), outcomes, out_dir=out / "cohort", ies_mode=ies_mode,
-                    lvcr_weights=lvcr_weights, n_boot=n_boot, seed=seed,
+                    lvcr_weights=lvcr_weights, n_boot=n_boot, seed=seed, figures=figures,
                 )
             notes += [f"cohort: {n}" for n in cohort.notes]
             tab = cohort.tables["patients"]

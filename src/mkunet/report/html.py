@@ -46,7 +46,9 @@ COLUMN_LABELS = {
     "vdt_days": "VDT (days)",
     "last_response": "last response",
     "responses": "response per scan",
-    "sphericity": "sphericity (baseline)",
+    "sphericity": "sphericity",
+    "sphericity_baseline": "sphericity (baseline)",
+    "scan_date": "date",
     "ies": "IES",
     "ies_imaging_only": "IES imaging-only",
     "ies_group": "IES group",
@@ -127,7 +129,7 @@ def _table(df: pd.DataFrame, *, index: bool = False, left: Sequence[str] = (), m
     if df is None or df.empty:
         return '<p class="note">(empty)</p>'
     frame = df.reset_index() if index else df
-    frame = frame.head(max_rows)
+    frame = frame.loc[:, [c for c in frame.columns if not str(c).startswith("Unnamed")]].head(max_rows)
     cols = list(frame.columns)
     head = "".join(f'<th class="{"l" if c in left else ""}">{_e(COLUMN_LABELS.get(str(c), c))}</th>' for c in cols)
     body = []
@@ -213,8 +215,9 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
         df["lvcr_ci"] = [
             "—" if _num(a) is None else f"{float(a):.4f} to {float(b):.4f}" for a, b in zip(df.lvcr_ci_low, df.lvcr_ci_high)
         ]
+    df = df.rename(columns={"sphericity": "sphericity_baseline"})
     cols = [c for c in ("patient_id", "n_scans", "baseline_volume_cm3", "last_volume_cm3", "lvcr_per_day", "lvcr_ci",
-                        "vdt_days", "sphericity", "last_response", "ies", "ies_imaging_only", "ies_group",
+                        "vdt_days", "sphericity_baseline", "last_response", "ies", "ies_imaging_only", "ies_group",
                         "mean_dice_vs_reference", "status") if c in df.columns]
     n_lvcr = int(df["lvcr_per_day"].notna().sum()) if "lvcr_per_day" in df else 0
     stats = []
@@ -372,7 +375,8 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
     facts = []
     if lv is not None:
         facts.append(
-            f"LVCR {lv:.4f} /day (95% CI {_fmt(_num(prow.get('lvcr_ci_low')))} to {_fmt(_num(prow.get('lvcr_ci_high')))} /day)"
+            f"LVCR {lv:.4f} /day (95% CI {_num(prow.get('lvcr_ci_low')) or float('nan'):.4f} to "
+            f"{_num(prow.get('lvcr_ci_high')) or float('nan'):.4f} /day)"
         )
         vdt = _num(prow.get("vdt_days"))
         if vdt is not None:
