@@ -50,17 +50,12 @@ class StubEncoder:
 
     COLUMNS = COLUMNS
 
-    def encode_one(self, mapping):
+    def encode_one(self, mapping, impute=None):
         missing = [c for c in COLUMNS if c != "lvcr" and mapping.get(c) is None]
-        if missing:
+        if missing and impute != "median":
             raise ValueError(f"missing {missing}")
         lv = mapping.get("lvcr")
         return np.array([0, 0, 0, 0, 0, 0.0 if lv is None else lv], np.float32)
-
-    def transform(self, df, impute=None):
-        assert impute == "median"
-        lv = df["lvcr"].iloc[0]
-        return np.array([[0, 0, 0, 0, 0, 0.0 if lv is None or lv != lv else lv]], np.float32)
 
 
 def hu_preprocessor(volume: Volume) -> np.ndarray:
@@ -374,3 +369,35 @@ def test_shipped_model_on_totalsegmentator_example(shared_data):
     assert seg.mask.shape == vol.shape
     assert np.isfinite(seg.probability).all()
     assert seg.empty == (not seg.mask.any())
+
+
+def test_real_bundle_round_trip_with_attention(tmp_path):
+    """A tiny real MK-UNet + ClinicalEncoder bundle, saved and loaded from a folder."""
+    import pandas as pd
+
+    from mkunet.bundle import ModelBundle
+    from mkunet.models import build_model
+    from mkunet.models.clinical import ClinicalEncoder
+    from mkunet.preprocess import Preprocessor
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "channels": [2, 4, 4, 8, 8]}
+    df = pd.DataFrame({"age": [50, 60, 70], "sex": ["M", "F", "M"], "smoking": ["never", "former", "current"],
+                       "grade": [1, 2, 3], "stage": ["I", "II", "III"], "lvcr": [0.001, 0.004, 0.01]})
+    encoder = ClinicalEncoder().fit(df)
+    bundle = ModelBundle(model=build_model("mkunet", **kwargs), model_name="mkunet", model_kwargs=kwargs,
+                         preprocessor=Preprocessor(channels=1), clinical_encoder=encoder,
+                         target_spacing=(2.0, 2.0, 2.0), patch_size=(16, 32, 32),
+                         default_clinical=encoder.transform(df).mean(axis=0))
+    folder = bundle.save(tmp_path / "bundle")
+    vol = Volume(np.random.default_rng(0).normal(-500, 300, (12, 40, 36)).astype(np.float32),
+                 spacing=(2.5, 1.5, 1.7), origin=(1.0, 2.0, 3.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = segment(vol, folder, clinical={"age": 64, "sex": "M", "lvcr": 0.003}, return_attention=True,
+                      threshold=0.5)
+    assert seg.mask.shape == vol.shape and seg.probability.shape == vol.shape
+    assert 0.0 <= seg.probability.min() and seg.probability.max() <= 1.0
+    assert seg.lvcr_used == 0.003 and any("smoking" in n for n in seg.notes)
+    assert seg.attention is not None and len(seg.attention) >= 1
+    assert all(a.shape == vol.shape and a.dtype == np.float32 for a in seg.attention)

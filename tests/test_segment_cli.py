@@ -134,6 +134,13 @@ def test_nifti_input_writes_nifti(tmp_path):
                "--seed-size-mm", 30])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_mask(tmp_path / "seed" / "mask.nii.gz", ref), small)
+    # the same seed in mm, negative coordinates included (x y z = LPS)
+    neg = write_volume(Volume(hu.astype(np.float32), spacing=SPACING, origin=(-50.0, -40.0, -30.0)),
+                       tmp_path / "neg.nii.gz")
+    x, y, z = -50.0 + 27 * SPACING[2], -40.0 + 30 * SPACING[1], -30.0 + 5 * SPACING[0]
+    res = run([neg, "--out", tmp_path / "seedmm", "--seed-point", x, y, z, "--seed-size-mm", 30])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "seedmm" / "mask.nii.gz", read_volume(neg)), small)
     # previous mask (a NIfTI label map) picks the small ball too
     write_volume(ref, tmp_path / "prev.nii.gz", small.astype(np.uint8))
     res = run([path, "--out", tmp_path / "prev", "--roi", "previous-mask", "--previous-mask", tmp_path / "prev.nii.gz"])

@@ -326,13 +326,13 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
         notes.append("LVCR unknown: encoded as the training median (clinical encoder default)")
     missing = [c for c in columns if c != "lvcr" and row[c] is None]
     if missing:
-        import pandas as pd
-
         notes.append(
             f"clinical field(s) unknown: {', '.join(missing)}; imputed with the training median "
             "(explicit imputation)"
         )
-        vec = encoder.transform(pd.DataFrame([row], columns=list(columns)), impute="median")[0]
+        with warnings.catch_warnings():  # the note above says it once
+            warnings.simplefilter("ignore", UserWarning)
+            vec = encoder.encode_one(row, impute="median")
     else:
         vec = encoder.encode_one(row)
     return np.asarray(vec, dtype=np.float32).reshape(-1), lvcr_used
