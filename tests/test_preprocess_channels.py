@@ -134,3 +134,12 @@ def test_sparse_hysteresis_matches_ndimage_label():
     keep = np.isin(labels.ravel()[thin], labels.ravel()[thin[strong]])
     np.testing.assert_array_equal(_hysteresis(thin, strong, shape), keep)
     assert 0 < keep.sum() < keep.size
+
+
+@pytest.mark.parametrize("shape", [(9, 30, 11), (3, 20, 5), (1, 12, 40)])
+def test_canny_smoothing_matches_scipy_gaussian(shape):
+    from mkunet.preprocess.channels import _gaussian
+
+    a = np.random.default_rng(5).random(shape).astype(np.float32)
+    ref = ndi.gaussian_filter(a.astype(np.float64), 1.5, mode="nearest")
+    np.testing.assert_allclose(_gaussian(a, 1.5, None, 2), ref, atol=1e-6)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -179,6 +179,7 @@ def glcm_contrast(
     value_range: tuple[float, float] | None = None,
     dtype: type = np.float64,
     n_threads: int | None = None,
+    post: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per-voxel GLCM contrast of the ``window``-wide cubic neighbourhood (distance 1, 13 directions).
 
@@ -200,9 +201,11 @@ def glcm_contrast(
             ``float32`` is for model input.
         n_threads: worker threads over y-slabs (results are identical for any count);
             ``None`` = the CPU cores available to this process (at most 8).
+        post: optional element-wise map applied to each slab's contrast while it is in
+            cache (e.g. the log scaling of the texture channel); must keep the shape.
 
     Returns:
-        Raw contrast in squared grey-level units, shape (z, y, x), in
+        Raw contrast (or ``post`` of it) in squared grey-level units, shape (z, y, x), in
         ``[0, (levels - 1)**2]``, of type ``dtype``. A volume with no voxel pair at all
         (a single voxel) gives zeros and a warning.
 
@@ -234,11 +237,14 @@ def glcm_contrast(
             "glcm_contrast: the volume has a single voxel, so no voxel pair: contrast set to 0.",
             stacklevel=2,
         )
-        return np.zeros(shape, dtype=dtype)
+        zeros = np.zeros(shape, dtype=dtype)
+        return zeros if post is None else post(zeros)
     # Slabs along y with a halo of `half` rows: the window of an output voxel only sees
     # voxels within `half` of it, so each slab is exact; small slabs stay in cache and
     # run on parallel threads (NumPy releases the GIL).
-    return map_slabs(lambda g: core(g, half, acc, dtype), grey, half, dtype, n_threads)
+    if post is None:
+        return map_slabs(lambda g: core(g, half, acc, dtype), grey, half, dtype, n_threads)
+    return map_slabs(lambda g: post(core(g, half, acc, dtype)), grey, half, dtype, n_threads)
 
 
 def _merged(grey: np.ndarray, half: int, acc: type, dtype: np.dtype) -> np.ndarray:
