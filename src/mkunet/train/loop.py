@@ -336,6 +336,7 @@ def _clinical_frame(patients: Sequence[str], table: Any, lvcrs: dict[str, float 
             raise ValueError(f"Patient {pid!r} has scans but no row in clinical.csv; add one.")
         row = {c: table.loc[pid, c] for c in ("age", "sex", "smoking", "grade", "stage")}
         row["lvcr"] = lvcrs.get(pid)
+        row["patient_id"] = pid
         rows.append(row)
     return pd.DataFrame(rows, index=list(patients))
 
