@@ -1,9 +1,42 @@
-"""`mkunet demo`: see the command's help."""
+"""`mkunet demo`: the main job on built-in defaults (synthetic cohort + shipped model -> report)."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to `app`."""
+    """Add ``demo`` to ``app``."""
+
+    @app.command("demo")
+    def demo_command(
+        out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (a rerun resumes)."),
+        patients: int = typer.Option(20, "--patients", min=2, help="Synthetic patients."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the synthetic cohort."),
+    ) -> None:
+        """Make a synthetic cohort (3 scans per patient), run the whole pipeline with the shipped model, write report.html.
+
+        Everything shown is synthetic, and the model is a research model trained on
+        synthetic CT only: not a medical device.
+        """
+        import warnings
+
+        from mkunet.cli._common import console, progress, user_errors
+        from mkunet.pipeline import run_demo
+
+        start = time.perf_counter()
+        with user_errors():
+            with progress() as bar, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # per-case problems are listed in the report and errors.csv
+                task = bar.add_task("starting", total=None)
+
+                def hook(done: int, total: int, description: str) -> None:
+                    bar.update(task, completed=done, total=total, description=description)
+
+                report = run_demo(out, n_patients=patients, seed=seed, progress=hook)
+        minutes = (time.perf_counter() - start) / 60
+        console.print(f"[green]done[/] in {minutes:.1f} min. Open the report: {report.resolve()}")
+        typer.echo(str(report.resolve()))
