@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--patients", type=int, default=20)
     parser.add_argument("--timepoints", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="processes (the target is for 2 CPU cores)")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -31,15 +32,18 @@ def main() -> None:
     mem, disk = [], []
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        cohort = make_cohort(args.patients, seed=r, **opts)
+        cohort = make_cohort(args.patients, seed=r, workers=args.workers, **opts)
         mem.append(time.perf_counter() - t0)
         n_scans = sum(len(p.scans) for p in cohort.patients)
         del cohort
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            synthesise(tmp, args.patients, seed=r, formats=("nifti", "dicom"), **opts)
+            synthesise(tmp, args.patients, seed=r, formats=("nifti", "dicom"), workers=args.workers, **opts)
             disk.append(time.perf_counter() - t0)
-    table = Table(title=f"mkunet.synth: {args.patients} patients x {args.timepoints} time points, 64x256x256, median of {args.repeats}")
+    import os
+
+    load = os.getloadavg()[0]
+    table = Table(title=f"mkunet.synth: {args.patients} patients x {args.timepoints} time points, 64x256x256, {args.workers} workers, median of {args.repeats} (load average {load:.1f}, {os.cpu_count()} CPUs)")
     table.add_column("task")
     table.add_column("seconds", justify="right")
     table.add_column("per scan (s)", justify="right")

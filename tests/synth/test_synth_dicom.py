@@ -80,3 +80,11 @@ def test_dciodvfy_reports_no_errors(written):
     res = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
     text = res.stdout + res.stderr
     assert "Error" not in text, text
+
+
+def test_parallel_workers_write_identical_files(tmp_path):
+    a = synthesise(tmp_path / "a", 2, seed=9, shape=(12, 40, 40), timepoints=(2, 2), formats=("nifti", "dicom"), workers=1)
+    b = synthesise(tmp_path / "b", 2, seed=9, shape=(12, 40, 40), timepoints=(2, 2), formats=("nifti", "dicom"), workers=2)
+    assert [p.lvcr for p in a.patients] == [p.lvcr for p in b.patients]
+    for rel in ("SYN0002/T1/dicom/CT_0005.dcm", "SYN0001/T0/mask.nii.gz", "scans.csv", "outcomes.csv", "truth.json"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

@@ -26,6 +26,7 @@ def synth(
     formats: str = typer.Option("nifti,dicom", "--formats", help="Comma-separated subset of: nifti, dicom."),
     timepoints: tuple[int, int] = typer.Option((2, 5), "--timepoints", help="MIN MAX scans per patient."),
     diameter: tuple[float, float] = typer.Option((5.0, 60.0), "--diameter", help="MIN MAX equivalent tumour diameter in mm."),
+    workers: int = typer.Option(1, "--workers", help="Processes generating patients in parallel (same files for any value)."),
 ) -> None:
     """Make a synthetic longitudinal chest-CT cohort with known ground truth.
 
@@ -45,7 +46,7 @@ def synth(
             task = bar.add_task("synthesising patients", total=patients)
             cohort = synthesise(
                 out, patients, seed=seed, formats=fmts, shape=tuple(shape), spacing=None if spacing is None else tuple(spacing),
-                timepoints=tuple(timepoints), diameter_mm=tuple(diameter), progress=lambda done, total: bar.update(task, completed=done),
+                timepoints=tuple(timepoints), diameter_mm=tuple(diameter), workers=workers, progress=lambda done, total: bar.update(task, completed=done),
             )
         scans = [s for p in cohort.patients for s in p.scans]
         diam = np.array([np.cbrt(6 * s.true_volume_mm3 / np.pi) for s in scans])

@@ -266,15 +266,40 @@ def iter_patients(
     measurement_sigma: float = DEFAULT_MEASUREMENT_SIGMA,
     reposition_mm: float = 3.0,
     wide_scanner: bool = False,
+    workers: int = 1,
+    on_patient: Callable[[Patient], None] | None = None,
 ) -> Iterator[Patient]:
     """Generate patients one at a time (same arguments as :func:`make_cohort`; outcomes are
-    filled in by :func:`make_cohort`). Patient ``i`` depends only on (seed, i)."""
+    filled in by :func:`make_cohort`). Patient ``i`` depends only on (seed, i), so the
+    result does not depend on ``workers``.
+
+    Args:
+        workers: > 1 generates patients in that many forked processes (in order).
+        on_patient: with ``workers`` > 1, called *in the worker* on each new patient
+            (e.g. to write its files there); the patient is then sent back.
+    """
     if int(n_patients) < 1:
         raise ValueError(f"`n_patients` must be >= 1, got {n_patients!r}.")
     _check_shape_spacing(shape, spacing)
     children = np.random.SeedSequence(int(seed)).spawn(int(n_patients))
-    for i, ss in enumerate(children):
-        yield _make_patient(i, ss, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, measurement_sigma, reposition_mm, wide_scanner)
+    args = [(i, ss, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, measurement_sigma, reposition_mm, wide_scanner) for i, ss in enumerate(children)]
+    if workers <= 1 or n_patients == 1:
+        for a in args:
+            yield _make_patient(*a)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("fork")) as pool:
+        yield from pool.map(_patient_job, [(a, on_patient) for a in args])
+
+
+def _patient_job(job) -> "Patient":
+    args, on_patient = job
+    patient = _make_patient(*args)
+    if on_patient is not None:
+        on_patient(patient)
+    return patient
 
 
 def _make_patient(i, ss, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, sigma, reposition_mm, wide_scanner) -> Patient:
@@ -329,6 +354,7 @@ def make_cohort(
     wide_scanner: bool = False,
     outcome_model: OutcomeModel | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> Cohort:
     """Generate a synthetic longitudinal chest-CT cohort with known ground truth.
 
@@ -348,26 +374,34 @@ def make_cohort(
         wide_scanner: widely randomised scanner settings (training) instead of clinical ones.
         outcome_model: the outcome model (default :class:`OutcomeModel`).
         progress: called as ``progress(done, total)`` after each patient.
+        workers: processes generating patients in parallel (same result for any value).
 
     Returns:
         Cohort (patients with scans, clinical covariates, outcomes; ``truth()``).
     """
     model = outcome_model or OutcomeModel()
-    params = {
-        "n_patients": int(n_patients), "seed": int(seed), "shape_zyx": list(shape), "spacing_zyx_mm": None if spacing is None else list(spacing),
-        "timepoints": list(timepoints), "diameter_mm": list(diameter_mm), "interval_days": list(interval_days),
-        "responder_fraction": responder_fraction, "measurement_sigma_lnV": measurement_sigma, "reposition_mm": reposition_mm,
-        "wide_scanner": wide_scanner, "volume_model": "V(t) = V0 * exp(LVCR * t); rendered V_k = V(t_k) * exp(N(0, measurement_sigma))",
-        "mask_rule": "voxel is tumour when its analytic tumour occupancy (body or spicule, clipped to the lung) is >= 0.5",
-    }
+    params = generator_params(n_patients, seed, shape=shape, spacing=spacing, timepoints=timepoints, diameter_mm=diameter_mm, interval_days=interval_days,
+                              responder_fraction=responder_fraction, measurement_sigma=measurement_sigma, reposition_mm=reposition_mm, wide_scanner=wide_scanner)
     patients = []
     for p in iter_patients(n_patients, seed=seed, shape=shape, spacing=spacing, timepoints=timepoints, diameter_mm=diameter_mm, interval_days=interval_days,
-                           responder_fraction=responder_fraction, measurement_sigma=measurement_sigma, reposition_mm=reposition_mm, wide_scanner=wide_scanner):
+                           responder_fraction=responder_fraction, measurement_sigma=measurement_sigma, reposition_mm=reposition_mm, wide_scanner=wide_scanner, workers=workers):
         patients.append(p)
         if progress is not None:
             progress(len(patients), int(n_patients))
     _attach_outcomes(patients, model, seed)
     return Cohort(patients, params, model)
+
+
+def generator_params(n_patients: int, seed: int, *, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, measurement_sigma, reposition_mm, wide_scanner) -> dict[str, Any]:
+    """The generator parameters recorded in truth.json."""
+    return {
+        "n_patients": int(n_patients), "seed": int(seed), "shape_zyx": list(shape), "spacing_zyx_mm": None if spacing is None else list(spacing),
+        "timepoints": list(timepoints), "diameter_mm": list(diameter_mm), "interval_days": list(interval_days),
+        "responder_fraction": responder_fraction, "measurement_sigma_lnV": measurement_sigma, "reposition_sd_mm": reposition_mm,
+        "wide_scanner": wide_scanner, "volume_model": "V(t) = V0 * exp(LVCR * t); rendered V_k = V(t_k) * exp(N(0, measurement_sigma))",
+        "mask_rule": "voxel is tumour when its analytic tumour occupancy (body or spicule, clipped to the lung) is >= 0.5",
+        "slice_thickness_choices_mm": list(SLICE_THICKNESSES),
+    }
 
 
 def _attach_outcomes(patients: list[Patient], model: OutcomeModel, seed: int) -> None:

@@ -300,9 +300,27 @@ def write_cohort(cohort: Cohort, out_dir: str | Path, formats: Sequence[str] = F
     return out
 
 
+class _PatientWriter:
+    """Writes one patient's files, then drops its pixel arrays (keeps geometry and UIDs)."""
+
+    def __init__(self, out: Path, formats: tuple[str, ...], seed: int) -> None:
+        self.out, self.formats, self.seed = out, formats, seed
+
+    def __call__(self, p: Patient) -> None:
+        rows = _write_patient(p, self.out, self.formats, self.seed)
+        for s in p.scans:
+            v = s.volume
+            s.volume = Volume(np.zeros((1, 1, 1), np.float32), v.spacing, v.origin, patient_id=p.patient_id, series_uid=v.series_uid, study_uid=v.study_uid, frame_of_reference_uid=v.frame_of_reference_uid, meta=v.meta)
+            s.mask = np.zeros((1, 1, 1), bool)
+        p.__dict__["_rows"] = rows
+
+
 def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequence[str] = FORMATS, progress: Callable[[int, int], None] | None = None, **options: Any) -> Cohort:
     """Generate and write a cohort patient by patient (pixel data released after writing,
     so memory stays bounded). Same files as ``write_cohort(make_cohort(...))``.
+
+    ``workers`` (in ``options``) > 1 generates and writes patients in that many forked
+    processes; the files are identical for any value.
 
     Returns:
         The Cohort with its scans' pixel arrays dropped (tables and truth kept).
@@ -313,17 +331,20 @@ def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequ
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = options.pop("outcome_model", None) or OutcomeModel()
-    probe = make_cohort.__kwdefaults__.copy()
-    probe.update(options)
-    params = {"n_patients": int(n_patients), "seed": int(seed), **{k: v for k, v in probe.items() if k not in ("outcome_model", "progress")}}
+    from mkunet.synth.cohort import generator_params
+
+    probe = {k: v for k, v in make_cohort.__kwdefaults__.items() if k not in ("seed", "outcome_model", "progress", "workers")}
+    probe.update({k: v for k, v in options.items() if k != "workers"})
+    params = generator_params(n_patients, seed, **probe)
     patients: list[Patient] = []
     rows: list[dict] = []
     gen_opts = {k: v for k, v in options.items()}
-    for p in iter_patients(n_patients, seed=seed, **gen_opts):
-        rows += _write_patient(p, out, formats, seed)
-        for s in p.scans:
-            s.volume = s.volume.with_array(np.zeros((1, 1, 1), np.float32)) if False else Volume(np.zeros((1, 1, 1), np.float32), s.volume.spacing, s.volume.origin, patient_id=p.patient_id, series_uid=s.volume.series_uid, study_uid=s.volume.study_uid, frame_of_reference_uid=s.volume.frame_of_reference_uid, meta=s.volume.meta)
-            s.mask = np.zeros((1, 1, 1), bool)
+    workers = int(gen_opts.pop("workers", 1))
+    writer = _PatientWriter(out, formats, seed)
+    for p in iter_patients(n_patients, seed=seed, workers=workers, on_patient=writer if workers > 1 else None, **gen_opts):
+        if workers <= 1:
+            writer(p)
+        rows += p.__dict__.pop("_rows")
         patients.append(p)
         if progress is not None:
             progress(len(patients), int(n_patients))
