@@ -5,7 +5,7 @@ down-sampling steps) plus the MK-UNet ablation variants, on one input of
 (B, C, Z, Y, X) = (1, 4, 32, 64, 64) (i.e. 64 x 64 x 32 voxels, Z = 32 slices) and a
 (1, 6) clinical vector, under ``torch.no_grad()`` in eval mode with a fixed number of
 torch threads (default 2). One warm-up pass, then the median of ``--repeats`` timed
-passes (>= 3). Prints a table (markdown with ``--markdown``).
+passes (>= 3), interleaved across models. Prints a table (markdown with ``--markdown``).
 
 Usage::
 
@@ -38,22 +38,29 @@ VARIANTS: list[tuple[str, str, dict]] = [
 SHAPE_ZYX = (32, 64, 64)
 
 
-def bench(name: str, kwargs: dict, repeats: int) -> tuple[int, float, float]:
-    """Return (parameters, median seconds, min seconds) of one variant."""
-    torch.manual_seed(0)
-    model = build_model(name, **kwargs).eval()
-    c = kwargs.get("in_channels", 4)
+def bench(repeats: int) -> list[tuple[int, float, float]]:
+    """(parameters, median s, min s) of every variant.
+
+    Timed passes are interleaved round-robin across the models (pass r of every model
+    before pass r + 1 of any), so a change of machine load affects all models alike.
+    """
     gen = torch.Generator().manual_seed(0)
-    image = torch.rand(1, c, *SHAPE_ZYX, generator=gen)
     clinical = torch.rand(1, 6, generator=gen)
-    times = []
+    images = {c: torch.rand(1, c, *SHAPE_ZYX, generator=gen) for c in (1, 4)}
+    models = []
+    for _, name, kwargs in VARIANTS:
+        torch.manual_seed(0)
+        models.append((build_model(name, **kwargs).eval(), images[kwargs.get("in_channels", 4)]))
+    times: list[list[float]] = [[] for _ in models]
     with torch.no_grad():
-        model(image, clinical)  # warm-up
+        for model, image in models:
+            model(image, clinical)  # warm-up
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(image, clinical)
-            times.append(time.perf_counter() - t0)
-    return count_parameters(model), statistics.median(times), min(times)
+            for k, (model, image) in enumerate(models):
+                t0 = time.perf_counter()
+                model(image, clinical)
+                times[k].append(time.perf_counter() - t0)
+    return [(count_parameters(m), statistics.median(t), min(t)) for (m, _), t in zip(models, times)]
 
 
 def main() -> None:
@@ -65,10 +72,7 @@ def main() -> None:
     if args.repeats < 3:
         parser.error(f"--repeats must be >= 3, got {args.repeats}")
     torch.set_num_threads(args.threads)
-    rows = []
-    for label, name, kwargs in VARIANTS:
-        params, med, best = bench(name, kwargs, args.repeats)
-        rows.append((label, name, kwargs, params, med, best))
+    rows = [(*variant, *result) for variant, result in zip(VARIANTS, bench(args.repeats))]
     header = f"input (B, C, Z, Y, X) = (1, 4, {', '.join(map(str, SHAPE_ZYX))}), torch {torch.__version__}, " \
              f"{args.threads} threads, median of {args.repeats} runs"
     print(header)
