@@ -20,6 +20,8 @@ from mkunet.train import TrainConfig, train
 from mkunet.train.data import PatchDataset, PreparedCase, ScanRecord, read_scans, sample_patch, split_patients
 from mkunet.volume import Volume
 
+pytestmark = pytest.mark.filterwarnings("ignore:ClinicalEncoder.transform")
+
 
 def tiny_cohort(root: Path, n_patients: int = 4, shape=(16, 48, 48), spacing=(2.0, 1.5, 1.5), seed: int = 0) -> Path:
     """A tiny cohort in the `mkunet synth` layout (scans.csv, clinical.csv, NIfTI image + mask).
