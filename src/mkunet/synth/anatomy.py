@@ -343,17 +343,6 @@ def _sub_axes(grid: Grid, sl: tuple[slice, slice, slice]):
     return x[:, :, sl[2]], y[:, sl[1], :], z[sl[0], :, :]
 
 
-def _paint_sparse(img: np.ndarray, occ: np.ndarray, value) -> None:
-    """img = img * (1 - occ) + value * occ where occ > 0 (value scalar or array like img)."""
-    idx = np.flatnonzero(occ)
-    if not len(idx):
-        return
-    flat = img.reshape(-1)
-    o = occ.reshape(-1)[idx]
-    v = value if np.isscalar(value) else np.asarray(value).reshape(-1)[idx]
-    flat[idx] += o * (v - flat[idx])
-
-
 def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) -> Anatomy:
     """Rasterise ``params`` on ``grid`` with partial volume and tissue textures.
 
