@@ -19,3 +19,12 @@ def shared_data() -> Path:
             "set MKUNET_SHARED_DATA to point at a copy)"
         )
     return SHARED_DATA
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread per test process: `make test` runs 2 xdist workers on 2 cores."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.set_num_threads(1)
