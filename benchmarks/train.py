@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--patches-per-epoch", type=int, default=32)
     parser.add_argument("--time-budget", type=float, default=15.0, help="minutes of training")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crop-margin", type=float, default=60.0, help="mm kept around each training tumour")
     parser.add_argument("--skip-eval", action="store_true")
     args = parser.parse_args()
 
@@ -60,13 +61,13 @@ def main() -> None:
         f"python benchmarks/train.py --work {args.work} --patients {args.patients} --seed {args.seed} "
         f"--shape {' '.join(map(str, args.shape))} --width {args.width} --patch {' '.join(map(str, args.patch))} "
         f"--spacing {' '.join(map(str, args.spacing))} --lr {args.lr} --epochs {args.epochs} "
-        f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads}"
+        f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads} --crop-margin {args.crop_margin}"
     )
     run = args.work / "run"
     config = TrainConfig(
         data=str(data), out=str(run), model="mkunet", width=args.width, epochs=args.epochs, lr=args.lr,
         patch_size=tuple(args.patch), target_spacing=tuple(args.spacing), val_fraction=0.06, test_fraction=0.15,
-        seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, time_budget_min=args.time_budget,
+        seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, crop_margin_mm=args.crop_margin, time_budget_min=args.time_budget,
         threads=args.threads, label="MK-UNet (shipped, synthetic)", command=command,
         resume=(run / "state.json").is_file(),
     )

@@ -20,7 +20,7 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", help="Output folder for per_case.csv, table1-3.csv, tables.md."),
     all_cases: bool = typer.Option(False, "--all", help="Evaluate every scan of DATA, not each run's test split."),
     lvcr_cutoff: Optional[float] = typer.Option(
-        None, "--lvcr-cutoff", help="High/low LVCR cut-off (/day) for Table 3 [default: median of the patients]."
+        None, "--lvcr-cutoff", help="High/low LVCR cut-off (/day) for Table 3 (default: median of the patients)."
     ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
 ) -> None:
@@ -48,8 +48,8 @@ def benchmark_command(
     data: Path = typer.Option(..., "--data", help="Cohort folder (e.g. from `mkunet synth`)."),
     out: Path = typer.Option(..., "--out", help="Output folder: runs/<model>/ and the tables."),
     paper_settings: bool = typer.Option(False, "--paper-settings", help="Width 16 (paper) and 150 epochs."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per run [10; 150 with --paper-settings]."),
-    width: Optional[int] = typer.Option(None, "--width", help="Base width [4; 16 with --paper-settings]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per run (default: 10; 150 with --paper-settings)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Base width (default: 4; 16 with --paper-settings)."),
     seed: int = typer.Option(0, "--seed", help="The one seed of every run."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per run."),
     lvcr_cutoff: Optional[float] = typer.Option(None, "--lvcr-cutoff", help="Table 3 cut-off (/day)."),

@@ -22,27 +22,27 @@ def train_command(
     ),
     model: str = typer.Option("mkunet", "--model", help="Network: mkunet, unet3d, resnet3d, attention_unet."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (checkpoints, logs, split)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 150]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Patches per step [default: 2]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [default: 1e-4]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: 150)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Patches per step (default: 2)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
     patch: Optional[tuple[int, int, int]] = typer.Option(
-        None, "--patch", help="Patch (Z Y X) voxels, multiples of 16 [default: 32 96 96]."
+        None, "--patch", help="Patch (Z Y X) voxels, multiples of 16 (default: 32 96 96)."
     ),
     spacing: Optional[tuple[float, float, float]] = typer.Option(
-        None, "--spacing", help="Target spacing (z y x) mm cases are resampled to [default: 2 1.5 1.5]."
+        None, "--spacing", help="Target spacing (z y x) mm cases are resampled to (default: 2 1.5 1.5)."
     ),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Validation patients [default: 0.15]."),
-    test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="Test patients [default: 0.15]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, patches, augmentation [0]."),
-    width: Optional[int] = typer.Option(None, "--width", help="Base width w (levels w..16w) [model default 16]."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels: 4 or 1 [4]."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Validation patients (default: 0.15)."),
+    test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="Test patients (default: 0.15)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, patches, augmentation (default: 0)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Base width w (levels w..16w) (default: model default 16)."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels: 4 or 1 (default: 4)."),
     no_adaptive_window: bool = typer.Option(False, "--no-adaptive-window", help="Skip the adaptive HU window."),
     no_clinical_fusion: bool = typer.Option(False, "--no-clinical-fusion", help="MK-UNet without clinical fusion."),
     gate: Optional[str] = typer.Option(None, "--gate", help="MK-UNet gates: immune, plain, none."),
     no_lvcr: bool = typer.Option(False, "--no-lvcr", help="Fix the LVCR input at the training median (ablation)."),
-    patches_per_epoch: Optional[int] = typer.Option(None, "--patches-per-epoch", help="[4 x training scans]."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers [0]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda [auto]."),
+    patches_per_epoch: Optional[int] = typer.Option(None, "--patches-per-epoch", help="Patches per epoch (default: 4 x training scans)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers (default: 0)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (default: auto)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
     label: Optional[str] = typer.Option(None, "--label", help="Name of the run in evaluation tables."),
     time_budget: Optional[float] = typer.Option(

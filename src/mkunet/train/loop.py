@@ -86,6 +86,9 @@ class TrainConfig:
         patches_per_epoch: patches per epoch (all processes together); None = 4 per training scan.
         tumour_fraction: probability that a patch is centred on a tumour voxel.
         augment: on-the-fly augmentation (rotation, scaling, translation, noise).
+        crop_margin_mm: keep only the tumour's bounding box grown by this margin (mm) of each
+            training scan in memory (after preprocessing the whole scan); None keeps whole scans.
+            Saves memory on large cohorts; background patches then come from around the tumour.
         val_every: validate every n epochs (and at the last one).
         val_overlap: sliding-window overlap of the validation inference.
         time_budget_min: stop cleanly before this many minutes of training are used (None: no limit).
@@ -122,6 +125,7 @@ class TrainConfig:
     patches_per_epoch: int | None = None
     tumour_fraction: float = 2.0 / 3.0
     augment: bool = True
+    crop_margin_mm: float | None = None
     val_every: int = 1
     val_overlap: float = 0.25
     time_budget_min: float | None = None
@@ -500,21 +504,21 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
         model = build_model(config.model, **model_kwargs)
         needs_clinical = bool(getattr(model, "needs_clinical", False))
 
-        # ---- load scans, GT volumes -> per-patient LVCR
-        loaded: dict[str, tuple[Any, np.ndarray]] = {}
+        # ---- load scans, GT volumes -> per-patient LVCR; keep only the resampled copies in memory
+        resampled: dict[str, tuple[Any, np.ndarray]] = {}
         by_patient: dict[str, list[tuple[ScanRecord, float]]] = {}
         for rec in wanted:
             volume, mask = load_scan(rec)
             if not mask.any():
                 warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=2)
-            loaded[rec.key] = (volume, mask)
             by_patient.setdefault(rec.patient_id, []).append((rec, float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0))
+            resampled[rec.key] = _resampled(volume, mask, config.target_spacing)
+            del volume, mask
         lvcrs = {
             pid: patient_lvcr([r.days for r, _ in rows], [v for _, v in rows], pid) for pid, rows in by_patient.items()
         }
 
         # ---- preprocessor + clinical encoder: fitted on the training split, or restored on resume
-        resampled = {k: _resampled(v, m, config.target_spacing) for k, (v, m) in loaded.items()}
         train_keys = [r.key for r in wanted if r.patient_id in train_ids]
         encoder, default_clinical = None, None
         if config.resume:
@@ -552,13 +556,13 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
                     vec = vec.copy()
                     vec[LVCR_INDEX] = default_clinical[LVCR_INDEX]
                 vectors[pid] = vec
-        cases = {
-            k: prepare_case_from_resampled(rec, resampled[rec.key], preprocessor, vectors.get(rec.patient_id),
-                                           lvcrs.get(rec.patient_id))
-            for rec in wanted
-            for k in [rec.key]
-        }
-        del loaded, resampled
+        cases: dict[str, PreparedCase] = {}
+        for rec in wanted:  # preprocess one by one, releasing each resampled volume
+            margin = config.crop_margin_mm if rec.patient_id in train_ids else None
+            cases[rec.key] = prepare_case_from_resampled(
+                rec, resampled.pop(rec.key), preprocessor, vectors.get(rec.patient_id), lvcrs.get(rec.patient_id),
+                crop_margin_mm=margin, spacing=config.target_spacing,
+            )
         train_cases = [cases[r.key] for r in wanted if r.patient_id in train_ids]
         val_cases = [cases[r.key] for r in wanted if r.patient_id in val_ids]
         if not train_cases:
@@ -748,11 +752,24 @@ def prepare_case_from_resampled(
     preprocessor: Any,
     clinical: np.ndarray | None,
     lvcr: float | None,
+    crop_margin_mm: float | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> PreparedCase:
-    """Preprocess an already resampled (volume, mask) pair into a cached case."""
+    """Preprocess an already resampled (volume, mask) pair into a cached case.
+
+    With ``crop_margin_mm``, only the tumour's bounding box grown by that margin (mm, at
+    ``spacing`` (z, y, x)) is kept, after preprocessing the whole scan.
+    """
     volume, label = resampled
     channels = np.asarray(preprocessor(volume), dtype=np.float32)
     label = np.asarray(label, dtype=bool)
+    if crop_margin_mm is not None and label.any():
+        idx = np.argwhere(label)
+        lo, hi = idx.min(0), idx.max(0) + 1
+        pad = [int(math.ceil(crop_margin_mm / s)) for s in spacing]
+        box = tuple(slice(max(0, int(a) - p), min(n, int(b) + p)) for a, b, p, n in zip(lo, hi, pad, label.shape))
+        channels = np.ascontiguousarray(channels[(slice(None), *box)])
+        label = np.ascontiguousarray(label[box])
     return PreparedCase(record, channels, label, clinical, np.flatnonzero(label).astype(np.int64), lvcr)
 
 
