@@ -135,7 +135,7 @@ def stand_in_bundle():
     )
 
 
-def one_run(folder: Path, out: Path, bundle, roi) -> dict[str, float]:
+def one_run(folder: Path, out: Path, bundle, roi, overlap: float = 0.25) -> dict[str, float]:
     from mkunet import infer
     from mkunet.io import read_volume
 
@@ -145,7 +145,7 @@ def one_run(folder: Path, out: Path, bundle, roi) -> dict[str, float]:
     t["read DICOM"] = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = infer.segment(volume, bundle, None, roi)
+        seg = infer.segment(volume, bundle, None, roi, overlap=overlap)
     for key in ("resample", "preprocess", "network", "resample_back", "postprocess"):
         t[key] = seg.timings.get(key, 0.0)
     t0 = time.perf_counter()
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-mm", type=float, default=5.0, help="slice spacing of the synthetic series (mm)")
     parser.add_argument("--profile", action="store_true", help="cProfile one whole-volume run")
     parser.add_argument("--only", choices=("roi", "whole"), default=None)
+    parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap")
     args = parser.parse_args(argv)
 
     import SimpleITK as sitk
@@ -206,20 +207,20 @@ def main(argv: list[str] | None = None) -> int:
             cases.pop("ROI-guided (seed)")
         targets = {"ROI-guided (seed)": 15.0, "whole volume": 60.0}
         results: dict[str, list[dict[str, float]]] = {}
+        one_run(folder, tmp / "warm", bundle, Seed(seed_xyz, units="mm", size_mm=40.0))  # warm-up: imports, allocator
         for name, roi in cases.items():
-            one_run(folder, tmp / "warm", bundle, roi)  # warm-up (imports, allocator)
-            results[name] = [one_run(folder, tmp / f"out{r}", bundle, roi) for r in range(args.repeats)]
+            results[name] = [one_run(folder, tmp / f"out{r}", bundle, roi, args.overlap) for r in range(args.repeats)]
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
-            one_run(folder, tmp / "prof", bundle, None)
+            one_run(folder, tmp / "prof", bundle, None, args.overlap)
             prof.disable()
 
     keys = ["read DICOM", "resample", "preprocess", "network", "resample_back", "postprocess", "write SEG",
             "write RTSTRUCT", "total"]
     print(f"mkunet segment benchmark: 512x512x40 CT, spacing (z,y,x) {spacing} mm; model: {model_desc} "
           f"({n_params / 1e6:.2f} M params, target spacing {bundle.target_spacing} mm, patch {bundle.patch_size}); "
-          f"{args.threads} threads; median of {args.repeats}")
+          f"{args.threads} threads; overlap {args.overlap}; median of {args.repeats}")
     header = f"{'step (s)':<16}" + "".join(f"{name:>22}" for name in results)
     print(header)
     print("-" * len(header))

@@ -120,6 +120,9 @@ def register(app: typer.Typer) -> None:
         ),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Probability threshold (default: model's)."),
         keep: str = typer.Option("component", "--keep", help="component | all | none (see mkunet.infer)."),
+        overlap: float = typer.Option(
+            0.25, "--overlap", help="Sliding-window overlap fraction (0.125 is ~1/3 faster on a whole CT)."
+        ),
         attention: bool = typer.Option(False, "--attention", help="Also write attention_<k>.nii.gz maps."),
     ) -> None:
         """Segment the lung tumour of one CT and write mask, probability, DICOM SEG and RTSTRUCT on its grid."""
@@ -152,6 +155,7 @@ def register(app: typer.Typer) -> None:
                     threshold=threshold,
                     return_attention=attention,
                     keep=keep,  # type: ignore[arg-type]
+                    overlap=overlap,
                 )
                 bar.update(task, advance=1, description="writing")
                 written = infer.save_segmentation(result, out, fmts, attention=attention)
