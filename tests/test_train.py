@@ -198,3 +198,38 @@ def test_bad_inputs_give_clear_errors(cohort, tmp_path):
         read_scans(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="Cannot resume"):
         TrainConfig.from_run(tmp_path / "nothing")
+
+
+def test_crop_margin_keeps_the_tumour_box_plus_margin():
+    from mkunet.train.loop import prepare_case_from_resampled
+
+    class Identity:
+        def __call__(self, volume):
+            return volume.array[None]
+
+    label = np.zeros((20, 40, 40), bool)
+    label[8:10, 15:20, 20:22] = True
+    volume = Volume(np.arange(label.size, dtype=np.float32).reshape(label.shape), (2.0, 1.0, 1.0))
+    case = prepare_case_from_resampled(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, label), Identity(),
+                                       None, None, crop_margin_mm=4.0, spacing=(2.0, 1.0, 1.0))
+    # z: 8-2 .. 10+2, y: 15-4 .. 20+4, x: 20-4 .. 22+4
+    assert case.label.shape == (6, 13, 10) and case.label.sum() == label.sum()
+    np.testing.assert_array_equal(case.channels[0], volume.array[6:12, 11:24, 16:26])
+    assert case.foreground.size == label.sum()
+
+
+def test_train_cli_runs_and_resumes(cohort, tmp_path):
+    from typer.testing import CliRunner
+
+    from mkunet.cli import app
+
+    out = tmp_path / "cli"
+    args = ["train", "--data", str(cohort), "--out", str(out), "--width", "2", "--epochs", "1", "--patch", "16", "32",
+            "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--patches-per-epoch", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(out), "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "state.json").read_text())["epoch"] == 2
+    bad = CliRunner().invoke(app, ["train", "--data", str(cohort), "--out", str(tmp_path / "b"), "--patch", "10", "32", "32"])
+    assert bad.exit_code == 2 and "multiples of 16" in bad.output

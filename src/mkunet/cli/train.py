@@ -84,10 +84,16 @@ def train_command(
                 adaptive_window=not no_adaptive_window, use_lvcr=not no_lvcr, command=command,
                 **{k: v for k, v in options.items() if v is not None},
             )
-        with progress() as bar:
-            task = bar.add_task("training", total=config.epochs)
+        import contextlib
+        import os
+
+        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws progress
+        with (progress() if main_rank else contextlib.nullcontext()) as bar:
+            task = bar.add_task("training", total=config.epochs) if bar is not None else None
 
             def callback(event: dict) -> None:
+                if bar is None:
+                    return
                 if event["event"] == "start":
                     bar.update(task, completed=event["epoch"], total=event["epochs"])
                 elif event["event"] == "epoch":
@@ -98,7 +104,8 @@ def train_command(
                     )
 
             result = train(config, callback=callback)
-        console.print(
-            f"{result.epochs_completed} epochs ({result.stopped}), {result.elapsed_s / 60:.1f} min; best validation "
-            f"Dice {result.best_metric:.3f} at epoch {result.best_epoch}; model: {result.best_dir}"
-        )
+        if main_rank:
+            console.print(
+                f"{result.epochs_completed} epochs ({result.stopped}), {result.elapsed_s / 60:.1f} min; best "
+                f"validation Dice {result.best_metric:.3f} at epoch {result.best_epoch}; model: {result.best_dir}"
+            )
