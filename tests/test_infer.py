@@ -147,6 +147,15 @@ def test_seed_selects_its_component_and_crops(two_blobs, units):
     assert inside.min() < 0.01 and inside.max() > 0.99
 
 
+def test_seed_cube_too_small_is_reported(two_blobs):
+    vol, big, small = two_blobs
+    seed = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=12.0)
+    with pytest.warns(UserWarning, match="edge"):
+        seg = segment(vol, StubBundle(), roi=seed)
+    assert any("reaches the edge" in n for n in seg.notes)
+    assert seg.mask.sum() < big.sum()
+
+
 def test_seed_outside_tumour_takes_nearest(two_blobs):
     vol, big, small = two_blobs
     # 8 mm from the small ball's centre (radius 5): in air, the small ball is nearest

@@ -785,6 +785,13 @@ def segment(
     timings["postprocess"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
 
+    if roi is not None and sub_mask.any() and _touches_inner_face(sub_mask, box, volume.shape):
+        notes.append(
+            f"the tumour reaches the edge of the region of interest {box} (z, y, x voxels): it may be cut; "
+            "enlarge the ROI (e.g. --seed-size-mm) or run on the whole volume"
+        )
+        warnings.warn(f"Segmentation touches the edge of the {roi.describe()}: the tumour may be cut off.",
+                      UserWarning, stacklevel=2)
     if isinstance(roi, PreviousMask) and previous is not None and not previous.any():
         notes.append("the previous mask is empty: ran on the whole volume")
     empty = not mask.any()
@@ -809,6 +816,16 @@ def segment(
         notes=notes,
         timings=timings,
     )
+
+
+def _touches_inner_face(sub_mask: np.ndarray, box: BoxIdx, shape: Sequence[int]) -> bool:
+    """True when the cropped mask touches a crop face that is not the volume's own border."""
+    for axis, ((lo, hi), n) in enumerate(zip(box, shape)):
+        first = np.take(sub_mask, 0, axis=axis)
+        last = np.take(sub_mask, sub_mask.shape[axis] - 1, axis=axis)
+        if (lo > 0 and first.any()) or (hi < n and last.any()):
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------- fixed-point LVCR
