@@ -405,3 +405,17 @@ def test_load_run_round_trip(first_run):
     loaded = load_run(out)
     assert len(loaded.results) == len(result.results) and len(loaded.patients) == 3
     assert loaded.meta["model"]["model_name"] == "oracle"
+
+
+def test_cli_run_reports_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from mkunet.cli import app
+
+    cohort = make_tiny_cohort(tmp_path / "c", n_patients=1, n_timepoints=2, dicom=False, shape=(12, 32, 32))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "missing"), "--clinical", str(cohort.root / "clinical.csv"),
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "missing" in res.output
+    res = CliRunner().invoke(app, ["run", str(cohort.root), "--clinical", str(cohort.root / "clinical.csv"),
+                                   "--out", str(tmp_path / "o"), "--roi", "box"])
+    assert res.exit_code == 2 and "--roi" in res.output
