@@ -61,39 +61,14 @@ def synthetic_ct(shape=(40, 512, 512), spacing=(5.0, 0.7, 0.7), seed=0) -> tuple
 
 def write_series(folder: Path, hu: np.ndarray, spacing: tuple[float, float, float]) -> Path:
     """Write ``hu`` (z, y, x) int16 as a CT series, one file per slice."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from mkunet.synth.writers import write_ct_series
+    from mkunet.volume import Volume
 
-    folder.mkdir(parents=True, exist_ok=True)
     nz, ny, nx = hu.shape
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    for k in range(nz):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Bench^Mark", "BENCH-1", "19600101", "F"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101500", "1", "A1"
-        ds.ReferringPhysicianName = ""
-        ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "Bench", 1, k + 1
-        ds.PositionReferenceIndicator = ""
-        ds.KVP, ds.AcquisitionNumber, ds.PatientPosition = 120, 1, "HFS"
-        ds.ImagePositionPatient = [-nx * spacing[2] / 2, -ny * spacing[1] / 2, -100.0 + spacing[0] * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [spacing[1], spacing[2]]
-        ds.SliceThickness = spacing[0]
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-        ds.PixelData = np.ascontiguousarray(hu[k]).tobytes()
-        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
+    origin = (-nx * spacing[2] / 2, -ny * spacing[1] / 2, -100.0)
+    write_ct_series(Volume(hu, spacing=spacing, origin=origin), folder, patient_id="BENCH-1",
+                    patient_name="Bench^Mark", birth_date="19600101", sex="F", study_date="20240102",
+                    uid_entropy=("benchmark-segment",))
     return folder
 
 

@@ -20,16 +20,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from mkunet.io import write_mask, write_volume
+from mkunet.io import read_volume, write_mask, write_volume
 from mkunet.pipeline import (
     discover_scans,
     load_run,
     model_identity,
     run_cohort,
 )
+from mkunet.synth.writers import write_ct_series as write_series
 from mkunet.volume import Volume
 
 SHAPE = (16, 40, 40)  # (z, y, x)
@@ -103,39 +102,10 @@ def ball(shape, spacing, centre_zyx, radius_mm) -> np.ndarray:
 def write_ct_series(folder: Path, array: np.ndarray, spacing, *, patient_id: str, study_date: str,
                     series_uid: str | None = None) -> str:
     """A CT series (one file per slice, int16 HU) in ``folder``; returns its SeriesInstanceUID."""
-    folder.mkdir(parents=True, exist_ok=True)
-    nz, ny, nx = array.shape
-    sz, sy, sx = spacing
-    study, series, frame = generate_uid(), series_uid or generate_uid(), generate_uid()
-    for k in range(nz):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^" + patient_id, patient_id, "", "F"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = study_date, "100000", "1", ""
-        ds.ReferringPhysicianName = ""
-        ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "test", 1, k + 1
-        ds.PositionReferenceIndicator = ""
-        ds.KVP, ds.AcquisitionNumber, ds.PatientPosition = 120, 1, "HFS"
-        ds.ImagePositionPatient = [-25.0, -25.0, 10.0 + sz * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [sy, sx]
-        ds.SliceThickness = sz
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-        ds.PixelData = np.round(array[k]).astype(np.int16).tobytes()
-        ds.save_as(folder / f"slice_{k:03d}.dcm", enforce_file_format=True)
-    return series
+    volume = Volume(array.astype(np.float32), spacing=spacing, origin=(-25.0, -25.0, 10.0))
+    write_series(volume, folder, patient_id=patient_id, patient_name="Test^" + patient_id, study_date=study_date,
+                 series_uid=series_uid, uid_entropy=(patient_id, study_date, str(folder)))
+    return series_uid or read_volume(folder).series_uid
 
 
 @dataclass

@@ -16,14 +16,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 from mkunet import infer
 from mkunet.cli import app
 from mkunet.cli.segment import parse_clinical
 from mkunet.io import read_mask, read_volume, write_volume
+from mkunet.synth.writers import write_ct_series
 from mkunet.volume import Volume
 
 DCIODVFY = shutil.which("dciodvfy")
@@ -67,37 +66,10 @@ def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def write_series(folder: Path, hu: np.ndarray, spacing=SPACING, origin=(-12.0, -20.5, 40.0)) -> Path:
-    """Write ``hu`` (z, y, x) as a CT series, one file per slice (pydicom)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    nz, ny, nx = hu.shape
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    for k in range(nz):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Cli", "CLI-1", "19600101", "M"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101500", "S1", "A1"
-        ds.ReferringPhysicianName = ""
-        ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "Test", 2, k + 1
-        ds.PositionReferenceIndicator = ""
-        ds.KVP, ds.AcquisitionNumber, ds.PatientPosition = 120, 1, "HFS"
-        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + spacing[0] * k]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [spacing[1], spacing[2]]
-        ds.SliceThickness = spacing[0]
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-        ds.PixelData = np.ascontiguousarray(hu[k], dtype=np.int16).tobytes()
-        ds.save_as(folder / f"slice_{k:03d}.dcm", enforce_file_format=True)
+    """Write ``hu`` (z, y, x) as a CT series, one file per slice."""
+    volume = Volume(hu.astype(np.float32), spacing=spacing, origin=origin)
+    write_ct_series(volume, folder, patient_id="CLI-1", patient_name="Test^Cli", birth_date="19600101", sex="M",
+                    study_date="20240102", uid_entropy=("segment-cli", str(folder)))
     return folder
 
 
