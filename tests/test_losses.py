@@ -9,15 +9,6 @@ from monai.losses import DiceLoss
 from mkunet.losses import DiceBCELoss
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks gain nothing from threads; one thread avoids oversubscription on shared CPUs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _case(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(2, 1, 8, 8, 8, generator=gen) * 3

@@ -17,15 +17,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks gain nothing from threads; one thread avoids oversubscription on shared CPUs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _data(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(1, 4, 16, 32, 32, generator=gen), torch.rand(1, 6, generator=gen)

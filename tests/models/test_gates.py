@@ -9,15 +9,6 @@ import torch.nn.functional as F
 from mkunet.models.gates import ImmuneAttentionGate
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks gain nothing from threads; one thread avoids oversubscription on shared CPUs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _inputs(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(2, 6, 8, 16, 16, generator=gen)

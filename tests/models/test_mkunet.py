@@ -11,15 +11,6 @@ from mkunet.models import MKUNet, pad_to_multiple
 TINY = (4, 8, 8, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks gain nothing from threads; one thread avoids oversubscription on shared CPUs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _model(**kwargs) -> MKUNet:
     torch.manual_seed(0)
     return MKUNet(channels=TINY, **kwargs).eval()
