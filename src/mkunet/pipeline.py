@@ -93,6 +93,7 @@ import pandas as pd
 from mkunet.volume import Volume
 
 __all__ = [
+    "patient_folder_name",
     "ScanInput",
     "CohortRun",
     "ProgressCallback",
@@ -167,7 +168,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _safe_name(pid: str) -> str:
+def patient_folder_name(pid: str) -> str:
     """A patient id usable as a folder / file name (ids are user data)."""
     bad = set('/\\:*?"<>|') | {"\0"}
     name = "".join("_" if (c in bad or ord(c) < 32) else c for c in str(pid)).strip()
@@ -884,7 +885,7 @@ def run_cohort(
             continue
         clinical_row = _clinical_mapping(clin.loc[pid])
         report(i, total, f"{pid}: hashing inputs")
-        name = _safe_name(pid)
+        name = patient_folder_name(pid)
         try:
             key = hashlib.sha256(
                 json.dumps(

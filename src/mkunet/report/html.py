@@ -365,7 +365,7 @@ def _errors(errors: pd.DataFrame) -> str:
 
 
 def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path) -> str:
-    from mkunet.pipeline import _safe_name
+    from mkunet.pipeline import patient_folder_name
     from mkunet.report import figures
 
     anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
@@ -399,7 +399,7 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
             list(ok["response"]) if "response" in ok else None,
         )
         parts.append(_img(png, f"growth curve of {pid}"))
-    overview = out_dir / "patients" / _safe_name(pid) / "overview.png"
+    overview = out_dir / "patients" / patient_folder_name(pid) / "overview.png"
     if overview.is_file():
         parts.append(_img(overview.read_bytes(), f"axial overlays of {pid}"))
     cols = [c for c in ("timepoint", "days", "scan_date", "status", "volume_cm3", "longest_axial_diameter_mm",
