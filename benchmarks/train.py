@@ -32,14 +32,17 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160))
     parser.add_argument("--width", type=int, default=4)
     parser.add_argument("--patch", type=int, nargs=3, default=(16, 64, 64))
-    parser.add_argument("--spacing", type=float, nargs=3, default=(2.0, 1.5, 1.5))
+    parser.add_argument("--spacing", type=float, nargs=3, default=(2.5, 2.0, 2.0))
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--patches-per-epoch", type=int, default=32)
     parser.add_argument("--time-budget", type=float, default=15.0, help="minutes of training")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--crop-margin", type=float, default=60.0, help="mm kept around each training tumour")
+    parser.add_argument("--crop-margin", type=float, default=None, help="mm kept around each training tumour")
+    parser.add_argument("--tumour-fraction", type=float, default=0.5)
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--run-name", default="run")
+    parser.add_argument("--dice-batch", action="store_true", help="Dice over the whole batch")
     args = parser.parse_args()
 
     import torch
@@ -61,13 +64,16 @@ def main() -> None:
         f"python benchmarks/train.py --work {args.work} --patients {args.patients} --seed {args.seed} "
         f"--shape {' '.join(map(str, args.shape))} --width {args.width} --patch {' '.join(map(str, args.patch))} "
         f"--spacing {' '.join(map(str, args.spacing))} --lr {args.lr} --epochs {args.epochs} "
-        f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads} --crop-margin {args.crop_margin}"
+        f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads} --tumour-fraction {args.tumour_fraction}"
+        + (f" --crop-margin {args.crop_margin}" if args.crop_margin is not None else "")
+        + (" --dice-batch" if args.dice_batch else "")
+        + f" --run-name {args.run_name}"
     )
-    run = args.work / "run"
+    run = args.work / args.run_name
     config = TrainConfig(
         data=str(data), out=str(run), model="mkunet", width=args.width, epochs=args.epochs, lr=args.lr,
         patch_size=tuple(args.patch), target_spacing=tuple(args.spacing), val_fraction=0.06, test_fraction=0.15,
-        seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, crop_margin_mm=args.crop_margin, time_budget_min=args.time_budget,
+        seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, crop_margin_mm=args.crop_margin, dice_batch=args.dice_batch, tumour_fraction=args.tumour_fraction, time_budget_min=args.time_budget,
         threads=args.threads, label="MK-UNet (shipped, synthetic)", command=command,
         resume=(run / "state.json").is_file(),
     )
@@ -86,13 +92,13 @@ def main() -> None:
         return
     t2 = time.monotonic()
     evaluation = evaluate_runs([run], data)
-    evaluation.write(args.work / "eval")
+    evaluation.write(args.work / f"eval_{args.run_name}")
     print(evaluation.to_markdown())
     print(f"evaluated in {time.monotonic() - t2:.0f} s")
     summary = {"command": command, "training_min": result.elapsed_s / 60, "epochs": result.epochs_completed,
                "test_dice_mean": float(evaluation.table1["dice_mean"][0]), "test_dice_sd": float(evaluation.table1["dice_sd"][0]),
                "n_test_scans": int(evaluation.table1["n"][0])}
-    (args.work / "summary.json").write_text(json.dumps(summary, indent=2))
+    (args.work / f"summary_{args.run_name}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
 

@@ -146,11 +146,14 @@ def test_ddp_two_gloo_processes(cohort, tmp_path):
         f"pathlib.Path({str(tmp_path)!r}, 'done_' + os.environ['RANK']).write_text(str(r.epochs_completed))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(_free_port()), str(script)],
-        capture_output=True, text=True, timeout=120, env=env,
-    )
+    for _attempt in range(2):  # a second try with a new port if the first one was taken meanwhile
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", str(_free_port()), str(script)],
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+        if proc.returncode == 0:
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(tmp_path / f"done_{r}").read_text() for r in (0, 1)] == ["1", "1"]
     state = json.loads((tmp_path / "ddp" / "state.json").read_text())
