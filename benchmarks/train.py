@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--run-name", default="run")
     parser.add_argument("--dice-batch", action="store_true", help="Dice over the whole batch")
+    parser.add_argument("--no-adaptive-window", action="store_true", help="feed full-range HU (no tumour-HU window)")
+    parser.add_argument("--batch-size", type=int, default=2)
     args = parser.parse_args()
 
     import torch
@@ -67,6 +69,8 @@ def main() -> None:
         f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads} --tumour-fraction {args.tumour_fraction}"
         + (f" --crop-margin {args.crop_margin}" if args.crop_margin is not None else "")
         + (" --dice-batch" if args.dice_batch else "")
+        + (" --no-adaptive-window" if args.no_adaptive_window else "")
+        + (f" --batch-size {args.batch_size}" if args.batch_size != 2 else "")
         + f" --run-name {args.run_name}"
     )
     run = args.work / args.run_name
@@ -75,6 +79,7 @@ def main() -> None:
         patch_size=tuple(args.patch), target_spacing=tuple(args.spacing), val_fraction=0.06, test_fraction=0.15,
         seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, crop_margin_mm=args.crop_margin, dice_batch=args.dice_batch, tumour_fraction=args.tumour_fraction, time_budget_min=args.time_budget,
         threads=args.threads, label="MK-UNet (shipped, synthetic)", command=command,
+        adaptive_window=not args.no_adaptive_window, batch_size=args.batch_size,
         resume=(run / "state.json").is_file(),
     )
 

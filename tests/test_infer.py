@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from bundle_stubs import ClinicalVectorMixin
 from mkunet import infer
 from mkunet.infer import Box, PreviousMask, Seed, keep_tumour_component, segment, segment_timepoints
 from mkunet.volume import Volume
@@ -63,7 +64,7 @@ def hu_preprocessor(volume: Volume) -> np.ndarray:
 
 
 @dataclass
-class StubBundle:
+class StubBundle(ClinicalVectorMixin):
     model: Any = field(default_factory=OracleNet)
     preprocessor: Any = hu_preprocessor
     clinical_encoder: Any = None

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from bundle_stubs import ClinicalVectorMixin
 from mkunet.io import read_volume, write_mask, write_volume
 from mkunet.pipeline import (
     discover_scans,
@@ -78,7 +79,7 @@ def hu_preprocessor(volume: Volume) -> np.ndarray:
 
 
 @dataclass
-class OracleBundle:
+class OracleBundle(ClinicalVectorMixin):
     model: Any = field(default_factory=OracleNet)
     preprocessor: Any = hu_preprocessor
     clinical_encoder: Any = field(default_factory=StubEncoder)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from bundle_stubs import ClinicalVectorMixin
 from mkunet import infer
 from mkunet.cli import app
 from mkunet.cli.segment import parse_clinical
@@ -38,7 +39,7 @@ class Oracle(torch.nn.Module):
 
 
 @dataclass
-class Bundle:
+class Bundle(ClinicalVectorMixin):
     model: Any = field(default_factory=Oracle)
     preprocessor: Any = staticmethod(lambda v: (v.array / 1000.0)[None].astype(np.float32))
     clinical_encoder: Any = None

@@ -21,6 +21,8 @@ synthetic data only; see that folder's README; not a medical device).
 from __future__ import annotations
 
 import json
+import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -324,6 +326,16 @@ def resample_onto(array: np.ndarray, source: Volume, target: Volume, interpolato
     return sitk.GetArrayFromImage(out).astype(np.float32, copy=False)
 
 
+def _window_size(patch: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+    """Sliding-window size (z, y, x): the bundle's patch, shrunk for small inputs.
+
+    A shrunk side stays a multiple of 16 and at least 32 voxels (never more than the
+    patch), so that four 2x down-samplings leave more than one bottleneck voxel
+    (instance normalisation needs several).
+    """
+    return tuple(int(min(int(p), max(32, 16 * math.ceil(int(s) / 16)))) for p, s in zip(patch, shape))
+
+
 @torch.no_grad()
 def sliding_window_probability(
     model: torch.nn.Module,
@@ -334,43 +346,66 @@ def sliding_window_probability(
     overlap: float = 0.5,
     sw_batch_size: int = 2,
     amp: bool | None = None,
-) -> np.ndarray:
+    return_attention: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[np.ndarray] | None]:
     """Sigmoid probability of a preprocessed (C, z, y, x) array, by blended sliding windows.
 
-    MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending
-    (volumes smaller than a patch are padded with zeros and cropped back).
+    MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending of the
+    sigmoid probabilities; the window is ``patch_size`` (z, y, x) voxels, shrunk to the
+    input (rounded up to a multiple of 16) when the input is smaller.
 
     Returns:
-        float32 (z, y, x) probability on the input array's grid.
+        float32 (z, y, x) probability on the input array's grid; with ``return_attention``
+        a tuple (probability, list of attention maps (z, y, x) float32 on the same grid,
+        finest gate first, or None when the model has no gates).
     """
     from monai.inferers import sliding_window_inference
 
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)  # parameter-free models (oracles, tests) run on the CPU
+    device = first.device if first is not None else torch.device("cpu")
     x = torch.as_tensor(np.asarray(channels, dtype=np.float32))[None].to(device)
     clin = None if clinical is None else torch.as_tensor(np.asarray(clinical, dtype=np.float32).reshape(1, -1)).to(device)
 
-    def predictor(window: torch.Tensor) -> torch.Tensor:
+    def predictor(window: torch.Tensor):
         c = None if clin is None else clin.expand(window.shape[0], -1)
+        if return_attention:
+            logits, maps = model(window, c, return_attention=True)
+            return (torch.sigmoid(logits.float()), *[m.float() for m in maps])
         out = model(window, c)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        return out.float()
+        return torch.sigmoid(out.float())
 
     was_training = model.training
     model.eval()
     use_amp = (device.type == "cuda") if amp is None else bool(amp)
-    with torch.autocast(device_type=device.type, enabled=use_amp and device.type == "cuda"):
-        logits = sliding_window_inference(
-            x,
-            roi_size=tuple(int(p) for p in patch_size),
-            sw_batch_size=sw_batch_size,
-            predictor=predictor,
-            overlap=overlap,
-            mode="gaussian",
-        )
-    if was_training:
-        model.train()
-    return torch.sigmoid(torch.as_tensor(logits).float())[0, 0].cpu().numpy().astype(np.float32, copy=False)
+    try:
+        with torch.autocast(device_type=device.type, enabled=use_amp and device.type == "cuda"):
+            out = sliding_window_inference(
+                x,
+                roi_size=_window_size(patch_size, x.shape[2:]),
+                sw_batch_size=sw_batch_size,
+                predictor=predictor,
+                overlap=overlap,
+                mode="gaussian",
+            )
+    finally:
+        if was_training:
+            model.train()
+    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+    prob = torch.as_tensor(outputs[0]).float()[0, 0].cpu().numpy().astype(np.float32, copy=False)
+    if not return_attention:
+        return prob
+    if len(outputs) == 1:
+        return prob, None
+    shape = tuple(x.shape[2:])
+    maps = []
+    for amap in outputs[1:]:
+        amap = torch.as_tensor(amap).float()
+        if tuple(amap.shape[2:]) != shape:
+            amap = torch.nn.functional.interpolate(amap, size=shape, mode="trilinear", align_corners=False)
+        maps.append(amap[0, 0].cpu().numpy().astype(np.float32, copy=False))
+    return prob, maps
 
 
 def predict_probability(
@@ -381,14 +416,17 @@ def predict_probability(
     *,
     overlap: float = 0.5,
     sw_batch_size: int = 2,
-) -> np.ndarray:
+    return_attention: bool = False,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray | tuple[np.ndarray, list[np.ndarray] | None]:
     """Tumour probability for every voxel of ``volume`` (on its own grid).
 
-    Steps: crop to ``roi_box`` (if given) -> resample (linear) to ``bundle.target_spacing``
-    -> ``bundle.preprocessor`` (C channels in [0, 1]) -> sliding-window inference with
-    Gaussian blending (window ``bundle.patch_size``, ``overlap``) and the clinical vector
-    -> sigmoid -> resample the probability (linear) back onto the (cropped) volume grid.
-    Voxels outside ``roi_box`` get probability 0. Threshold with ``bundle.threshold``.
+    Steps: crop to ``roi_box`` (if given) -> resample (linear, air outside) to
+    ``bundle.target_spacing`` -> ``bundle.preprocessor`` (C channels in [0, 1]) ->
+    sliding-window inference with Gaussian blending (window ``bundle.patch_size``,
+    ``overlap``) and the clinical vector -> sigmoid -> resample the probability (linear)
+    back onto the (cropped) volume grid. Voxels outside ``roi_box`` get probability 0.
+    Threshold with ``bundle.threshold``.
 
     Args:
         bundle: the trained model.
@@ -400,34 +438,59 @@ def predict_probability(
             grid restricting inference (faster; avoids other structures).
         overlap: sliding-window overlap fraction in [0, 1).
         sw_batch_size: windows per forward pass.
+        return_attention: also return the attention maps (finest gate first) on
+            ``volume``'s grid (0 outside ``roi_box``), or None for models without gates.
+        timings: optional dict receiving seconds per step (``resample``, ``preprocess``,
+            ``network``, ``resample_back``).
 
     Returns:
-        float32 array of ``volume.shape`` (z, y, x), values in [0, 1].
+        float32 array of ``volume.shape`` (z, y, x), values in [0, 1]; with
+        ``return_attention`` the tuple (probability, attention maps or None).
     """
     from mkunet.preprocess import resample
 
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"`overlap` must lie in [0, 1), got {overlap!r}.")
+    clock = {} if timings is None else timings
     region = volume if roi_box is None else crop_volume(volume, roi_box)
     vector = bundle.clinical_vector(clinical)
     if vector is not None and vector.shape != (6,):
         raise ValueError(f"`clinical` must be an encoded (6,) vector, got shape {vector.shape}.")
+    t = time.perf_counter()
     if np.allclose(region.spacing, bundle.target_spacing, atol=1e-4):
         resampled = region
     else:
-        resampled = resample(region, bundle.target_spacing)
+        resampled = resample(region, bundle.target_spacing, default_value=-1000.0)
+    clock["resample"] = time.perf_counter() - t
+    t = time.perf_counter()
     channels = bundle.preprocessor(resampled)
-    prob = sliding_window_probability(
-        bundle.model, channels, bundle.patch_size, vector, overlap=overlap, sw_batch_size=sw_batch_size
+    clock["preprocess"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = sliding_window_probability(
+        bundle.model, channels, bundle.patch_size, vector, overlap=overlap, sw_batch_size=sw_batch_size,
+        return_attention=return_attention,
     )
+    clock["network"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prob, maps = out if return_attention else (out, None)
     if resampled is not region:
         prob = resample_onto(prob, resampled, region, "linear")
+        if maps is not None:
+            maps = [resample_onto(m, resampled, region, "linear") for m in maps]
     np.clip(prob, 0.0, 1.0, out=prob)
-    if roi_box is None:
-        return prob
-    lo, hi = _check_box(roi_box, volume.shape)
-    full = np.zeros(volume.shape, np.float32)
-    full[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = prob
+    if roi_box is not None:
+        lo, hi = _check_box(roi_box, volume.shape)
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        prob = _paste(prob, volume.shape, sl)
+        if maps is not None:
+            maps = [_paste(m, volume.shape, sl) for m in maps]
+    clock["resample_back"] = time.perf_counter() - t
+    return (prob, maps) if return_attention else prob
+
+
+def _paste(array: np.ndarray, shape: tuple[int, int, int], where: tuple[slice, ...]) -> np.ndarray:
+    full = np.zeros(shape, np.float32)
+    full[where] = array
     return full
 
 

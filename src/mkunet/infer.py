@@ -47,6 +47,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from mkunet.bundle import predict_probability
 from mkunet.volume import Volume, same_grid
 
 __all__ = [
@@ -346,143 +347,6 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("", "na", "nan", "unknown", "none")
 
 
-def _resample_array(
-    array: np.ndarray,
-    source: Volume,
-    spacing_zyx: Sequence[float] | None = None,
-    target: Volume | None = None,
-    default: float = 0.0,
-) -> tuple[np.ndarray, Volume]:
-    """Linear float32 resampling with SimpleITK (multithreaded, no float64 copy).
-
-    Either onto a new spacing (z, y, x) mm with the same origin / direction and
-    extent (size = round(size * spacing / new spacing)), or onto ``target``'s grid.
-
-    Returns:
-        (array (z, y, x) float32, the result's grid as a Volume holding that array).
-    """
-    import SimpleITK as sitk
-
-    image = source.to_sitk(np.asarray(array, dtype=np.float32))
-    if target is None:
-        if spacing_zyx is None:
-            raise ValueError("_resample_array needs `spacing_zyx` or `target`.")
-        new_spacing = tuple(float(s) for s in spacing_zyx)
-        size_zyx = [max(1, int(round(n * s / t))) for n, s, t in zip(source.shape, source.spacing, new_spacing)]
-        ref = sitk.Image([int(v) for v in size_zyx[::-1]], sitk.sitkUInt8)
-        ref.SetSpacing(new_spacing[::-1])
-        ref.SetOrigin(source.origin)
-        ref.SetDirection(tuple(source.direction.ravel()))
-    else:
-        ref = target.to_sitk(np.zeros(target.shape, np.uint8))
-    out = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, float(default), sitk.sitkFloat32)
-    result = sitk.GetArrayFromImage(out)
-    if target is not None:
-        return result, target
-    return result, Volume(result, spacing=new_spacing, origin=source.origin, direction=source.direction)
-
-
-def _window_size(patch: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
-    """Sliding-window size: the bundle's patch, shrunk (to multiples of 16) for small inputs."""
-    return tuple(int(min(int(p), 16 * math.ceil(int(s) / 16))) for p, s in zip(patch, shape))
-
-
-def predict_probability(
-    bundle: Any,
-    volume: Volume,
-    clinical_vector: np.ndarray | None = None,
-    *,
-    return_attention: bool = False,
-    overlap: float = 0.25,
-    sw_batch_size: int = 1,
-    timings: dict[str, float] | None = None,
-) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Tumour probability on ``volume``'s grid with a bundle's model.
-
-    Resamples to ``bundle.target_spacing`` (z, y, x mm; linear, float32, air = -1000
-    HU outside), applies ``bundle.preprocessor`` -> (C, z, y, x), runs MONAI
-    sliding-window inference (window ``bundle.patch_size`` (z, y, x) voxels, or the
-    input rounded up to a multiple of 16 when smaller; ``overlap``; gaussian
-    blending of sigmoid probabilities), and resamples back (linear).
-
-    Args:
-        bundle: a ``ModelBundle`` (model, preprocessor, target_spacing, patch_size).
-        volume: the CT (HU) to run on.
-        clinical_vector: encoded clinical vector (6,) or None.
-        return_attention: also return the model's attention maps on ``volume``'s grid.
-        overlap: sliding-window overlap fraction in [0, 1).
-        sw_batch_size: windows per forward pass.
-        timings: optional dict receiving seconds per step (resample, preprocess, network,
-            resample_back).
-
-    Returns:
-        (probability float32 (z, y, x) in [0, 1], list of attention maps float32
-        (z, y, x) or None when not requested / not available).
-    """
-    import torch
-    from monai.inferers import sliding_window_inference
-
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"`overlap` must lie in [0, 1), got {overlap!r}.")
-    clock = {} if timings is None else timings
-    t = time.perf_counter()
-    target = tuple(float(s) for s in bundle.target_spacing)
-    if np.allclose(volume.spacing, target, rtol=1e-3):
-        work = volume
-    else:
-        arr, work = _resample_array(volume.array, volume, spacing_zyx=target, default=-1000.0)
-    clock["resample"] = time.perf_counter() - t
-    t = time.perf_counter()
-    channels = np.asarray(bundle.preprocessor(work), dtype=np.float32)
-    clock["preprocess"] = time.perf_counter() - t
-    if channels.ndim != 4 or channels.shape[1:] != work.shape:
-        raise ValueError(
-            f"The bundle's preprocessor returned shape {channels.shape}, expected (C, {work.shape})."
-        )
-    model = bundle.model
-    model.eval()
-    clin = None if clinical_vector is None else torch.as_tensor(np.asarray(clinical_vector, np.float32))[None]
-    want_attention = bool(return_attention)
-
-    def predictor(patch: torch.Tensor):
-        c = None if clin is None else clin.expand(patch.shape[0], -1)
-        out = model(patch, clinical=c, return_attention=want_attention)
-        if want_attention:
-            logits, maps = out
-            return (torch.sigmoid(logits), *maps)
-        return torch.sigmoid(out)
-
-    window = _window_size(bundle.patch_size, work.shape)
-    t = time.perf_counter()
-    with torch.inference_mode():
-        out = sliding_window_inference(
-            torch.from_numpy(channels)[None],
-            roi_size=window,
-            sw_batch_size=sw_batch_size,
-            predictor=predictor,
-            overlap=overlap,
-            mode="gaussian",
-        )
-    clock["network"] = time.perf_counter() - t
-    t = time.perf_counter()
-    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-    prob = outputs[0][0, 0].numpy().astype(np.float32, copy=False)
-    attention = None
-    if want_attention and len(outputs) > 1:
-        attention = []
-        for amap in outputs[1:]:
-            if tuple(amap.shape[2:]) != work.shape:
-                amap = torch.nn.functional.interpolate(amap, size=work.shape, mode="trilinear", align_corners=False)
-            attention.append(amap[0, 0].numpy().astype(np.float32, copy=False))
-    if work is not volume:
-        prob, _ = _resample_array(prob, work, target=volume)
-        if attention is not None:
-            attention = [_resample_array(a, work, target=volume)[0] for a in attention]
-    np.clip(prob, 0.0, 1.0, out=prob)
-    clock["resample_back"] = time.perf_counter() - t
-    return prob, attention
-
-
 # ----------------------------------------------------------------------------- ROI geometry
 
 BoxIdx = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
@@ -742,9 +606,10 @@ def segment(
     sub = _crop(volume, box)
     step("predict")
     t1 = time.perf_counter()
-    prob_sub, att_sub = predict_probability(
-        bundle, sub, vector, return_attention=return_attention, overlap=overlap, timings=timings
+    result = predict_probability(
+        bundle, sub, vector, overlap=overlap, sw_batch_size=1, return_attention=return_attention, timings=timings
     )
+    prob_sub, att_sub = result if return_attention else (result, None)
     timings["predict"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
