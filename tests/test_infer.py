@@ -352,7 +352,8 @@ def test_fixed_point_previous_mask_roi_and_empty_stop():
                         default_clinical=np.zeros(6, np.float32))
     res = segment_timepoints(vols, [0, 60], bundle, previous_mask_roi=True, margin_mm=15.0, max_iter=8)
     assert res.segmentations[1].roi.startswith("previous mask")
-    assert res.converged
+    assert res.converged and res.iterations >= 2
+    assert res.segmentations[0].roi.startswith("previous mask")  # later passes: the earlier pass's own mask
     plain = segment_timepoints(vols, [0, 60], bundle, max_iter=8)
     assert res.lvcr_per_day == pytest.approx(plain.lvcr_per_day, abs=1e-12)  # the crop lost nothing
     air = Volume(np.full((16, 32, 32), -1000.0, np.float32), spacing=(1.0, 1.0, 1.0))

@@ -740,7 +740,10 @@ def segment_timepoints(
         tol: convergence tolerance on LVCR (per day).
         max_iter: maximum passes after the first.
         previous_mask_roi: for timepoint k >= 1 without its own ROI, use timepoint
-            k-1's mask (same pass) grown by ``margin_mm`` as the ROI.
+            k-1's mask (same pass) grown by ``margin_mm`` as the ROI. Passes after the
+            first then also restrict each timepoint without its own ROI to its mask of the
+            previous pass grown by ``margin_mm`` (only the LVCR input changes between
+            passes, so the tumour is already located; this makes refinement passes cheap).
         **segment_kwargs: passed to :func:`segment` (threshold, keep, ...).
     """
     volumes = list(volumes)
@@ -759,11 +762,13 @@ def segment_timepoints(
     base = dict(clinical or {})
     notes: list[str] = []
 
-    def one_pass(lvcr_in: float | None) -> list[Segmentation]:
+    def one_pass(lvcr_in: float | None, earlier: Sequence[Segmentation] = ()) -> list[Segmentation]:
         segs: list[Segmentation] = []
         for k, vol in enumerate(volumes):
             roi = rois[k] if rois is not None else None
-            if roi is None and previous_mask_roi and k > 0 and not segs[-1].empty:
+            if roi is None and previous_mask_roi and earlier and not earlier[k].empty:
+                roi = PreviousMask(earlier[k].mask, vol, margin_mm=margin_mm)
+            elif roi is None and previous_mask_roi and k > 0 and not segs[-1].empty:
                 roi = PreviousMask(segs[-1].mask, volumes[k - 1], margin_mm=margin_mm)
             clin = dict(base, lvcr=lvcr_in) if (base or lvcr_in is not None) else None
             segs.append(segment(vol, bundle, clin, roi, **segment_kwargs))
@@ -783,7 +788,7 @@ def segment_timepoints(
     converged = False
     segs: list[Segmentation] = []
     for iteration in range(max_iter + 1):
-        segs = one_pass(lvcr_in)
+        segs = one_pass(lvcr_in, segs)
         vols = [s.volume_cm3 for s in segs]
         entry: dict[str, Any] = {"iteration": iteration, "lvcr_in": lvcr_in, "volumes_cm3": vols}
         if any(s.empty for s in segs):
