@@ -361,7 +361,7 @@ def write_seg(
             content_description=description,
             content_label=_code_string(segment_label),
             series_description=description,
-            omit_empty_frames=True,
+            omit_empty_frames=bool(array.any()),  # all-empty: keep every frame (we warned above)
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
