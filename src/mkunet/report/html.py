@@ -178,7 +178,8 @@ def _banner(meta: Mapping[str, Any]) -> str:
     if model.get("model_source") == "shipped":
         parts.append(
             "<strong>Shipped research model.</strong> The segmentations come from the small MK-UNet shipped with "
-            "mkunet, trained on synthetic data only; its accuracy on real CT is unknown."
+            "mkunet, trained briefly on synthetic data only; its accuracy is poor (held-out synthetic Dice about 0.33, "
+            "real tumours 0.05-0.72 with a region of interest; see mkunet/weights/README.md)."
         )
     parts.append(
         "<strong>Not a medical device.</strong> Research software: not for diagnosis, treatment or radiotherapy "
