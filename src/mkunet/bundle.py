@@ -311,19 +311,19 @@ def _check_box(box: Any, shape: tuple[int, int, int]) -> tuple[list[int], list[i
 def resample_onto(array: np.ndarray, source: Volume, target: Volume, interpolator: str = "linear") -> np.ndarray:
     """Resample ``array`` (on ``source``'s grid) onto ``target``'s grid (float32, outside -> 0).
 
+    A thin array-in, array-out form of :func:`mkunet.preprocess.resample_to`.
+
     Args:
         array: float (z, y, x) array of ``source.shape``.
         source: grid of ``array``.
         target: grid to resample onto.
         interpolator: ``"linear"`` or ``"nearest"``.
     """
-    import SimpleITK as sitk
+    from mkunet.preprocess import resample_to
 
-    interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interpolator]
-    image = source.to_sitk(np.asarray(array, dtype=np.float32))
-    reference = target.to_sitk(np.zeros(target.shape, np.float32))
-    out = sitk.Resample(image, reference, sitk.Transform(), interp, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out).astype(np.float32, copy=False)
+    return resample_to(
+        np.asarray(array, dtype=np.float32), target, source=source, interpolator=interpolator, default_value=0.0
+    ).array
 
 
 def _window_size(patch: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
