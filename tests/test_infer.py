@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_stubs import ClinicalVectorMixin
+from bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
 from mkunet import infer
 from mkunet.infer import Box, PreviousMask, Seed, keep_tumour_component, segment, segment_timepoints
 from mkunet.volume import Volume
@@ -23,27 +23,11 @@ from mkunet.volume import Volume
 COLUMNS = ("age", "sex", "smoking", "grade", "stage", "lvcr")
 
 
-class OracleNet(torch.nn.Module):
-    """logit = gain * (HU - (thr_hu - lvcr_gain * lvcr)); channel 0 carries HU / 1000.
-
-    With ``return_attention`` it returns two "gate" maps: the probability at full and
-    at half resolution (average pooled).
-    """
+class OracleNet(HUOracle):
+    """The HU oracle with this file's default threshold (-300 HU)."""
 
     def __init__(self, thr_hu: float = -300.0, gain: float = 0.05, lvcr_gain: float = 0.0) -> None:
-        super().__init__()
-        self.thr_hu, self.gain, self.lvcr_gain = thr_hu, gain, lvcr_gain
-        self.calls = 0
-
-    def forward(self, image, clinical=None, return_attention=False):
-        self.calls += 1
-        hu = image[:, :1] * 1000.0
-        lvcr = 0.0 if clinical is None else clinical[:, 5].view(-1, 1, 1, 1, 1)
-        logits = self.gain * (hu - (self.thr_hu - self.lvcr_gain * lvcr))
-        if return_attention:
-            p = torch.sigmoid(logits)
-            return logits, [p, torch.nn.functional.avg_pool3d(p, 2)]
-        return logits
+        super().__init__(thr_hu, gain, lvcr_gain)
 
 
 class StubEncoder:
@@ -58,9 +42,6 @@ class StubEncoder:
         lv = mapping.get("lvcr")
         return np.array([0, 0, 0, 0, 0, 0.0 if lv is None else lv], np.float32)
 
-
-def hu_preprocessor(volume: Volume) -> np.ndarray:
-    return (volume.array / 1000.0)[None].astype(np.float32)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bundle_stubs import ClinicalVectorMixin
+from bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
 from mkunet.io import read_volume, write_mask, write_volume
 from mkunet.pipeline import (
     discover_scans,
@@ -40,22 +40,11 @@ COLUMNS = ("age", "sex", "smoking", "grade", "stage", "lvcr")
 # ============================================================================ oracle bundle
 
 
-class OracleNet(torch.nn.Module):
-    """logit = gain * (HU - thr); channel 0 carries HU / 1000. Counts forward calls."""
+class OracleNet(HUOracle):
+    """The HU oracle with this file's default threshold (-400 HU); ignores the clinical vector."""
 
     def __init__(self, thr_hu: float = -400.0, gain: float = 0.05) -> None:
-        super().__init__()
-        self.register_buffer("thr_hu", torch.tensor(float(thr_hu)))
-        self.gain = gain
-        self.calls = 0
-
-    def forward(self, image, clinical=None, return_attention=False):
-        self.calls += 1
-        logits = self.gain * (image[:, :1] * 1000.0 - self.thr_hu)
-        if return_attention:
-            p = torch.sigmoid(logits)
-            return logits, [p, torch.nn.functional.avg_pool3d(p, 2)]
-        return logits
+        super().__init__(thr_hu, gain)
 
 
 class StubEncoder:
@@ -73,9 +62,6 @@ class StubEncoder:
     def to_dict(self):
         return {"stub": True}
 
-
-def hu_preprocessor(volume: Volume) -> np.ndarray:
-    return (volume.array / 1000.0)[None].astype(np.float32)
 
 
 @dataclass
