@@ -85,6 +85,46 @@ def test_whole_volume_keeps_largest(two_blobs):
     assert seg.volume_cm3 == pytest.approx(big.sum() * 2.0 / 1000.0)
 
 
+def chest_with_wall_blob() -> tuple[Volume, np.ndarray, np.ndarray]:
+    """Air, a soft-tissue trunk with one lung; a small tumour in the lung, a larger soft blob far out in the wall."""
+    shape, spacing = (20, 80, 80), (2.0, 1.5, 1.5)
+    arr = np.full(shape, -1000.0, np.float32)
+    arr[:, 8:72, 8:72] = 40.0  # trunk (soft tissue, as the oracle sees it: tumour-like)
+    lung = np.zeros(shape, bool)
+    lung[2:18, 20:60, 20:60] = True
+    arr[lung] = -850.0
+    tumour = ball(shape, spacing, (10, 40, 40), 6.0)
+    arr[tumour] = 40.0
+    return Volume(arr, spacing=spacing), tumour, lung
+
+
+def test_whole_volume_prefers_the_component_in_the_lung():
+    """The oracle fires on the whole trunk wall (bigger) and the tumour; the lung prior picks the tumour."""
+    vol, tumour, _ = chest_with_wall_blob()
+    seg = segment(vol, StubBundle())
+    assert 2 * (seg.mask & tumour).sum() / (seg.mask.sum() + tumour.sum()) > 0.95  # resampling blurs the edge
+    plain = segment(vol, StubBundle(), lung_prior=False)  # largest probability mass: the wall
+    assert not (plain.mask & tumour).any() and plain.mask.sum() > tumour.sum()
+
+
+def test_keep_component_scores_probability_mass_in_the_region():
+    binary = np.zeros((10, 30, 30), bool)
+    binary[2:8, 2:12, 2:12] = True  # 600 voxels
+    binary[2:8, 18:24, 18:24] = True  # 216 voxels
+    probability = np.where(binary, 0.6, 0.0)
+    probability[2:8, 18:24, 18:24] = 1.0  # small but confident: mass 216 < 360
+    region = np.zeros_like(binary)
+    region[:, 15:, 15:] = True
+    assert keep_tumour_component(binary, (1, 1, 1), probability=probability)[3, 5, 5]  # largest mass
+    assert keep_tumour_component(binary, (1, 1, 1), probability=probability, region=region)[3, 20, 20]
+    # a region that touches no component is ignored
+    far = np.zeros_like(binary)
+    far[0, 0, 29] = True
+    assert keep_tumour_component(binary, (1, 1, 1), probability=probability, region=far)[3, 5, 5]
+    # voxel counts without a probability map
+    assert keep_tumour_component(binary, (1, 1, 1), region=region)[3, 20, 20]
+
+
 def test_body_box_skips_air_but_not_the_patient():
     arr = np.full((6, 60, 80), -1000.0, np.float32)
     arr[:, 10:41, 20:51] = 40.0  # body

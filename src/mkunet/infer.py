@@ -18,7 +18,12 @@ Component rule (``keep="component"``, the default; 26-connectivity):
   (distance in mm).
 * ``PreviousMask`` ROI: the component overlapping the previous mask most; if
   none overlaps, the component nearest to the previous mask's centroid (mm).
-* otherwise (no ROI or a ``Box``): the largest component (voxel count).
+* otherwise (no ROI or a ``Box``): the component with the largest probability mass
+  inside the lung region, weighted by the fraction of its mass inside (:func:`mkunet.lung.lung_region`: the lungs found by HU,
+  closed by a 15 mm ball, holes filled; a lung tumour lies in or on a lung, while the
+  network's false positives are often in the heart, chest wall or abdomen). When no
+  lung is found, or no component reaches it, the largest probability mass anywhere.
+  ``lung_prior=False`` drops the region (largest probability mass anywhere).
 
 ``keep="all"`` keeps every component of at least ``min_component_cm3``;
 ``keep="none"`` keeps the thresholded map as it is. An empty result is not an
@@ -48,6 +53,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from mkunet.bundle import predict_probability
+from mkunet.lung import lung_region
 from mkunet.volume import Volume, same_grid
 
 __all__ = [
@@ -483,6 +489,8 @@ def keep_tumour_component(
     seed_zyx: Sequence[float] | None = None,
     previous: np.ndarray | None = None,
     min_component_cm3: float = 0.0,
+    probability: np.ndarray | None = None,
+    region: np.ndarray | None = None,
 ) -> np.ndarray:
     """Select the tumour among the connected components (26-connectivity) of ``binary``.
 
@@ -492,11 +500,20 @@ def keep_tumour_component(
         keep: ``"component"``: with ``seed_zyx`` the component containing it, else
             the one with the voxel nearest to it (mm); with ``previous`` the one
             overlapping it most, else the one nearest its centroid; otherwise the
-            largest. ``"all"``: every component of at least ``min_component_cm3``.
+            one with the largest score :math:`M_{in}^2 / M`, with :math:`M` the sum of
+            ``probability`` (or the voxel count without it) over the component and
+            :math:`M_{in}` that sum over its voxels inside ``region`` (the mass inside
+            times the fraction inside); :math:`M` alone when ``region`` is None, empty
+            or touches no component.
+            ``"all"``: every component of at least ``min_component_cm3``.
             ``"none"``: ``binary`` unchanged.
         seed_zyx: seed as array indices (z, y, x) (continuous allowed).
         previous: bool (z, y, x) previous-timepoint mask on the same grid.
         min_component_cm3: smallest component kept by ``keep="all"`` (cm^3).
+        probability: float (z, y, x) tumour probability on the same grid (the score's
+            weights), or None.
+        region: bool (z, y, x) where a tumour can be (:func:`mkunet.lung.lung_region`),
+            or None.
 
     Returns:
         bool (z, y, x) mask (empty when ``binary`` is empty).
@@ -538,8 +555,20 @@ def keep_tumour_component(
         else:
             chosen = nearest_to(np.argwhere(previous).mean(axis=0))
     else:
-        sizes[0] = 0
-        chosen = int(np.argmax(sizes))
+        weights = None if probability is None else np.asarray(probability, dtype=np.float64)
+        score = np.zeros(n + 1)
+        total = np.bincount(labels[binary], weights=None if weights is None else weights[binary], minlength=n + 1)
+        total[0] = 0.0
+        if region is not None and np.any(region):
+            inside = np.asarray(region, bool) & binary
+            mass_in = np.bincount(labels[inside], weights=None if weights is None else weights[inside], minlength=n + 1)
+            mass_in[0] = 0.0
+            # mass inside x fraction inside: a chest-wall or heart false positive that only
+            # grazes the region's edge scores little however large it is
+            score = mass_in * mass_in / np.maximum(total, 1e-12)
+        if not score.any():
+            score = total
+        chosen = int(np.argmax(score))
     return labels == chosen
 
 
@@ -558,6 +587,7 @@ def segment(
     min_component_cm3: float = 0.0,
     overlap: float = 0.25,
     body_crop: bool = True,
+    lung_prior: bool = True,
     progress: ProgressHook | None = None,
 ) -> Segmentation:
     """Segment the lung tumour in one CT volume.
@@ -582,6 +612,8 @@ def segment(
         body_crop: without a ROI, run only on the patient's in-plane bounding box
             (:func:`body_box`: the air around the body, often a third of a 512 x 512
             field of view, cannot hold a lung tumour); the probability is 0 outside.
+        lung_prior: without a seed or previous mask, prefer the component in the lung
+            region (see the module doc).
         progress: optional callback called with a step name as each step starts.
 
     Returns:
@@ -637,6 +669,9 @@ def segment(
     # component analysis on the crop only (zero outside it)
     sub_binary = prob_sub >= thr
     offset = np.array([a for a, _ in box], dtype=np.float64)
+    region = None
+    if lung_prior and keep == "component" and seed_zyx is None and previous is None and sub_binary.any():
+        region = lung_region(volume.array, volume.spacing)[sl]  # whole scan: a small box crop cuts the lungs
     sub_mask = keep_tumour_component(
         sub_binary,
         volume.spacing,
@@ -644,6 +679,8 @@ def segment(
         seed_zyx=None if seed_zyx is None else seed_zyx - offset,
         previous=None if previous is None else previous[sl],
         min_component_cm3=min_component_cm3,
+        probability=prob_sub,
+        region=region,
     )
     mask = np.zeros(volume.shape, bool)
     mask[sl] = sub_mask

@@ -23,6 +23,9 @@ def evaluate_command(
         None, "--lvcr-cutoff", help="High/low LVCR cut-off (/day) for Table 3 (default: median of the patients)."
     ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    keep: str = typer.Option(
+        "component", "--keep", help="Post-processing: component (as `mkunet segment`), all, or none (raw network)."
+    ),
 ) -> None:
     """Segment each run's test cases and write Table 1 (models), Table 2 (ablation), Table 3 (LVCR) + per-case rows."""
     from mkunet.cli._common import console, progress, user_errors
@@ -38,7 +41,7 @@ def evaluate_command(
                 bar.update(task, description=f"evaluating {label}", completed=done, total=total)
 
             evaluation = evaluate_runs(runs, data, all_cases=all_cases, lvcr_cutoff=lvcr_cutoff,
-                                       checkpoint=checkpoint, progress=report)
+                                       checkpoint=checkpoint, keep=keep, progress=report)
         paths = evaluation.write(out)
         console.print(evaluation.to_markdown())
         console.print(f"written: {', '.join(str(p) for p in paths.values())}")
@@ -53,6 +56,9 @@ def benchmark_command(
     seed: int = typer.Option(0, "--seed", help="The one seed of every run."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per run."),
     lvcr_cutoff: Optional[float] = typer.Option(None, "--lvcr-cutoff", help="Table 3 cut-off (/day)."),
+    keep: str = typer.Option(
+        "component", "--keep", help="Post-processing: component (as `mkunet segment`), all, or none (raw network)."
+    ),
 ) -> None:
     """Train and evaluate every model of Tables 1-2 with one seed and budget (one command for the whole comparison)."""
     from mkunet.cli._common import console, progress, user_errors
@@ -69,7 +75,7 @@ def benchmark_command(
 
             evaluation = benchmark_models(
                 data, out, paper_settings=paper_settings, epochs=epochs, width=width, seed=seed,
-                time_budget_min=time_budget, lvcr_cutoff=lvcr_cutoff, callback=callback,
+                time_budget_min=time_budget, lvcr_cutoff=lvcr_cutoff, keep=keep, callback=callback,
             )
         console.print(evaluation.to_markdown())
         console.print(f"tables written to {out}")
