@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--dice-batch", action="store_true", help="Dice over the whole batch")
     parser.add_argument("--no-adaptive-window", action="store_true", help="feed full-range HU (no tumour-HU window)")
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lung-fraction", type=float, default=0.0, help="patches centred on non-tumour lung")
+    parser.add_argument("--lr-schedule", default="constant", choices=("constant", "poly"))
     args = parser.parse_args()
 
     import torch
@@ -71,6 +73,8 @@ def main() -> None:
         + (" --dice-batch" if args.dice_batch else "")
         + (" --no-adaptive-window" if args.no_adaptive_window else "")
         + (f" --batch-size {args.batch_size}" if args.batch_size != 2 else "")
+        + (f" --lung-fraction {args.lung_fraction}" if args.lung_fraction else "")
+        + (f" --lr-schedule {args.lr_schedule}" if args.lr_schedule != "constant" else "")
         + f" --run-name {args.run_name}"
     )
     run = args.work / args.run_name
@@ -80,6 +84,7 @@ def main() -> None:
         seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, crop_margin_mm=args.crop_margin, dice_batch=args.dice_batch, tumour_fraction=args.tumour_fraction, time_budget_min=args.time_budget,
         threads=args.threads, label="MK-UNet (shipped, synthetic)", command=command,
         adaptive_window=not args.no_adaptive_window, batch_size=args.batch_size,
+        lung_fraction=args.lung_fraction, lr_schedule=args.lr_schedule,
         resume=(run / "state.json").is_file(),
     )
 

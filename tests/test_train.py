@@ -190,6 +190,61 @@ def test_patch_sampling_targets_tumour_and_pads_small_volumes():
     assert torch.equal(ds1[1]["label"], ds2[0]["label"])  # sample i is the same whoever draws it
 
 
+def test_lung_fraction_centres_patches_on_lung_voxels():
+    """tumour_fraction 0 + lung_fraction 1: every patch holds the (marked) lung voxels; uniform ones often miss them."""
+    shape = (48, 48, 48)
+    label = np.zeros(shape, bool)
+    label[2, 2, 2] = True
+    marker = np.zeros(shape, bool)
+    marker[30:32, 30:32, 30:32] = True
+    case = PreparedCase(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), marker[None].astype(np.float32), label, None,
+                        np.flatnonzero(label), lung=np.flatnonzero(marker))
+    rng = np.random.default_rng(3)
+    assert all(sample_patch(case, (16, 16, 16), rng, 0.0, 1.0)[0].sum() == 8 for _ in range(20))
+    uniform = [sample_patch(case, (16, 16, 16), rng, 0.0, 0.0)[0].sum() == 8 for _ in range(20)]
+    assert not all(uniform)
+    case.lung = np.zeros(0, np.int64)  # no lung stored: the lung share falls back to uniform centres
+    assert not all(sample_patch(case, (16, 16, 16), rng, 0.0, 1.0)[0].sum() == 8 for _ in range(20))
+
+
+def test_prepared_cases_store_lung_voxels_outside_the_tumour():
+    """prepare_case_from_resampled(lung_samples=True) keeps non-tumour voxels of the lung region only."""
+    from mkunet.lung import lung_region
+    from mkunet.synth import make_case
+    from mkunet.train.loop import prepare_case_from_resampled
+
+    volume, mask = make_case(5, shape=(24, 80, 80), fit_body=True, diameter_mm=20.0)
+    case = prepare_case_from_resampled(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, mask),
+                                       lambda v: v.array[None], None, None, lung_samples=True)
+    region = lung_region(volume.array, volume.spacing)
+    assert case.lung.size > 0
+    assert region.ravel()[case.lung].all() and not mask.ravel()[case.lung].any()
+    plain = prepare_case_from_resampled(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, mask),
+                                        lambda v: v.array[None], None, None)
+    assert plain.lung.size == 0
+
+
+def test_poly_lr_schedule():
+    from mkunet.train.loop import poly_lr
+
+    assert poly_lr(0.01, 0.0) == pytest.approx(0.01)
+    assert poly_lr(0.01, 0.5) == pytest.approx(0.01 * 0.5**0.9)
+    assert 0 < poly_lr(0.01, 1.0) < 1e-4  # floored, never exactly 0
+
+
+def test_poly_schedule_lowers_the_logged_lr(cohort, tmp_path):
+    result = train(tiny_config(cohort, tmp_path / "poly", epochs=2, lr=1e-3, lr_schedule="poly"))
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-3 * 0.5**0.9)
+
+
+def test_sampling_and_schedule_options_are_checked(cohort, tmp_path):
+    with pytest.raises(ValueError, match="lung_fraction"):
+        tiny_config(cohort, tmp_path / "x", tumour_fraction=0.8, lung_fraction=0.3)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tiny_config(cohort, tmp_path / "x", lr_schedule="cosine")
+
+
 def test_bad_inputs_give_clear_errors(cohort, tmp_path):
     with pytest.raises(ValueError, match="multiples of 16"):
         tiny_config(cohort, tmp_path / "x", patch_size=(10, 32, 32))

@@ -41,6 +41,13 @@ def train_command(
     gate: Optional[str] = typer.Option(None, "--gate", help="MK-UNet gates: immune, plain, none."),
     no_lvcr: bool = typer.Option(False, "--no-lvcr", help="Fix the LVCR input at the training median (ablation)."),
     patches_per_epoch: Optional[int] = typer.Option(None, "--patches-per-epoch", help="Patches per epoch (default: 4 x training scans)."),
+    tumour_fraction: Optional[float] = typer.Option(
+        None, "--tumour-fraction", help="Share of patches centred on the tumour (default: 0.667)."
+    ),
+    lung_fraction: Optional[float] = typer.Option(
+        None, "--lung-fraction", help="Share of patches centred on non-tumour lung: hard negatives (default: 0)."
+    ),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant or poly (default: constant)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers (default: 0)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (default: auto)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
@@ -78,6 +85,7 @@ def train_command(
                 "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "width": width,
                 "channels": channels, "patches_per_epoch": patches_per_epoch, "num_workers": num_workers,
                 "device": device, "threads": threads, "label": label, "time_budget_min": time_budget,
+                "tumour_fraction": tumour_fraction, "lung_fraction": lung_fraction, "lr_schedule": lr_schedule,
             }
             config = TrainConfig(
                 data=str(data), out=str(out), model=model, model_kwargs=model_kwargs,

@@ -85,6 +85,9 @@ class PreparedCase:
         clinical: float32 (6,) encoded clinical vector, or None.
         foreground: flat indices (int64) of the tumour voxels of ``label``.
         lvcr: the patient's LVCR (/day) used in the clinical vector, or None.
+        lung: flat indices (int64) of non-tumour voxels of the lung region
+            (:func:`mkunet.lung.lung_region`; every 4th one), where the hard negatives are:
+            vessels, pleura, dense lung.
     """
 
     record: ScanRecord
@@ -93,6 +96,7 @@ class PreparedCase:
     clinical: np.ndarray | None = None
     foreground: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     lvcr: float | None = None
+    lung: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _resolve(base: Path, value: Any, column: str, row: int) -> Path | None:
@@ -255,20 +259,30 @@ def load_scan(record: ScanRecord) -> tuple[Volume, np.ndarray]:
 
 # ---------------------------------------------------------------------------------- patches
 def sample_patch(
-    case: PreparedCase, patch: Sequence[int], rng: np.random.Generator, tumour_fraction: float
+    case: PreparedCase,
+    patch: Sequence[int],
+    rng: np.random.Generator,
+    tumour_fraction: float,
+    lung_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crop one training patch from a cached case.
 
-    With probability ``tumour_fraction`` (and a non-empty mask) the patch is centred on a
-    uniformly drawn tumour voxel, otherwise on a uniformly drawn voxel; the window is
-    shifted to lie inside the volume, and zero-padded where the volume is smaller.
+    One uniform draw ``u`` picks the centre: ``u < tumour_fraction`` (and a non-empty
+    mask), a uniformly drawn tumour voxel; ``u < tumour_fraction + lung_fraction`` (and a
+    lung found), a uniformly drawn non-tumour voxel of the lung region (hard negatives:
+    vessels, pleura, dense lung); otherwise a uniformly drawn voxel. The window is shifted
+    to lie inside the volume, and zero-padded where the volume is smaller.
 
     Returns:
         image float32 (C, Z, Y, X) and label float32 (1, Z, Y, X), ``(Z, Y, X) = patch``.
     """
     shape = case.label.shape
-    if case.foreground.size and rng.random() < tumour_fraction:
+    u = rng.random()
+    if case.foreground.size and u < tumour_fraction:
         flat = case.foreground[rng.integers(case.foreground.size)]
+        centre = np.unravel_index(int(flat), shape)
+    elif case.lung.size and tumour_fraction <= u < tumour_fraction + lung_fraction:
+        flat = case.lung[rng.integers(case.lung.size)]
         centre = np.unravel_index(int(flat), shape)
     else:
         centre = tuple(int(rng.integers(s)) for s in shape)
@@ -309,6 +323,7 @@ class PatchDataset(torch.utils.data.Dataset):
         world_size: int = 1,
         tumour_fraction: float = 2.0 / 3.0,
         augment: Callable[[int], Callable] | None = None,
+        lung_fraction: float = 0.0,
     ) -> None:
         if not cases:
             raise ValueError("No training cases: the training split is empty.")
@@ -319,6 +334,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.indices = [rank + world_size * j for j in range(per_rank)]
         self.order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(len(self.cases))
         self.tumour_fraction = float(tumour_fraction)
+        self.lung_fraction = float(lung_fraction)
         self.augment = augment
         self._transform: Callable | None = None
 
@@ -329,7 +345,7 @@ class PatchDataset(torch.utils.data.Dataset):
         i = self.indices[k]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         case = self.cases[self.order[i % len(self.cases)]]
-        image, label = sample_patch(case, self.patch, rng, self.tumour_fraction)
+        image, label = sample_patch(case, self.patch, rng, self.tumour_fraction, self.lung_fraction)
         if self.augment is not None:
             if self._transform is None:
                 self._transform = self.augment(int(rng.integers(2**31 - 1)))

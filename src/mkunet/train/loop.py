@@ -56,6 +56,14 @@ _STATE_JSON = "state.json"
 _STATE_TENSORS = "state.safetensors"
 
 
+LR_SCHEDULES = ("constant", "poly")
+
+
+def poly_lr(lr: float, progress: float, power: float = 0.9, floor: float = 1e-3) -> float:
+    """``lr * max(1 - progress, floor) ** power`` (nnU-Net's polynomial decay), progress in [0, 1]."""
+    return float(lr) * max(1.0 - float(progress), floor) ** power
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored as ``config.json`` in the run folder).
@@ -85,6 +93,13 @@ class TrainConfig:
         use_lvcr: False replaces the LVCR column by its training median ("without LVCR" ablation).
         patches_per_epoch: patches per epoch (all processes together); None = 4 per training scan.
         tumour_fraction: probability that a patch is centred on a tumour voxel.
+        lung_fraction: probability that a patch is centred on a non-tumour voxel of the lung
+            region (hard negatives: vessels, pleura, dense lung; :mod:`mkunet.lung`); the
+            rest are centred on uniformly drawn voxels.
+        lr_schedule: ``"constant"`` or ``"poly"``: ``lr * (1 - p) ** 0.9`` with ``p`` the
+            fraction of the run done, the larger of epochs done / ``epochs`` and training
+            time / ``time_budget_min`` (with a time budget the schedule, like the number of
+            epochs, depends on the machine's speed).
         augment: on-the-fly augmentation (rotation, scaling, translation, noise).
         crop_margin_mm: keep only the tumour's bounding box grown by this margin (mm) of each
             training scan in memory (after preprocessing the whole scan); None keeps whole scans.
@@ -126,6 +141,8 @@ class TrainConfig:
     use_lvcr: bool = True
     patches_per_epoch: int | None = None
     tumour_fraction: float = 2.0 / 3.0
+    lung_fraction: float = 0.0
+    lr_schedule: str = "constant"
     augment: bool = True
     crop_margin_mm: float | None = None
     val_every: int = 1
@@ -164,6 +181,13 @@ class TrainConfig:
             raise ValueError(f"`channels` must be 4 or 1, got {self.channels!r}.")
         if not 0.0 <= self.tumour_fraction <= 1.0:
             raise ValueError(f"`tumour_fraction` must lie in [0, 1], got {self.tumour_fraction!r}.")
+        if not 0.0 <= self.lung_fraction <= 1.0 - self.tumour_fraction:
+            raise ValueError(
+                f"`lung_fraction` must lie in [0, 1 - tumour_fraction] = [0, {1.0 - self.tumour_fraction:g}], "
+                f"got {self.lung_fraction!r}."
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}.")
         if self.patches_per_epoch is not None and self.patches_per_epoch < 1:
             raise ValueError(f"`patches_per_epoch` must be >= 1, got {self.patches_per_epoch!r}.")
         if self.time_budget_min is not None and not self.time_budget_min > 0:
@@ -305,22 +329,8 @@ def prepare_case(
     lvcr: float | None,
 ) -> PreparedCase:
     """Resample a scan (linear) and its mask (linear on 0/1, >= 0.5) to ``target_spacing``, preprocess."""
-    from mkunet.bundle import resample_onto
-    from mkunet.preprocess import resample
-
-    if np.allclose(volume.spacing, target_spacing, atol=1e-4):
-        resampled, label = volume, mask
-    else:
-        resampled = resample(volume, tuple(target_spacing))
-        label = resample_onto(mask.astype(np.float32), volume, resampled, "linear") >= 0.5
-    channels = np.asarray(preprocessor(resampled), dtype=np.float32)
-    return PreparedCase(
-        record=record,
-        channels=channels,
-        label=np.asarray(label, dtype=bool),
-        clinical=clinical,
-        foreground=np.flatnonzero(label).astype(np.int64),
-        lvcr=lvcr,
+    return prepare_case_from_resampled(
+        record, _resampled(volume, mask, target_spacing), preprocessor, clinical, lvcr, spacing=target_spacing
     )
 
 
@@ -565,6 +575,7 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             cases[rec.key] = prepare_case_from_resampled(
                 rec, resampled.pop(rec.key), preprocessor, vectors.get(rec.patient_id), lvcrs.get(rec.patient_id),
                 crop_margin_mm=margin, spacing=config.target_spacing,
+                lung_samples=config.lung_fraction > 0 and rec.patient_id in train_ids,
             )
         train_cases = [cases[r.key] for r in wanted if r.patient_id in train_ids]
         val_cases = [cases[r.key] for r in wanted if r.patient_id in val_ids]
@@ -639,10 +650,16 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
         epoch = start_epoch
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.monotonic()
+            if config.lr_schedule == "poly":
+                progress = epoch / config.epochs
+                if budget_s is not None:
+                    progress = max(progress, (elapsed_before + epoch_start - session_start) / budget_s)
+                for group in optimizer.param_groups:
+                    group["lr"] = poly_lr(config.lr, min(progress, 1.0))
             torch.manual_seed(int(np.random.default_rng([config.seed, epoch, 1]).integers(2**62)))
             dataset = PatchDataset(
                 train_cases, config.patch_size, samples, config.seed, epoch, dist.rank, dist.world_size,
-                config.tumour_fraction, augment,
+                config.tumour_fraction, augment, config.lung_fraction,
             )
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
@@ -757,15 +774,21 @@ def prepare_case_from_resampled(
     lvcr: float | None,
     crop_margin_mm: float | None = None,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    lung_samples: bool = False,
 ) -> PreparedCase:
     """Preprocess an already resampled (volume, mask) pair into a cached case.
 
     With ``crop_margin_mm``, only the tumour's bounding box grown by that margin (mm, at
-    ``spacing`` (z, y, x)) is kept, after preprocessing the whole scan.
+    ``spacing`` (z, y, x)) is kept, after preprocessing the whole scan. With
+    ``lung_samples``, every 4th non-tumour voxel of the lung region (found on the whole
+    scan, :func:`mkunet.lung.lung_region`) is stored for hard-negative patches.
     """
+    from mkunet.lung import lung_region
+
     volume, label = resampled
     channels = np.asarray(preprocessor(volume), dtype=np.float32)
     label = np.asarray(label, dtype=bool)
+    region = lung_region(volume.array, volume.spacing) & ~label if lung_samples else None
     if crop_margin_mm is not None and label.any():
         idx = np.argwhere(label)
         lo, hi = idx.min(0), idx.max(0) + 1
@@ -773,7 +796,9 @@ def prepare_case_from_resampled(
         box = tuple(slice(max(0, int(a) - p), min(n, int(b) + p)) for a, b, p, n in zip(lo, hi, pad, label.shape))
         channels = np.ascontiguousarray(channels[(slice(None), *box)])
         label = np.ascontiguousarray(label[box])
-    return PreparedCase(record, channels, label, clinical, np.flatnonzero(label).astype(np.int64), lvcr)
+        region = None if region is None else region[box]
+    lung = np.zeros(0, np.int64) if region is None else np.flatnonzero(region)[::4].astype(np.int64)
+    return PreparedCase(record, channels, label, clinical, np.flatnonzero(label).astype(np.int64), lvcr, lung)
 
 
 def _augment_factory() -> Callable[[int], Callable]:
