@@ -3,12 +3,14 @@
 Cases (never used for training): pyradiomics ``lung1`` and ``lung2`` (NRRD image + label)
 and the IBSI CT radiomics phantom (NIfTI image + GTV mask), from ``../shared/data``.
 
-For each case it prints the Dice of
-* ``whole``: whole-volume sliding-window inference, thresholded (other structures may be
-  segmented too: a lower bound of what a user gets without a region of interest);
-* ``roi``: inference restricted to the tumour's bounding box + MARGIN mm on every side
-  (what a user gives with ``mkunet segment --roi``), thresholded;
-* ``roi_cc``: as ``roi``, keeping the largest connected component.
+Every column is a call of :func:`mkunet.infer.segment`, i.e. what a user gets:
+
+* ``raw``: whole volume, the thresholded probability without post-processing (the network alone);
+* ``whole``: whole volume, default post-processing (the component with the most probability
+  mass in the lung region);
+* ``box``: ``--roi`` box = the tumour's bounding box + MARGIN mm on every side;
+* ``seed``: a seed at the voxel of the tumour nearest its centroid, cube of the tumour's
+  largest extent + 2 x MARGIN mm (the component holding the seed is kept).
 
 Usage::
 
@@ -39,16 +41,6 @@ def roi_box(mask: np.ndarray, spacing, margin_mm: float) -> tuple:
     return tuple((max(0, int(a) - p), min(n, int(b) + p)) for a, b, p, n in zip(lo, hi, pad, mask.shape))
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="bundle or run folder (default: shipped model)")
@@ -62,7 +54,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mkunet.bundle import ModelBundle, default_bundle, predict_probability
+    from mkunet.bundle import ModelBundle, default_bundle
+    from mkunet.infer import Box, Seed, segment
     from mkunet.io import read_mask, read_volume
     from mkunet.metrics import dice
 
@@ -72,7 +65,8 @@ def main() -> None:
         folder = args.model / "best" if (args.model / "best" / "bundle.json").is_file() else args.model
         bundle = ModelBundle.load(folder)
     print(f"model: {bundle!r}")
-    print(f"{'case':<22} {'tumour cm3':>10} {'whole':>7} {'roi':>7} {'roi_cc':>7} {'time s':>7}")
+    columns = ("raw", "whole", "box", "seed")
+    print(f"{'case':<22} {'tumour cm3':>10} " + " ".join(f"{c:>7}" for c in columns) + f" {'time s':>7}")
     rows = []
     for name, (image, label) in CASES.items():
         volume = read_volume(args.data / image)
@@ -80,16 +74,22 @@ def main() -> None:
         t0 = time.monotonic()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            whole = predict_probability(bundle, volume, None, overlap=0.25) >= bundle.threshold
+            whole = segment(volume, bundle, overlap=0.25)
             box = roi_box(truth, volume.spacing, args.margin)
-            roi = predict_probability(bundle, volume, None, roi_box=box, overlap=0.5) >= bundle.threshold
-            scores = (dice(whole, truth), dice(roi, truth), dice(largest_component(roi), truth))
+            in_box = segment(volume, bundle, roi=Box(*box), overlap=0.5)
+            idx = np.argwhere(truth)
+            centre = idx[np.argmin((((idx - idx.mean(0)) * volume.spacing) ** 2).sum(1))]
+            extent = float(((idx.max(0) - idx.min(0) + 1) * np.asarray(volume.spacing)).max())
+            seeded = segment(volume, bundle, roi=Seed(tuple(float(c) for c in centre[::-1]), units="voxel",
+                                                      size_mm=extent + 2 * args.margin), overlap=0.5)
+            scores = (dice(whole.probability >= whole.threshold, truth), dice(whole.mask, truth),
+                      dice(in_box.mask, truth), dice(seeded.mask, truth))
         elapsed = time.monotonic() - t0
         cm3 = float(truth.sum()) * volume.voxel_volume_mm3 / 1000
         rows.append(scores)
-        print(f"{name:<22} {cm3:>10.2f} {scores[0]:>7.3f} {scores[1]:>7.3f} {scores[2]:>7.3f} {elapsed:>7.1f}")
+        print(f"{name:<22} {cm3:>10.2f} " + " ".join(f"{v:>7.3f}" for v in scores) + f" {elapsed:>7.1f}")
     mean = np.mean(rows, axis=0)
-    print(f"{'mean':<22} {'':>10} {mean[0]:>7.3f} {mean[1]:>7.3f} {mean[2]:>7.3f}")
+    print(f"{'mean':<22} {'':>10} " + " ".join(f"{v:>7.3f}" for v in mean))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ Component rule (``keep="component"``, the default; 26-connectivity):
   none overlaps, the component nearest to the previous mask's centroid (mm).
 * otherwise (no ROI or a ``Box``): the component with the largest probability mass
   inside the lung region, weighted by the fraction of its mass inside (:func:`mkunet.lung.lung_region`: the lungs found by HU,
-  closed by a 15 mm ball, holes filled; a lung tumour lies in or on a lung, while the
+  closed by a 30 mm ball, holes filled; a lung tumour lies in or on a lung, while the
   network's false positives are often in the heart, chest wall or abdomen). When no
   lung is found, or no component reaches it, the largest probability mass anywhere.
   ``lung_prior=False`` drops the region (largest probability mass anywhere).

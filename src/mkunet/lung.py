@@ -10,9 +10,11 @@ Algorithm of :func:`lung_mask` (on a grid of about ``grid_mm`` mm, then nearest-
 back to the input grid; arrays (z, y, x), spacings (z, y, x) in mm):
 
 1. air = ``HU < air_hu`` (default -400 HU: aerated lung is -950..-600 HU, fat -120..-80);
-2. the air connected to the in-plane (y, x) border of the volume (the room around the
-   patient, 6-connectivity) is removed; the z faces do not count, a chest scan cuts the
-   lungs there;
+2. an air component (6-connectivity) that touches the in-plane (y, x) border of the
+   volume and whose median is below ``room_hu`` (-950 HU) is the room around the patient
+   and is removed. Room air reads -1000 HU; aerated lung -900..-750 HU, so a lung cut by
+   a field of view cropped through the chest (the IBSI phantom) is kept. The z faces do
+   not count: a chest scan cuts the lungs there;
 3. the remaining components of at least ``min_cm3`` cm^3 are the lungs (the trachea and
    main bronchi join them; small bowel gas is dropped).
 
@@ -58,6 +60,7 @@ def lung_mask(
     air_hu: float = -400.0,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
+    room_hu: float = -950.0,
 ) -> np.ndarray:
     """Aerated lung (with trachea and bronchi) as a bool (z, y, x) mask on the input grid.
 
@@ -67,6 +70,7 @@ def lung_mask(
         air_hu: voxels below this HU are air or aerated lung.
         min_cm3: smallest component kept (cm^3), drops bowel gas and noise.
         grid_mm: the work is done on the input subsampled to about this step (mm).
+        room_hu: air touching the in-plane border with a median below this is room air.
 
     Returns:
         bool (z, y, x); all False when the volume holds no internal air (e.g. a crop
@@ -87,7 +91,10 @@ def lung_mask(
     voxel_cm3 = float(np.prod(spacing_arr * np.asarray(step))) / 1000.0
     keep = sizes * voxel_cm3 >= min_cm3
     keep[0] = False
-    keep[border] = False
+    border = border[border > 0]
+    if border.size:
+        medians = ndimage.median(small, labels, index=border)
+        keep[border[np.asarray(medians) < room_hu]] = False
     return _back(keep[labels], step, array.shape)
 
 
@@ -95,7 +102,7 @@ def lung_region(
     array: np.ndarray,
     spacing: Sequence[float],
     *,
-    closing_mm: float = 15.0,
+    closing_mm: float = 30.0,
     air_hu: float = -400.0,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
@@ -105,7 +112,9 @@ def lung_region(
     Args:
         array: CT in HU, (z, y, x).
         spacing: (z, y, x) voxel size in mm.
-        closing_mm: radius of the closing ball (mm); dents in the lung surface shallower
+        closing_mm: radius of the closing ball (mm, default 30: it takes in 88 % of
+            pyradiomics lung2's tumour and 54 % of the IBSI phantom's 359 cm^3 GTV, against
+            40 % and 27 % at 15 mm); dents in the lung surface shallower
             than about this (a pleural or mediastinal tumour) are filled.
         air_hu, min_cm3, grid_mm: see :func:`lung_mask`.
 
