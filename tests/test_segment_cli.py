@@ -173,3 +173,25 @@ def test_dicom_input_without_tumour(tmp_path):
     assert "no tumour found" in res.output
     for name in ("mask.nii.gz", "seg.dcm", "rtstruct.dcm"):
         assert (tmp_path / "out" / name).exists(), name
+
+
+def test_lung_prior_flag(tmp_path):
+    """A soft-tissue trunk (large, tumour-like for the oracle) around one lung holding a small tumour:
+    the default lung prior keeps the tumour, --no-lung-prior the largest probability mass (the trunk)."""
+    shape, spacing = (12, 48, 48), (2.5, 1.5, 1.5)
+    hu = np.full(shape, -1000, np.int16)
+    hu[:, 4:44, 4:44] = 40
+    hu[1:11, 12:36, 12:36] = -850
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    tumour = ((zz - 6) * 2.5) ** 2 + ((yy - 24) * 1.5) ** 2 + ((xx - 24) * 1.5) ** 2 <= 6.0**2
+    hu[tumour] = 40
+    ref = Volume(hu.astype(np.float32), spacing=spacing)
+    path = write_volume(ref, tmp_path / "chest.nii.gz")
+    res = run([path, "--out", tmp_path / "prior"])
+    assert res.exit_code == 0, res.output
+    kept = read_mask(tmp_path / "prior" / "mask.nii.gz", read_volume(path))
+    assert 2 * (kept & tumour).sum() / (kept.sum() + tumour.sum()) > 0.9
+    res = run([path, "--out", tmp_path / "plain", "--no-lung-prior"])
+    assert res.exit_code == 0, res.output
+    plain = read_mask(tmp_path / "plain" / "mask.nii.gz", read_volume(path))
+    assert not (plain & tumour).any() and plain.sum() > tumour.sum()

@@ -120,6 +120,10 @@ def register(app: typer.Typer) -> None:
         ),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Probability threshold (default: model's)."),
         keep: str = typer.Option("component", "--keep", help="component | all | none (see mkunet.infer)."),
+        lung_prior: bool = typer.Option(
+            True, "--lung-prior/--no-lung-prior",
+            help="Without a seed or previous mask, keep the component with the most probability in the lungs.",
+        ),
         overlap: float = typer.Option(
             0.25, "--overlap", help="Sliding-window overlap fraction (0.125 is ~1/3 faster on a whole CT)."
         ),
@@ -155,6 +159,7 @@ def register(app: typer.Typer) -> None:
                     threshold=threshold,
                     return_attention=attention,
                     keep=keep,  # type: ignore[arg-type]
+                    lung_prior=lung_prior,
                     overlap=overlap,
                 )
                 bar.update(task, advance=1, description="writing")
