@@ -176,10 +176,12 @@ def _banner(meta: Mapping[str, Any]) -> str:
         )
     model = meta.get("model", {}) or {}
     if model.get("model_source") == "shipped":
+        measured = (model.get("metadata") or {}).get("measured_accuracy")
         parts.append(
             "<strong>Shipped research model.</strong> The segmentations come from the small MK-UNet shipped with "
-            "mkunet, trained briefly on synthetic data only; its accuracy is poor (held-out synthetic Dice about 0.33, "
-            "real tumours 0.05-0.72 with a region of interest; see mkunet/weights/README.md)."
+            "mkunet, trained for minutes on a CPU on synthetic data only; its accuracy is limited"
+            + (f" ({html.escape(str(measured))})" if measured else "")
+            + "; see mkunet/weights/README.md."
         )
     parts.append(
         "<strong>Not a medical device.</strong> Research software: not for diagnosis, treatment or radiotherapy "
