@@ -87,6 +87,24 @@ def test_predict_probability_is_on_the_volume_grid_and_roi_restricts(tmp_path):
         predict_probability(bundle, volume, roi_box=((0, 1), (0, 1)))
 
 
+def test_small_inputs_give_attention_maps_on_their_grid():
+    """Regression: an input far smaller than the window (a tight previous-mask crop) gave coarse attention
+    maps of zero voxels (MONAI pads, then scales the padded size down) and a crash."""
+    from mkunet.bundle import sliding_window_probability
+
+    torch.manual_seed(0)
+    model = build_model("mkunet", channels=[2, 4, 4, 8, 8], in_channels=4)
+    channels = np.random.default_rng(0).random((4, 8, 22, 28), dtype=np.float32)
+    prob, maps = sliding_window_probability(model, channels, (32, 64, 64), np.zeros(6, np.float32),
+                                            return_attention=True)
+    assert prob.shape == (8, 22, 28) and np.isfinite(prob).all()
+    assert maps is not None and len(maps) == 4
+    assert all(m.shape == (8, 22, 28) and np.isfinite(m).all() for m in maps)
+    # asking for the attention maps does not change the probability
+    alone = sliding_window_probability(model, channels, (32, 64, 64), np.zeros(6, np.float32))
+    np.testing.assert_allclose(alone, prob, atol=1e-6)
+
+
 def test_clinical_vector_defaults_and_encoding():
     bundle = make_bundle()
     assert bundle.clinical_vector(None).shape == (6,)

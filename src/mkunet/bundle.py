@@ -352,7 +352,10 @@ def sliding_window_probability(
 
     MONAI :func:`~monai.inferers.sliding_window_inference` with Gaussian blending of the
     sigmoid probabilities; the window is ``patch_size`` (z, y, x) voxels, shrunk to the
-    input (rounded up to a multiple of 16) when the input is smaller.
+    input (rounded up to a multiple of 16) when the input is smaller. An input smaller than
+    the window is zero-padded at its far end (0 = air / no edge / no texture in every
+    channel) and the outputs cropped back: MONAI's own padding would round the coarse
+    attention maps of a small input down to zero voxels.
 
     Returns:
         float32 (z, y, x) probability on the input array's grid; with ``return_attention``
@@ -364,6 +367,12 @@ def sliding_window_probability(
     first = next(model.parameters(), None)  # parameter-free models (oracles, tests) run on the CPU
     device = first.device if first is not None else torch.device("cpu")
     x = torch.as_tensor(np.asarray(channels, dtype=np.float32))[None].to(device)
+    shape = tuple(int(n) for n in x.shape[2:])
+    window = _window_size(patch_size, shape)
+    pad = [max(0, w - n) for w, n in zip(window, shape)]
+    if any(pad):
+        x = torch.nn.functional.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
+    crop = (0, 0, slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
     clin = None if clinical is None else torch.as_tensor(np.asarray(clinical, dtype=np.float32).reshape(1, -1)).to(device)
 
     def predictor(window: torch.Tensor):
@@ -383,7 +392,7 @@ def sliding_window_probability(
         with torch.autocast(device_type=device.type, enabled=use_amp and device.type == "cuda"):
             out = sliding_window_inference(
                 x,
-                roi_size=_window_size(patch_size, x.shape[2:]),
+                roi_size=window,
                 sw_batch_size=sw_batch_size,
                 predictor=predictor,
                 overlap=overlap,
@@ -393,18 +402,18 @@ def sliding_window_probability(
         if was_training:
             model.train()
     outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-    prob = torch.as_tensor(outputs[0]).float()[0, 0].cpu().numpy().astype(np.float32, copy=False)
+    prob = torch.as_tensor(outputs[0]).float()[crop].cpu().numpy().astype(np.float32, copy=False)
     if not return_attention:
         return prob
     if len(outputs) == 1:
         return prob, None
-    shape = tuple(x.shape[2:])
+    padded = tuple(x.shape[2:])
     maps = []
     for amap in outputs[1:]:
         amap = torch.as_tensor(amap).float()
-        if tuple(amap.shape[2:]) != shape:
-            amap = torch.nn.functional.interpolate(amap, size=shape, mode="trilinear", align_corners=False)
-        maps.append(amap[0, 0].cpu().numpy().astype(np.float32, copy=False))
+        if tuple(amap.shape[2:]) != padded:
+            amap = torch.nn.functional.interpolate(amap, size=padded, mode="trilinear", align_corners=False)
+        maps.append(amap[crop].cpu().numpy().astype(np.float32, copy=False))
     return prob, maps
 
 
