@@ -19,9 +19,10 @@ Component rule (``keep="component"``, the default; 26-connectivity):
 * ``PreviousMask`` ROI: the component overlapping the previous mask most; if
   none overlaps, the component nearest to the previous mask's centroid (mm).
 * otherwise (no ROI or a ``Box``): the component with the largest probability mass
-  inside the lung region, weighted by the fraction of its mass inside (:func:`mkunet.lung.lung_region`: the lungs found by HU,
-  closed by a 30 mm ball, holes filled; a lung tumour lies in or on a lung, while the
-  network's false positives are often in the heart, chest wall or abdomen). When no
+  inside the lung region, weighted by the fraction of its mass inside
+  (:func:`mkunet.lung.lung_region`: the lungs found by HU, closed by a 30 mm ball,
+  holes filled; a lung tumour lies in or on a lung, while the network's false
+  positives are often in the heart, chest wall or abdomen). When no
   lung is found, or no component reaches it, the largest probability mass anywhere.
   ``lung_prior=False`` drops the region (largest probability mass anywhere).
 
@@ -555,8 +556,8 @@ def keep_tumour_component(
         else:
             chosen = nearest_to(np.argwhere(previous).mean(axis=0))
     else:
-        weights = None if probability is None else np.asarray(probability, dtype=np.float64)
-        score = np.zeros(n + 1)
+        weights = None if probability is None else np.asarray(probability)  # no float64 copy of the map
+        score = np.zeros(n + 1)  # stays 0 without a usable region
         total = np.bincount(labels[binary], weights=None if weights is None else weights[binary], minlength=n + 1)
         total[0] = 0.0
         if region is not None and np.any(region):
