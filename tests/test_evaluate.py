@@ -95,6 +95,13 @@ def test_helpers_and_errors(tmp_path):
     tiny_cohort(tmp_path / "d", n_patients=1, shape=(16, 16, 16))
     with pytest.raises(FileNotFoundError, match="neither a training run"):
         evaluate_runs([tmp_path / "nope"], tmp_path / "d")
+    with pytest.raises(ValueError, match="`keep` must be one of component, all, none; got 'largest'"):
+        evaluate_runs([tmp_path / "nope"], tmp_path / "d", keep="largest")
+    from mkunet.evaluate import benchmark_models
+
+    with pytest.raises(ValueError, match="`keep`"):  # refused before any training
+        benchmark_models(tmp_path / "d", tmp_path / "bench", keep="largest")
+    assert not (tmp_path / "bench").exists()
 
 
 def test_evaluate_cli(two_runs, tmp_path):

@@ -224,15 +224,13 @@ def evaluate_runs(
     from mkunet.bundle import ModelBundle, predict_probability
     from mkunet.metrics import dice, hd95, iou
     from mkunet.models import count_parameters
-    from mkunet.train.data import load_scan, patient_lvcr, read_clinical, read_scans
-
-    from mkunet.infer import keep_tumour_component
+    from mkunet.infer import check_keep, keep_tumour_component
     from mkunet.lung import lung_region
+    from mkunet.train.data import load_scan, patient_lvcr, read_clinical, read_scans
 
     if not runs:
         raise ValueError("No runs to evaluate: give at least one --runs RUN_DIR.")
-    if keep not in ("component", "all", "none"):
-        raise ValueError(f"`keep` must be 'component', 'all' or 'none', got {keep!r}.")
+    check_keep(keep)
     data = Path(data)
     regions: dict[str, np.ndarray] = {}
     records = read_scans(data)
@@ -470,8 +468,10 @@ def benchmark_models(
         keep: post-processing of the evaluation, see :func:`evaluate_runs`.
         callback: ``callback(run_name, event)`` with the training events of :func:`mkunet.train.train`.
     """
+    from mkunet.infer import check_keep
     from mkunet.train import TrainConfig, train
 
+    check_keep(keep)  # before hours of training, not after
     out = Path(out)
     n_epochs = epochs if epochs is not None else (150 if paper_settings else 10)
     base_width = width if width is not None else (16 if paper_settings else 4)

@@ -67,6 +67,8 @@ __all__ = [
     "segment_timepoints",
     "predict_probability",
     "keep_tumour_component",
+    "KEEP_RULES",
+    "check_keep",
     "body_box",
     "roi_crop_box",
     "check_formats",
@@ -480,6 +482,16 @@ def _crop(volume: Volume, box: BoxIdx) -> Volume:
 
 
 # ----------------------------------------------------------------------------- post-processing
+KEEP_RULES = ("component", "all", "none")
+"""The component rules of :func:`keep_tumour_component` (see the module doc)."""
+
+
+def check_keep(keep: str) -> str:
+    """Return ``keep`` if it is one of :data:`KEEP_RULES`, else raise a ValueError quoting it."""
+    if keep not in KEEP_RULES:
+        raise ValueError(f"`keep` must be one of {', '.join(KEEP_RULES)}; got {keep!r}.")
+    return keep
+
 
 
 def keep_tumour_component(
@@ -522,10 +534,8 @@ def keep_tumour_component(
     from scipy import ndimage
 
     binary = np.asarray(binary, dtype=bool)
-    if keep == "none":
+    if check_keep(keep) == "none":
         return binary.copy()
-    if keep not in ("component", "all"):
-        raise ValueError(f"`keep` must be 'component', 'all' or 'none', got {keep!r}.")
     labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return np.zeros_like(binary)

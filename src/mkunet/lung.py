@@ -106,6 +106,7 @@ def lung_region(
     air_hu: float = -400.0,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
+    room_hu: float = -950.0,
 ) -> np.ndarray:
     """Where a lung tumour can be: the lungs closed by a ``closing_mm`` ball, holes filled per slice.
 
@@ -116,7 +117,7 @@ def lung_region(
             pyradiomics lung2's tumour and 54 % of the IBSI phantom's 359 cm^3 GTV, against
             40 % and 27 % at 15 mm); dents in the lung surface shallower
             than about this (a pleural or mediastinal tumour) are filled.
-        air_hu, min_cm3, grid_mm: see :func:`lung_mask`.
+        air_hu, min_cm3, grid_mm, room_hu: see :func:`lung_mask`.
 
     Returns:
         bool (z, y, x) on the input grid; all False when no lung is found.
@@ -126,7 +127,7 @@ def lung_region(
     array, spacing_arr = _check(array, spacing)
     small, step = _coarse(array, spacing_arr, grid_mm)
     coarse_spacing = spacing_arr * np.asarray(step)
-    lungs = lung_mask(small, coarse_spacing, air_hu=air_hu, min_cm3=min_cm3, grid_mm=0.0)
+    lungs = lung_mask(small, coarse_spacing, air_hu=air_hu, min_cm3=min_cm3, grid_mm=0.0, room_hu=room_hu)
     if not lungs.any():
         return np.zeros(array.shape, bool)
     # closing by a ball of closing_mm, exact in mm on an anisotropic grid, via two

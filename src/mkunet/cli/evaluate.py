@@ -8,6 +8,9 @@ from typing import Optional
 import typer
 
 
+KEEP_HELP = "Post-processing: component (as `mkunet segment`), all, or none (raw network)."
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to `app`."""
     app.command("evaluate")(evaluate_command)
@@ -24,7 +27,7 @@ def evaluate_command(
     ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
     keep: str = typer.Option(
-        "component", "--keep", help="Post-processing: component (as `mkunet segment`), all, or none (raw network)."
+        "component", "--keep", help=KEEP_HELP
     ),
 ) -> None:
     """Segment each run's test cases and write Table 1 (models), Table 2 (ablation), Table 3 (LVCR) + per-case rows."""
@@ -57,7 +60,7 @@ def benchmark_command(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes per run."),
     lvcr_cutoff: Optional[float] = typer.Option(None, "--lvcr-cutoff", help="Table 3 cut-off (/day)."),
     keep: str = typer.Option(
-        "component", "--keep", help="Post-processing: component (as `mkunet segment`), all, or none (raw network)."
+        "component", "--keep", help=KEEP_HELP
     ),
 ) -> None:
     """Train and evaluate every model of Tables 1-2 with one seed and budget (one command for the whole comparison)."""

@@ -138,8 +138,7 @@ def register(app: typer.Typer) -> None:
 
             clinical_values = parse_clinical(clinical)
             region = _build_roi(roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm)
-            if keep not in ("component", "all", "none"):
-                raise ValueError(f"--keep must be component, all or none, got {keep!r}.")
+            infer.check_keep(keep)
             with progress() as bar:
                 task = bar.add_task("reading", total=4)
                 volume = read_volume(input)
