@@ -35,7 +35,58 @@ fixed-point LVCR iteration when clinical.csv gives no LVCR); per scan the output
 gates), ``seg.dcm`` and ``rtstruct.dcm`` (DICOM inputs only), and
 ``OUT/patients/<pid>/overview.png`` (axial overlays for the report). Shape and
 intensity features (:mod:`mkunet.measure`), LVCR with its 95 % CI, VDT and the
-response category per scan (:mod:`mkunet.kinetics`) follow.
+response category per scan (:mod:`mkunet.kinetics`) follow. The steps are named
+functions: read (:func:`_read_step`) -> segment -> measure -> kinetics.
+
+Target lesions (``run_cohort(..., lesions=...)``, ``mkunet run --lesions lesions.csv``)
+----------------------------------------------------------------------------------
+``lesions.csv`` (:func:`read_lesions`) has one row per target lesion: ``patient_id,
+lesion_id, x_mm, y_mm, z_mm`` (a click inside the lesion, (x, y, z) mm, DICOM LPS, on the
+first scan), optional ``timepoint`` (0-based scan index the click is on; blank = 0) and
+``roi`` (a box ``"x0 x1 y0 y1 z0 z1"`` mm). At most 5 per patient (RECIST 1.1). A bad file
+(missing column, non-numeric coordinate, duplicate lesion, > 5 lesions, unknown patient or
+timepoint) is a ValueError naming the file, line, patient / lesion or column, raised before
+any patient is processed; ``--roi none`` cannot be combined with it.
+
+For a listed patient each lesion is segmented on its own:
+:func:`mkunet.infer.segment_timepoints` with the lesion's ROI (a Seed at the click, or its
+box) at its scan and None elsewhere, ``previous_mask_roi=True`` (later scans follow the
+lesion's previous mask + ``margin_mm``; the fixed-point LVCR iteration runs per lesion).
+A click on a later scan (``timepoint`` > 0) leaves the earlier scans without a ROI: they
+are segmented as :func:`mkunet.infer.segment_timepoints` does without one (whole volume).
+Outputs per scan: ``T<k>/lesion_<id>/`` holds the lesion's ``mask.nii.gz``,
+``probability.nii.gz``, ``seg.dcm`` and ``rtstruct.dcm``; ``T<k>/`` holds the combination:
+the union of the lesion masks, the maximum probability and attention, SEG / RTSTRUCT of the
+union (a single segment). Lesions whose masks overlap get an errors row (their volumes
+are still summed as given).
+
+**The patient's volume at a scan is the sum of its target-lesion volumes** (volumetric
+RECIST: the sum of target lesions replaces the sum of diameters). A lesion empty at a scan
+counts 0 (complete response of that lesion, an errors row says so); a lesion that could not
+be measured on a scan makes that scan's sum unknown (``status="error"``, excluded from
+kinetics); a lesion that could not be segmented at all (its scan unreadable, the click
+outside the volume) is left out of every scan's sum, with an errors row. In
+``results.csv`` the patient's row per scan has ``volume_cm3`` = the sum (0 when every
+lesion is gone: ``status="empty"``), the other additive features (``mesh_volume_mm3``,
+``n_voxels``, ``surface_area_mm2``, ``volume_voxels_cm3``) summed,
+``sum_longest_axial_diameter_mm`` (the RECIST-style sum of the lesions' longest axial
+diameters), and the shape descriptors and HU statistics (sphericity, diameters, centroid,
+mean HU, ...) of the largest lesion on that scan (``features_from_lesion``); so the IES
+uses the baseline sphericity of the largest target lesion. **The patient LVCR** is
+:func:`mkunet.kinetics.lvcr` of the sums on the scans where the sum is > 0 (a log-volume
+slope needs positive volumes; ``lvcr_notes`` in patients.csv lists them); the response
+categories use every measured sum (0 = CR). ``patients.csv`` gains ``volume_definition``,
+``target_lesions``, ``n_target_lesions``, ``n_target_lesions_failed`` and ``lvcr_notes``.
+
+``OUT/lesion_results.csv`` / ``.parquet``: one row per patient x lesion x scan: the click
+(``click_x_mm``...), ``status`` (ok | empty | error), ``volume_cm3`` (0 when empty), the
+lesion's shape and intensity features, ``click_in_mask`` (on the click's scan), and the
+lesion's kinetics on every row: ``lesion_lvcr_per_day``, ``lesion_lvcr_se``,
+``lesion_lvcr_ci_low`` / ``_high``, ``lesion_vdt_days``, ``lesion_lvcr_n_scans`` (from the
+scans where the lesion is present; fewer than two: no lesion LVCR and an errors row) and
+``lesion_response``. Patients without a row in lesions.csv run the whole-volume path and
+get an errors row (stage ``lesions``) saying so; ``volume_definition`` says which volume each
+patient has. Without ``lesions`` nothing of this is written and every table is as before.
 
 Failures (documented behaviour)
 -------------------------------
@@ -53,18 +104,20 @@ Resume
 ------
 A patient's results are cached as ``OUT/cache/<pid>.json`` under a key: sha256 over
 the bytes (and relative names) of its input files, the model identity (sha256 of the
-network's state dict + its configuration), its clinical row and the run parameters. A
-rerun reuses every patient whose key is unchanged (outputs included) and reruns only
-the others. Patients without any usable timepoint are not cached (retried). Writes are
-atomic: a patient's outputs are written to ``OUT/patients/.tmp-<pid>`` and renamed; JSON
-/ CSV / Parquet files are written to a temporary name and renamed.
+network's state dict + its configuration), its clinical row, the run parameters and
+(target-lesion mode) its rows of lesions.csv. A rerun reuses every patient whose key is
+unchanged (outputs included) and reruns only the others. Patients without any usable
+timepoint are not cached (retried). Writes are atomic: a patient's outputs are written to
+``OUT/patients/.tmp-<pid>`` and renamed; JSON / CSV / Parquet files are written to a
+temporary name and renamed.
 
 Tables
 ------
 ``OUT/results.csv`` and ``OUT/results.parquet``: one row per patient x timepoint with
 provenance (input path, series UID, input sha256, model name / version / weights
 sha256, parameters JSON, mkunet version). ``OUT/patients.csv``: one row per patient
-(LVCR, CI, VDT, response, IES, ...). ``OUT/run.json``: parameters, model identity and
+(LVCR, CI, VDT, response, IES, ...). ``OUT/lesion_results.csv`` / ``.parquet``: per target
+lesion (see above). ``OUT/run.json``: parameters, model identity, lesions file and
 counts. With outcomes: ``OUT/cohort/`` holds :func:`mkunet.cohort.analyse_cohort`'s
 tables and figures.
 
@@ -99,6 +152,10 @@ __all__ = [
     "ProgressCallback",
     "discover_scans",
     "read_clinical",
+    "TargetLesion",
+    "read_lesions",
+    "check_lesions",
+    "MAX_TARGET_LESIONS",
     "model_identity",
     "run_cohort",
     "load_run",
@@ -403,6 +460,293 @@ def _clinical_mapping(row: pd.Series | None) -> dict[str, Any] | None:
     return out
 
 
+# ============================================================================ target lesions
+
+LESION_COLUMNS = ("patient_id", "lesion_id", "x_mm", "y_mm", "z_mm")
+"""Required columns of lesions.csv (see :func:`read_lesions`)."""
+LESION_OPTIONAL_COLUMNS = ("timepoint", "roi")
+"""Optional columns of lesions.csv."""
+MAX_TARGET_LESIONS = 5
+"""RECIST 1.1 allows at most 5 target lesions per patient (2 per organ; the per-organ limit is not checked)."""
+
+
+@dataclass(frozen=True)
+class TargetLesion:
+    """One row of lesions.csv: a target lesion and where it is.
+
+    Attributes:
+        patient_id: the patient (as in scans.csv / the patient folders).
+        lesion_id: the lesion's name within its patient (text: "1", "RUL", ...).
+        point_xyz_mm: a point inside the lesion (the "click"), physical patient
+            coordinates **(x, y, z)** in mm (DICOM LPS), on scan ``timepoint``.
+        timepoint: 0-based index of the scan the click (and box) refer to, among the
+            patient's scans in time order (the ``T<k>`` of the outputs; 0 = first scan).
+        box_mm: optional box around the lesion on that scan, ((z0, z1), (y0, y1), (x0, x1))
+            physical mm, each start < stop; when given it is the region of interest
+            instead of the click.
+        source: the file the row came from ("" when built in Python).
+        line: the row's line number in that file (header = line 1; 0 when built in Python).
+    """
+
+    patient_id: str
+    lesion_id: str
+    point_xyz_mm: tuple[float, float, float]
+    timepoint: int = 0
+    box_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
+    source: str = ""
+    line: int = 0
+
+    @property
+    def where(self) -> str:
+        """Where the row is, for messages: file, line, patient and lesion."""
+        at = f"'{self.source}' line {self.line}, " if self.source else ""
+        return f"{at}patient {self.patient_id!r}, lesion {self.lesion_id!r}"
+
+    @property
+    def box_text(self) -> str | None:
+        """The box in the lesions.csv ``roi`` format, ``"x0 x1 y0 y1 z0 z1"`` (mm), or None."""
+        if self.box_mm is None:
+            return None
+        (z0, z1), (y0, y1), (x0, x1) = self.box_mm
+        return " ".join(f"{v:g}" for v in (x0, x1, y0, y1, z0, z1))
+
+    def roi(self) -> Any:
+        """The region of interest on scan ``timepoint``: :class:`mkunet.infer.Box` (mm) when a box is
+        given, else :class:`mkunet.infer.Seed` at the click (100 mm cube, the component at the click kept)."""
+        from mkunet.infer import Box, Seed
+
+        if self.box_mm is not None:
+            z, y, x = self.box_mm
+            return Box(z=z, y=y, x=x, units="mm")
+        return Seed(point=self.point_xyz_mm, units="mm")
+
+    def key(self) -> dict[str, Any]:
+        """What defines the lesion's results (part of the patient's cache key; not the file line)."""
+        return {"lesion_id": self.lesion_id, "point_xyz_mm": [float(v) for v in self.point_xyz_mm],
+                "timepoint": int(self.timepoint), "box_zyx_mm": None if self.box_mm is None else
+                [[float(a), float(b)] for a, b in self.box_mm]}
+
+
+def _lesion_number(text: str, column: str, where: str, problems: list[str]) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        what = "is empty" if not text else f"is {text!r}, not a finite number"
+        problems.append(f"{where}: {column} {what}; give the coordinate in mm")
+        return None
+    return value
+
+
+def _lesion_box(text: str, point: tuple[float, float, float] | None, where: str, problems: list[str]) -> Any:
+    parts = text.replace(";", " ").split()
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 6 or not all(math.isfinite(v) for v in values):
+        problems.append(f"{where}: roi {text!r} is not a box; write six numbers 'x0 x1 y0 y1 z0 z1' in mm "
+                        "separated by spaces (or leave roi blank to use the click)")
+        return None
+    x0, x1, y0, y1, z0, z1 = values
+    bad = [a for a, (lo, hi) in zip("xyz", ((x0, x1), (y0, y1), (z0, z1))) if not lo < hi]
+    if bad:
+        problems.append(f"{where}: roi {text!r} has start >= stop along {', '.join(bad)}; write 'x0 x1 y0 y1 z0 z1' "
+                        "with each start < stop (mm)")
+        return None
+    if point is not None and not all(lo <= p <= hi for p, (lo, hi) in zip(point, ((x0, x1), (y0, y1), (z0, z1)))):
+        problems.append(f"{where}: the click ({', '.join(f'{v:g}' for v in point)}) mm lies outside its roi box "
+                        f"{text!r}; fix x_mm/y_mm/z_mm or the box")
+        return None
+    return ((z0, z1), (y0, y1), (x0, x1))
+
+
+def _raise_lesion_problems(path: Any, problems: list[str]) -> None:
+    if problems:
+        more = f"; and {len(problems) - 8} more problem(s)" if len(problems) > 8 else ""
+        raise ValueError(f"lesions file '{path}': " + "; ".join(problems[:8]) + more + ".")
+
+
+def check_lesions(
+    lesions: Sequence[TargetLesion],
+    scans: Mapping[str, Sequence[ScanInput]] | None = None,
+    source: Any = "lesions",
+) -> list[TargetLesion]:
+    """Check a list of target lesions (what :func:`read_lesions` does after parsing).
+
+    Checks: unique (patient_id, lesion_id); at most :data:`MAX_TARGET_LESIONS` per patient;
+    with ``scans`` (from :func:`discover_scans`): every patient has scans and every
+    ``timepoint`` exists.
+
+    Raises:
+        ValueError: naming ``source``, the line / patient / lesion and the fix.
+    """
+    lesions = list(lesions)
+    problems: list[str] = []
+    if not lesions:
+        problems.append("no lesion rows; give one row per target lesion or leave out --lesions")
+    seen: dict[tuple[str, str], TargetLesion] = {}
+    per_patient: dict[str, list[TargetLesion]] = {}
+    for les in lesions:
+        first = seen.setdefault((les.patient_id, les.lesion_id), les)
+        if first is not les:
+            problems.append(f"{les.where}: duplicate (patient_id, lesion_id), first given "
+                            f"{'on line ' + str(first.line) if first.line else 'earlier'}; give each lesion once")
+        per_patient.setdefault(les.patient_id, []).append(les)
+    for pid, rows in per_patient.items():
+        if len(rows) > MAX_TARGET_LESIONS:
+            problems.append(f"patient {pid!r} has {len(rows)} target lesions; RECIST 1.1 allows at most "
+                            f"{MAX_TARGET_LESIONS} (2 per organ): keep the {MAX_TARGET_LESIONS} largest measurable "
+                            "ones")
+    if scans is not None:
+        unknown = sorted(set(per_patient) - set(scans))
+        if unknown:
+            known = sorted(scans)
+            problems.append(f"patient(s) {unknown[:10]} have no scans in the cohort (patients with scans: "
+                            f"{known[:10]}{' ...' if len(known) > 10 else ''}); fix the patient_id or remove those "
+                            "rows")
+        for les in lesions:
+            n = len(scans.get(les.patient_id, ()))
+            if les.patient_id in scans and les.timepoint >= n:
+                problems.append(f"{les.where}: timepoint {les.timepoint} but the patient has {n} scan(s) "
+                                f"(T0-T{n - 1}, in time order); give the 0-based index of the scan the click is on")
+    _raise_lesion_problems(source, problems)
+    return lesions
+
+
+def read_lesions(
+    path: str | Path, scans: Mapping[str, Sequence[ScanInput]] | None = None
+) -> list[TargetLesion]:
+    """Read and check lesions.csv: one row per target lesion (at most 5 per patient, as RECIST 1.1).
+
+    Format (CSV with a header row; the last two columns are optional)::
+
+        patient_id,lesion_id,x_mm,y_mm,z_mm,timepoint,roi
+        P001,1,-35.2,12.0,-150.5,,
+        P001,2,40.1,-3.5,-120.0,0,30 50 -13 7 -130 -110
+
+    * ``patient_id``: as in scans.csv / the patient folders.
+    * ``lesion_id``: the lesion's name within its patient (text), unique per patient.
+    * ``x_mm, y_mm, z_mm``: a point inside the lesion (the "click"), physical patient
+      coordinates (DICOM LPS) in mm, on the scan given by ``timepoint``.
+    * ``timepoint`` (blank = 0): the 0-based index of that scan among the patient's scans in
+      time order (the ``T<k>`` of the outputs; 0 = the first scan).
+    * ``roi`` (blank = none): a box around the lesion on that scan, six numbers
+      ``x0 x1 y0 y1 z0 z1`` in mm separated by spaces, each start < stop, containing the
+      click. With a box the model runs on the box and keeps its best component; without,
+      on a 100 mm cube around the click, keeping the component at the click.
+
+    Other columns are ignored, with a warning naming them.
+
+    Args:
+        path: the CSV file.
+        scans: optional :func:`discover_scans` result: then every patient must have scans and
+            every ``timepoint`` must exist.
+
+    Returns:
+        The lesions (:class:`TargetLesion`) in file order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a missing column (named, with the expected ones), a non-numeric coordinate,
+            a bad timepoint or box, a duplicate (patient_id, lesion_id), more than 5 lesions for
+            a patient, unknown patients: the message names the file, line, patient and lesion.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Lesions table not found: '{path}'.")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"lesions file '{path}' is not a readable CSV ({err}); write a header row "
+                         f"{','.join(LESION_COLUMNS)}[,timepoint,roi] and one row per lesion.") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in LESION_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"lesions file '{path}' lacks column(s) {missing}; it needs {', '.join(LESION_COLUMNS)} "
+            f"(and optionally {', '.join(LESION_OPTIONAL_COLUMNS)}); its columns are {list(df.columns)}."
+        )
+    extra = [c for c in df.columns if c not in LESION_COLUMNS + LESION_OPTIONAL_COLUMNS]
+    if extra:
+        warnings.warn(f"lesions file '{path}': column(s) {extra} are not used (known columns: "
+                      f"{', '.join(LESION_COLUMNS + LESION_OPTIONAL_COLUMNS)}).", UserWarning, stacklevel=2)
+    problems: list[str] = []
+    lesions: list[TargetLesion] = []
+    for i, rec in enumerate(df.to_dict("records")):
+        values = {k: str(v).strip() for k, v in rec.items()}
+        if not any(values.values()):
+            continue  # a blank line
+        line = i + 2
+        pid, lid = values["patient_id"], values["lesion_id"]
+        where = f"line {line} (patient {pid!r}, lesion {lid!r})"
+        if not pid or not lid:
+            problems.append(f"{where}: {'patient_id' if not pid else 'lesion_id'} is empty; fill it in")
+            continue
+        coords = [_lesion_number(values[c], c, where, problems) for c in ("x_mm", "y_mm", "z_mm")]
+        point = None if any(c is None for c in coords) else (coords[0], coords[1], coords[2])
+        timepoint = 0
+        text = values.get("timepoint", "")
+        if text:
+            try:
+                tp = float(text)
+            except ValueError:
+                tp = float("nan")
+            if not (math.isfinite(tp) and tp == int(tp) and tp >= 0):
+                problems.append(f"{where}: timepoint {text!r} is not a scan index; give 0 for the first scan, "
+                                "1 for the second, ... (or leave it blank)")
+                continue
+            timepoint = int(tp)
+        box = None
+        if values.get("roi", ""):
+            box = _lesion_box(values["roi"], point, where, problems)
+            if box is None:
+                continue
+        if point is None:
+            continue
+        lesions.append(TargetLesion(pid, lid, point, timepoint, box, str(path), line))
+    _raise_lesion_problems(path, problems)
+    return check_lesions(lesions, scans, path)
+
+
+def _lesions_by_patient(
+    lesions: str | Path | Sequence[TargetLesion] | None,
+    scans: Mapping[str, Sequence[ScanInput]],
+    params: Mapping[str, Any],
+) -> dict[str, list[TargetLesion]] | None:
+    """The run's target lesions per patient (None without --lesions), checked against the cohort."""
+    if lesions is None:
+        return None
+    if isinstance(lesions, (str, Path)):
+        rows = read_lesions(lesions, scans)
+    else:
+        rows = check_lesions(lesions, scans, "lesions")
+    if params["roi"] != "previous-mask":
+        raise ValueError(
+            f"--roi {params['roi']} cannot be combined with --lesions: each target lesion is followed from its "
+            "click into the later scans through its previous mask; leave --roi at previous-mask."
+        )
+    out: dict[str, list[TargetLesion]] = {}
+    for les in rows:
+        out.setdefault(les.patient_id, []).append(les)
+    for pid, group in out.items():
+        names = [_lesion_folder(les.lesion_id) for les in group]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"{group[0].where}: lesion ids of patient {pid!r} map to the same folder name(s) "
+                             f"{clash}; rename the lesions so they differ in letters or digits.")
+    return out
+
+
+def _lesion_folder(lesion_id: str) -> str:
+    """``lesion_<id>``, usable as a folder name (ids are user data)."""
+    try:
+        return "lesion_" + patient_folder_name(lesion_id)
+    except ValueError as err:
+        raise ValueError(f"lesion_id {lesion_id!r} cannot be used in a folder name; rename the lesion.") from err
+
+
 # ============================================================================ model identity
 
 
@@ -499,6 +843,8 @@ class CohortRun:
             loaded from disk).
         notes: run-level notes (IES, cohort analysis, ...).
         meta: ``run.json`` content (inputs, synthetic flag, timings).
+        lesions: one row per patient x target lesion x scan (``lesion_results.csv``; empty
+            without ``--lesions``).
     """
 
     out_dir: Path
@@ -512,6 +858,7 @@ class CohortRun:
     cohort: Any = None
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    lesions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def cohort_dir(self) -> Path | None:
@@ -528,6 +875,10 @@ class CohortRun:
             f"problems: {len(self.errors)} (see {self.out_dir / 'errors.csv'})",
             f"results: {self.out_dir / 'results.csv'}, {self.out_dir / 'patients.csv'}",
         ]
+        if len(self.lesions):
+            n = self.lesions[["patient_id", "lesion_id"]].drop_duplicates().shape[0]
+            lines.append(f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
+                         f"(see {self.out_dir / 'lesion_results.csv'})")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -566,6 +917,44 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(a & b)) / (sa + sb)
 
 
+@dataclass
+class _PatientWork:
+    """One patient on its way through the steps read -> segment -> measure -> kinetics.
+
+    Attributes:
+        rows: one results.csv row per scan (all scans, readable or not).
+        volumes, readable: the readable scans (same order).
+        patient: the patients.csv row.
+        lesion_rows: lesion_results.csv rows (patient x lesion x scan; target-lesion mode only).
+        overlays: per readable scan, what the overview figure draws.
+        trace: the fixed-point LVCR trace (per lesion in target-lesion mode).
+    """
+
+    pid: str
+    scans: Sequence[ScanInput]
+    params: Mapping[str, Any]
+    stage_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[Volume] = field(default_factory=list)
+    readable: list[ScanInput] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    patient: dict[str, Any] = field(default_factory=dict)
+    lesion_rows: list[dict[str, Any]] = field(default_factory=list)
+    overlays: list[dict[str, Any]] = field(default_factory=list)
+    trace: Any = field(default_factory=list)
+
+    @property
+    def by_tp(self) -> dict[int, dict[str, Any]]:
+        return {r["timepoint"]: r for r in self.rows}
+
+    def error(self, timepoint: int | None, stage: str, err: Any, action: str) -> None:
+        self.errors.append(_error(self.pid, timepoint, stage, err, action))
+
+    def record(self, usable: bool) -> dict[str, Any]:
+        return {"rows": self.rows, "patient": self.patient, "errors": self.errors, "usable": usable,
+                "trace": self.trace, "lesion_rows": self.lesion_rows}
+
+
 def _process_patient(
     pid: str,
     scans: Sequence[ScanInput],
@@ -574,20 +963,46 @@ def _process_patient(
     params: Mapping[str, Any],
     stage_dir: Path,
     base_row: Mapping[str, Any],
+    lesions: Sequence[TargetLesion] | None = None,
 ) -> dict[str, Any]:
     """Segment, write, measure and compute kinetics for one patient into ``stage_dir``.
 
-    Returns:
-        dict with ``rows`` (one per scan), ``patient`` (one row), ``errors``, ``usable`` (bool).
-    """
-    from mkunet import infer, kinetics, measure
-    from mkunet.io import read_mask, read_volume, write_volume
-    from mkunet.report import figures
+    Steps: :func:`_read_step`; then either the whole-volume path (:func:`_segment_step`,
+    :func:`_measure_step`) or, with ``lesions``, the target-lesion path
+    (:func:`_segment_lesions_step`, :func:`_measure_lesions_step`); then
+    :func:`_kinetics_step` (on the per-scan volumes: the segmentation's, or the sum of target
+    lesions), :func:`_lesion_kinetics_step` (per lesion) and :func:`_overview_step`.
 
-    errors: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    volumes: list[Volume] = []
-    readable: list[ScanInput] = []
+    Returns:
+        dict with ``rows`` (one per scan), ``patient`` (one row), ``errors``, ``usable`` (bool),
+        ``trace`` and ``lesion_rows`` (target-lesion mode; else empty).
+    """
+    work = _read_step(pid, scans, params, stage_dir, base_row)
+    if not work.readable:
+        work.patient["status"] = "failed"
+        return work.record(usable=False)
+    if lesions:
+        segs = _segment_lesions_step(work, bundle, clinical, lesions)
+        _measure_lesions_step(work, lesions, segs)
+    else:
+        _measure_step(work, _segment_step(work, bundle, clinical))
+    _kinetics_step(work)
+    if lesions:
+        _lesion_kinetics_step(work, lesions)
+    _overview_step(work)
+    return work.record(usable=True)
+
+
+# ---------------------------------------------------------------------------- read
+
+
+def _read_step(
+    pid: str, scans: Sequence[ScanInput], params: Mapping[str, Any], stage_dir: Path, base_row: Mapping[str, Any]
+) -> _PatientWork:
+    """Read every scan; an unreadable one gets ``status="error"`` and an errors row."""
+    from mkunet.io import read_volume
+
+    work = _PatientWork(pid, scans, params, stage_dir)
     for s in scans:
         row = {
             **base_row,
@@ -600,12 +1015,12 @@ def _process_patient(
             "input_kind": s.kind,
             "status": "error",
         }
+        work.rows.append(row)
         try:
             vol = read_volume(s.path)
         except Exception as err:  # noqa: BLE001 - one unreadable scan must not stop the cohort
-            errors.append(_error(pid, s.timepoint, "read", err, "timepoint skipped"))
+            work.error(s.timepoint, "read", err, "timepoint skipped")
             row["notes"] = str(err)
-            rows.append(row)
             continue
         row.update(
             series_uid=vol.series_uid,
@@ -614,35 +1029,48 @@ def _process_patient(
             shape_zyx=json.dumps(list(vol.shape)),
             spacing_zyx_mm=json.dumps([round(v, 6) for v in vol.spacing]),
         )
-        rows.append(row)
-        volumes.append(vol)
-        readable.append(s)
+        work.volumes.append(vol)
+        work.readable.append(s)
+    work.patient = {"patient_id": pid, "n_scans": len(scans), "n_scans_read": len(work.readable)}
+    return work
 
-    patient: dict[str, Any] = {"patient_id": pid, "n_scans": len(scans), "n_scans_read": len(readable)}
-    if not readable:
-        patient["status"] = "failed"
-        return {"rows": rows, "patient": patient, "errors": errors, "usable": False, "trace": []}
 
-    by_tp = {r["timepoint"]: r for r in rows}
-    days = [s.days for s in readable]
-    rel = [d - days[0] for d in days]
+# ---------------------------------------------------------------------------- segment
+
+
+def _segment_timepoints(
+    work: _PatientWork, bundle: Any, clinical: dict[str, Any] | None, rois: Sequence[Any] | None,
+    previous_mask_roi: bool,
+) -> Any:
+    """:func:`mkunet.infer.segment_timepoints` on the readable scans with the run parameters."""
+    from mkunet import infer
+
+    days = [s.days for s in work.readable]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         longi = infer.segment_timepoints(
-            volumes,
-            rel,
+            work.volumes,
+            [d - days[0] for d in days],
             model=bundle,
             clinical=clinical,
-            previous_mask_roi=params["roi"] == "previous-mask",
-            margin_mm=params["margin_mm"],
-            tol=params["lvcr_tol"],
-            max_iter=params["lvcr_max_iter"],
+            rois=rois,
+            previous_mask_roi=previous_mask_roi,
+            margin_mm=work.params["margin_mm"],
+            tol=work.params["lvcr_tol"],
+            max_iter=work.params["lvcr_max_iter"],
             return_attention=True,
-            threshold=params["threshold"],
+            threshold=work.params["threshold"],
         )
-    seg_warnings = [str(w.message) for w in caught]
+    for w in caught:
+        logger.info("patient %s: %s", work.pid, w.message)
+    return longi
+
+
+def _segment_step(work: _PatientWork, bundle: Any, clinical: dict[str, Any] | None) -> Any:
+    """Whole-volume path: one :func:`mkunet.infer.segment_timepoints` call over the readable scans."""
+    longi = _segment_timepoints(work, bundle, clinical, None, work.params["roi"] == "previous-mask")
     given_lvcr = clinical is not None and clinical.get("lvcr") is not None
-    patient.update(
+    work.patient.update(
         lvcr_source="clinical.csv" if given_lvcr else ("fixed-point estimate" if longi.trace else "unknown"),
         lvcr_model_input_per_day=float(clinical["lvcr"]) if given_lvcr else longi.lvcr_per_day,
         fixed_point_converged=bool(longi.converged) if longi.trace else None,
@@ -650,12 +1078,126 @@ def _process_patient(
         fixed_point_trace=json.dumps(_jsonable(longi.trace)),
         segmentation_notes="; ".join(dict.fromkeys(longi.notes)),
     )
+    work.trace = longi.trace
+    return longi
 
-    overlays: list[dict[str, Any]] = []
-    for s, vol, seg in zip(readable, volumes, longi.segmentations):
+
+def _segment_lesions_step(
+    work: _PatientWork, bundle: Any, clinical: dict[str, Any] | None, lesions: Sequence[TargetLesion]
+) -> dict[str, Any]:
+    """Target-lesion path: one :func:`mkunet.infer.segment_timepoints` call per lesion, its ROI (click or
+    box) on its scan and no ROI elsewhere (later scans follow the lesion's previous mask).
+
+    Returns:
+        lesion_id -> LongitudinalSegmentation, or None when the lesion could not be segmented
+        (its scan unreadable, the click outside the volume, ...: an errors row says why).
+    """
+    tps = [s.timepoint for s in work.readable]
+    out: dict[str, Any] = {}
+    traces: dict[str, Any] = {}
+    notes: list[str] = []
+    lost = "lesion not measured; the patient's sum uses the other target lesions"
+    for les in lesions:
+        out[les.lesion_id] = None
+        if les.timepoint not in tps:
+            work.error(les.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): its scan "
+                       f"T{les.timepoint} could not be read, so the lesion cannot be located", lost)
+            continue
+        rois: list[Any] = [None] * len(work.volumes)
+        rois[tps.index(les.timepoint)] = les.roi()
+        try:
+            longi = _segment_timepoints(work, bundle, clinical, rois, previous_mask_roi=True)
+        except Exception as err:  # noqa: BLE001 - one lesion never stops the patient
+            logger.exception("patient %s lesion %s failed", work.pid, les.lesion_id)
+            work.error(les.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): "
+                       f"{type(err).__name__}: {err}", lost)
+            continue
+        out[les.lesion_id] = longi
+        traces[les.lesion_id] = longi.trace
+        notes += [f"lesion {les.lesion_id}: {n}" for n in dict.fromkeys(longi.notes)]
+    done = [longi for longi in out.values() if longi is not None]
+    iterated = [longi for longi in done if longi.trace]
+    given_lvcr = clinical is not None and clinical.get("lvcr") is not None
+    work.patient.update(
+        lvcr_source="clinical.csv" if given_lvcr else ("fixed-point estimate per lesion" if iterated else "unknown"),
+        lvcr_model_input_per_day=float(clinical["lvcr"]) if given_lvcr else None,
+        fixed_point_converged=all(bool(x.converged) for x in iterated) if iterated else None,
+        fixed_point_passes=max((len(x.trace) for x in done), default=0),
+        fixed_point_trace=json.dumps(_jsonable(traces)),
+        segmentation_notes="; ".join(notes),
+        volume_definition=f"sum of {len(lesions)} target lesion(s) (volumetric RECIST)",
+        target_lesions=";".join(les.lesion_id for les in lesions),
+        n_target_lesions=len(lesions),
+        n_target_lesions_failed=len(lesions) - len(done),
+    )
+    work.trace = traces
+    return out
+
+
+# ---------------------------------------------------------------------------- measure
+
+
+def _write_outputs(
+    work: _PatientWork, timepoint: int, seg: Any, vol: Volume, folder: Path, *, label: str = "GTV",
+    attention: np.ndarray | None = None,
+) -> dict[str, Path]:
+    """mask / probability (+ SEG / RTSTRUCT for DICOM inputs, + attention) of one segmentation into ``folder``."""
+    from mkunet import infer
+    from mkunet.io import write_volume
+
+    dicom = [f for f in work.params["formats"] if f != "nifti"] if infer.is_dicom_volume(vol) else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty-mask warnings of the writers are reported as errors rows
+        try:
+            written = infer.save_segmentation(seg, folder, formats=["nifti", *dicom], label=label)
+        except Exception as err:  # noqa: BLE001 - a writer failure is reported, the rest goes on
+            work.error(timepoint, "write", err, "DICOM outputs missing for this scan")
+            written = infer.save_segmentation(seg, folder, formats=["nifti"], label=label)
+    if attention is not None:
+        written["attention"] = write_volume(vol, folder / "attention.nii.gz", attention.astype(np.float32, copy=False))
+    return written
+
+
+def _features(
+    work: _PatientWork, timepoint: int, mask: np.ndarray, vol: Volume, who: str = ""
+) -> dict[str, Any] | None:
+    """Shape and intensity features of a non-empty mask; None (and an errors row) when they fail."""
+    from mkunet import measure
+
+    try:
+        return {**_flatten_features("", measure.shape_features(mask, vol)),
+                **_flatten_features("", measure.intensity_features(vol, mask))}
+    except Exception as err:  # noqa: BLE001
+        work.error(timepoint, "measure", f"{who}{err}", "features missing for this scan")
+        return None
+
+
+def _reference_step(work: _PatientWork, row: dict[str, Any], s: ScanInput, vol: Volume, mask: np.ndarray) -> None:
+    """Dice of ``mask`` against the scan's reference mask, when scans.csv gives one."""
+    from mkunet.io import read_mask
+
+    if s.reference_mask is None:
+        return
+    try:
+        ref = read_mask(s.reference_mask, vol)
+        row["dice_vs_reference"] = _dice(mask, ref)
+        row["reference_volume_cm3"] = float(np.count_nonzero(ref)) * vol.voxel_volume_mm3 / 1000.0
+    except Exception as err:  # noqa: BLE001
+        work.error(s.timepoint, "reference", err, "no Dice for this scan")
+
+
+def _outputs_fields(written: Mapping[str, Path], stage_dir: Path) -> dict[str, str]:
+    return {
+        "outputs": json.dumps({k: str(p.relative_to(stage_dir)) for k, p in written.items()}),
+        "formats_written": ",".join(k for k in ("mask", "seg", "rtstruct", "attention") if k in written),
+    }
+
+
+def _measure_step(work: _PatientWork, longi: Any) -> None:
+    """Whole-volume path: write each scan's segmentation under ``T<k>/`` and measure it."""
+    by_tp = work.by_tp
+    for s, vol, seg in zip(work.readable, work.volumes, longi.segmentations):
         row = by_tp[s.timepoint]
-        tdir = stage_dir / f"T{s.timepoint}"
-        formats = ["nifti"] + ([f for f in params["formats"] if f != "nifti"] if infer.is_dicom_volume(vol) else [])
         row.update(
             status="empty" if seg.empty else "ok",
             empty=bool(seg.empty),
@@ -666,65 +1208,207 @@ def _process_patient(
             notes="; ".join(seg.notes),
         )
         if seg.empty:
-            errors.append(_error(pid, s.timepoint, "segment", "no tumour found: the mask is empty",
-                                 "kept as volume 0 (CR) in the response; excluded from LVCR and features"))
-        written: dict[str, Path] = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the empty-mask warnings of the writers are reported above
-            try:
-                written = infer.save_segmentation(seg, tdir, formats=formats)
-            except Exception as err:  # noqa: BLE001 - a writer failure is reported, the rest goes on
-                errors.append(_error(pid, s.timepoint, "write", err, "DICOM outputs missing for this scan"))
-                written = infer.save_segmentation(seg, tdir, formats=["nifti"])
+            work.error(s.timepoint, "segment", "no tumour found: the mask is empty",
+                       "kept as volume 0 (CR) in the response; excluded from LVCR and features")
         att = seg.attention[0] if seg.attention else None
-        if att is not None:
-            written["attention"] = write_volume(vol, tdir / "attention.nii.gz", att.astype(np.float32, copy=False))
-        row["outputs"] = json.dumps({k: str(p.relative_to(stage_dir)) for k, p in written.items()})
-        row["formats_written"] = ",".join(k for k in ("mask", "seg", "rtstruct", "attention") if k in written)
+        written = _write_outputs(work, s.timepoint, seg, vol, work.stage_dir / f"T{s.timepoint}", attention=att)
+        row.update(_outputs_fields(written, work.stage_dir))
         if not seg.empty:
-            try:
-                shape = measure.shape_features(seg.mask, vol)
-                inten = measure.intensity_features(vol, seg.mask)
-                row.update(_flatten_features("", shape))
-                row.update(_flatten_features("", inten))
-            except Exception as err:  # noqa: BLE001
-                errors.append(_error(pid, s.timepoint, "measure", err, "features missing for this scan"))
+            feats = _features(work, s.timepoint, seg.mask, vol)
+            if feats is None:
                 row["status"] = "error"
+            else:
+                row.update(feats)
         row["volume_voxels_cm3"] = seg.volume_cm3
-        if s.reference_mask is not None:
-            try:
-                ref = read_mask(s.reference_mask, vol)
-                row["dice_vs_reference"] = _dice(seg.mask, ref)
-                row["reference_volume_cm3"] = float(np.count_nonzero(ref)) * vol.voxel_volume_mm3 / 1000.0
-            except Exception as err:  # noqa: BLE001
-                errors.append(_error(pid, s.timepoint, "reference", err, "no Dice for this scan"))
-        overlays.append(
+        _reference_step(work, row, s, vol, seg.mask)
+        work.overlays.append(
             {"volume": vol, "mask": seg.mask, "attention": att, "label": f"T{s.timepoint}, day {s.days:g}",
              "volume_cm3": row.get("volume_cm3", 0.0)}
         )
-    for w in seg_warnings:
-        logger.info("patient %s: %s", pid, w)
 
-    # kinetics on the measurable timepoints
-    ok = [by_tp[s.timepoint] for s in readable if by_tp[s.timepoint]["status"] == "ok"]
-    seg_rows = [by_tp[s.timepoint] for s in readable if by_tp[s.timepoint]["status"] in ("ok", "empty")]
+
+#: Features that add up over disjoint lesions (summed in target-lesion mode); the others are the largest lesion's.
+_ADDITIVE = ("volume_cm3", "mesh_volume_mm3", "n_voxels", "surface_area_mm2")
+
+
+def _lesion_row(work: _PatientWork, les: TargetLesion, s: ScanInput) -> dict[str, Any]:
+    return {
+        "patient_id": work.pid, "lesion_id": les.lesion_id, "timepoint": s.timepoint, "scan": f"T{s.timepoint}",
+        "days": s.days, "scan_date": s.scan_date, "status": "error",
+        "click_timepoint": les.timepoint, "click_x_mm": les.point_xyz_mm[0], "click_y_mm": les.point_xyz_mm[1],
+        "click_z_mm": les.point_xyz_mm[2], "roi_box_mm": les.box_text,
+    }
+
+
+def _measure_lesion(
+    work: _PatientWork, les: TargetLesion, s: ScanInput, vol: Volume, seg: Any, row: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Write one lesion's segmentation under ``T<k>/lesion_<id>/`` and measure it into ``row``.
+
+    Returns:
+        its features (None when empty or not measurable).
+    """
+    row.update(
+        status="empty" if seg.empty else "ok",
+        roi=seg.roi,
+        lvcr_used_per_day=seg.lvcr_used,
+        seconds_segment=round(float(seg.timings.get("total", float("nan"))), 3),
+        notes="; ".join(seg.notes),
+        volume_voxels_cm3=seg.volume_cm3,
+    )
+    folder = work.stage_dir / f"T{s.timepoint}" / _lesion_folder(les.lesion_id)
+    written = _write_outputs(work, s.timepoint, seg, vol, folder, label=f"GTV {les.lesion_id}"[:64])
+    row.update(_outputs_fields(written, work.stage_dir))
+    feats = None
+    if seg.empty:
+        row["volume_cm3"] = 0.0
+        work.error(s.timepoint, "segment", f"lesion {les.lesion_id!r}: no tumour found, the mask is empty",
+                   "counted as 0 cm3 in the patient's sum of target lesions (CR of that lesion); excluded from "
+                   "the lesion's LVCR")
+    else:
+        feats = _features(work, s.timepoint, seg.mask, vol, who=f"lesion {les.lesion_id!r}: ")
+        if feats is None:
+            row["status"] = "error"
+        else:
+            row.update(feats)
+    if s.timepoint == les.timepoint:
+        idx = np.rint(vol.physical_to_index(np.asarray(les.point_xyz_mm, np.float64))).astype(int)
+        inside = bool(np.all(idx >= 0) and np.all(idx < np.asarray(vol.shape)) and seg.mask[tuple(idx)])
+        row["click_in_mask"] = inside
+        if not inside and not seg.empty:
+            work.error(s.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): the mask on its scan "
+                       "does not contain the click", "kept; review the contour")
+    return feats
+
+
+def _measure_lesions_step(work: _PatientWork, lesions: Sequence[TargetLesion], segs: Mapping[str, Any]) -> None:
+    """Target-lesion path: per scan, write and measure every lesion, then the combination (``T<k>/``)."""
+    position = {s.timepoint: j for j, s in enumerate(work.readable)}
+    by_tp = work.by_tp
+    for s in work.scans:
+        j = position.get(s.timepoint)
+        parts: list[tuple[TargetLesion, Any, dict[str, Any], dict[str, Any] | None]] = []
+        for les in lesions:
+            lrow = _lesion_row(work, les, s)
+            work.lesion_rows.append(lrow)
+            longi = segs.get(les.lesion_id)
+            if j is None:
+                lrow["notes"] = "scan unreadable (see errors.csv)"
+            elif longi is None:
+                lrow["notes"] = "lesion not segmented (see errors.csv)"
+            else:
+                seg = longi.segmentations[j]
+                parts.append((les, seg, lrow, _measure_lesion(work, les, s, work.volumes[j], seg, lrow)))
+        if j is not None:
+            _combine_lesions(work, by_tp[s.timepoint], s, work.volumes[j], parts)
+
+
+def _combine_lesions(
+    work: _PatientWork, row: dict[str, Any], s: ScanInput, vol: Volume,
+    parts: Sequence[tuple[TargetLesion, Any, dict[str, Any], dict[str, Any] | None]],
+) -> None:
+    """The scan's row from its target lesions: volumes summed, shape and HU of the largest lesion.
+
+    ``T<k>/`` gets the union of the lesion masks (mask, max probability, SEG / RTSTRUCT,
+    max attention). Status: ``error`` when a segmented lesion could not be measured on this
+    scan (or none was segmented), else ``ok`` when the sum > 0 and ``empty`` when it is 0.
+    """
+    from mkunet import infer
+
+    union = np.zeros(vol.shape, bool)
+    probability = np.zeros(vol.shape, np.float32)
+    attention = None
+    for _, seg, _, _ in parts:
+        union |= seg.mask
+        probability = np.maximum(probability, seg.probability)
+        if seg.attention:
+            attention = seg.attention[0] if attention is None else np.maximum(attention, seg.attention[0])
+    _check_overlaps(work, s.timepoint, parts, vol)
+    ids = [les.lesion_id for les, *_ in parts]
+    combined = infer.Segmentation(
+        mask=union, probability=probability, volume=vol, roi="target lesions " + ", ".join(ids),
+        threshold=parts[0][1].threshold if parts else float("nan"), empty=not union.any(),
+    )
+    written = _write_outputs(work, s.timepoint, combined, vol, work.stage_dir / f"T{s.timepoint}", attention=attention)
+    statuses = [lrow["status"] for _, _, lrow, _ in parts]
+    row.update(
+        _outputs_fields(written, work.stage_dir),
+        roi=combined.roi,
+        threshold=combined.threshold,
+        volume_definition="sum of target lesions",
+        n_target_lesions=len(parts),
+        n_lesions_empty=statuses.count("empty"),
+        seconds_segment=round(sum(lrow.get("seconds_segment", 0.0) or 0.0 for _, _, lrow, _ in parts), 3),
+        notes="; ".join(f"lesion {les.lesion_id}: {lrow['notes']}" for les, _, lrow, _ in parts if lrow.get("notes")),
+    )
+    if not parts or "error" in statuses:
+        row["status"] = "error"
+        row["notes"] = "; ".join(filter(None, [
+            "no target lesion was segmented" if not parts else
+            "a target lesion could not be measured on this scan: the sum of target lesions is unknown", row["notes"]]))
+    else:
+        measured = [(les, lrow, feats) for les, _, lrow, feats in parts if feats is not None]
+        if measured:
+            les, _, feats = max(measured, key=lambda m: m[2]["volume_cm3"])
+            row.update(feats)
+            row["features_from_lesion"] = les.lesion_id
+        total = float(sum(lrow["volume_cm3"] for _, _, lrow, _ in parts))
+        for key in _ADDITIVE:
+            row[key] = sum((f or {}).get(key, 0) for *_, f in parts)
+        row["volume_cm3"] = total
+        if total > 0 and row.get("surface_area_mm2"):
+            row["surface_to_volume_per_mm"] = row["surface_area_mm2"] / row["mesh_volume_mm3"]
+        row["sum_longest_axial_diameter_mm"] = float(sum((f or {}).get("longest_axial_diameter_mm", 0.0)
+                                                         for *_, f in parts))
+        row["status"] = "ok" if total > 0 else "empty"
+    row["empty"] = not union.any()
+    row["volume_voxels_cm3"] = float(sum(seg.volume_cm3 for _, seg, _, _ in parts))
+    _reference_step(work, row, s, vol, union)
+    work.overlays.append(
+        {"volume": vol, "mask": union, "attention": attention, "label": f"T{s.timepoint}, day {s.days:g}",
+         "volume_cm3": row.get("volume_cm3", 0.0)}
+    )
+
+
+def _check_overlaps(work: _PatientWork, timepoint: int, parts: Sequence[tuple], vol: Volume) -> None:
+    """An errors row for every pair of target lesions whose masks share voxels on this scan."""
+    for a in range(len(parts)):
+        for b in range(a + 1, len(parts)):
+            common = int(np.count_nonzero(parts[a][1].mask & parts[b][1].mask))
+            if common:
+                work.error(
+                    timepoint, "lesions",
+                    f"lesions {parts[a][0].lesion_id!r} and {parts[b][0].lesion_id!r} overlap "
+                    f"({common * vol.voxel_volume_mm3 / 1000.0:.3f} cm3 in common): the rows may mark the same tumour",
+                    "volumes summed as given (the overlap counts twice); check lesions.csv",
+                )
+
+
+# ---------------------------------------------------------------------------- kinetics
+
+
+def _kinetics_step(work: _PatientWork) -> None:
+    """LVCR / VDT on the scans with a tumour (``status="ok"``), response categories, baseline summary."""
+    from mkunet import kinetics
+
+    pid, patient, by_tp = work.pid, work.patient, work.by_tp
+    ok = [by_tp[s.timepoint] for s in work.readable if by_tp[s.timepoint]["status"] == "ok"]
+    seg_rows = [by_tp[s.timepoint] for s in work.readable if by_tp[s.timepoint]["status"] in ("ok", "empty")]
     if len(ok) >= 2:
         try:
             res = kinetics.lvcr(
-                [r["days"] for r in ok], [r["volume_cm3"] for r in ok], weights=params["lvcr_weights"], patient_id=pid
+                [r["days"] for r in ok], [r["volume_cm3"] for r in ok], weights=work.params["lvcr_weights"],
+                patient_id=pid,
             )
             patient.update(
                 lvcr_per_day=res.lvcr_per_day, lvcr_se=res.se, lvcr_ci_low=res.ci_low, lvcr_ci_high=res.ci_high,
                 vdt_days=res.vdt_days, lvcr_n_scans=res.n_scans, lvcr_intercept_log_cm3=res.intercept_log_cm3,
             )
         except ValueError as err:
-            errors.append(_error(pid, None, "kinetics", err, "no LVCR / VDT / IES for this patient"))
+            work.error(None, "kinetics", err, "no LVCR / VDT / IES for this patient")
     else:
-        errors.append(_error(
-            pid, None, "kinetics",
-            f"LVCR needs at least two scans with a tumour, got {len(ok)}",
-            "measurements kept; no LVCR / VDT / IES for this patient",
-        ))
+        work.error(None, "kinetics", f"LVCR needs at least two scans with a tumour, got {len(ok)}",
+                   "measurements kept; no LVCR / VDT / IES for this patient")
     if seg_rows and seg_rows[0]["status"] == "ok":
         try:
             cats = kinetics.response_over_time(
@@ -736,7 +1420,7 @@ def _process_patient(
             patient["last_response"] = cats[-1]
             patient["responses"] = " -> ".join(cats)
         except ValueError as err:
-            errors.append(_error(pid, None, "kinetics", err, "no response categories"))
+            work.error(None, "kinetics", err, "no response categories")
     if ok:
         base = ok[0]
         patient.update(
@@ -744,17 +1428,68 @@ def _process_patient(
             last_volume_cm3=ok[-1]["volume_cm3"], last_days=ok[-1]["days"],
             baseline_longest_axial_diameter_mm=base.get("longest_axial_diameter_mm"),
         )
-    dices = [r["dice_vs_reference"] for r in rows if r.get("dice_vs_reference") is not None]
+    dices = [r["dice_vs_reference"] for r in work.rows if r.get("dice_vs_reference") is not None]
     if dices:
         patient["mean_dice_vs_reference"] = float(np.mean(dices))
-    patient["status"] = "ok" if len(ok) == len(scans) else "partial"
+    patient["status"] = "ok" if len(ok) == len(work.scans) else "partial"
+
+
+def _lesion_kinetics_step(work: _PatientWork, lesions: Sequence[TargetLesion]) -> None:
+    """Per lesion: LVCR / VDT on the scans where it is present, response categories (``lesion_*`` columns);
+    and ``lvcr_notes`` on the patient saying which scans the patient LVCR (sum of target lesions) used."""
+    from mkunet import kinetics
+
+    for les in lesions:
+        lrows = [r for r in work.lesion_rows if r["lesion_id"] == les.lesion_id]
+        ok = [r for r in lrows if r["status"] == "ok"]
+        measured = [r for r in lrows if r["status"] in ("ok", "empty")]
+        who = f"{work.pid} lesion {les.lesion_id}"
+        kin: dict[str, Any] = {}
+        if len(ok) >= 2:
+            try:
+                res = kinetics.lvcr([r["days"] for r in ok], [r["volume_cm3"] for r in ok],
+                                    weights=work.params["lvcr_weights"], patient_id=who)
+                kin = {"lesion_lvcr_per_day": res.lvcr_per_day, "lesion_lvcr_se": res.se,
+                       "lesion_lvcr_ci_low": res.ci_low, "lesion_lvcr_ci_high": res.ci_high,
+                       "lesion_vdt_days": res.vdt_days, "lesion_lvcr_n_scans": res.n_scans}
+            except ValueError as err:
+                work.error(None, "kinetics", err, f"no LVCR for lesion {les.lesion_id!r}")
+        elif measured:
+            work.error(None, "kinetics",
+                       f"lesion {les.lesion_id!r}: LVCR needs at least two scans with the lesion present, "
+                       f"got {len(ok)}",
+                       "no LVCR for this lesion; the patient's LVCR uses the sum of target lesions")
+        for r in lrows:
+            r.update(kin)
+        if measured and measured[0]["status"] == "ok":
+            try:
+                cats = kinetics.response_over_time([r["days"] for r in measured],
+                                                   [r["volume_cm3"] for r in measured], patient_id=who)
+                for r, c in zip(measured, cats):
+                    r["lesion_response"] = c
+            except ValueError as err:
+                work.error(None, "kinetics", err, f"no response categories for lesion {les.lesion_id!r}")
+    by_tp = work.by_tp
+    used = [f"T{s.timepoint}" for s in work.readable if by_tp[s.timepoint]["status"] == "ok"]
+    zero = [f"T{s.timepoint}" for s in work.readable if by_tp[s.timepoint]["status"] == "empty"]
+    bad = [f"T{s.timepoint}" for s in work.scans if by_tp[s.timepoint]["status"] == "error"]
+    note = f"patient volume = sum of target-lesion volumes; LVCR from the scans where the sum > 0: {used or 'none'}"
+    if zero:
+        note += f"; sum 0 (all target lesions gone) at {zero}: response CR, not in the LVCR"
+    if bad:
+        note += f"; sum unknown at {bad} (see errors.csv)"
+    work.patient["lvcr_notes"] = note
+
+
+def _overview_step(work: _PatientWork) -> None:
+    """``overview.png``: axial overlays of every readable scan for the report."""
+    from mkunet.report import figures
 
     try:
-        png = figures.patient_overview(pid, overlays)
-        _atomic_write_bytes(stage_dir / "overview.png", png)
+        png = figures.patient_overview(work.pid, work.overlays)
+        _atomic_write_bytes(work.stage_dir / "overview.png", png)
     except Exception as err:  # noqa: BLE001 - a figure never costs the results
-        errors.append(_error(pid, None, "figure", err, "no overlay figure in the report"))
-    return {"rows": rows, "patient": patient, "errors": errors, "usable": True, "trace": longi.trace}
+        work.error(None, "figure", err, "no overlay figure in the report")
 
 
 # ============================================================================ the cohort
@@ -810,6 +1545,7 @@ def run_cohort(
     synthetic: bool | None = None,
     cohort_figures: bool = True,
     progress: ProgressCallback | None = None,
+    lesions: str | Path | Sequence[TargetLesion] | None = None,
 ) -> CohortRun:
     """Run the whole pipeline on a cohort (see the module docstring).
 
@@ -835,15 +1571,23 @@ def run_cohort(
         cohort_figures: also let :func:`mkunet.cohort.analyse_cohort` write its PNG figures into
             ``OUT/cohort`` (the report draws its own).
         progress: ``progress(done, total, description)`` callback.
+        lesions: lesions.csv (see :func:`read_lesions`) or a list of :class:`TargetLesion`: the
+            listed patients are measured as the sum of their target lesions (module docstring,
+            "Target lesions"); None: the whole-volume path for every patient.
 
     Returns:
         :class:`CohortRun`; the tables are also written under ``out_dir``.
+
+    Raises:
+        ValueError: bad parameters, or a bad lesions.csv (the message names the file, line,
+            patient, lesion or column) -- before any patient is processed.
     """
     t_start = time.perf_counter()
     cohort_dir = Path(cohort_dir)
     out = Path(out_dir)
     params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter)
     scans = discover_scans(cohort_dir)
+    targets = _lesions_by_patient(lesions, scans, params)
     clin = read_clinical(clinical) if not isinstance(clinical, pd.DataFrame) else clinical.assign(
         patient_id=clinical["patient_id"].astype(str)
     ).set_index("patient_id")
@@ -886,20 +1630,12 @@ def run_cohort(
         clinical_row = _clinical_mapping(clin.loc[pid])
         report(i, total, f"{pid}: hashing inputs")
         name = patient_folder_name(pid)
+        if targets is not None and pid not in targets:
+            run_errors.append(_error(pid, None, "lesions", f"patient {pid!r} has no row in the lesions table",
+                                     "whole-volume segmentation, as without --lesions"))
+        patient_lesions = None if targets is None else targets.get(pid)
         try:
-            key = hashlib.sha256(
-                json.dumps(
-                    {
-                        "inputs": _hash_scans(scans[pid], cohort_dir),
-                        "model": identity["identity_sha256"],
-                        "params": {k: v for k, v in params.items() if k != "mkunet_version"},
-                        "version": params["mkunet_version"],
-                        "clinical": _jsonable(clinical_row),
-                    },
-                    sort_keys=True,
-                    default=str,
-                ).encode()
-            ).hexdigest()
+            key = _cache_key(scans[pid], cohort_dir, identity, params, clinical_row, patient_lesions)
         except OSError as err:
             run_errors.append(_error(pid, None, "read", err, "patient skipped"))
             report(i + 1, total, f"{pid}: unreadable")
@@ -921,7 +1657,7 @@ def run_cohort(
         stage.mkdir(parents=True)
         t0 = time.perf_counter()
         try:
-            rec = _process_patient(pid, scans[pid], clinical_row, bundle, params, stage, base_row)
+            rec = _process_patient(pid, scans[pid], clinical_row, bundle, params, stage, base_row, patient_lesions)
         except Exception as err:  # noqa: BLE001 - one bad patient never stops the cohort
             logger.exception("patient %s failed", pid)
             shutil.rmtree(stage, ignore_errors=True)
@@ -971,6 +1707,14 @@ def run_cohort(
     errors = pd.DataFrame(all_errors, columns=ERROR_COLUMNS)
     if not results.empty:
         results = results.sort_values(["patient_id", "timepoint"]).reset_index(drop=True)
+    lesion_table = _lesion_table([r for pid in pids if pid in records for r in records[pid].get("lesion_rows", [])])
+    if targets is not None:
+        results, patients = _label_volume_definition(results, patients)
+        _atomic_csv(lesion_table, out / "lesion_results.csv")
+        _atomic_parquet(_parquet_safe(lesion_table), out / "lesion_results.parquet")
+    else:  # a table of an earlier run with --lesions would describe other results
+        for name in ("lesion_results.csv", "lesion_results.parquet"):
+            (out / name).unlink(missing_ok=True)
     _atomic_csv(results, out / "results.csv")
     _atomic_parquet(_parquet_safe(results), out / "results.parquet")
     _atomic_csv(patients, out / "patients.csv")
@@ -983,6 +1727,9 @@ def run_cohort(
         "model": identity,
         "parameters": params,
         "ies_mode": ies_mode,
+        "lesions": None if lesions is None else (str(Path(lesions).resolve()) if isinstance(lesions, (str, Path))
+                                                 else "(given in Python)"),
+        "lesion_patients": None if targets is None else sorted(targets),
         "n_patients": len(pids),
         "processed": processed,
         "resumed": resumed,
@@ -992,7 +1739,65 @@ def run_cohort(
     }
     _atomic_write_text(out / "run.json", json.dumps(_jsonable(meta), indent=2))
     report(total, total, "cohort done")
-    return CohortRun(out, results, patients, errors, processed, resumed, identity, params, cohort, notes, meta)
+    return CohortRun(out, results, patients, errors, processed, resumed, identity, params, cohort, notes, meta,
+                     lesion_table)
+
+
+def _cache_key(
+    scans: Sequence[ScanInput], cohort_dir: Path, identity: Mapping[str, Any], params: Mapping[str, Any],
+    clinical_row: Any, lesions: Sequence[TargetLesion] | None,
+) -> str:
+    """The patient's cache key: sha256 over its input bytes, the model identity, the run parameters, its
+    clinical row and (target-lesion mode) its rows of the lesions table.
+
+    Raises:
+        OSError: an input file cannot be read.
+    """
+    content: dict[str, Any] = {
+        "inputs": _hash_scans(scans, cohort_dir),
+        "model": identity["identity_sha256"],
+        "params": {k: v for k, v in params.items() if k != "mkunet_version"},
+        "version": params["mkunet_version"],
+        "clinical": _jsonable(clinical_row),
+    }
+    if lesions:
+        content["lesions"] = [les.key() for les in lesions]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+LESION_TABLE_COLUMNS = [
+    "patient_id", "lesion_id", "timepoint", "scan", "days", "scan_date", "status", "volume_cm3",
+    "volume_voxels_cm3", "lesion_lvcr_per_day", "lesion_lvcr_se", "lesion_lvcr_ci_low", "lesion_lvcr_ci_high",
+    "lesion_vdt_days", "lesion_lvcr_n_scans", "lesion_response", "click_timepoint", "click_x_mm", "click_y_mm",
+    "click_z_mm", "roi_box_mm", "click_in_mask", "roi",
+]
+"""The first columns of ``lesion_results.csv`` (shape / intensity features, outputs and notes follow)."""
+
+
+def _lesion_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``lesion_results.csv``: one row per patient x target lesion x scan, sorted, key columns first."""
+    df = pd.DataFrame(list(rows))
+    for c in LESION_TABLE_COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype=object if c in ("patient_id", "lesion_id", "scan", "status") else float)
+    df = df[LESION_TABLE_COLUMNS + [c for c in df.columns if c not in LESION_TABLE_COLUMNS]]
+    if not df.empty:
+        df = df.sort_values(["patient_id", "lesion_id", "timepoint"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def _label_volume_definition(results: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Target-lesion runs: say which volume every row is (patients without lesion rows: whole volume)."""
+    whole = "whole-volume segmentation (no row in the lesions table)"
+    out = []
+    for df in (results, patients):
+        df = df.copy()
+        if not df.empty:
+            col = (df["volume_definition"] if "volume_definition" in df
+                   else pd.Series(None, index=df.index, dtype=object))
+            df["volume_definition"] = col.where(col.notna(), whole)
+        out.append(df)
+    return out[0], out[1]
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -1096,7 +1901,8 @@ def load_run(out_dir: str | Path) -> CohortRun:
     def table(name: str, cols: Sequence[str] = ()) -> pd.DataFrame:
         p = out / name
         try:
-            return pd.read_csv(p, dtype={"patient_id": str})
+            return pd.read_csv(p, dtype={"patient_id": str, "lesion_id": str, "features_from_lesion": str,
+                                         "target_lesions": str})
         except (FileNotFoundError, pd.errors.EmptyDataError):
             return pd.DataFrame(columns=list(cols))
 
@@ -1104,6 +1910,7 @@ def load_run(out_dir: str | Path) -> CohortRun:
         out, table("results.csv"), table("patients.csv"), table("errors.csv", ERROR_COLUMNS),
         list(meta.get("processed", [])), list(meta.get("resumed", [])), dict(meta.get("model", {})),
         dict(meta.get("parameters", {})), None, list(meta.get("notes", [])), meta,
+        table("lesion_results.csv") if (out / "lesion_results.csv").is_file() else pd.DataFrame(),
     )
 
 
@@ -1124,6 +1931,9 @@ def run_demo(
     progress: ProgressCallback | None = None,
 ) -> Path:
     """Make a synthetic cohort, run the pipeline with the shipped model and the outcomes, write the report.
+
+    The synthetic cohort's ``lesions.csv`` (one target lesion per patient: a click at the tumour's
+    centre on the first scan) is passed to :func:`run_cohort`, so the demo runs the target-lesion path.
 
     Args:
         out_dir: output folder: ``cohort/`` (the synthetic data), ``run/`` (the pipeline's
@@ -1158,8 +1968,10 @@ def run_demo(
         synth.write_cohort(cohort, tmp, formats=("nifti", "dicom"))
         shutil.rmtree(cohort_dir, ignore_errors=True)
         os.replace(tmp, cohort_dir)
+    lesions = cohort_dir / "lesions.csv"  # the click at each tumour's centre (cohorts written before it: none)
     run = run_cohort(
         cohort_dir, cohort_dir / "clinical.csv", out / "run", model=model, outcomes=cohort_dir / "outcomes.csv",
         formats=formats, lvcr_max_iter=lvcr_max_iter, synthetic=True, progress=progress,
+        lesions=lesions if lesions.is_file() else None,
     )
     return write_report(run, out / "report.html")

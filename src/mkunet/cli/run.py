@@ -1,5 +1,8 @@
 """`mkunet run`: the whole pipeline on a cohort (segment, measure, kinetics, IES, statistics, report).
 
+``--lesions lesions.csv`` measures the listed patients as the sum of their target lesions
+(format: :func:`mkunet.pipeline.read_lesions`).
+
 Thin layer over :func:`mkunet.pipeline.run_cohort` and :func:`mkunet.report.write_report`.
 """
 
@@ -39,6 +42,14 @@ def register(app: typer.Typer) -> None:
         model_tables: Optional[Path] = typer.Option(
             None, "--model-tables", help="Folder of evaluation tables (*.csv) to show in the report."
         ),
+        lesions: Optional[Path] = typer.Option(
+            None, "--lesions",
+            help="lesions.csv: one row per target lesion (at most 5 per patient): patient_id, lesion_id, x_mm, y_mm, "
+            "z_mm = a click inside the lesion, DICOM LPS mm, on the first scan; optional timepoint (0-based scan index "
+            "of the click, blank = 0) and roi (a box 'x0 x1 y0 y1 z0 z1' in mm). Each lesion is tracked and measured; "
+            "the patient's volume is the sum of its target lesions (volumetric RECIST) and its LVCR comes from those "
+            "sums; per-lesion results go to OUT/lesion_results.csv. Patients without a row: whole volume.",
+        ),
         no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every patient (ignore the cache)."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
     ) -> None:
@@ -46,8 +57,15 @@ def register(app: typer.Typer) -> None:
         from mkunet.cli._common import console, progress, user_errors
 
         with user_errors():
-            from mkunet.pipeline import run_cohort
+            from mkunet.pipeline import read_lesions, run_cohort
             from mkunet.report import write_report
+
+            if lesions is not None:  # parse early: format errors before any work, unused columns shown
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    read_lesions(lesions)
+                for w in caught:
+                    console.print(f"[yellow]warning:[/] {w.message}")
 
             with progress() as bar, warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # problems are listed after the bar (errors.csv)
@@ -58,14 +76,14 @@ def register(app: typer.Typer) -> None:
 
                 run = run_cohort(
                     cohort_dir, clinical, out, model=model, outcomes=outcomes, formats=formats.split(","), roi=roi,
-                    margin_mm=margin_mm, ies_mode=ies_mode, resume=not no_resume, progress=hook,
+                    margin_mm=margin_mm, ies_mode=ies_mode, resume=not no_resume, progress=hook, lesions=lesions,
                 )
                 path = None
                 if report:
                     bar.update(task, description="writing the report")
                     path = write_report(run, out / "report.html", model_tables=model_tables)
             for e in run.errors.to_dict("records"):
-                where = e["patient_id"] + ("" if e["timepoint"] is None or e["timepoint"] != e["timepoint"]
+                where = str(e["patient_id"]) + ("" if e["timepoint"] is None or e["timepoint"] != e["timepoint"]
                                            else f" T{int(e['timepoint'])}")
                 console.print(f"[yellow]warning:[/] {where} ({e['stage']}): {e['error']} -> {e['action']}")
             typer.echo(run.summary())

@@ -30,8 +30,10 @@ def synth(
 ) -> None:
     """Make a synthetic longitudinal chest-CT cohort with known ground truth.
 
-    Writes DIR/clinical.csv, scans.csv, outcomes.csv, truth.json and per patient and time
-    point image.nii.gz, mask.nii.gz and a DICOM CT series (see the README for the layout).
+    Writes DIR/clinical.csv, scans.csv, outcomes.csv, truth.json, lesions.csv (one target
+    lesion per patient: the click at the tumour's centre on the first scan, for
+    `mkunet run --lesions`) and per patient and time point image.nii.gz, mask.nii.gz and a
+    DICOM CT series (see the README for the layout).
     """
     import numpy as np
     from rich.table import Table

@@ -7,6 +7,8 @@ Layout written by :func:`write_cohort` (see the project's contracts)::
     DIR/outcomes.csv   patient_id, os_days, event, pdl1_tps, pdl1_positive, pdl1_area_ratio,
                        cd8_density, response
     DIR/truth.json     generator parameters, true LVCR, true volumes, Cox coefficients
+    DIR/lesions.csv    patient_id, lesion_id (1), x_mm, y_mm, z_mm: one target lesion per patient, the
+                       click at the tumour's centre on the first scan (``mkunet run --lesions``)
     DIR/<patient_id>/T<k>/image.nii.gz (int16 HU), mask.nii.gz (uint8), dicom/ (one file per slice)
 
 DICOM: CT Image Storage, explicit VR little endian, signed int16 pixels with
@@ -29,7 +31,7 @@ from mkunet.synth.cohort import Cohort, Patient, Scan, _attach_outcomes, iter_pa
 from mkunet.synth.outcomes import OutcomeModel
 from mkunet.volume import Volume
 
-__all__ = ["write_ct_series", "write_cohort", "synthesise", "FORMATS"]
+__all__ = ["write_ct_series", "write_cohort", "synthesise", "baseline_lesion", "FORMATS"]
 
 FORMATS = ("nifti", "dicom")
 _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -254,7 +256,43 @@ def _write_patient(p: Patient, out: Path, formats: tuple[str, ...], seed: int) -
     return rows
 
 
-def _write_tables(patients: list[Patient], params: dict, model: OutcomeModel, out: Path, scan_rows: list[dict]) -> None:
+def baseline_lesion(p: Patient) -> dict[str, Any] | None:
+    """The patient's target lesion as a lesions.csv row: the click at the tumour's centre on the first scan.
+
+    The click is the baseline mask voxel nearest (in mm) to the mask's centroid, so it lies
+    inside the tumour even when the centroid does not (a crescent, a cavity), converted to
+    physical patient coordinates with ``scan.volume.index_to_physical((z, y, x))``.
+
+    Returns:
+        ``{"patient_id", "lesion_id": "1", "x_mm", "y_mm", "z_mm"}`` ((x, y, z) mm, DICOM LPS), or
+        None when the baseline mask is empty.
+    """
+    scan = p.scans[0]
+    idx = np.argwhere(np.asarray(scan.mask, bool))  # (n, 3) z, y, x
+    if idx.size == 0:
+        return None
+    centroid = idx.mean(axis=0)
+    d2 = (((idx - centroid) * np.asarray(scan.volume.spacing, np.float64)) ** 2).sum(axis=1)
+    x, y, z = (float(v) for v in scan.volume.index_to_physical(idx[int(np.argmin(d2))].astype(np.float64)))
+    return {"patient_id": p.patient_id, "lesion_id": "1", "x_mm": round(x, 4), "y_mm": round(y, 4), "z_mm": round(z, 4)}
+
+
+def _write_lesions(patients: list[Patient], lesion_rows: list[dict[str, Any] | None], out: Path) -> None:
+    """DIR/lesions.csv; a patient whose baseline mask is empty has no row (a warning names it)."""
+    import warnings
+
+    missing = [p.patient_id for p, r in zip(patients, lesion_rows) if r is None]
+    if missing:
+        warnings.warn(f"synthetic patient(s) {missing} have an empty baseline mask: no row in lesions.csv "
+                      "(mkunet run --lesions segments them on the whole volume).", UserWarning, stacklevel=3)
+    cols = ["patient_id", "lesion_id", "x_mm", "y_mm", "z_mm"]
+    pd.DataFrame([r for r in lesion_rows if r is not None], columns=cols).to_csv(out / "lesions.csv", index=False)
+
+
+def _write_tables(
+    patients: list[Patient], params: dict, model: OutcomeModel, out: Path, scan_rows: list[dict],
+    lesion_rows: list[dict[str, Any] | None],
+) -> None:
     from mkunet.synth.cohort import _patient_truth
 
     clinical = pd.DataFrame(
@@ -266,6 +304,7 @@ def _write_tables(patients: list[Patient], params: dict, model: OutcomeModel, ou
     pd.DataFrame([{"patient_id": p.patient_id, **{c: p.outcomes[c] for c in cols}} for p in patients]).to_csv(out / "outcomes.csv", index=False)
     truth = {"generator": params, "outcome_model": model.to_dict(), "patients": [_patient_truth(p) for p in patients]}
     (out / "truth.json").write_text(json.dumps(truth, indent=1, default=_json_default))
+    _write_lesions(patients, lesion_rows, out)
 
 
 def _json_default(o: Any) -> Any:
@@ -296,18 +335,20 @@ def write_cohort(cohort: Cohort, out_dir: str | Path, formats: Sequence[str] = F
         rows += _write_patient(p, out, formats, seed)
         if progress is not None:
             progress(i + 1, len(cohort.patients))
-    _write_tables(cohort.patients, cohort.params, cohort.outcome_model, out, rows)
+    lesions = [baseline_lesion(p) for p in cohort.patients]
+    _write_tables(cohort.patients, cohort.params, cohort.outcome_model, out, rows, lesions)
     return out
 
 
 class _PatientWriter:
-    """Writes one patient's files, then drops its pixel arrays (keeps geometry and UIDs)."""
+    """Writes one patient's files, then drops its pixel arrays (keeps geometry, UIDs and the lesions.csv row)."""
 
     def __init__(self, out: Path, formats: tuple[str, ...], seed: int) -> None:
         self.out, self.formats, self.seed = out, formats, seed
 
     def __call__(self, p: Patient) -> None:
         rows = _write_patient(p, self.out, self.formats, self.seed)
+        p.__dict__["_lesion"] = baseline_lesion(p)
         for s in p.scans:
             v = s.volume
             s.volume = Volume(np.zeros((1, 1, 1), np.float32), v.spacing, v.origin, patient_id=p.patient_id, series_uid=v.series_uid, study_uid=v.study_uid, frame_of_reference_uid=v.frame_of_reference_uid, meta=v.meta)
@@ -338,6 +379,7 @@ def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequ
     params = generator_params(n_patients, seed, **probe)
     patients: list[Patient] = []
     rows: list[dict] = []
+    lesions: list[dict[str, Any] | None] = []
     gen_opts = {k: v for k, v in options.items()}
     workers = int(gen_opts.pop("workers", 1))
     writer = _PatientWriter(out, formats, seed)
@@ -345,9 +387,10 @@ def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequ
         if workers <= 1:
             writer(p)
         rows += p.__dict__.pop("_rows")
+        lesions.append(p.__dict__.pop("_lesion"))
         patients.append(p)
         if progress is not None:
             progress(len(patients), int(n_patients))
     _attach_outcomes(patients, model, seed)
-    _write_tables(patients, params, model, out, rows)
+    _write_tables(patients, params, model, out, rows, lesions)
     return Cohort(patients, params, model)
