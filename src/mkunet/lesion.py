@@ -1,0 +1,593 @@
+"""Image-driven one-click lesion model: a lung lesion from a seed point, no learning.
+
+Given a point inside a lung lesion, :func:`segment_lesion` returns its mask on the
+input grid. It needs no model and no size: the crop grows until the lesion fits.
+
+Algorithm (all distances in mm; work on a crop resampled to an isotropic grid of
+``grid_mm``, chosen from the lesion's size; arrays (z, y, x)):
+
+1. **Lesion and lung HU.** ``hu_lesion`` = median HU in a 4 mm ball around the seed;
+   ``hu_lung`` = median of the aerated-lung voxels (< -400 HU) more than 10 mm from the
+   seed, clipped to [-950, -750]. A seed in air (``hu_lesion`` < -800) or in bone
+   (> 500) is refused with an error naming the point.
+2. **Iso-level.** The boundary is the HU iso-level
+   ``t = hu_lung + iso_fraction * (min(hu_lesion, cap) - hu_lung)`` (default
+   ``iso_fraction = 0.5``: halfway between lung and lesion, the 50 % partial-volume
+   edge; ``cap = 40`` HU so that a contrast-enhanced or calcified seed does not lift the
+   edge into the lesion). Foreground = ``t <= HU <= bone_hu``.
+3. **Ground-glass and part-solid lesions.** When the seed is ground glass
+   (``hu_lesion`` < -300) the foreground is closed and its holes filled, so the patchy
+   interior of a ground-glass nodule is one object; when the seed is solid, the
+   ground-glass rim attached to it (voxels within ``ggo_rim_mm`` of the solid part above
+   the ground-glass iso-level) joins it: the part-solid union.
+4. **Local lung hull.** In each axial slice, the convex hull of the aerated lung within
+   the crop; the lesion must lie inside it. A tumour on the chest wall or mediastinum
+   dents the lung, and the hull bridges the dent, so the wall and mediastinum stay out.
+5. **Seed component**, then a **morphological opening** by a ball of radius
+   ``open_fraction x`` the lesion's inscribed radius (clipped to [``open_min_mm``,
+   ``open_max_mm``]), which cuts vessels and thin bridges to the hilum; the component
+   holding the lesion core is kept and its surface restored within the radius.
+6. **Star-shape constraint** from the lesion core: rays in ``n_rays`` directions; a ray
+   longer than ``star_ratio`` times the median of its neighbours (directions within
+   ``star_angle_deg``) is cut there. Leakage into the hilum or mediastinum is a long,
+   narrow ray bundle; a lobulated lesion is not.
+7. **Holes filled**; when the object touches a face of the crop that is not the scan's
+   border, the crop grows by ``grow_factor`` and everything is redone (up to
+   ``max_crop_mm``).
+8. The mask is brought back to the input grid by linear interpolation of the 0/1 mask
+   (>= 0.5), intersected with the iso-level on the input grid, so the volume follows
+   the ``t`` iso-level of the input voxels.
+
+Partial volume: the volume follows the HU iso-level ``t`` (halfway between lesion and
+lung at the default ``iso_fraction``). Readers outline a little outside it; a lower
+``iso_fraction`` (e.g. 0.35) gives larger volumes. Keep it fixed within a study:
+LVCR depends on ratios of volumes, which a consistent edge preserves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mkunet.volume import Volume
+
+__all__ = ["LesionParams", "LesionResult", "SeedError", "segment_lesion", "fibonacci_directions"]
+
+
+class SeedError(ValueError):
+    """The seed point cannot be inside a lesion (outside the image, in air or in bone)."""
+
+
+@dataclass(frozen=True)
+class LesionParams:
+    """Parameters of :func:`segment_lesion` (one set for every lesion kind; mm and HU).
+
+    Attributes:
+        iso_fraction: edge iso-level as a fraction of the way from lung HU to lesion HU.
+        lesion_radius_mm: radius of the ball whose median HU is the lesion's HU.
+        lung_min_dist_mm: lung voxels closer than this to the seed are not the background.
+        lung_hu_range: the lung HU estimate is clipped to this range.
+        lesion_cap_hu: the lesion HU used for the edge is capped here (contrast, calcium).
+        bone_hu: voxels above this are never lesion.
+        air_seed_hu, bone_seed_hu: a seed whose neighbourhood median is below / above is refused.
+        ggo_hu: a seed below this HU is a ground-glass seed.
+        ggo_rim_mm: reach of the ground-glass rim joined to a solid core (part-solid union).
+        ggo_iso_fraction: iso-level of the ground-glass rim (fraction from lung to -300 HU).
+        open_fraction, open_min_mm, open_max_mm: opening radius = fraction x inscribed radius, clipped.
+        n_rays, star_ratio, star_angle_deg: the star-shape constraint.
+        initial_crop_mm, grow_factor, max_crop_mm: the growing crop (cube edge, mm).
+        grid_mm: isotropic work grid; None = from the lesion's size (0.6 to 1.5 mm).
+    """
+
+    iso_fraction: float = 0.5
+    lesion_radius_mm: float = 4.0
+    lung_min_dist_mm: float = 10.0
+    lung_hu_range: tuple[float, float] = (-950.0, -750.0)
+    lesion_cap_hu: float = 40.0
+    bone_hu: float = 400.0
+    air_seed_hu: float = -800.0
+    bone_seed_hu: float = 500.0
+    ggo_hu: float = -300.0
+    ggo_rim_mm: float = 6.0
+    ggo_iso_fraction: float = 0.5
+    open_fraction: float = 0.35
+    open_min_mm: float = 1.0
+    open_max_mm: float = 10.0
+    n_rays: int = 512
+    star_ratio: float = 1.35
+    star_angle_deg: float = 45.0
+    star_global_ratio: float = 1.6
+    star_global_quantile: float = 0.5
+    star_free_rays: bool = True
+    star_passes: int = 2
+    reseed: bool = True
+    reseed_max_growth: float = 1.5
+    initial_crop_mm: float = 60.0
+    air_window_factor: float = 1.5
+    grow_factor: float = 1.6
+    max_crop_mm: float = 260.0
+    grid_mm: float | None = None
+    hull_slab_mm: float = 0.0
+    use_hull: bool = True
+    use_rib_cage: bool = True
+    hull_margin_mm: float = 30.0
+    context_mm: float = 12.0
+
+
+@dataclass(eq=False)
+class LesionResult:
+    """The result of :func:`segment_lesion`.
+
+    Attributes:
+        mask: bool (z, y, x) on the input grid.
+        threshold_hu: the edge iso-level t (HU).
+        hu_lesion, hu_lung: the medians the iso-level came from (HU).
+        kind: ``"solid"`` or ``"ground-glass"`` (from the seed's HU).
+        crop_box: the final crop ((z0, z1), (y0, y1), (x0, x1)), input voxels, half-open.
+        grid_mm: the isotropic work grid (mm).
+        core_zyx: the lesion core (ray origin), input continuous indices (z, y, x).
+        notes: what the user should know.
+        timings: seconds per step.
+    """
+
+    mask: np.ndarray
+    threshold_hu: float
+    hu_lesion: float
+    hu_lung: float
+    kind: str
+    crop_box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    grid_mm: float
+    core_zyx: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- geometry helpers
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    """``n`` nearly uniform unit vectors on the sphere, (n, 3) ordered (z, y, x)."""
+    k = np.arange(n, dtype=np.float64) + 0.5
+    phi = np.arccos(1.0 - 2.0 * k / n)
+    theta = math.pi * (1.0 + 5.0**0.5) * k
+    return np.stack([np.cos(phi), np.sin(phi) * np.sin(theta), np.sin(phi) * np.cos(theta)], axis=1)
+
+
+def _ball_offsets(radius_vox: float) -> np.ndarray:
+    r = int(math.ceil(radius_vox))
+    g = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1].reshape(3, -1).T
+    return g[(g**2).sum(1) <= radius_vox**2 + 1e-9]
+
+
+def _crop_box(volume: Volume, centre_zyx: np.ndarray, edge_mm: float):
+    shape = np.asarray(volume.shape)
+    half = 0.5 * edge_mm / np.asarray(volume.spacing)
+    lo = np.clip(np.floor(centre_zyx - half).astype(int), 0, shape)
+    hi = np.clip(np.ceil(centre_zyx + half).astype(int) + 1, 0, shape)
+    return tuple((int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def _sub_volume(volume: Volume, box) -> Volume:
+    (z0, z1), (y0, y1), (x0, x1) = box
+    return Volume(
+        np.ascontiguousarray(volume.array[z0:z1, y0:y1, x0:x1], dtype=np.float32),
+        spacing=volume.spacing,
+        origin=tuple(volume.index_to_physical((z0, y0, x0))),
+        direction=volume.direction,
+    )
+
+
+def _slice_hulls(mask2d_stack: np.ndarray) -> np.ndarray:
+    """Per axial slice, the filled convex hull of the True pixels (z, y, x)."""
+    from skimage.morphology import convex_hull_image
+
+    out = np.zeros_like(mask2d_stack)
+    for z in range(mask2d_stack.shape[0]):
+        if mask2d_stack[z].sum() >= 3:
+            try:
+                out[z] = convex_hull_image(mask2d_stack[z])
+            except ValueError:  # degenerate (collinear) pixels
+                out[z] = mask2d_stack[z]
+    return out
+
+
+def _edt(mask: np.ndarray, g: float) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(mask, sampling=(g, g, g)).astype(np.float32)
+
+
+def _component_at(binary: np.ndarray, point: Sequence[int]) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
+    lab = int(labels[tuple(point)])
+    if lab == 0:
+        if n == 0:
+            return np.zeros_like(binary)
+        coords = np.argwhere(binary)
+        d2 = ((coords - np.asarray(point)) ** 2).sum(1)
+        lab = int(labels[tuple(coords[int(np.argmin(d2))])])
+    return labels == lab
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def _estimate_hu(iso: np.ndarray, seed: np.ndarray, g: float, p: LesionParams) -> tuple[float, float]:
+    off = _ball_offsets(p.lesion_radius_mm / g)
+    pts = np.clip(seed + off, 0, np.asarray(iso.shape) - 1)
+    hu_lesion = float(np.median(iso[pts[:, 0], pts[:, 1], pts[:, 2]]))
+    zz, yy, xx = np.ogrid[: iso.shape[0], : iso.shape[1], : iso.shape[2]]
+    d2 = ((zz - seed[0]) ** 2 + (yy - seed[1]) ** 2 + (xx - seed[2]) ** 2) * g * g
+    far_lung = (iso < -400.0) & (iso > -1100.0) & (d2 > p.lung_min_dist_mm**2)
+    hu_lung = float(np.median(iso[far_lung])) if far_lung.sum() > 50 else -850.0
+    return hu_lesion, float(np.clip(hu_lung, *p.lung_hu_range))
+
+
+def _star_constraint(
+    obj: np.ndarray, core: np.ndarray, g: float, p: LesionParams, iso: np.ndarray | None = None, t: float = 0.0
+) -> np.ndarray:
+    """Cut rays from ``core`` longer than ``star_ratio`` x the median of their neighbours."""
+    from scipy.spatial import cKDTree
+
+    dirs = fibonacci_directions(p.n_rays)
+    rmax = float(np.linalg.norm(obj.shape)) + 1.0
+    steps = np.arange(0.0, rmax, 0.5)
+    # first exit along each ray (voxel units)
+    pts = core[None, None, :] + dirs[:, None, :] * steps[None, :, None]
+    idx = np.rint(pts).astype(int)
+    inside_grid = np.all((idx >= 0) & (idx < np.asarray(obj.shape)), axis=2)
+    idx_c = np.clip(idx, 0, np.asarray(obj.shape) - 1)
+    on = obj[idx_c[..., 0], idx_c[..., 1], idx_c[..., 2]] & inside_grid
+    off = ~on
+    off[:, -1] = True
+    first_off = np.argmax(off, axis=1)
+    r = steps[first_off]
+    tree = cKDTree(dirs)
+    chord = 2.0 * math.sin(math.radians(p.star_angle_deg) / 2.0)
+    neigh = tree.query_ball_point(dirs, chord)
+    med = np.array([np.median(r[[j for j in nb if j != i]]) if len(nb) > 1 else r[i] for i, nb in enumerate(neigh)])
+    allowed = np.minimum(r, p.star_ratio * med + 1.0)
+    if p.star_global_ratio > 0:
+        ref = r
+        if iso is not None and p.star_free_rays:
+            # free rays: the object ends on aerated lung (the lesion's own surface), not on soft tissue
+            beyond = np.clip(np.rint(core[None, :] + dirs * (r + 2.0 / g)[:, None]).astype(int), 0,
+                             np.asarray(obj.shape) - 1)
+            free = iso[beyond[:, 0], beyond[:, 1], beyond[:, 2]] < t
+            if free.mean() >= 0.1:
+                ref = r[free]
+        allowed = np.minimum(allowed, p.star_global_ratio * float(np.quantile(ref, p.star_global_quantile)) + 1.0)
+    # voxel -> nearest direction -> allowed radius
+    coords = np.argwhere(obj)
+    vec = coords - core[None, :]
+    dist = np.linalg.norm(vec, axis=1)
+    unit = vec / np.maximum(dist, 1e-9)[:, None]
+    _, nearest = tree.query(unit)
+    keep = dist <= allowed[nearest] + 0.5
+    out = np.zeros_like(obj)
+    out[tuple(coords[keep].T)] = True
+    return out
+
+
+def _deepest_near(depth: np.ndarray, point: np.ndarray, radius_mm: float, g: float) -> np.ndarray:
+    """The voxel of largest ``depth`` within ``radius_mm`` of ``point`` (iso voxel indices)."""
+    r = int(math.ceil(radius_mm / g))
+    lo = np.maximum(point - r, 0)
+    hi = np.minimum(point + r + 1, depth.shape)
+    sub = depth[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    ball = ((zz - point[0]) ** 2 + (yy - point[1]) ** 2 + (xx - point[2]) ** 2) * g * g <= radius_mm**2
+    k = int(np.argmax(np.where(ball, sub, -1.0)))
+    return (np.asarray(np.unravel_index(k, sub.shape)) + lo).astype(np.float64)
+
+
+def _model_on_crop(
+    iso: np.ndarray,
+    seed: np.ndarray,
+    g: float,
+    p: LesionParams,
+    notes: list[str],
+    window: np.ndarray | None = None,
+    cage: np.ndarray | None = None,
+):
+    """The lesion on one isotropic crop; returns (mask, t, hu_lesion, hu_lung, kind, core)."""
+    from scipy import ndimage
+
+    hu_lesion, hu_lung = _estimate_hu(iso, seed, g, p)
+    kind = "ground-glass" if hu_lesion < p.ggo_hu else "solid"
+    top = min(hu_lesion, p.lesion_cap_hu)
+    t = hu_lung + p.iso_fraction * (top - hu_lung)
+    fg = (iso >= t) & (iso <= p.bone_hu)
+    if kind == "ground-glass":
+        ball = ndimage.generate_binary_structure(3, 1)
+        fg = ndimage.binary_closing(fg, structure=ball, iterations=max(1, int(round(1.0 / g))))
+        fg = ndimage.binary_fill_holes(fg)
+    # local lung hull: the lesion lies within the convex hull of the aerated lung, per slice
+    lung = (iso < -400.0) & (iso > -990.0)
+    lung = ndimage.binary_opening(lung, iterations=1)
+    if window is not None:
+        lung &= window
+        fg &= window
+    k = int(round(p.hull_slab_mm / g))
+    if k > 0:
+        lung_slab = ndimage.maximum_filter1d(lung.astype(np.uint8), size=2 * k + 1, axis=0).astype(bool)
+    else:
+        lung_slab = lung
+    hull = _slice_hulls(lung_slab) if p.use_hull else np.ones_like(lung)
+    hull |= ndimage.binary_dilation(lung, iterations=1)
+    if cage is not None:
+        hull &= cage
+    if p.use_hull and not hull[tuple(seed)]:
+        if window is not None:
+            return None, t, hu_lesion, hu_lung, kind, seed.astype(float)
+        notes.append("no aerated lung around the seed: the lung-hull constraint was not applied")
+        hull = np.ones_like(hull)
+    fg &= hull
+    comp = _component_at(fg, seed)
+    if not comp.any():
+        return comp, t, hu_lesion, hu_lung, kind, seed.astype(float)
+    # opening scaled by the inscribed radius, core component, surface restored
+    depth = _edt(comp, g)
+    r_in = float(depth.max())
+    r_open = float(np.clip(p.open_fraction * r_in, p.open_min_mm, p.open_max_mm))
+    eroded = depth > r_open
+    if eroded.any():
+        core_comp = _component_at(eroded, seed)
+        opened = _edt(~core_comp, g) <= r_open + 0.5 * g
+        obj = comp & opened
+    else:
+        obj = comp
+    # ray origin: the deepest point of the object within reach of the seed (a leak into the
+    # mediastinum is deeper than the lesion, so the whole object's deepest point may be there),
+    # then the deepest point of the star-shaped result
+    depth = _edt(obj, g)
+    core = _deepest_near(depth, seed, float(depth[tuple(seed)]) + 2.0, g)
+    base = obj
+    for _ in range(p.star_passes):
+        obj = _star_constraint(base, core, g, p, iso, t)
+        obj = _component_at(obj, np.rint(core).astype(int))
+        core = np.asarray(np.unravel_index(int(np.argmax(_edt(obj, g))), obj.shape), dtype=np.float64)
+    if kind == "solid":
+        # part-solid union: the ground-glass rim attached to the solid part
+        t_ggo = hu_lung + p.ggo_iso_fraction * (p.ggo_hu - hu_lung)
+        rim = (iso >= t_ggo) & (iso < t) & hull & (_edt(~obj, g) <= p.ggo_rim_mm)
+        rim_c = rim | obj
+        rim_c = _component_at(rim_c, np.rint(core).astype(int))
+        gain = rim_c & ~obj
+        if gain.sum() > 0.5 * obj.sum():  # a real ground-glass component, not partial-volume edge
+            obj = _star_constraint(rim_c, core, g, p, iso, t)
+            notes.append("part-solid: the ground-glass part around the solid core was joined")
+    obj = ndimage.binary_fill_holes(obj)
+    return obj, t, hu_lesion, hu_lung, kind, core
+
+
+def rib_cage(volume: Volume, z_range: tuple[int, int], bone_hu: float = 250.0, step_mm: float = 2.0) -> np.ndarray:
+    """Per axial slice in ``z_range``, the filled convex hull of the bone (> ``bone_hu``) of the
+    whole slice: inside the ribs, spine and sternum. bool (z1 - z0, y, x) on the input grid;
+    a slice with too little bone is all True (no constraint)."""
+    from scipy import ndimage
+
+    z0, z1 = z_range
+    sp = np.asarray(volume.spacing)
+    st = max(1, int(round(step_mm / min(sp[1], sp[2]))))
+    sub = volume.array[z0:z1, ::st, ::st]
+    bone = sub > bone_hu
+    bone &= ndimage.binary_opening(bone, structure=np.ones((1, 2, 2), bool)) | bone  # keep thin ribs
+    hull = _slice_hulls(bone)
+    small = bone.reshape(bone.shape[0], -1).sum(1) < 20
+    hull[small] = True
+    idx_y = np.minimum(np.arange(volume.shape[1]) // st, hull.shape[1] - 1)
+    idx_x = np.minimum(np.arange(volume.shape[2]) // st, hull.shape[2] - 1)
+    return hull[:, idx_y][:, :, idx_x]
+
+
+def _distance_to_lung(volume: Volume, seed: np.ndarray, limit_mm: float, fraction: float = 0.1) -> float:
+    """Radius (mm) of the smallest ball around the seed whose voxels are at least ``fraction``
+    aerated lung (< -400 HU), at most ``limit_mm``: a size for the lesion that air bubbles
+    inside a tumour (necrosis, bronchi) do not shrink."""
+    sp = np.asarray(volume.spacing)
+    r = np.ceil(limit_mm / sp).astype(int)
+    lo = np.maximum(seed - r, 0)
+    hi = np.minimum(seed + r + 1, volume.shape)
+    step = np.maximum(1, np.round(2.0 / sp).astype(int))  # about a 2 mm grid is enough
+    arr = volume.array[lo[0] : hi[0] : step[0], lo[1] : hi[1] : step[1], lo[2] : hi[2] : step[2]]
+    zz, yy, xx = np.meshgrid(
+        *[(np.arange(a, b, st) - c) * s for a, b, st, c, s in zip(lo, hi, step, seed, sp)], indexing="ij"
+    )
+    dist = np.sqrt(zz**2 + yy**2 + xx**2).ravel()
+    air = (arr < -400.0).ravel()
+    order = np.argsort(dist, kind="stable")
+    cum = np.cumsum(air[order]) / np.arange(1, order.size + 1)
+    ok = np.flatnonzero((cum >= fraction) & (dist[order] >= 2.0))
+    return float(dist[order][ok[0]]) if ok.size else float(limit_mm)
+
+
+def _touches_inner_face(mask: np.ndarray, box, shape) -> bool:
+    for axis, ((lo, hi), n) in enumerate(zip(box, shape)):
+        if (lo > 0 and np.take(mask, 0, axis=axis).any()) or (hi < n and np.take(mask, -1, axis=axis).any()):
+            return True
+    return False
+
+
+def check_seed(volume: Volume, seed_zyx: np.ndarray, describe: str) -> np.ndarray:
+    """Validate a seed (continuous indices (z, y, x)); returns the nearest voxel index.
+
+    Raises:
+        SeedError: outside the image, naming the point in mm and as a voxel index.
+    """
+    shape = np.asarray(volume.shape)
+    seed = np.asarray(seed_zyx, dtype=np.float64)
+    if seed.shape != (3,) or not np.all(np.isfinite(seed)):
+        raise SeedError(f"The seed must be 3 finite numbers, got {seed_zyx!r}.")
+    if np.any(seed < -0.5) or np.any(seed > shape - 0.5):
+        mm = volume.index_to_physical(seed)
+        raise SeedError(
+            f"The {describe} lies outside the image: (x, y, z) = {np.round(mm, 1).tolist()} mm, voxel index "
+            f"(z, y, x) = {np.round(seed, 1).tolist()}, image shape (z, y, x) {tuple(int(s) for s in shape)}. "
+            "Check the units (--seed-units mm|voxel) and that the point is given as x y z."
+        )
+    return np.clip(np.rint(seed).astype(int), 0, shape - 1)
+
+
+def segment_lesion(
+    volume: Volume,
+    seed_zyx: Sequence[float],
+    params: LesionParams | None = None,
+    *,
+    describe: str = "seed",
+) -> LesionResult:
+    """Segment the lung lesion that contains ``seed_zyx`` (image-driven; see the module doc).
+
+    Args:
+        volume: CT in HU, (z, y, x).
+        seed_zyx: the seed as continuous array indices (z, y, x).
+        params: :class:`LesionParams` (defaults: one set for every lesion kind).
+        describe: how errors name the seed (e.g. ``"seed (12.0, -40.5, 100.0) mm"``).
+
+    Returns:
+        :class:`LesionResult`; ``mask`` is bool (z, y, x) on ``volume``'s grid. Its
+        boundary is the HU iso-level ``threshold_hu`` on the input voxels.
+
+    Raises:
+        SeedError: the seed is outside the image, in air or in bone.
+    """
+    p = params or LesionParams()
+    t0 = time.perf_counter()
+    seed_vox = check_seed(volume, np.asarray(seed_zyx, dtype=np.float64), describe)
+    # the seed's own HU decides whether it can be a lesion
+    sp = np.asarray(volume.spacing)
+    rad = np.maximum(1, np.ceil(p.lesion_radius_mm / sp)).astype(int)
+    lo = np.maximum(seed_vox - rad, 0)
+    hi = np.minimum(seed_vox + rad + 1, volume.shape)
+    local = volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    hu_seed = float(np.median(local))
+    mm = np.round(volume.index_to_physical(seed_vox), 1).tolist()
+    where = f"(x, y, z) = {mm} mm, voxel (z, y, x) = {seed_vox.tolist()}"
+    if hu_seed < p.air_seed_hu:
+        raise SeedError(
+            f"The {describe} is in air ({hu_seed:.0f} HU around {where}), not in a lesion: click inside the lesion."
+        )
+    if hu_seed > p.bone_seed_hu:
+        raise SeedError(
+            f"The {describe} is in bone ({hu_seed:.0f} HU around {where}), not in a lesion: click inside the lesion."
+        )
+
+    result = _segment_from(volume, seed_vox, p, t0)
+    if p.reseed and result.mask.any():
+        # re-seed at the lesion core: the result no longer depends on where inside it the user clicked
+        core = np.clip(np.rint(result.core_zyx).astype(int), 0, np.asarray(volume.shape) - 1)
+        if result.mask[tuple(core)] and not np.array_equal(core, seed_vox):
+            second = _segment_from(volume, core, p, t0)
+            n1, n2 = int(result.mask.sum()), int(second.mask.sum())
+            if second.mask.any() and n2 <= p.reseed_max_growth * n1:
+                second.notes.insert(0, f"re-seeded at the lesion core (z, y, x) = {core.tolist()}")
+                result = second
+            elif second.mask.any():
+                result.notes.append(
+                    f"re-seeding at the core grew the lesion {n2 / n1:.1f}x (a leak): the first result was kept"
+                )
+    return result
+
+
+def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: float) -> LesionResult:
+    """One run of the lesion model from a validated seed voxel (see the module doc)."""
+    from scipy import ndimage
+
+    from mkunet.preprocess.resample import resample, resample_mask
+
+    notes: list[str] = []
+    sp = np.asarray(volume.spacing)
+    shape = np.asarray(volume.shape)
+    d_air = _distance_to_lung(volume, seed_vox, p.max_crop_mm / 2.0)
+    # the window (input voxel indices, continuous, (z, y, x)): where the lesion may be on this pass
+    half = max(0.5 * p.initial_crop_mm, p.air_window_factor * d_air) / sp
+    w_lo, w_hi = seed_vox - half, seed_vox + half
+    context = np.ceil(p.context_mm / sp)
+    while True:
+        box = tuple(
+            (int(max(0, np.floor(a - c))), int(min(n, np.ceil(b + c) + 1)))
+            for a, b, c, n in zip(w_lo, w_hi, context, shape)
+        )
+        sub = _sub_volume(volume, box)
+        edge = float(np.max((w_hi - w_lo) * sp))
+        g = p.grid_mm if p.grid_mm is not None else float(np.clip(edge / 100.0, 0.6, 1.5))
+        g = max(g, float(sp.min()))
+        iso_vol = resample(sub, (g, g, g), "linear", default_value=-1000.0)
+        iso = iso_vol.array
+        seed_iso = np.clip(
+            np.rint(iso_vol.physical_to_index(volume.index_to_physical(seed_vox))).astype(int), 0, np.asarray(iso.shape) - 1
+        )
+        # window on the iso grid (same origin and direction as the crop: indices scale by g / spacing)
+        box_lo = np.array([a for a, _ in box], dtype=np.float64)
+        lo_i = np.maximum(np.floor((w_lo - box_lo) * sp / g).astype(int), 0)
+        hi_i = np.ceil((w_hi - box_lo) * sp / g).astype(int) + 1
+        window = np.zeros(iso.shape, bool)
+        window[tuple(slice(a, b) for a, b in zip(lo_i, hi_i))] = True
+        cage = None
+        if p.use_rib_cage:
+            cage_in = rib_cage(volume, box[0])[:, box[1][0] : box[1][1], box[2][0] : box[2][1]]
+            cage = resample_mask(cage_in, sub, iso_vol, method="nearest")
+        obj, t, hu_lesion, hu_lung, kind, core = _model_on_crop(iso, seed_iso, g, p, notes, window, cage)
+        if obj is None:  # the seed is not inside the local lung hull: look wider
+            if edge >= p.max_crop_mm:
+                obj, t, hu_lesion, hu_lung, kind, core = _model_on_crop(iso, seed_iso, g, p, notes, None, cage)
+                break
+            centre = seed_vox.astype(float)
+            grown = 0.5 * min(edge * p.grow_factor, p.max_crop_mm) / sp
+            w_lo, w_hi = centre - grown, centre + grown
+            continue
+        if not obj.any():
+            break
+        # does the object touch a window face that is not the scan's border?
+        pts = np.argwhere(obj)
+        o_lo = box_lo + pts.min(0) * g / sp
+        o_hi = box_lo + pts.max(0) * g / sp
+        tol = 1.5 * g / sp
+        at_lo = (o_lo <= w_lo + tol) & (w_lo > 0.5)
+        at_hi = (o_hi >= w_hi - tol) & (w_hi < shape - 1.5)
+        if not (at_lo.any() or at_hi.any()):
+            break
+        if edge >= p.max_crop_mm:
+            notes.append(f"the lesion reaches the largest window ({p.max_crop_mm:g} mm): it may be cut")
+            break
+        # grow: the object's box plus hull_margin_mm on every side (at least grow_factor x the window)
+        margin = p.hull_margin_mm / sp
+        new_lo = np.minimum(w_lo, o_lo - margin)
+        new_hi = np.maximum(w_hi, o_hi + margin)
+        limit = 0.5 * p.max_crop_mm / sp
+        centre = seed_vox.astype(float)
+        w_lo, w_hi = np.maximum(new_lo, centre - limit), np.minimum(new_hi, centre + limit)
+    # back to the input grid: linear interpolation of the mask, then the iso-level on the input voxels
+    back = resample_mask(obj, iso_vol, sub, method="linear")
+    back &= (sub.array >= t) | ndimage.binary_erosion(back, iterations=1)
+    back = ndimage.binary_fill_holes(back)
+    if back.any():
+        core_in = np.clip(np.rint(sub.physical_to_index(iso_vol.index_to_physical(core))).astype(int), 0,
+                          np.asarray(back.shape) - 1)
+        if back.any():
+            back = _component_at(back, core_in)
+    mask = np.zeros(volume.shape, bool)
+    sl = tuple(slice(a, b) for a, b in box)
+    mask[sl] = back
+    core_zyx = sub.physical_to_index(iso_vol.index_to_physical(core)) + np.array([a for a, _ in box])
+    if not mask.any():
+        notes.append("no lesion found at the seed: the mask is empty")
+    return LesionResult(
+        mask=mask,
+        threshold_hu=float(t),
+        hu_lesion=float(hu_lesion),
+        hu_lung=float(hu_lung),
+        kind=kind,
+        crop_box=box,  # type: ignore[arg-type]
+        grid_mm=float(g),
+        core_zyx=core_zyx,
+        notes=notes,
+        timings={"total": time.perf_counter() - t0},
+    )
