@@ -40,7 +40,7 @@ import numpy as np
 
 from mkunet.volume import Volume
 
-__all__ = ["read_dicom_series", "read_rtstruct", "list_rois", "find_series", "SeriesInfo"]
+__all__ = ["DicomSeriesError", "read_dicom_series", "read_rtstruct", "list_rois", "find_series", "SeriesInfo"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,14 @@ META_KEYWORDS: tuple[str, ...] = (
 )
 
 
-def _error(message: str) -> ValueError:
-    # DicomSeriesError lives in mkunet.io, which imports this module lazily: import here.
-    from mkunet.io import DicomSeriesError
+class DicomSeriesError(ValueError):
+    """A DICOM input that cannot be read as one CT volume; the message says why and what to do.
 
+    Also importable as ``mkunet.io.DicomSeriesError``.
+    """
+
+
+def _error(message: str) -> DicomSeriesError:
     return DicomSeriesError(message)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mkunet import dicom_in
+from mkunet.dicom_in import DicomSeriesError
 from mkunet.volume import Volume, same_grid
 
 __all__ = [
@@ -26,10 +28,6 @@ __all__ = [
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _NRRD_SUFFIXES = (".nrrd", ".nhdr")
-
-
-class DicomSeriesError(ValueError):
-    """A DICOM input that cannot be read as one CT volume; the message says why and what to do."""
 
 
 def _kind(path: Path) -> str:
@@ -76,8 +74,6 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         raise FileNotFoundError(f"No such file or folder: '{path}'.")
     kind = _kind(path)
     if kind in ("dicom", "dicom-file"):
-        from mkunet import dicom_in
-
         return dicom_in.read_dicom_series(path, series_uid=series_uid)
     if kind in ("nifti", "nrrd"):
         import SimpleITK as sitk
@@ -146,25 +142,19 @@ def read_mask(path: str | Path, reference: Volume) -> np.ndarray:
     """
     import SimpleITK as sitk
 
+    from mkunet.preprocess.resample import resample_mask
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No such mask file: '{path}'.")
     if _kind(path) not in ("nifti", "nrrd"):
         raise ValueError(f"read_mask reads NIfTI or NRRD label maps, not '{path.name}'.")
-    image = sitk.ReadImage(str(path))
-    label = Volume.from_sitk(sitk.Cast(image, sitk.sitkFloat32))
+    label = Volume.from_sitk(sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32))
+    foreground = label.array != 0
     if same_grid(label, reference):
-        return label.array != 0
-    n_foreground = int(np.count_nonzero(label.array))
-    resampled = sitk.Resample(
-        image,
-        reference.to_sitk(np.zeros(reference.shape, np.uint8)),
-        sitk.Transform(),
-        sitk.sitkNearestNeighbor,
-        0,
-    )
-    mask = sitk.GetArrayFromImage(resampled) != 0
-    if n_foreground and not mask.any():
+        return foreground
+    mask = resample_mask(foreground, label, reference, method="nearest")
+    if foreground.any() and not mask.any():
         raise ValueError(
             f"The mask '{path}' does not overlap the reference volume ({reference!r}): "
             "check that both come from the same scan and frame of reference."
@@ -183,13 +173,9 @@ def read_rtstruct(path: str | Path, reference: Volume, roi: str | None = None) -
     Returns:
         bool array of shape ``reference.shape`` (z, y, x).
     """
-    from mkunet import dicom_in
-
     return dicom_in.read_rtstruct(path, reference, roi=roi)
 
 
 def list_rois(path: str | Path) -> list[str]:
     """Names of the ROIs in a DICOM RTSTRUCT file, in file order."""
-    from mkunet import dicom_in
-
     return dicom_in.list_rois(path)
