@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from mkunet.utils import to_jsonable
 from mkunet.volume import Volume
 
 if TYPE_CHECKING:  # imported lazily at run time (sibling modules)
@@ -151,14 +151,15 @@ class ModelBundle:
             "format": "mkunet-bundle",
             "format_version": FORMAT_VERSION,
             "model_name": self.model_name,
-            "model_kwargs": _jsonable(self.model_kwargs),
-            "preprocessor": _jsonable(self.preprocessor.to_dict()),
-            "clinical_encoder": None if self.clinical_encoder is None else _jsonable(self.clinical_encoder.to_dict()),
+            "model_kwargs": to_jsonable(self.model_kwargs, strict=True),
+            "preprocessor": to_jsonable(self.preprocessor.to_dict(), strict=True),
+            "clinical_encoder": None if self.clinical_encoder is None
+            else to_jsonable(self.clinical_encoder.to_dict(), strict=True),
             "target_spacing_zyx_mm": list(self.target_spacing),
             "patch_size_zyx": list(self.patch_size),
             "threshold": self.threshold,
             "default_clinical": None if self.default_clinical is None else [float(v) for v in self.default_clinical],
-            "metadata": _jsonable(meta),
+            "metadata": to_jsonable(meta, strict=True),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -507,25 +508,3 @@ def _paste(array: np.ndarray, shape: tuple[int, int, int], where: tuple[slice, .
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare module under DistributedDataParallel / DataParallel wrappers."""
     return getattr(model, "module", model)
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert numpy / tuple / Path values to plain JSON types (raises on anything else)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        v = float(value)
-        return v
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        if isinstance(value, float) and not np.isfinite(value):
-            warnings.warn(f"non-finite value {value!r} stored in a bundle config", stacklevel=3)
-        return value
-    raise ValueError(f"Cannot store a value of type {type(value).__name__} in a bundle config: {value!r}.")

@@ -19,7 +19,8 @@ Continuous values outside the fitted range are clipped to [0, 1] (with a warning
 they lie more than 10 % of the range outside it). When the fitted range is degenerate
 (one distinct value), the column encodes as 0.0 (warned at fit time).
 
-Missing values (None, NaN, "", "NA", "N/A", "nan", "none", "unknown", "missing"):
+Missing values (:func:`mkunet.utils.is_missing`: None, NaN, pandas NA, and the texts "", "NA",
+"N/A", "nan", "none", "null", "unknown", "missing", any case):
 
 * ``lvcr`` missing, or no ``lvcr`` column at all, means *LVCR unknown* (e.g. a single
   scan, or the first pass of the fixed-point inference): encoded as the training
@@ -42,13 +43,14 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from mkunet.utils import is_missing
+
 __all__ = ["COLUMNS", "LVCR_INDEX", "ClinicalEncoder"]
 
 COLUMNS: tuple[str, ...] = ("age", "sex", "smoking", "grade", "stage", "lvcr")
 LVCR_INDEX = 5
 _REQUIRED = COLUMNS[:5]
 _CONTINUOUS = ("age", "lvcr")
-_MISSING_STRINGS = {"", "na", "n/a", "nan", "none", "null", "unknown", "missing"}
 _SEX = {"m": 1.0, "male": 1.0, "f": 0.0, "female": 0.0}
 _SMOKING = {
     "never": 0.0, "never smoker": 0.0, "never-smoker": 0.0, "non-smoker": 0.0, "nonsmoker": 0.0,
@@ -73,16 +75,6 @@ class _Bad(Exception):
     """Internal: a malformed cell."""
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    if isinstance(value, str) and value.strip().lower() in _MISSING_STRINGS:
-        return True
-    return False
-
-
 def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise _Bad
@@ -97,7 +89,7 @@ def _number(value: Any) -> float:
 
 def _parse(column: str, value: Any) -> float:
     """Raw value -> float (raw units for age / lvcr, code in [0, 1] otherwise); NaN when missing."""
-    if _is_missing(value):
+    if is_missing(value):
         return math.nan
     if column == "age":
         age = _number(value)
