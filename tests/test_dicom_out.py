@@ -23,11 +23,30 @@ PATIENT = {"PatientName": "Doe^Jane", "PatientID": "P-0042", "PatientBirthDate":
 
 
 # ---------------------------------------------------------------------------- fixtures
-def write_ct_series(folder: Path, *, descending: bool = False, shape=SHAPE, spacing=SPACING) -> Path:
-    """A small CT series (CT Image IOD), one file per slice, files named in shuffled order."""
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # ImageOrientationPatient of a head-first-supine axial series
+
+
+def write_ct_series(
+    folder: Path,
+    *,
+    descending: bool = False,
+    shape=SHAPE,
+    spacing=SPACING,
+    orientation=AXIAL,
+    origin=(-12.0, -20.5, 40.0),
+    patient_position: str = "HFS",
+) -> Path:
+    """A small CT series (CT Image IOD), one file per slice, files named in shuffled order.
+
+    Slice ``k`` in instance order lies at ``origin + k * sz * n`` (``origin - k * sz * n`` when
+    ``descending``), with ``n = row cosine x column cosine`` from ``orientation`` (the
+    ImageOrientationPatient, row then column direction cosines, physical (x, y, z) LPS).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     nz, ny, nx = shape
     sz, sy, sx = spacing
+    iop = np.asarray(orientation, float)
+    normal = np.cross(iop[:3], iop[3:])
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     rng = np.random.default_rng(0)
     names = rng.permutation(nz)
@@ -53,10 +72,10 @@ def write_ct_series(folder: Path, *, descending: bool = False, shape=SHAPE, spac
         ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "Test", 3, k + 1
         ds.PositionReferenceIndicator = ""
         ds.KVP, ds.AcquisitionNumber = 120, 1
-        ds.PatientPosition = "HFS"
-        z = 40.0 + (-sz * k if descending else sz * k)
-        ds.ImagePositionPatient = [-12.0, -20.5, z]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PatientPosition = patient_position
+        position = np.asarray(origin, float) + (-sz * k if descending else sz * k) * normal
+        ds.ImagePositionPatient = [round(float(v), 6) for v in position]
+        ds.ImageOrientationPatient = [round(float(v), 6) for v in iop]
         ds.PixelSpacing = [sy, sx]
         ds.SliceThickness = sz
         ds.Rows, ds.Columns = ny, nx
@@ -99,20 +118,50 @@ def ibsi(shared_data) -> tuple[Volume, np.ndarray]:
 
 # ---------------------------------------------------------------------------- independent readers
 def rasterise(path: Path, reference: Volume) -> np.ndarray:
-    """Independent RTSTRUCT rasteriser: polygon at voxel centres, contours of a slice XOR-ed."""
-    from skimage.draw import polygon
+    """Independent RTSTRUCT rasteriser: it shares no step with ``mkunet.io.read_rtstruct``.
 
-    ds = pydicom.dcmread(path)
+    The reader maps contour points with ``Volume.physical_to_index``, assigns each contour to
+    the nearest slice and fills it with ``skimage.draw.polygon``. Here each contour goes to
+    the slice its ContourImageSequence names (by SOPInstanceUID; without one, the image whose
+    plane holds it), its points are projected
+    onto that image's own plane from the image's DICOM header (ImagePositionPatient,
+    ImageOrientationPatient, PixelSpacing: PS3.3 C.7.6.2.1.1), and voxel centres are
+    tested with matplotlib's point-in-path; the contours of a slice are XOR-ed (a
+    contour inside another is a hole). ``reference.source`` only gives the file of each
+    array slice.
+    """
+    from matplotlib.path import Path as PolygonPath
+
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in reference.source]
+    slice_of = {str(h.SOPInstanceUID): k for k, h in enumerate(headers)}
+    nz, ny, nx = reference.shape
+    rows, cols = np.mgrid[0:ny, 0:nx]
+    centres = np.column_stack([cols.ravel(), rows.ravel()]).astype(float)  # (column, row) of every voxel centre
     out = np.zeros(reference.shape, bool)
+    ds = pydicom.dcmread(path)
     for item in ds.ROIContourSequence[0].get("ContourSequence", []):
-        index = reference.physical_to_index(np.asarray(item.ContourData, float).reshape(-1, 3))
-        k = int(round(index[0, 0]))
-        assert np.allclose(index[:, 0], k, atol=1e-3), "contour not planar on one slice"
-        rr, cc = polygon(index[:, 1], index[:, 2], reference.shape[1:])
-        layer = np.zeros(reference.shape[1:], bool)
-        layer[rr, cc] = True
-        out[k] ^= layer
+        points = np.asarray(item.ContourData, float).reshape(-1, 3)
+        if "ContourImageSequence" in item:
+            k = slice_of[str(item.ContourImageSequence[0].ReferencedSOPInstanceUID)]
+        else:  # optional attribute (type 3): the image whose plane holds the contour
+            k = int(np.argmin([abs(_plane_offset(points, h).mean()) for h in headers]))
+        header = headers[k]
+        off_plane = _plane_offset(points, header)
+        assert np.abs(off_plane).max() < 1e-2, f"contour {off_plane.max():.3f} mm off the plane of its image"
+        iop = np.asarray(header.ImageOrientationPatient, float)
+        row_cosine, column_cosine = iop[:3], iop[3:]
+        row_spacing, column_spacing = (float(v) for v in header.PixelSpacing)
+        offsets = points - np.asarray(header.ImagePositionPatient, float)
+        polygon = np.column_stack([offsets @ row_cosine / column_spacing, offsets @ column_cosine / row_spacing])
+        inside = PolygonPath(polygon, closed=False).contains_points(centres)
+        out[k] ^= inside.reshape(ny, nx)
     return out
+
+
+def _plane_offset(points: np.ndarray, header: Dataset) -> np.ndarray:
+    """Signed distances (mm) of physical points (n, 3) from the plane of one image (its header)."""
+    iop = np.asarray(header.ImageOrientationPatient, float)
+    return (points - np.asarray(header.ImagePositionPatient, float)) @ np.cross(iop[:3], iop[3:])
 
 
 def read_seg(path: Path, reference: Volume) -> np.ndarray:
@@ -295,6 +344,13 @@ def test_ibsi_ct_phantom(ibsi, tmp_path):
     for path in (seg_path, rt_path):
         errors, _ = dciodvfy(path)
         assert errors == [], "\n".join(errors)
+
+
+def test_independent_rasteriser_reproduces_the_ibsi_mask(ibsi, shared_data):
+    """The test's own rasteriser, on the IBSI RTSTRUCT (drawn by another program), gives the IBSI mask."""
+    reference, gtv = ibsi
+    path = shared_data / "ibsi" / "ct_phantom" / "dicom" / "rtstruct.dcm"
+    np.testing.assert_array_equal(rasterise(path, reference), gtv)
 
 
 def test_ibsi_ct_phantom_empty_mask(ibsi, tmp_path):
