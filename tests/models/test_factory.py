@@ -120,10 +120,43 @@ def test_count_parameters():
     assert count_parameters(layer) == 162 and count_parameters(layer, trainable_only=False) == 165
 
 
+def _conv(c_in: int, c_out: int, kernel: int, bias: bool = True) -> int:
+    """Parameters of a 3-D convolution: c_in * c_out * kernel^3 weights (+ c_out biases)."""
+    return c_in * c_out * kernel**3 + (c_out if bias else 0)
+
+
+def _mkunet_parameters(channels=(16, 32, 64, 128, 256), in_channels=4, clinical=6, gate="immune") -> int:
+    """MK-UNet's parameter count from its layer list (module docstrings of mkunet.models.mkunet / gates).
+
+    MONAI ``Convolution`` = conv (bias) -> instance norm (affine=False: 0 parameters) -> PReLU
+    (1 shared slope); a level block is two 3x3x3 such convolutions.
+    """
+    prelu = 1
+
+    def block(c_in: int, c_out: int) -> int:
+        return _conv(c_in, c_out, 3) + prelu + _conv(c_out, c_out, 3) + prelu
+
+    levels = range(len(channels) - 1)
+    encoder = block(in_channels, channels[0]) + sum(block(channels[i], channels[i + 1]) for i in levels)
+    fuse = _conv(channels[-1] + clinical, channels[-1], 1) + prelu  # 1x1x1 mix of bottleneck + tiled clinical
+    ups = sum(_conv(channels[i + 1], channels[i], 2) for i in levels)  # 2x2x2 transposed convolutions
+    gates = 0
+    for i in levels:  # Oktay gate: W_x (2x2x2, stride 2, no bias), W_g (1x1x1), psi (1x1x1 -> 1), w_l
+        c_x, c_g, c_int = channels[i], channels[i + 1], channels[i] // 2
+        gates += _conv(c_x, c_int, 2, bias=False) + _conv(c_g, c_int, 1) + _conv(c_int, 1, 1)
+        gates += c_int if gate == "immune" else 0
+    decoder = sum(block(2 * channels[i], channels[i]) for i in levels)
+    head = _conv(channels[0], 1, 1)
+    return encoder + fuse + ups + gates + decoder + head
+
+
 def test_default_widths_are_comparable():
     """Default widths: every model has channels 16..256 and 1.9-8 M parameters (figures in the README)."""
     counts = {name: count_parameters(build_model(name)) for name in MODELS}
-    assert counts["mkunet"] == 5_822_720
+    assert counts["mkunet"] == _mkunet_parameters() == 5_822_720  # the figure in the README's table
     assert all(1.9e6 < c < 8e6 for c in counts.values()), counts
     plain = count_parameters(build_model("mkunet", gate="plain"))
+    assert plain == _mkunet_parameters(gate="plain")
     assert counts["mkunet"] - plain == 8 + 16 + 32 + 64  # w_l: one weight per intermediate channel
+    tiny = TINY["mkunet"]["channels"]
+    assert count_parameters(build_model("mkunet", channels=tiny)) == _mkunet_parameters(tuple(tiny))
