@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +162,41 @@ def test_default_widths_are_comparable():
     assert counts["mkunet"] - plain == 8 + 16 + 32 + 64  # w_l: one weight per intermediate channel
     tiny = TINY["mkunet"]["channels"]
     assert count_parameters(build_model("mkunet", channels=tiny)) == _mkunet_parameters(tuple(tiny))
+
+
+# ---------------------------------------------------------------------------- test doubles
+def _parameters(function) -> list[tuple]:
+    """(name, kind, default, annotation) of each parameter after ``self``, and the return annotation."""
+    signature = inspect.signature(function)
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    return [(p.name, p.kind, p.default, p.annotation) for p in params] + [("return", signature.return_annotation)]
+
+
+def test_bundle_stubs_follow_the_real_interfaces():
+    """tests/bundle_stubs.py stands in for a ModelBundle: its parts must keep the real signatures, so drift fails."""
+    from bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
+
+    from mkunet.bundle import ModelBundle, predict_probability
+    from mkunet.preprocess import Preprocessor
+    from mkunet.volume import Volume
+
+    for name, cls in MODELS.items():
+        assert _parameters(HUOracle.forward) == _parameters(cls.forward), name
+    assert _parameters(hu_preprocessor) == _parameters(Preprocessor.__call__)
+    assert _parameters(ClinicalVectorMixin.clinical_vector) == _parameters(ModelBundle.clinical_vector)
+    assert ClinicalVectorMixin.default_clinical is inspect.signature(ModelBundle).parameters["default_clinical"].default
+
+    # and they run through the real inference primitive, as a ModelBundle does
+    class Stub(ClinicalVectorMixin):
+        model = HUOracle(thr_hu=-300.0)
+        preprocessor = staticmethod(hu_preprocessor)
+        target_spacing, patch_size, threshold = (2.0, 1.0, 1.0), (16, 32, 32), 0.5
+        default_clinical = np.zeros(6, np.float32)
+
+    array = np.full((10, 24, 20), -800.0, np.float32)
+    array[3:7, 8:16, 6:12] = 100.0
+    volume = Volume(array, spacing=Stub.target_spacing)
+    prob, maps = predict_probability(Stub(), volume, None, return_attention=True)
+    assert prob.shape == volume.shape and len(maps) == 2
+    np.testing.assert_array_equal(prob > 0.5, array > -300.0)
+    assert Stub.model.calls >= 1
