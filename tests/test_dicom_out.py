@@ -192,8 +192,18 @@ def check_identity(path: Path, reference: Volume, modality: str) -> Dataset:
     out = pydicom.dcmread(path)
     src = pydicom.dcmread(reference.source[0], stop_before_pixels=True)
     assert out.Modality == modality
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+    ):
         assert str(out.get(key, "")) == str(src.get(key, "")), key
     assert out.SeriesInstanceUID != src.SeriesInstanceUID
     assert out.SOPInstanceUID != src.SOPInstanceUID
@@ -224,14 +234,14 @@ def test_format_ds_fits_16_characters():
 def test_contours_pass_between_voxel_centres(ct):
     mask = np.zeros(ct.shape, bool)
     mask[4, 10, 12] = True  # one voxel: a diamond through the 4 edge mid-points
-    (k, points), = mask_to_contours(mask, ct)
+    ((k, points),) = mask_to_contours(mask, ct)
     index = ct.physical_to_index(points)
     assert k == 4 and np.allclose(index[:, 0], 4)
     expected = {(9.5, 12.0), (10.0, 11.5), (10.5, 12.0), (10.0, 12.5)}
     assert {tuple(np.round(p, 6)) for p in index[:, 1:]} == expected
     square = np.zeros(ct.shape, bool)
     square[1, 5:15, 5:9] = True  # collinear points dropped: 8 corners of the chamfered square remain
-    (_, points), = mask_to_contours(square, ct)
+    ((_, points),) = mask_to_contours(square, ct)
     assert len(points) == 8
     assert len(mask_to_contours(square, ct, simplify=False)[0][1]) > 8
 
@@ -267,8 +277,10 @@ def test_round_trip_synthetic(ct, tmp_path, shape_name):
         src = pydicom.dcmread(ct.source[k], stop_before_pixels=True)
         assert item.ContourImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
     if shape_name == "ring":  # hole written as its own contour on the same slice
-        per_slice = [int(round(ct.physical_to_index(np.asarray(c.ContourData[:3], float))[0]))
-                     for c in rt.ROIContourSequence[0].ContourSequence]
+        per_slice = [
+            int(round(ct.physical_to_index(np.asarray(c.ContourData[:3], float))[0]))
+            for c in rt.ROIContourSequence[0].ContourSequence
+        ]
         assert per_slice.count(3) == 2 and per_slice.count(6) == 1
     for path in (seg_path, rt_path):
         errors, warnings_ = dciodvfy(path)

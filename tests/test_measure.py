@@ -122,7 +122,7 @@ def test_centroid_mm_with_volume():
     f = measure.shape_features(mask, vol)
     assert f["centroid_mm_xyz"] == pytest.approx((10 + 4 * 0.5, 20 + 3 * 1.0, 30 + 2 * 2.0))
     # a single voxel: mesh is an octahedron of half-diagonals 0.5 voxel
-    assert f["mesh_volume_mm3"] == pytest.approx(4 / 3 * (1.0 * 0.5 * 0.25) , rel=1e-9)
+    assert f["mesh_volume_mm3"] == pytest.approx(4 / 3 * (1.0 * 0.5 * 0.25), rel=1e-9)
 
 
 def test_empty_mask_raises_and_is_measurable():
@@ -210,4 +210,6 @@ def test_pyradiomics_baseline(shared_data, case):
     ):
         assert f[key] == pytest.approx(float(base[feature]), rel=0.005), (feature, f[key], base[feature])
     # pyradiomics' Maximum2DDiameterSlice (largest diameter in an axial plane): same contour definition
-    assert f["longest_axial_diameter_mm"] == pytest.approx(float(base["original_shape_Maximum2DDiameterSlice"]), rel=0.02)
+    assert f["longest_axial_diameter_mm"] == pytest.approx(
+        float(base["original_shape_Maximum2DDiameterSlice"]), rel=0.02
+    )

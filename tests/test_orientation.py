@@ -88,8 +88,13 @@ def dicom_ct(request, tmp_path_factory) -> tuple[str, Volume]:
     name = request.param
     iop = DICOM_CASES.get(name, DICOM_CASES["head-first-supine"])
     folder = write_ct_series(
-        tmp_path_factory.mktemp("ct") / name, shape=SHAPE, spacing=SPACING, orientation=iop, origin=ORIGIN,
-        descending=name == "descending-instances", patient_position="FFS" if "feet" in name else "HFS",
+        tmp_path_factory.mktemp("ct") / name,
+        shape=SHAPE,
+        spacing=SPACING,
+        orientation=iop,
+        origin=ORIGIN,
+        descending=name == "descending-instances",
+        patient_position="FFS" if "feet" in name else "HFS",
     )
     return name, read_volume(folder)
 
@@ -102,7 +107,8 @@ def test_dicom_series_geometry_is_read_from_the_headers(dicom_ct):
     for k in (0, ct.shape[0] - 1):
         header = pydicom.dcmread(ct.source[k], stop_before_pixels=True)
         position = np.asarray(header.ImagePositionPatient, float)
-        row, column = np.asarray(header.ImageOrientationPatient[:3], float), np.asarray(header.ImageOrientationPatient[3:], float)
+        iop_k = np.asarray(header.ImageOrientationPatient, float)
+        row, column = iop_k[:3], iop_k[3:]
         row_spacing, column_spacing = (float(v) for v in header.PixelSpacing)
         for j, i in ((0, 0), (5, 3), (ct.shape[1] - 1, ct.shape[2] - 1)):
             expected = position + i * column_spacing * row + j * row_spacing * column
@@ -125,20 +131,19 @@ def test_seg_and_rtstruct_round_trip(dicom_ct, tmp_path):
     assert dice(read_rtstruct(rt_path, ct, roi="GTV"), mask) > 0.95
 
     # in mm, independently of any array: the contours surround the ball's centre
-    points = np.concatenate([
-        np.asarray(item.ContourData, float).reshape(-1, 3)
-        for item in pydicom.dcmread(rt_path).ROIContourSequence[0].ContourSequence
-    ])
+    points = np.concatenate(
+        [
+            np.asarray(item.ContourData, float).reshape(-1, 3)
+            for item in pydicom.dcmread(rt_path).ROIContourSequence[0].ContourSequence
+        ]
+    )
     voxel_centroid = ct.index_to_physical(np.argwhere(mask).mean(0))
     assert np.linalg.norm(points.mean(0) - voxel_centroid) < 1.0
     assert np.linalg.norm(voxel_centroid - centre_xyz) < 0.5
     # the SEG frames sit on the planes of the CT slices they reference (PlanePositionSequence)
     seg = pydicom.dcmread(seg_path)
-    positions = {
-        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): np.asarray(
-            pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient, float)
-        for f in ct.source
-    }
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in ct.source]
+    positions = {str(h.SOPInstanceUID): np.asarray(h.ImagePositionPatient, float) for h in headers}
     for frame in seg.PerFrameFunctionalGroupsSequence:
         source_uid = str(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
         frame_position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float)
@@ -199,7 +204,10 @@ def test_box_in_mm_crops_the_voxels_inside_it(name):
 
 
 # ---------------------------------------------------------------------------- (c) NIfTI
-@pytest.mark.parametrize("name", ["head-first-prone", "z-flipped", "feet-first-supine", "coronal", "permuted-left-handed"])
+NIFTI_CASES = ["head-first-prone", "z-flipped", "feet-first-supine", "coronal", "permuted-left-handed"]
+
+
+@pytest.mark.parametrize("name", NIFTI_CASES)
 def test_nifti_marked_voxel_keeps_its_physical_position(name, tmp_path):
     """A NIfTI written with nibabel (RAS affine by hand) reads back with the marked voxel at the same mm."""
     import nibabel as nib
@@ -230,5 +238,5 @@ def test_nifti_marked_voxel_keeps_its_physical_position(name, tmp_path):
     out = write_volume(volume, tmp_path / "again.nii.gz")
     again = nib.load(out)
     ijk = np.argwhere(np.asarray(again.dataobj) > 0)[0]
-    np.testing.assert_allclose(np.diag([-1.0, -1.0, 1.0]) @ (again.affine @ np.array([*ijk, 1.0]))[:3], expected_lps,
-                               atol=1e-3)
+    ras_point = (again.affine @ np.array([*ijk, 1.0]))[:3]
+    np.testing.assert_allclose(ras_point * [-1.0, -1.0, 1.0], expected_lps, atol=1e-3)

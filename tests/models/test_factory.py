@@ -43,7 +43,10 @@ def test_uniform_forward(name):
         assert attention == []
     else:
         assert [tuple(a.shape) for a in attention] == [
-            (1, 1, 16, 32, 32), (1, 1, 8, 16, 16), (1, 1, 4, 8, 8), (1, 1, 2, 4, 4)
+            (1, 1, 16, 32, 32),
+            (1, 1, 8, 16, 16),
+            (1, 1, 4, 8, 8),
+            (1, 1, 2, 4, 4),
         ]
         assert all(float(a.min()) >= 0 and float(a.max()) <= 1 for a in attention)
     if name != "mkunet":
@@ -101,11 +104,19 @@ def test_unknown_name_and_kwargs():
 
 def test_config_json_round_trip_reproduces_model():
     torch.manual_seed(0)
-    model = build_model("mkunet", channels=(4, 8, 8, 16, 16), gate="plain", upsample="trilinear",
-                        norm=["INSTANCE", {"affine": True}]).eval()
+    model = build_model(
+        "mkunet", channels=(4, 8, 8, 16, 16), gate="plain", upsample="trilinear", norm=["INSTANCE", {"affine": True}]
+    ).eval()
     config = json.loads(json.dumps(model_config(model)))
-    assert config == {"name": "mkunet", "kwargs": {"channels": [4, 8, 8, 16, 16], "gate": "plain",
-                                                   "upsample": "trilinear", "norm": ["INSTANCE", {"affine": True}]}}
+    assert config == {
+        "name": "mkunet",
+        "kwargs": {
+            "channels": [4, 8, 8, 16, 16],
+            "gate": "plain",
+            "upsample": "trilinear",
+            "norm": ["INSTANCE", {"affine": True}],
+        },
+    }
     clone = build_model(config["name"], **config["kwargs"]).eval()
     clone.load_state_dict(model.state_dict())
     image, clinical = _data()
@@ -175,7 +186,6 @@ def _parameters(function) -> list[tuple]:
 def test_bundle_stubs_follow_the_real_interfaces():
     """tests/bundle_stubs.py stands in for a ModelBundle: its parts must keep the real signatures, so drift fails."""
     from bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
-
     from mkunet.bundle import ModelBundle, predict_probability
     from mkunet.preprocess import Preprocessor
     from mkunet.volume import Volume
