@@ -186,6 +186,34 @@ def test_analyse_cohort_tables_and_files(tmp_path):
     assert "AUC PD-L1+" in res.summary()
 
 
+def test_analyse_cohort_stores_the_curves_it_computed(tmp_path):
+    """km.csv and roc.csv hold the Kaplan-Meier and ROC curves, so a report draws them without recomputing."""
+    from lifelines import KaplanMeierFitter
+    from sklearn.metrics import roc_curve
+
+    meas, clin, out = synthetic_cohort(16)
+    res = cohort.analyse_cohort(meas, clin, out, out_dir=tmp_path, n_boot=20, figures=False)
+    km = pd.read_csv(tmp_path / "km.csv", index_col=0)
+    assert set(km.index) == {"IES", "LVCR"}
+    pts = res.tables["patients"]
+    g = res.groups["IES"]
+    for label, high in ((f"ies > {g.cutoff:.4g}", True), (f"ies <= {g.cutoff:.4g}", False)):
+        part = km.loc["IES"][km.loc["IES", "group"] == label]
+        sel = (pts["ies"] > g.cutoff) == high
+        ref = KaplanMeierFitter().fit(pts.loc[sel, "os_days"], pts.loc[sel, "event"])
+        np.testing.assert_allclose(part["days"], ref.survival_function_.index)
+        np.testing.assert_allclose(part["survival"], ref.survival_function_.iloc[:, 0])
+        assert (part["ci_low"] <= part["survival"] + 1e-12).all() and (part["survival"] <= part["ci_high"] + 1e-12).all()
+        assert part["events"].sum() == pts.loc[sel, "event"].sum() and part["at_risk"].iloc[0] == sel.sum()
+        assert part["events"].sum() + part["censored"].sum() == sel.sum()
+    roc = pd.read_csv(tmp_path / "roc.csv", index_col=0)
+    assert set(roc.index) == set(res.auc)
+    ok = pts["pdl1_positive"].notna()
+    fpr, tpr, _ = roc_curve(pts.loc[ok, "pdl1_positive"].astype(int), pts.loc[ok, "ies_imaging_only"])
+    np.testing.assert_allclose(roc.loc["imaging-only IES", "fpr"], fpr)
+    np.testing.assert_allclose(roc.loc["imaging-only IES", "tpr"], tpr)
+
+
 def test_analyse_cohort_landmark_and_cutoff():
     meas, clin, out = synthetic_cohort(30, seed=1)
     res = cohort.analyse_cohort(meas, clin, out, landmark_days=100, cutoff=0.0, n_boot=50, figures=False)

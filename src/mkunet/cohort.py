@@ -226,6 +226,27 @@ class GroupComparison:
         """Flat dict without the fitters (a table row)."""
         return {k: v for k, v in self.__dict__.items() if k != "km"}
 
+    def km_table(self) -> pd.DataFrame:
+        """The Kaplan-Meier curves as a table (what the report draws).
+
+        Returns:
+            one row per group x event time: ``group`` (label), ``days``, ``survival``, its
+            pointwise 95 % CI ``ci_low`` / ``ci_high`` (lifelines), ``at_risk``, ``events`` and
+            ``censored`` at that time (day 0 first).
+        """
+        parts = []
+        for label, fitter in self.km.items():
+            survival = fitter.survival_function_.iloc[:, 0]
+            ci = fitter.confidence_interval_survival_function_.reindex(survival.index)
+            events = fitter.event_table.reindex(survival.index).fillna(0)
+            parts.append(pd.DataFrame({
+                "group": label, "days": survival.index.to_numpy(float), "survival": survival.to_numpy(float),
+                "ci_low": ci.iloc[:, 0].to_numpy(float), "ci_high": ci.iloc[:, 1].to_numpy(float),
+                "at_risk": events["at_risk"].to_numpy(int), "events": events["observed"].to_numpy(int),
+                "censored": events["censored"].to_numpy(int),
+            }))
+        return pd.concat(parts, ignore_index=True)
+
 
 def compare_groups(
     df: pd.DataFrame,
@@ -284,6 +305,11 @@ class AUCResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("auc", "ci_low", "ci_high", "n_boot", "n_pos", "n_neg")}
+
+    def roc_table(self) -> pd.DataFrame:
+        """The ROC curve (scikit-learn ``roc_curve``) as a table: ``fpr``, ``tpr``, ``threshold``."""
+        return pd.DataFrame({"fpr": np.asarray(self.fpr, float), "tpr": np.asarray(self.tpr, float),
+                             "threshold": np.asarray(self.thresholds, float)})
 
 
 def roc_auc(y_true, score, n_boot: int = 2000, seed: int = 0, ci_level: float = 0.95) -> AUCResult:
@@ -459,7 +485,10 @@ class CohortAnalysis:
     """Everything :func:`analyse_cohort` computed.
 
     Attributes:
-        tables: name -> DataFrame (patients, lvcr, cox, ph_test, groups, auc, correlations, responses, excluded).
+        tables: name -> DataFrame (patients, responses, excluded, cox, ph_test, groups, km, concordance,
+            auc, roc, correlations). ``km`` (:meth:`GroupComparison.km_table`, indexed by score) and
+            ``roc`` (:meth:`AUCResult.roc_table`, indexed by score) are the curves, stored so that a
+            report can draw them without recomputing anything.
         ies: the :class:`~mkunet.ies.IESResult`.
         cox: multi-factor :class:`CoxResult`.
         groups: name -> :class:`GroupComparison` (high vs low IES, high vs low LVCR).
@@ -549,13 +578,53 @@ def analyse_cohort(
     Returns:
         :class:`CohortAnalysis`.
     """
-    from mkunet import kinetics
     from mkunet.ies import immune_evasion_score
 
     notes: list[str] = []
     _require(measurements, ["patient_id", "days", "volume_cm3", "sphericity"], "measurements")
     _require(outcomes, ["patient_id", "os_days", "event"], "outcomes")
     _require(clinical, ["patient_id"], "clinical")
+    meas = _measurement_frame(measurements, landmark_days, notes)
+    per, excluded, responses = _lvcr_per_patient(meas, lvcr_weights, sigma_log_volume, notes)
+    patients = _patient_table(per, clinical, outcomes, landmark_days, notes)
+
+    ies = immune_evasion_score(
+        patients, mode=ies_mode, duration_col="os_days", event_col="event", lvcr_col="lvcr",
+    )
+    notes.extend(f"IES: {n}" for n in ies.notes)
+    patients["ies"] = ies.scores
+    patients["ies_imaging_only"] = ies.imaging_only
+
+    tables: dict[str, pd.DataFrame] = {"patients": patients, "responses": pd.DataFrame(responses)}
+    if excluded:
+        tables["excluded"] = pd.DataFrame(excluded)
+    cox = _multifactor_cox(patients, notes)
+    if cox is not None:
+        tables["cox"] = cox.summary
+        if cox.ph_test is not None:
+            tables["ph_test"] = cox.ph_test
+    groups = _group_comparisons(patients, cutoff, notes)
+    if groups:
+        tables["groups"] = pd.DataFrame([g.as_dict() for g in groups.values()], index=list(groups)).rename_axis("score")
+        tables["km"] = pd.concat([g.km_table().assign(score=name) for name, g in groups.items()]).set_index("score")
+    tables["concordance"] = _concordance_table(patients)
+    aucs = _pdl1_aucs(patients, n_boot, seed, notes)
+    if aucs:
+        tables["auc"] = pd.DataFrame({k: v.as_dict() for k, v in aucs.items()}).T.rename_axis("score")
+        tables["roc"] = pd.concat([a.roc_table().assign(score=name) for name, a in aucs.items()]).set_index("score")
+    correlations = _correlations(patients, notes)
+    if not correlations.empty:
+        tables["correlations"] = correlations
+
+    result = CohortAnalysis(tables, ies, cox, groups, aucs, notes)
+    if out_dir is not None:
+        result.files += _write_analysis(result, meas, Path(out_dir), figures)
+    return result
+
+
+# ----------------------------------------------------------------------------- analyse_cohort's steps
+def _measurement_frame(measurements: pd.DataFrame, landmark_days: float | str | None, notes: list[str]) -> pd.DataFrame:
+    """The measurements sorted by patient and day; with a numeric landmark, only the scans up to it."""
     meas = measurements.copy()
     meas["patient_id"] = meas["patient_id"].astype(str)
     meas = meas.sort_values(["patient_id", "days"])
@@ -568,6 +637,22 @@ def analyse_cohort(
         )
     elif landmark_days is not None and landmark_days != "last_scan":
         raise ValueError(f"landmark_days must be None, a number of days or 'last_scan', got {landmark_days!r}.")
+    return meas
+
+
+def _lvcr_per_patient(
+    meas: pd.DataFrame, lvcr_weights: str, sigma_log_volume: float | None, notes: list[str]
+) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
+    """LVCR, baseline shape and response categories per patient.
+
+    Returns:
+        (one row per patient indexed by ``patient_id`` with ``lvcr`` per day, the patients without
+        a valid LVCR series with the reason, one response row per scan).
+
+    Raises:
+        ValueError: no patient has a valid LVCR series.
+    """
+    from mkunet import kinetics
 
     lvcr_kwargs: dict[str, Any] = {"weights": lvcr_weights}
     if sigma_log_volume is not None:
@@ -596,8 +681,15 @@ def analyse_cohort(
         notes.append(f"{len(excluded)} patient(s) excluded from LVCR (see table 'excluded').")
     if not rows:
         raise ValueError("analyse_cohort: no patient has a valid LVCR series (>= 2 scans with positive volumes).")
-    per = pd.DataFrame(rows).set_index("patient_id")
-    per = per.rename(columns={"lvcr_per_day": "lvcr"})
+    per = pd.DataFrame(rows).set_index("patient_id").rename(columns={"lvcr_per_day": "lvcr"})
+    return per, excluded, responses
+
+
+def _patient_table(
+    per: pd.DataFrame, clinical: pd.DataFrame, outcomes: pd.DataFrame, landmark_days: float | str | None,
+    notes: list[str],
+) -> pd.DataFrame:
+    """LVCR rows joined with the outcomes (inner) and the encoded clinical columns; the landmark applied."""
     out = outcomes.copy()
     out["patient_id"] = out["patient_id"].astype(str)
     clin = clinical.copy()
@@ -607,7 +699,6 @@ def analyse_cohort(
     lost = sorted(set(per.index) - set(patients.index))
     if lost:
         notes.append(f"{len(lost)} patient(s) with measurements but no outcomes row: {lost[:5]}.")
-
     if landmark_days is None:
         notes.append(
             "no landmark: LVCR needs follow-up scans, so survival from the first scan is subject to "
@@ -618,20 +709,11 @@ def analyse_cohort(
         n0 = len(patients)
         patients = landmark(patients, "os_days", "event", lm)
         notes.append(f"landmark: {n0 - len(patients)} patient(s) not alive/under follow-up at the landmark dropped.")
+    return patients
 
-    ies = immune_evasion_score(
-        patients, mode=ies_mode, duration_col="os_days", event_col="event", lvcr_col="lvcr",
-    )
-    notes.extend(f"IES: {n}" for n in ies.notes)
-    patients["ies"] = ies.scores
-    patients["ies_imaging_only"] = ies.imaging_only
 
-    tables: dict[str, pd.DataFrame] = {"patients": patients}
-    tables["responses"] = pd.DataFrame(responses)
-    if excluded:
-        tables["excluded"] = pd.DataFrame(excluded)
-
-    # multi-factor Cox: z-scored imaging terms + clinical covariates present and non-constant
+def _multifactor_cox(patients: pd.DataFrame, notes: list[str]) -> CoxResult | None:
+    """Cox model on the z-scored imaging terms and the clinical covariates present and non-constant."""
     cox_df = patients.copy()
     covs = []
     for term, col in (("lvcr_z", "lvcr"), ("one_minus_sphericity_z", None), ("pdl1_area_ratio_z", "pdl1_area_ratio")):
@@ -643,43 +725,50 @@ def analyse_cohort(
     for c in ("age", "sex_male", "smoking", "grade", "stage"):
         if c in cox_df and cox_df[c].notna().all() and cox_df[c].nunique() > 1:
             covs.append(c)
-    cox = None
     try:
-        cox = fit_cox(cox_df, "os_days", "event", covs)
-        tables["cox"] = cox.summary
-        if cox.ph_test is not None:
-            tables["ph_test"] = cox.ph_test
+        return fit_cox(cox_df, "os_days", "event", covs)
     except ValueError as err:
         notes.append(f"multi-factor Cox not fitted: {err}")
+        return None
 
+
+def _group_comparisons(patients: pd.DataFrame, cutoff: float | str, notes: list[str]) -> dict[str, GroupComparison]:
+    """High vs low IES (at ``cutoff``) and high vs low LVCR (at the median)."""
     groups: dict[str, GroupComparison] = {}
     for name, col, cut in (("IES", "ies", cutoff), ("LVCR", "lvcr", "median")):
         try:
             groups[name] = compare_groups(patients, col, "os_days", "event", cutoff=cut)
         except ValueError as err:
             notes.append(f"{name} high vs low not computed: {err}")
-    if groups:
-        tables["groups"] = pd.DataFrame([g.as_dict() for g in groups.values()], index=list(groups)).rename_axis("score")
+    return groups
 
+
+def _concordance_table(patients: pd.DataFrame) -> pd.DataFrame:
+    """Harrell's C of the risk scores IES, imaging-only IES and LVCR."""
     c_rows = {
-        "ies": concordance_index(patients["os_days"], patients["ies"], patients["event"]),
-        "ies_imaging_only": concordance_index(patients["os_days"], patients["ies_imaging_only"], patients["event"]),
-        "lvcr": concordance_index(patients["os_days"], patients["lvcr"], patients["event"]),
+        col: concordance_index(patients["os_days"], patients[col], patients["event"])
+        for col in ("ies", "ies_imaging_only", "lvcr")
     }
-    tables["concordance"] = pd.DataFrame({"c_index": c_rows}).rename_axis("risk_score")
+    return pd.DataFrame({"c_index": c_rows}).rename_axis("risk_score")
 
+
+def _pdl1_aucs(patients: pd.DataFrame, n_boot: int, seed: int, notes: list[str]) -> dict[str, AUCResult]:
+    """AUC for PD-L1 positivity of the full (circular) and the imaging-only IES."""
     aucs: dict[str, AUCResult] = {}
-    if "pdl1_positive" in patients:
-        lab = patients["pdl1_positive"]
-        ok = lab.notna()
-        for name, col in (("IES (contains PD-L1: circular)", "ies"), ("imaging-only IES", "ies_imaging_only")):
-            try:
-                aucs[name] = roc_auc(lab[ok].astype(int).to_numpy(), patients.loc[ok, col].to_numpy(), n_boot=n_boot, seed=seed)
-            except ValueError as err:
-                notes.append(f"AUC {name} not computed: {err}")
-        if aucs:
-            tables["auc"] = pd.DataFrame({k: v.as_dict() for k, v in aucs.items()}).T.rename_axis("score")
+    if "pdl1_positive" not in patients:
+        return aucs
+    lab = patients["pdl1_positive"]
+    ok = lab.notna()
+    for name, col in (("IES (contains PD-L1: circular)", "ies"), ("imaging-only IES", "ies_imaging_only")):
+        try:
+            aucs[name] = roc_auc(lab[ok].astype(int).to_numpy(), patients.loc[ok, col].to_numpy(), n_boot=n_boot, seed=seed)
+        except ValueError as err:
+            notes.append(f"AUC {name} not computed: {err}")
+    return aucs
 
+
+def _correlations(patients: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Spearman correlations of the imaging scores with CD8 density and PD-L1."""
     corr_rows = []
     for x, y in (("sphericity", "cd8_density"), ("lvcr", "cd8_density"), ("ies", "cd8_density"),
                  ("ies_imaging_only", "pdl1_tps"), ("sphericity", "pdl1_area_ratio")):
@@ -688,25 +777,25 @@ def analyse_cohort(
                 corr_rows.append(spearman(patients, x, y).__dict__)
             except ValueError as err:
                 notes.append(str(err))
-    if corr_rows:
-        tables["correlations"] = pd.DataFrame(corr_rows)
+    return pd.DataFrame(corr_rows)
 
-    result = CohortAnalysis(tables, ies, cox, groups, aucs, notes)
-    if out_dir is not None:
-        out_path = Path(out_dir)
-        out_path.mkdir(parents=True, exist_ok=True)
-        for name, table in tables.items():
-            csv = out_path / f"{name}.csv"
-            table.to_csv(csv)
-            md = out_path / f"{name}.md"
-            md.write_text(to_markdown(table))
-            result.files += [csv, md]
-        notes_path = out_path / "notes.md"
-        notes_path.write_text("# Notes\n\n" + "".join(f"- {n}\n" for n in notes))
-        result.files.append(notes_path)
-        if figures:
-            result.files += _figures(result, meas, out_path)
-    return result
+
+def _write_analysis(result: CohortAnalysis, meas: pd.DataFrame, out_path: Path, figures: bool) -> list[Path]:
+    """Every table as CSV + Markdown, ``notes.md`` and (``figures``) the PNG figures; returns the paths."""
+    out_path.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    for name, table in result.tables.items():
+        csv = out_path / f"{name}.csv"
+        table.to_csv(csv)
+        md = out_path / f"{name}.md"
+        md.write_text(to_markdown(table))
+        files += [csv, md]
+    notes_path = out_path / "notes.md"
+    notes_path.write_text("# Notes\n\n" + "".join(f"- {n}\n" for n in result.notes))
+    files.append(notes_path)
+    if figures:
+        files += _figures(result, meas, out_path)
+    return files
 
 
 def _best_response(cats: list[str]) -> str:
