@@ -91,3 +91,29 @@ def test_report_lists_problems(tmp_path):
     text = write_report(result).read_text(encoding="utf-8")
     section = text[text.index('id="errors"'):text.index('id="patients"')]
     assert "P01" in section and "timepoint skipped" in section and "no LVCR" in section
+
+
+def test_report_draws_the_stored_statistics_and_recomputes_nothing(report, tmp_path):
+    """The KM and ROC figures come from the run's km.csv / roc.csv; the report imports no statistics code."""
+    import ast
+    import shutil
+
+    import mkunet.report.figures as figures_module
+    import mkunet.report.html as html_module
+
+    for module in (html_module, figures_module):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {m for m in imported if m.split(".")[0] in ("sklearn", "lifelines", "scipy")}, module.__name__
+        assert not imported & {"mkunet.pipeline", "mkunet.cohort", "mkunet.ies", "mkunet.kinetics"}, module.__name__
+    path, _ = report
+    run_dir = tmp_path / "run"
+    shutil.copytree(path.parent / "run", run_dir)
+    full = write_report(run_dir, tmp_path / "full.html").read_text(encoding="utf-8")
+    for name in ("km.csv", "roc.csv"):
+        (run_dir / "cohort" / name).unlink()
+    text = write_report(run_dir, tmp_path / "without.html").read_text(encoding="utf-8")
+    assert len(images(text)) == len(images(full)) - 2
+    assert "No IES groups" in text and "No ROC" in text
+    assert 'alt="Kaplan-Meier curves by IES group"' in full and 'alt="Kaplan-Meier' not in text

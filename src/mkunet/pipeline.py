@@ -3,19 +3,12 @@
 :func:`run_cohort` is the typed API behind ``mkunet run``; :func:`run_demo` makes a
 synthetic cohort, runs it with the shipped model and writes the HTML report.
 
-Input discovery (:func:`discover_scans`)
----------------------------------------
-* ``COHORT_DIR/scans.csv`` present (the layout of :func:`mkunet.synth.write_cohort`):
-  one row per scan with ``patient_id``, ``timepoint``, ``days`` (or ``scan_date``
-  YYYY-MM-DD), ``image`` (NIfTI, relative path), ``dicom`` (folder, relative) and
-  optionally ``mask`` (a reference label map: the results then carry the Dice of the
-  automatic mask against it). The DICOM folder is preferred (SEG and RTSTRUCT can only
-  be written for a DICOM input); the NIfTI image is the fallback.
-* otherwise ``COHORT_DIR/<patient_id>/<scan>/`` folders, each holding one DICOM CT
-  series (directly or in a ``dicom/`` sub-folder); scans are dated by StudyDate
-  (SeriesDate / AcquisitionDate as fallbacks), sorted by date, and ``days`` counts from
-  the patient's first scan. A NIfTI / NRRD file has no date: a ValueError names it and
-  says to add a ``scans.csv``.
+Inputs
+------
+Scans are found by :func:`discover_scans` (``scans.csv``, or one DICOM folder per scan);
+clinical.csv, outcomes.csv and lesions.csv are read by :func:`read_clinical`,
+:func:`mkunet.inputs.read_outcomes` and :func:`read_lesions`. These live in
+:mod:`mkunet.inputs` (formats documented there) and are re-exported here.
 
 Patients and ``clinical.csv``
 -----------------------------
@@ -119,7 +112,14 @@ sha256, parameters JSON, mkunet version). ``OUT/patients.csv``: one row per pati
 (LVCR, CI, VDT, response, IES, ...). ``OUT/lesion_results.csv`` / ``.parquet``: per target
 lesion (see above). ``OUT/run.json``: parameters, model identity, lesions file and
 counts. With outcomes: ``OUT/cohort/`` holds :func:`mkunet.cohort.analyse_cohort`'s
-tables and figures.
+tables and figures, the statistics the report shows included (``groups.csv``, ``auc.csv``, and
+the Kaplan-Meier and ROC curves ``km.csv`` and ``roc.csv``): :mod:`mkunet.report` only draws
+what is stored there (:mod:`mkunet.run_store` describes the folder).
+
+Steps of :func:`run_cohort`: :func:`_discover_step` (inputs found and checked, model loaded,
+before any work) -> :func:`_process_step` (each patient from the cache or computed) ->
+:func:`_analyse_step` (tables, IES, cohort statistics) -> :func:`_write_step` (tables and
+``run.json``).
 
 Units: days, cm^3, mm, HU, per day. Arrays (z, y, x); spacing (z, y, x) mm.
 """
@@ -143,18 +143,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mkunet.inputs import (
+    CLINICAL_COLUMNS,
+    LESION_COLUMNS,
+    LESION_OPTIONAL_COLUMNS,
+    MAX_TARGET_LESIONS,
+    ScanInput,
+    TargetLesion,
+    check_lesions,
+    clinical_mapping,
+    discover_scans,
+    lesion_folder_name,
+    read_clinical,
+    read_lesions,
+    read_outcomes,
+)
+from mkunet.run_store import ERROR_COLUMNS, CohortRun, load_run, patient_folder_name
+from mkunet.utils import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text, to_jsonable
 from mkunet.volume import Volume
 
 __all__ = [
     "patient_folder_name",
     "ScanInput",
     "CohortRun",
+    "ERROR_COLUMNS",
     "ProgressCallback",
     "discover_scans",
     "read_clinical",
+    "read_outcomes",
+    "CLINICAL_COLUMNS",
     "TargetLesion",
     "read_lesions",
     "check_lesions",
+    "LESION_COLUMNS",
+    "LESION_OPTIONAL_COLUMNS",
     "MAX_TARGET_LESIONS",
     "model_identity",
     "run_cohort",
@@ -169,545 +191,11 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(done, total, description)``: called as patients start and finish."""
 
-CLINICAL_COLUMNS = ("age", "sex", "smoking", "grade", "stage")
-_NIFTI = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 CACHE_VERSION = 1
 
 #: Demo cohort geometry: (z, y, x) voxels; spacing None lets the generator fit the body per patient.
 DEMO_SHAPE = (48, 128, 128)
 DEMO_SPACING: tuple[float, float, float] | None = None
-
-
-# ============================================================================ small helpers
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
-    return _atomic_write_text(path, df.to_csv(index=index))
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_parquet(tmp, engine="pyarrow", index=False)
-    os.replace(tmp, path)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars -> Python, NaN / inf -> None, tuples -> lists, Paths -> str."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def patient_folder_name(pid: str) -> str:
-    """A patient id usable as a folder / file name (ids are user data)."""
-    bad = set('/\\:*?"<>|') | {"\0"}
-    name = "".join("_" if (c in bad or ord(c) < 32) else c for c in str(pid)).strip()
-    if name in ("", ".", ".."):
-        raise ValueError(f"patient_id {pid!r} cannot be used as a folder name; rename the patient.")
-    return name
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip().lower() in ("", "na", "n/a", "nan", "none", "unknown", "missing")
-
-
-# ============================================================================ input discovery
-
-
-@dataclass(frozen=True)
-class ScanInput:
-    """One scan of one patient.
-
-    Attributes:
-        patient_id: the patient.
-        timepoint: 0-based index in time order (the folder name is ``T<timepoint>``).
-        days: days since the patient's first scan.
-        scan_date: YYYY-MM-DD when known.
-        path: DICOM folder or NIfTI / NRRD file.
-        kind: ``"dicom"`` or ``"nifti"``.
-        reference_mask: optional reference label map (NIfTI) for a Dice check.
-    """
-
-    patient_id: str
-    timepoint: int
-    days: float
-    scan_date: str | None
-    path: Path
-    kind: str
-    reference_mask: Path | None = None
-
-    def files(self) -> list[Path]:
-        """The input files whose bytes define this scan (sorted)."""
-        if self.path.is_dir():
-            return sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
-        return [self.path]
-
-
-def _kind_of(path: Path) -> str:
-    return "dicom" if path.is_dir() or path.name.lower().endswith(".dcm") else "nifti"
-
-
-def _parse_date(value: Any, where: str) -> _dt.date:
-    text = str(value).strip()
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return _dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise ValueError(f"{where}: scan date {text!r} is not a date; write YYYY-MM-DD (or DICOM YYYYMMDD).")
-
-
-def _from_scans_csv(cohort_dir: Path, csv: Path) -> dict[str, list[ScanInput]]:
-    df = pd.read_csv(csv, dtype={"patient_id": str})
-    if "patient_id" not in df.columns:
-        raise ValueError(f"'{csv}' has no 'patient_id' column; columns are {list(df.columns)}.")
-    if "dicom" not in df.columns and "image" not in df.columns:
-        raise ValueError(f"'{csv}' needs a 'dicom' (folder) or 'image' (NIfTI) column per scan; has {list(df.columns)}.")
-    if "days" not in df.columns and "scan_date" not in df.columns:
-        raise ValueError(f"'{csv}' needs a 'days' (since the first scan) or 'scan_date' (YYYY-MM-DD) column.")
-    out: dict[str, list[ScanInput]] = {}
-    for pid, g in df.groupby("patient_id", sort=True):
-        pid = str(pid)
-        entries = []
-        for i, row in g.iterrows():
-            where = f"'{csv}' row {int(i) + 2} (patient {pid!r})"
-            path = None
-            for col in ("dicom", "image"):
-                if col in g.columns and not _is_missing(row.get(col)):
-                    cand = (cohort_dir / str(row[col])).resolve()
-                    if cand.exists():
-                        path = cand
-                        break
-            if path is None:
-                given = [str(row[c]) for c in ("dicom", "image") if c in g.columns and not _is_missing(row.get(c))]
-                # keep the scan: reading it will fail and be reported for this patient only
-                path = (cohort_dir / given[0]).resolve() if given else cohort_dir / f"<no image for row {int(i) + 2}>"
-            date = None if "scan_date" not in g.columns or _is_missing(row.get("scan_date")) else _parse_date(
-                row["scan_date"], where
-            )
-            if "days" in g.columns and not _is_missing(row.get("days")):
-                days = float(row["days"])
-            elif date is not None:
-                days = float("nan")  # filled below from the dates
-            else:
-                raise ValueError(f"{where}: neither 'days' nor 'scan_date' is given; fill one in.")
-            ref = None
-            if "mask" in g.columns and not _is_missing(row.get("mask")):
-                cand = (cohort_dir / str(row["mask"])).resolve()
-                ref = cand if cand.exists() else None
-            entries.append((days, date, path, ref, row.get("timepoint")))
-        if any(math.isnan(e[0]) for e in entries):
-            if any(e[1] is None for e in entries):
-                raise ValueError(f"'{csv}': patient {pid!r} mixes rows with and without days/scan_date; fill them in.")
-            first = min(e[1] for e in entries)
-            entries = [((e[1] - first).days, *e[1:]) for e in entries]
-        entries.sort(key=lambda e: e[0])
-        out[pid] = [
-            ScanInput(pid, k, float(d), None if date is None else date.isoformat(), p, _kind_of(p), ref)
-            for k, (d, date, p, ref, _) in enumerate(entries)
-        ]
-    return out
-
-
-def _dicom_date(folder: Path) -> tuple[_dt.date | None, Path | None]:
-    import pydicom
-
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - not DICOM / corrupt: try the next file
-            continue
-        for key in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
-            value = str(ds.get(key, "") or "").strip()
-            if value:
-                return _parse_date(value, f"'{f}' {key}"), f
-        return None, f
-    return None, None
-
-
-def _from_folders(cohort_dir: Path) -> dict[str, list[ScanInput]]:
-    out: dict[str, list[ScanInput]] = {}
-    for pdir in sorted(p for p in cohort_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        pid = pdir.name
-        scans: list[tuple[_dt.date | None, Path]] = []
-        for entry in sorted(pdir.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_file() and entry.name.lower().endswith(_NIFTI):
-                raise ValueError(
-                    f"'{entry}' is a NIfTI/NRRD image without a scan date: add a scans.csv to '{cohort_dir}' "
-                    "(columns patient_id, timepoint, days or scan_date, image) to say when each scan was taken."
-                )
-            if not entry.is_dir():
-                continue
-            folder = entry / "dicom" if (entry / "dicom").is_dir() else entry
-            niftis = [p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_NIFTI)]
-            date, first = _dicom_date(folder)
-            if first is None:
-                if niftis:
-                    raise ValueError(
-                        f"'{niftis[0]}' is a NIfTI/NRRD image without a scan date: add a scans.csv to "
-                        f"'{cohort_dir}' (columns patient_id, timepoint, days or scan_date, image)."
-                    )
-                continue  # not a scan folder
-            if date is None:
-                raise ValueError(
-                    f"The DICOM series in '{folder}' has no StudyDate/SeriesDate/AcquisitionDate: add a scans.csv "
-                    f"to '{cohort_dir}' giving the scan days."
-                )
-            scans.append((date, folder))
-        if not scans:
-            continue
-        scans.sort(key=lambda s: (s[0], str(s[1])))
-        first_date = scans[0][0]
-        out[pid] = [
-            ScanInput(pid, k, float((d - first_date).days), d.isoformat(), folder, "dicom")
-            for k, (d, folder) in enumerate(scans)
-        ]
-    return out
-
-
-def discover_scans(cohort_dir: str | Path) -> dict[str, list[ScanInput]]:
-    """Find every patient's scans (see the module docstring for the two layouts).
-
-    Returns:
-        patient_id -> scans in time order (``timepoint`` 0, 1, ...).
-
-    Raises:
-        FileNotFoundError: ``cohort_dir`` does not exist.
-        ValueError: malformed scans.csv, a NIfTI without a date, no scan found.
-    """
-    cohort_dir = Path(cohort_dir)
-    if not cohort_dir.is_dir():
-        raise FileNotFoundError(f"Cohort folder not found: '{cohort_dir}'.")
-    csv = cohort_dir / "scans.csv"
-    scans = _from_scans_csv(cohort_dir, csv) if csv.is_file() else _from_folders(cohort_dir)
-    if not scans:
-        raise ValueError(
-            f"No scans found in '{cohort_dir}': give a scans.csv, or one folder per patient holding one folder "
-            "per scan with a DICOM CT series."
-        )
-    return scans
-
-
-def read_clinical(path: str | Path) -> pd.DataFrame:
-    """Read clinical.csv: one row per patient, indexed by ``patient_id`` (str).
-
-    Raises:
-        FileNotFoundError, ValueError: missing file / column, duplicated patient.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Clinical table not found: '{path}'.")
-    df = pd.read_csv(path, dtype={"patient_id": str})
-    if "patient_id" not in df.columns:
-        raise ValueError(f"'{path}' has no 'patient_id' column; columns are {list(df.columns)}.")
-    dup = df["patient_id"][df["patient_id"].duplicated()].tolist()
-    if dup:
-        raise ValueError(f"'{path}': patient(s) {dup[:10]} appear more than once; keep one row per patient.")
-    missing = [c for c in CLINICAL_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"'{path}' lacks column(s) {missing}; clinical.csv needs patient_id, age, sex, smoking, grade, stage "
-            "(and optionally lvcr, per day)."
-        )
-    return df.set_index("patient_id")
-
-
-def _clinical_mapping(row: pd.Series | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    out: dict[str, Any] = {}
-    for c in (*CLINICAL_COLUMNS, "lvcr"):
-        if c in row.index:
-            v = row[c]
-            if isinstance(v, (np.generic,)):
-                v = v.item()
-            out[c] = None if _is_missing(v) else v
-    if out.get("lvcr") is None:
-        out.pop("lvcr", None)
-    return out
-
-
-# ============================================================================ target lesions
-
-LESION_COLUMNS = ("patient_id", "lesion_id", "x_mm", "y_mm", "z_mm")
-"""Required columns of lesions.csv (see :func:`read_lesions`)."""
-LESION_OPTIONAL_COLUMNS = ("timepoint", "roi")
-"""Optional columns of lesions.csv."""
-MAX_TARGET_LESIONS = 5
-"""RECIST 1.1 allows at most 5 target lesions per patient (2 per organ; the per-organ limit is not checked)."""
-
-
-@dataclass(frozen=True)
-class TargetLesion:
-    """One row of lesions.csv: a target lesion and where it is.
-
-    Attributes:
-        patient_id: the patient (as in scans.csv / the patient folders).
-        lesion_id: the lesion's name within its patient (text: "1", "RUL", ...).
-        point_xyz_mm: a point inside the lesion (the "click"), physical patient
-            coordinates **(x, y, z)** in mm (DICOM LPS), on scan ``timepoint``.
-        timepoint: 0-based index of the scan the click (and box) refer to, among the
-            patient's scans in time order (the ``T<k>`` of the outputs; 0 = first scan).
-        box_mm: optional box around the lesion on that scan, ((z0, z1), (y0, y1), (x0, x1))
-            physical mm, each start < stop; when given it is the region of interest
-            instead of the click.
-        source: the file the row came from ("" when built in Python).
-        line: the row's line number in that file (header = line 1; 0 when built in Python).
-    """
-
-    patient_id: str
-    lesion_id: str
-    point_xyz_mm: tuple[float, float, float]
-    timepoint: int = 0
-    box_mm: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
-    source: str = ""
-    line: int = 0
-
-    @property
-    def where(self) -> str:
-        """Where the row is, for messages: file, line, patient and lesion."""
-        at = f"'{self.source}' line {self.line}, " if self.source else ""
-        return f"{at}patient {self.patient_id!r}, lesion {self.lesion_id!r}"
-
-    @property
-    def box_text(self) -> str | None:
-        """The box in the lesions.csv ``roi`` format, ``"x0 x1 y0 y1 z0 z1"`` (mm), or None."""
-        if self.box_mm is None:
-            return None
-        (z0, z1), (y0, y1), (x0, x1) = self.box_mm
-        return " ".join(f"{v:g}" for v in (x0, x1, y0, y1, z0, z1))
-
-    def roi(self) -> Any:
-        """The region of interest on scan ``timepoint``: :class:`mkunet.infer.Box` (mm) when a box is
-        given, else :class:`mkunet.infer.Seed` at the click (100 mm cube, the component at the click kept)."""
-        from mkunet.infer import Box, Seed
-
-        if self.box_mm is not None:
-            z, y, x = self.box_mm
-            return Box(z=z, y=y, x=x, units="mm")
-        return Seed(point=self.point_xyz_mm, units="mm")
-
-    def key(self) -> dict[str, Any]:
-        """What defines the lesion's results (part of the patient's cache key; not the file line)."""
-        return {"lesion_id": self.lesion_id, "point_xyz_mm": [float(v) for v in self.point_xyz_mm],
-                "timepoint": int(self.timepoint), "box_zyx_mm": None if self.box_mm is None else
-                [[float(a), float(b)] for a, b in self.box_mm]}
-
-
-def _lesion_number(text: str, column: str, where: str, problems: list[str]) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value):
-        what = "is empty" if not text else f"is {text!r}, not a finite number"
-        problems.append(f"{where}: {column} {what}; give the coordinate in mm")
-        return None
-    return value
-
-
-def _lesion_box(text: str, point: tuple[float, float, float] | None, where: str, problems: list[str]) -> Any:
-    parts = text.replace(";", " ").split()
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 6 or not all(math.isfinite(v) for v in values):
-        problems.append(f"{where}: roi {text!r} is not a box; write six numbers 'x0 x1 y0 y1 z0 z1' in mm "
-                        "separated by spaces (or leave roi blank to use the click)")
-        return None
-    x0, x1, y0, y1, z0, z1 = values
-    bad = [a for a, (lo, hi) in zip("xyz", ((x0, x1), (y0, y1), (z0, z1))) if not lo < hi]
-    if bad:
-        problems.append(f"{where}: roi {text!r} has start >= stop along {', '.join(bad)}; write 'x0 x1 y0 y1 z0 z1' "
-                        "with each start < stop (mm)")
-        return None
-    if point is not None and not all(lo <= p <= hi for p, (lo, hi) in zip(point, ((x0, x1), (y0, y1), (z0, z1)))):
-        problems.append(f"{where}: the click ({', '.join(f'{v:g}' for v in point)}) mm lies outside its roi box "
-                        f"{text!r}; fix x_mm/y_mm/z_mm or the box")
-        return None
-    return ((z0, z1), (y0, y1), (x0, x1))
-
-
-def _raise_lesion_problems(path: Any, problems: list[str]) -> None:
-    if problems:
-        more = f"; and {len(problems) - 8} more problem(s)" if len(problems) > 8 else ""
-        raise ValueError(f"lesions file '{path}': " + "; ".join(problems[:8]) + more + ".")
-
-
-def check_lesions(
-    lesions: Sequence[TargetLesion],
-    scans: Mapping[str, Sequence[ScanInput]] | None = None,
-    source: Any = "lesions",
-) -> list[TargetLesion]:
-    """Check a list of target lesions (what :func:`read_lesions` does after parsing).
-
-    Checks: unique (patient_id, lesion_id); at most :data:`MAX_TARGET_LESIONS` per patient;
-    with ``scans`` (from :func:`discover_scans`): every patient has scans and every
-    ``timepoint`` exists.
-
-    Raises:
-        ValueError: naming ``source``, the line / patient / lesion and the fix.
-    """
-    lesions = list(lesions)
-    problems: list[str] = []
-    if not lesions:
-        problems.append("no lesion rows; give one row per target lesion or leave out --lesions")
-    seen: dict[tuple[str, str], TargetLesion] = {}
-    per_patient: dict[str, list[TargetLesion]] = {}
-    for les in lesions:
-        first = seen.setdefault((les.patient_id, les.lesion_id), les)
-        if first is not les:
-            problems.append(f"{les.where}: duplicate (patient_id, lesion_id), first given "
-                            f"{'on line ' + str(first.line) if first.line else 'earlier'}; give each lesion once")
-        per_patient.setdefault(les.patient_id, []).append(les)
-    for pid, rows in per_patient.items():
-        if len(rows) > MAX_TARGET_LESIONS:
-            problems.append(f"patient {pid!r} has {len(rows)} target lesions; RECIST 1.1 allows at most "
-                            f"{MAX_TARGET_LESIONS} (2 per organ): keep the {MAX_TARGET_LESIONS} largest measurable "
-                            "ones")
-    if scans is not None:
-        unknown = sorted(set(per_patient) - set(scans))
-        if unknown:
-            known = sorted(scans)
-            problems.append(f"patient(s) {unknown[:10]} have no scans in the cohort (patients with scans: "
-                            f"{known[:10]}{' ...' if len(known) > 10 else ''}); fix the patient_id or remove those "
-                            "rows")
-        for les in lesions:
-            n = len(scans.get(les.patient_id, ()))
-            if les.patient_id in scans and les.timepoint >= n:
-                problems.append(f"{les.where}: timepoint {les.timepoint} but the patient has {n} scan(s) "
-                                f"(T0-T{n - 1}, in time order); give the 0-based index of the scan the click is on")
-    _raise_lesion_problems(source, problems)
-    return lesions
-
-
-def read_lesions(
-    path: str | Path, scans: Mapping[str, Sequence[ScanInput]] | None = None
-) -> list[TargetLesion]:
-    """Read and check lesions.csv: one row per target lesion (at most 5 per patient, as RECIST 1.1).
-
-    Format (CSV with a header row; the last two columns are optional)::
-
-        patient_id,lesion_id,x_mm,y_mm,z_mm,timepoint,roi
-        P001,1,-35.2,12.0,-150.5,,
-        P001,2,40.1,-3.5,-120.0,0,30 50 -13 7 -130 -110
-
-    * ``patient_id``: as in scans.csv / the patient folders.
-    * ``lesion_id``: the lesion's name within its patient (text), unique per patient.
-    * ``x_mm, y_mm, z_mm``: a point inside the lesion (the "click"), physical patient
-      coordinates (DICOM LPS) in mm, on the scan given by ``timepoint``.
-    * ``timepoint`` (blank = 0): the 0-based index of that scan among the patient's scans in
-      time order (the ``T<k>`` of the outputs; 0 = the first scan).
-    * ``roi`` (blank = none): a box around the lesion on that scan, six numbers
-      ``x0 x1 y0 y1 z0 z1`` in mm separated by spaces, each start < stop, containing the
-      click. With a box the model runs on the box and keeps its best component; without,
-      on a 100 mm cube around the click, keeping the component at the click.
-
-    Other columns are ignored, with a warning naming them.
-
-    Args:
-        path: the CSV file.
-        scans: optional :func:`discover_scans` result: then every patient must have scans and
-            every ``timepoint`` must exist.
-
-    Returns:
-        The lesions (:class:`TargetLesion`) in file order.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a missing column (named, with the expected ones), a non-numeric coordinate,
-            a bad timepoint or box, a duplicate (patient_id, lesion_id), more than 5 lesions for
-            a patient, unknown patients: the message names the file, line, patient and lesion.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Lesions table not found: '{path}'.")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"lesions file '{path}' is not a readable CSV ({err}); write a header row "
-                         f"{','.join(LESION_COLUMNS)}[,timepoint,roi] and one row per lesion.") from err
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in LESION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"lesions file '{path}' lacks column(s) {missing}; it needs {', '.join(LESION_COLUMNS)} "
-            f"(and optionally {', '.join(LESION_OPTIONAL_COLUMNS)}); its columns are {list(df.columns)}."
-        )
-    extra = [c for c in df.columns if c not in LESION_COLUMNS + LESION_OPTIONAL_COLUMNS]
-    if extra:
-        warnings.warn(f"lesions file '{path}': column(s) {extra} are not used (known columns: "
-                      f"{', '.join(LESION_COLUMNS + LESION_OPTIONAL_COLUMNS)}).", UserWarning, stacklevel=2)
-    problems: list[str] = []
-    lesions: list[TargetLesion] = []
-    for i, rec in enumerate(df.to_dict("records")):
-        values = {k: str(v).strip() for k, v in rec.items()}
-        if not any(values.values()):
-            continue  # a blank line
-        line = i + 2
-        pid, lid = values["patient_id"], values["lesion_id"]
-        where = f"line {line} (patient {pid!r}, lesion {lid!r})"
-        if not pid or not lid:
-            problems.append(f"{where}: {'patient_id' if not pid else 'lesion_id'} is empty; fill it in")
-            continue
-        coords = [_lesion_number(values[c], c, where, problems) for c in ("x_mm", "y_mm", "z_mm")]
-        point = None if any(c is None for c in coords) else (coords[0], coords[1], coords[2])
-        timepoint = 0
-        text = values.get("timepoint", "")
-        if text:
-            try:
-                tp = float(text)
-            except ValueError:
-                tp = float("nan")
-            if not (math.isfinite(tp) and tp == int(tp) and tp >= 0):
-                problems.append(f"{where}: timepoint {text!r} is not a scan index; give 0 for the first scan, "
-                                "1 for the second, ... (or leave it blank)")
-                continue
-            timepoint = int(tp)
-        box = None
-        if values.get("roi", ""):
-            box = _lesion_box(values["roi"], point, where, problems)
-            if box is None:
-                continue
-        if point is None:
-            continue
-        lesions.append(TargetLesion(pid, lid, point, timepoint, box, str(path), line))
-    _raise_lesion_problems(path, problems)
-    return check_lesions(lesions, scans, path)
 
 
 def _lesions_by_patient(
@@ -731,20 +219,12 @@ def _lesions_by_patient(
     for les in rows:
         out.setdefault(les.patient_id, []).append(les)
     for pid, group in out.items():
-        names = [_lesion_folder(les.lesion_id) for les in group]
+        names = [lesion_folder_name(les.lesion_id) for les in group]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
             raise ValueError(f"{group[0].where}: lesion ids of patient {pid!r} map to the same folder name(s) "
                              f"{clash}; rename the lesions so they differ in letters or digits.")
     return out
-
-
-def _lesion_folder(lesion_id: str) -> str:
-    """``lesion_<id>``, usable as a folder name (ids are user data)."""
-    try:
-        return "lesion_" + patient_folder_name(lesion_id)
-    except ValueError as err:
-        raise ValueError(f"lesion_id {lesion_id!r} cannot be used in a folder name; rename the lesion.") from err
 
 
 # ============================================================================ model identity
@@ -785,14 +265,14 @@ def model_identity(bundle: Any, source: str = "object") -> dict[str, Any]:
         config[attr] = to_dict() if callable(to_dict) else (None if obj is None else repr(obj))
     default = getattr(bundle, "default_clinical", None)
     config["default_clinical"] = None if default is None else np.asarray(default, np.float64).round(8).tolist()
-    identity = hashlib.sha256(json.dumps(_jsonable(config), sort_keys=True, default=str).encode()).hexdigest()
+    identity = hashlib.sha256(json.dumps(to_jsonable(config), sort_keys=True, default=str).encode()).hexdigest()
     return {
         "model_name": str(config["model_name"]),
         "model_version": str(meta.get("label") or meta.get("version") or meta.get("mkunet_version") or "unknown"),
         "model_source": source,
         "weights_sha256": weights,
         "identity_sha256": identity,
-        "metadata": _jsonable(meta),
+        "metadata": to_jsonable(meta),
     }
 
 
@@ -826,66 +306,6 @@ def _hash_scans(scans: Sequence[ScanInput], root: Path) -> str:
 # ============================================================================ results
 
 
-@dataclass
-class CohortRun:
-    """The result of :func:`run_cohort` (everything is also on disk under ``out_dir``).
-
-    Attributes:
-        out_dir: the output folder.
-        results: one row per patient x timepoint (``results.csv``).
-        patients: one row per patient (``patients.csv``).
-        errors: one row per problem (``errors.csv``): patient_id, timepoint, stage, error, action.
-        processed: patients computed in this run.
-        resumed: patients taken from the cache.
-        model: :func:`model_identity` of the model used.
-        parameters: the run parameters (part of the cache key).
-        cohort: the :class:`mkunet.cohort.CohortAnalysis` when outcomes were given (None when
-            loaded from disk).
-        notes: run-level notes (IES, cohort analysis, ...).
-        meta: ``run.json`` content (inputs, synthetic flag, timings).
-        lesions: one row per patient x target lesion x scan (``lesion_results.csv``; empty
-            without ``--lesions``).
-    """
-
-    out_dir: Path
-    results: pd.DataFrame
-    patients: pd.DataFrame
-    errors: pd.DataFrame
-    processed: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
-    model: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    cohort: Any = None
-    notes: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    lesions: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-    @property
-    def cohort_dir(self) -> Path | None:
-        """``OUT/cohort`` when the cohort statistics were written."""
-        d = self.out_dir / "cohort"
-        return d if d.is_dir() else None
-
-    def summary(self) -> str:
-        """A few lines for the terminal."""
-        n_ok = int((self.results.get("status", pd.Series(dtype=str)) == "ok").sum())
-        lines = [
-            f"patients: {len(self.patients)} ({len(self.processed)} computed, {len(self.resumed)} resumed from cache)",
-            f"scans: {len(self.results)} ({n_ok} segmented with a tumour)",
-            f"problems: {len(self.errors)} (see {self.out_dir / 'errors.csv'})",
-            f"results: {self.out_dir / 'results.csv'}, {self.out_dir / 'patients.csv'}",
-        ]
-        if len(self.lesions):
-            n = self.lesions[["patient_id", "lesion_id"]].drop_duplicates().shape[0]
-            lines.append(f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
-                         f"(see {self.out_dir / 'lesion_results.csv'})")
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-
-ERROR_COLUMNS = ["patient_id", "timepoint", "stage", "error", "action"]
-
-
 def _error(pid: str, timepoint: int | None, stage: str, err: Any, action: str) -> dict[str, Any]:
     text = str(err).strip().replace("\n", " ")
     if isinstance(err, BaseException) and not isinstance(err, ValueError):
@@ -908,13 +328,6 @@ def _flatten_features(prefix: str, feats: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[prefix + k] = v
     return out
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
-    if sa + sb == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(a & b)) / (sa + sb)
 
 
 @dataclass
@@ -1075,7 +488,7 @@ def _segment_step(work: _PatientWork, bundle: Any, clinical: dict[str, Any] | No
         lvcr_model_input_per_day=float(clinical["lvcr"]) if given_lvcr else longi.lvcr_per_day,
         fixed_point_converged=bool(longi.converged) if longi.trace else None,
         fixed_point_passes=len(longi.trace),
-        fixed_point_trace=json.dumps(_jsonable(longi.trace)),
+        fixed_point_trace=json.dumps(to_jsonable(longi.trace)),
         segmentation_notes="; ".join(dict.fromkeys(longi.notes)),
     )
     work.trace = longi.trace
@@ -1123,7 +536,7 @@ def _segment_lesions_step(
         lvcr_model_input_per_day=float(clinical["lvcr"]) if given_lvcr else None,
         fixed_point_converged=all(bool(x.converged) for x in iterated) if iterated else None,
         fixed_point_passes=max((len(x.trace) for x in done), default=0),
-        fixed_point_trace=json.dumps(_jsonable(traces)),
+        fixed_point_trace=json.dumps(to_jsonable(traces)),
         segmentation_notes="; ".join(notes),
         volume_definition=f"sum of {len(lesions)} target lesion(s) (volumetric RECIST)",
         target_lesions=";".join(les.lesion_id for les in lesions),
@@ -1173,14 +586,17 @@ def _features(
 
 
 def _reference_step(work: _PatientWork, row: dict[str, Any], s: ScanInput, vol: Volume, mask: np.ndarray) -> None:
-    """Dice of ``mask`` against the scan's reference mask, when scans.csv gives one."""
+    """Dice of ``mask`` against the scan's reference mask, when scans.csv gives one (both empty: 1.0)."""
     from mkunet.io import read_mask
+    from mkunet.metrics import EmptyMaskWarning, dice
 
     if s.reference_mask is None:
         return
     try:
         ref = read_mask(s.reference_mask, vol)
-        row["dice_vs_reference"] = _dice(mask, ref)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptyMaskWarning)  # an empty segmentation is already an errors row
+            row["dice_vs_reference"] = dice(mask, ref)
         row["reference_volume_cm3"] = float(np.count_nonzero(ref)) * vol.voxel_volume_mm3 / 1000.0
     except Exception as err:  # noqa: BLE001
         work.error(s.timepoint, "reference", err, "no Dice for this scan")
@@ -1256,7 +672,7 @@ def _measure_lesion(
         notes="; ".join(seg.notes),
         volume_voxels_cm3=seg.volume_cm3,
     )
-    folder = work.stage_dir / f"T{s.timepoint}" / _lesion_folder(les.lesion_id)
+    folder = work.stage_dir / f"T{s.timepoint}" / lesion_folder_name(les.lesion_id)
     written = _write_outputs(work, s.timepoint, seg, vol, folder, label=f"GTV {les.lesion_id}"[:64])
     row.update(_outputs_fields(written, work.stage_dir))
     feats = None
@@ -1487,7 +903,7 @@ def _overview_step(work: _PatientWork) -> None:
 
     try:
         png = figures.patient_overview(work.pid, work.overlays)
-        _atomic_write_bytes(work.stage_dir / "overview.png", png)
+        atomic_write_bytes(work.stage_dir / "overview.png", png)
     except Exception as err:  # noqa: BLE001 - a figure never costs the results
         work.error(None, "figure", err, "no overlay figure in the report")
 
@@ -1583,9 +999,65 @@ def run_cohort(
             patient, lesion or column) -- before any patient is processed.
     """
     t_start = time.perf_counter()
-    cohort_dir = Path(cohort_dir)
-    out = Path(out_dir)
     params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter)
+    inputs = _discover_step(cohort_dir, clinical, outcomes, model, lesions, params, synthetic)
+    out = _prepare_out_dir(out_dir)
+    done = _process_step(inputs, out, resume, progress or (lambda done, n, desc: None))
+    tables = _analyse_step(inputs, done, out, ies_mode, n_boot, seed, cohort_figures)
+    meta = _write_step(inputs, done, tables, out, clinical, outcomes, lesions, ies_mode, t_start)
+    if progress is not None:
+        progress(len(done.pids), len(done.pids), "cohort done")
+    return CohortRun(out, tables.results, tables.patients, tables.errors, done.processed, done.resumed,
+                     inputs.identity, inputs.params, tables.cohort, tables.notes, meta, tables.lesions)
+
+
+# ---------------------------------------------------------------------------- run_cohort's steps
+
+
+@dataclass
+class _RunInputs:
+    """What :func:`_discover_step` found and checked: everything a run needs, before any patient is processed."""
+
+    cohort_dir: Path
+    params: dict[str, Any]
+    scans: dict[str, list[ScanInput]]
+    targets: dict[str, list[TargetLesion]] | None
+    clinical: pd.DataFrame
+    outcomes: pd.DataFrame | None
+    bundle: Any
+    identity: dict[str, Any]
+    synthetic: bool
+
+
+@dataclass
+class _Processed:
+    """What :func:`_process_step` produced: one record per usable patient (computed or from the cache)."""
+
+    pids: list[str]
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processed: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Tables:
+    """What :func:`_analyse_step` produced: the run's tables, notes and cohort analysis."""
+
+    results: pd.DataFrame
+    patients: pd.DataFrame
+    errors: pd.DataFrame
+    lesions: pd.DataFrame
+    cohort: Any
+    notes: list[str]
+
+
+def _discover_step(
+    cohort_dir: str | Path, clinical: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFrame | None,
+    model: Any, lesions: str | Path | Sequence[TargetLesion] | None, params: dict[str, Any], synthetic: bool | None,
+) -> _RunInputs:
+    """Find the scans, read and check every input table, load the model (errors raised here, before any work)."""
+    cohort_dir = Path(cohort_dir)
     scans = discover_scans(cohort_dir)
     targets = _lesions_by_patient(lesions, scans, params)
     clin = read_clinical(clinical) if not isinstance(clinical, pd.DataFrame) else clinical.assign(
@@ -1593,114 +1065,146 @@ def run_cohort(
     ).set_index("patient_id")
     outcomes_df = None
     if outcomes is not None:
-        outcomes_df = outcomes.copy() if isinstance(outcomes, pd.DataFrame) else _read_outcomes(outcomes)
+        outcomes_df = outcomes.copy() if isinstance(outcomes, pd.DataFrame) else read_outcomes(outcomes)
     bundle, source = _resolve_model(model)
     identity = model_identity(bundle, source)
     if synthetic is None:
         synthetic = (cohort_dir / "truth.json").is_file()
+    return _RunInputs(cohort_dir, params, scans, targets, clin, outcomes_df, bundle, identity, bool(synthetic))
 
+
+def _prepare_out_dir(out_dir: str | Path) -> Path:
+    """``OUT/``, ``OUT/patients`` and ``OUT/cache`` created; staging folders of an interrupted run removed."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "patients").mkdir(exist_ok=True)
     (out / "cache").mkdir(exist_ok=True)
     for stale in (out / "patients").glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    return out
 
+
+def _process_step(inputs: _RunInputs, out: Path, resume: bool, report: ProgressCallback) -> _Processed:
+    """Every patient with scans: from the cache when its key is unchanged, else computed (:func:`_run_patient`)."""
+    identity, params = inputs.identity, inputs.params
     base_row = {
         "model_name": identity["model_name"],
         "model_version": identity["model_version"],
         "model_source": identity["model_source"],
         "model_weights_sha256": identity["weights_sha256"],
-        "parameters": json.dumps(_jsonable(params), sort_keys=True),
+        "parameters": json.dumps(to_jsonable(params), sort_keys=True),
         "mkunet_version": params["mkunet_version"],
     }
-    run_errors: list[dict[str, Any]] = []
-    for pid in sorted(set(clin.index.astype(str)) - set(scans)):
-        run_errors.append(_error(pid, None, "discover", "in clinical.csv but no scans found", "ignored"))
-    pids = sorted(scans)
-    processed, resumed = [], []
-    records: dict[str, dict[str, Any]] = {}
-    total = len(pids)
-    report = progress or (lambda done, n, desc: None)
-    for i, pid in enumerate(pids):
-        if pid not in clin.index:
-            run_errors.append(_error(pid, None, "clinical", f"patient {pid!r} has scans but no row in clinical.csv",
-                                     "patient skipped: add a row to clinical.csv"))
-            report(i + 1, total, f"{pid}: skipped (no clinical row)")
-            continue
-        clinical_row = _clinical_mapping(clin.loc[pid])
-        report(i, total, f"{pid}: hashing inputs")
-        name = patient_folder_name(pid)
-        if targets is not None and pid not in targets:
-            run_errors.append(_error(pid, None, "lesions", f"patient {pid!r} has no row in the lesions table",
-                                     "whole-volume segmentation, as without --lesions"))
-        patient_lesions = None if targets is None else targets.get(pid)
-        try:
-            key = _cache_key(scans[pid], cohort_dir, identity, params, clinical_row, patient_lesions)
-        except OSError as err:
-            run_errors.append(_error(pid, None, "read", err, "patient skipped"))
-            report(i + 1, total, f"{pid}: unreadable")
-            continue
-        cache_file = out / "cache" / f"{name}.json"
-        if resume and cache_file.is_file():
-            try:
-                cached = json.loads(cache_file.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                cached = None
-            if cached and cached.get("key") == key and (out / "patients" / name).is_dir():
-                records[pid] = cached
-                resumed.append(pid)
-                report(i + 1, total, f"{pid}: resumed from cache")
-                continue
-        report(i, total, f"{pid}: segmenting {len(scans[pid])} scan(s)")
-        stage = out / "patients" / f".tmp-{name}"
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
-        t0 = time.perf_counter()
-        try:
-            rec = _process_patient(pid, scans[pid], clinical_row, bundle, params, stage, base_row, patient_lesions)
-        except Exception as err:  # noqa: BLE001 - one bad patient never stops the cohort
-            logger.exception("patient %s failed", pid)
-            shutil.rmtree(stage, ignore_errors=True)
-            run_errors.append(_error(pid, None, "segment", err, "patient skipped"))
-            report(i + 1, total, f"{pid}: failed")
-            continue
-        rec["patient"]["seconds"] = round(time.perf_counter() - t0, 2)
-        final = out / "patients" / name
-        if rec["usable"]:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(stage, final)
-            rec["key"] = key
-            rec["cache_version"] = CACHE_VERSION
-            _atomic_write_text(cache_file, json.dumps(_jsonable(rec), indent=1, default=str))
-        else:
-            shutil.rmtree(stage, ignore_errors=True)
-            cache_file.unlink(missing_ok=True)
-            run_errors.extend(rec["errors"])
-            run_errors.append(_error(pid, None, "read", "no readable scan", "patient skipped"))
-            report(i + 1, total, f"{pid}: failed")
-            continue
-        records[pid] = _jsonable(rec)
-        processed.append(pid)
-        report(i + 1, total, f"{pid}: done")
+    done = _Processed(sorted(inputs.scans))
+    for pid in sorted(set(inputs.clinical.index.astype(str)) - set(inputs.scans)):
+        done.errors.append(_error(pid, None, "discover", "in clinical.csv but no scans found", "ignored"))
+    total = len(done.pids)
+    for i, pid in enumerate(done.pids):
+        kind, record, desc = _run_patient(inputs, pid, out, base_row, resume, done.errors,
+                                          lambda text, i=i, pid=pid: report(i, total, f"{pid}: {text}"))
+        if record is not None:
+            done.records[pid] = record
+            (done.processed if kind == "computed" else done.resumed).append(pid)
+        report(i + 1, total, f"{pid}: {desc}")
+    return done
 
-    # ---------------------------------------------------------------- tables
-    rows = [r for pid in pids if pid in records for r in records[pid]["rows"]]
-    results = pd.DataFrame(rows)
+
+def _run_patient(
+    inputs: _RunInputs, pid: str, out: Path, base_row: Mapping[str, Any], resume: bool,
+    run_errors: list[dict[str, Any]], report: Callable[[str], None],
+) -> tuple[str | None, dict[str, Any] | None, str]:
+    """One patient: reuse its cache entry when the key matches, else compute it into ``OUT/patients/<pid>``.
+
+    Problems that skip the patient go to ``run_errors``.
+
+    Returns:
+        (``"computed"``, ``"resumed"`` or None when skipped; the patient's JSON-safe record or None;
+        the progress text).
+    """
+    if pid not in inputs.clinical.index:
+        run_errors.append(_error(pid, None, "clinical", f"patient {pid!r} has scans but no row in clinical.csv",
+                                 "patient skipped: add a row to clinical.csv"))
+        return None, None, "skipped (no clinical row)"
+    clinical_row = clinical_mapping(inputs.clinical.loc[pid])
+    report("hashing inputs")
+    name = patient_folder_name(pid)
+    if inputs.targets is not None and pid not in inputs.targets:
+        run_errors.append(_error(pid, None, "lesions", f"patient {pid!r} has no row in the lesions table",
+                                 "whole-volume segmentation, as without --lesions"))
+    patient_lesions = None if inputs.targets is None else inputs.targets.get(pid)
+    scans = inputs.scans[pid]
+    try:
+        key = _cache_key(scans, inputs.cohort_dir, inputs.identity, inputs.params, clinical_row, patient_lesions)
+    except OSError as err:
+        run_errors.append(_error(pid, None, "read", err, "patient skipped"))
+        return None, None, "unreadable"
+    cache_file = out / "cache" / f"{name}.json"
+    if resume:
+        cached = _cached_record(cache_file, key, out / "patients" / name)
+        if cached is not None:
+            return "resumed", cached, "resumed from cache"
+    report(f"segmenting {len(scans)} scan(s)")
+    stage = out / "patients" / f".tmp-{name}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        rec = _process_patient(pid, scans, clinical_row, inputs.bundle, inputs.params, stage, base_row, patient_lesions)
+    except Exception as err:  # noqa: BLE001 - one bad patient never stops the cohort
+        logger.exception("patient %s failed", pid)
+        shutil.rmtree(stage, ignore_errors=True)
+        run_errors.append(_error(pid, None, "segment", err, "patient skipped"))
+        return None, None, "failed"
+    rec["patient"]["seconds"] = round(time.perf_counter() - t0, 2)
+    if not rec["usable"]:
+        shutil.rmtree(stage, ignore_errors=True)
+        cache_file.unlink(missing_ok=True)
+        run_errors.extend(rec["errors"])
+        run_errors.append(_error(pid, None, "read", "no readable scan", "patient skipped"))
+        return None, None, "failed"
+    final = out / "patients" / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage, final)
+    rec["key"] = key
+    rec["cache_version"] = CACHE_VERSION
+    atomic_write_text(cache_file, json.dumps(to_jsonable(rec), indent=1, default=str))
+    return "computed", to_jsonable(rec), "done"
+
+
+def _cached_record(cache_file: Path, key: str, outputs: Path) -> dict[str, Any] | None:
+    """The cached record when the cache file holds ``key`` and the patient's outputs exist; else None."""
+    if not cache_file.is_file():
+        return None
+    try:
+        cached = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cached if cached and cached.get("key") == key and outputs.is_dir() else None
+
+
+def _analyse_step(
+    inputs: _RunInputs, done: _Processed, out: Path, ies_mode: str, n_boot: int, seed: int, cohort_figures: bool,
+) -> _Tables:
+    """The cohort tables from the patient records; IES and (with outcomes) :func:`mkunet.cohort.analyse_cohort`,
+    which stores its tables and curves under ``OUT/cohort``. Every problem is also a ``warnings.warn``."""
+    records, pids = done.records, done.pids
+    results = pd.DataFrame([r for pid in pids if pid in records for r in records[pid]["rows"]])
     patients = pd.DataFrame([records[pid]["patient"] for pid in pids if pid in records])
-    all_errors = [e for pid in pids if pid in records for e in records[pid]["errors"]] + run_errors
+    all_errors = [e for pid in pids if pid in records for e in records[pid]["errors"]] + done.errors
     for e in all_errors:
         warnings.warn(
             f"patient {e['patient_id']}"
             f"{'' if e['timepoint'] is None else ' T' + str(e['timepoint'])} ({e['stage']}): {e['error']} -> {e['action']}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     notes: list[str] = []
     cohort = None
     if not patients.empty:
         patients, cohort, ies_notes, ies_errors = _cohort_stage(
-            results, patients, clin, outcomes_df, out, ies_mode, n_boot, seed, lvcr_weights, cohort_figures
+            results, patients, inputs.clinical, inputs.outcomes, out, ies_mode, n_boot, seed,
+            inputs.params["lvcr_weights"], cohort_figures,
         )
         notes += ies_notes
         all_errors += ies_errors
@@ -1708,39 +1212,46 @@ def run_cohort(
     if not results.empty:
         results = results.sort_values(["patient_id", "timepoint"]).reset_index(drop=True)
     lesion_table = _lesion_table([r for pid in pids if pid in records for r in records[pid].get("lesion_rows", [])])
-    if targets is not None:
+    if inputs.targets is not None:
         results, patients = _label_volume_definition(results, patients)
-        _atomic_csv(lesion_table, out / "lesion_results.csv")
-        _atomic_parquet(_parquet_safe(lesion_table), out / "lesion_results.parquet")
+    return _Tables(results, patients, errors, lesion_table, cohort, notes)
+
+
+def _write_step(
+    inputs: _RunInputs, done: _Processed, tables: _Tables, out: Path, clinical: Any, outcomes: Any, lesions: Any,
+    ies_mode: str, t_start: float,
+) -> dict[str, Any]:
+    """Write the tables (CSV / Parquet) and ``run.json``; returns the run.json content."""
+    if inputs.targets is not None:
+        atomic_write_csv(tables.lesions, out / "lesion_results.csv")
+        atomic_write_parquet(_parquet_safe(tables.lesions), out / "lesion_results.parquet")
     else:  # a table of an earlier run with --lesions would describe other results
         for name in ("lesion_results.csv", "lesion_results.parquet"):
             (out / name).unlink(missing_ok=True)
-    _atomic_csv(results, out / "results.csv")
-    _atomic_parquet(_parquet_safe(results), out / "results.parquet")
-    _atomic_csv(patients, out / "patients.csv")
-    _atomic_csv(errors, out / "errors.csv")
+    atomic_write_csv(tables.results, out / "results.csv")
+    atomic_write_parquet(_parquet_safe(tables.results), out / "results.parquet")
+    atomic_write_csv(tables.patients, out / "patients.csv")
+    atomic_write_csv(tables.errors, out / "errors.csv")
     meta = {
-        "cohort_dir": str(cohort_dir.resolve()),
+        "cohort_dir": str(inputs.cohort_dir.resolve()),
         "clinical": None if isinstance(clinical, pd.DataFrame) else str(Path(clinical).resolve()),
         "outcomes": None if outcomes is None or isinstance(outcomes, pd.DataFrame) else str(Path(outcomes).resolve()),
-        "synthetic": bool(synthetic),
-        "model": identity,
-        "parameters": params,
+        "synthetic": inputs.synthetic,
+        "model": inputs.identity,
+        "parameters": inputs.params,
         "ies_mode": ies_mode,
         "lesions": None if lesions is None else (str(Path(lesions).resolve()) if isinstance(lesions, (str, Path))
                                                  else "(given in Python)"),
-        "lesion_patients": None if targets is None else sorted(targets),
-        "n_patients": len(pids),
-        "processed": processed,
-        "resumed": resumed,
+        "lesion_patients": None if inputs.targets is None else sorted(inputs.targets),
+        "n_patients": len(done.pids),
+        "processed": done.processed,
+        "resumed": done.resumed,
         "seconds": round(time.perf_counter() - t_start, 2),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "notes": notes,
+        "notes": tables.notes,
     }
-    _atomic_write_text(out / "run.json", json.dumps(_jsonable(meta), indent=2))
-    report(total, total, "cohort done")
-    return CohortRun(out, results, patients, errors, processed, resumed, identity, params, cohort, notes, meta,
-                     lesion_table)
+    atomic_write_text(out / "run.json", json.dumps(to_jsonable(meta), indent=2))
+    return meta
 
 
 def _cache_key(
@@ -1758,7 +1269,7 @@ def _cache_key(
         "model": identity["identity_sha256"],
         "params": {k: v for k, v in params.items() if k != "mkunet_version"},
         "version": params["mkunet_version"],
-        "clinical": _jsonable(clinical_row),
+        "clinical": to_jsonable(clinical_row),
     }
     if lesions:
         content["lesions"] = [les.key() for les in lesions]
@@ -1809,17 +1320,6 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
             if not values.map(lambda v: isinstance(v, str)).all():
                 out[c] = out[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
     return out
-
-
-def _read_outcomes(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Outcomes table not found: '{path}'.")
-    df = pd.read_csv(path, dtype={"patient_id": str})
-    missing = [c for c in ("patient_id", "os_days", "event") if c not in df.columns]
-    if missing:
-        raise ValueError(f"'{path}' lacks column(s) {missing}; outcomes.csv needs patient_id, os_days, event.")
-    return df
 
 
 def _cohort_stage(
@@ -1889,29 +1389,6 @@ def _cohort_stage(
     else:
         notes.append("IES not computed: fewer than two patients have an LVCR.")
     return patients, cohort, notes, errors
-
-
-def load_run(out_dir: str | Path) -> CohortRun:
-    """Load a finished run from its folder (tables and run.json; ``cohort`` is None)."""
-    out = Path(out_dir)
-    if not (out / "run.json").is_file():
-        raise FileNotFoundError(f"'{out}' is not an mkunet run folder (no run.json): run `mkunet run` first.")
-    meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
-
-    def table(name: str, cols: Sequence[str] = ()) -> pd.DataFrame:
-        p = out / name
-        try:
-            return pd.read_csv(p, dtype={"patient_id": str, "lesion_id": str, "features_from_lesion": str,
-                                         "target_lesions": str})
-        except (FileNotFoundError, pd.errors.EmptyDataError):
-            return pd.DataFrame(columns=list(cols))
-
-    return CohortRun(
-        out, table("results.csv"), table("patients.csv"), table("errors.csv", ERROR_COLUMNS),
-        list(meta.get("processed", [])), list(meta.get("resumed", [])), dict(meta.get("model", {})),
-        dict(meta.get("parameters", {})), None, list(meta.get("notes", [])), meta,
-        table("lesion_results.csv") if (out / "lesion_results.csv").is_file() else pd.DataFrame(),
-    )
 
 
 # ============================================================================ demo

@@ -192,18 +192,29 @@ def growth_curve(
     return to_png(fig, dpi=80)
 
 
-def km_plot(group: Any, title: str = "Overall survival by IES group") -> bytes:
-    """Kaplan-Meier curves of a :class:`mkunet.cohort.GroupComparison` with its log-rank p."""
+def km_plot(curves: Any, stats: Mapping[str, Any], title: str = "Overall survival by IES group") -> bytes:
+    """Kaplan-Meier curves from a stored table, with the log-rank p and the HR in the title.
+
+    Args:
+        curves: rows of :meth:`mkunet.cohort.GroupComparison.km_table` for one score (DataFrame with
+            ``group``, ``days``, ``survival``, ``ci_low``, ``ci_high``, ``censored``).
+        stats: the score's row of ``groups.csv`` (``logrank_p``, ``hr``, ``hr_ci_low``, ``hr_ci_high``).
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    for km in group.km.values():
-        km.plot_survival_function(ax=ax, ci_show=True, show_censors=True)
+    for label, g in curves.groupby("group", sort=False):
+        days, surv = g["days"].to_numpy(float), g["survival"].to_numpy(float)
+        (line,) = ax.step(days, surv, where="post", label=str(label))
+        ax.fill_between(days, g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float), step="post",
+                        alpha=0.25, color=line.get_color(), lw=0)
+        cens = g["censored"].to_numpy(float) > 0
+        ax.plot(days[cens], surv[cens], "+", ms=8, color=line.get_color())
     ax.set_xlabel("days since first scan")
     ax.set_ylabel("overall survival probability")
     ax.set_ylim(0, 1.02)
     ax.set_title(
-        f"{title}\nlog-rank p = {group.logrank_p:.3g}; HR high vs low {group.hr:.2f} "
-        f"(95% CI {group.hr_ci_low:.2f}-{group.hr_ci_high:.2f})",
+        f"{title}\nlog-rank p = {float(stats['logrank_p']):.3g}; HR high vs low {float(stats['hr']):.2f} "
+        f"(95% CI {float(stats['hr_ci_low']):.2f}-{float(stats['hr_ci_high']):.2f})",
         fontsize=8,
     )
     ax.legend(fontsize=7)

@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mkunet.run_store import CohortRun, load_run, patient_folder_name
+from mkunet.utils import atomic_write_text
+
 __all__ = ["write_report", "render_report", "COLUMN_LABELS"]
 
 #: Display names (with units) of table columns.
@@ -254,22 +257,21 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
     cox = _read_csv(cdir / "cox.csv", index_col=0)
     ph = _read_csv(cdir / "ph_test.csv", index_col=0)
     auc = _read_csv(cdir / "auc.csv", index_col=0)
+    km = _read_csv(cdir / "km.csv", index_col=0)
+    roc = _read_csv(cdir / "roc.csv", index_col=0)
     figs = []
-    # Kaplan-Meier by IES group
+    # Kaplan-Meier by IES group (curves and statistics stored by the run: km.csv, groups.csv)
     parts.append("<h3>Kaplan-Meier by IES group</h3>")
-    if pts is not None and groups is not None and "IES" in groups.index and {"os_days", "event", "ies"} <= set(pts):
-        from mkunet.cohort import compare_groups
-
-        try:
-            g = compare_groups(pts, "ies", "os_days", "event", cutoff=float(groups.loc["IES", "cutoff"]))
-            figs.append(_img(figures.km_plot(g), "Kaplan-Meier curves by IES group"))
-            parts.append(
-                f'<p>IES high (&gt; {g.cutoff:.4g}, the cohort median) vs low: log-rank p = {g.logrank_p:.3g}; '
-                f"HR {g.hr:.2f} (95% CI {g.hr_ci_low:.2f}-{g.hr_ci_high:.2f}); n = {g.n_high} / {g.n_low}, "
-                f"events {g.events_high} / {g.events_low}; median OS {_fmt(g.median_high)} / {_fmt(g.median_low)} days.</p>"
-            )
-        except ValueError as err:
-            parts.append(f'<p class="warn">Kaplan-Meier not drawn: {_e(err)}</p>')
+    if groups is not None and "IES" in groups.index and km is not None and "IES" in km.index:
+        g = groups.loc["IES"]
+        figs.append(_img(figures.km_plot(km.loc[["IES"]], g), "Kaplan-Meier curves by IES group"))
+        parts.append(
+            f'<p>IES high (&gt; {float(g["cutoff"]):.4g}, the cohort median) vs low: log-rank p = '
+            f'{float(g["logrank_p"]):.3g}; HR {float(g["hr"]):.2f} (95% CI {float(g["hr_ci_low"]):.2f}-'
+            f'{float(g["hr_ci_high"]):.2f}); n = {int(g["n_high"])} / {int(g["n_low"])}, events '
+            f'{int(g["events_high"])} / {int(g["events_low"])}; median OS {_fmt(float(g["median_high"]))} / '
+            f"{_fmt(float(g['median_low']))} days.</p>"
+        )
     else:
         parts.append('<p class="note">No IES groups (too few patients with LVCR and outcomes).</p>')
     parts.extend(figs)
@@ -287,37 +289,31 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
             parts.append("<p>Schoenfeld test per covariate:</p>" + _table(ph, index=True, left=("covariate",)))
     else:
         parts.append('<p class="note">The multi-factor Cox model was not fitted (see notes).</p>')
-    # ROC
+    # ROC (curves and AUCs stored by the run: roc.csv, auc.csv)
     parts.append("<h3>ROC for PD-L1 positivity</h3>")
-    if pts is not None and "pdl1_positive" in pts and {"ies", "ies_imaging_only"} <= set(pts):
-        from sklearn.metrics import roc_curve
-
-        ok = pts["pdl1_positive"].notna()
-        y = pts.loc[ok, "pdl1_positive"].astype(int).to_numpy()
+    if roc is not None and not roc.empty:
         curves = []
-        if len(np.unique(y)) == 2:
-            for label, col, key in (("full IES (contains PD-L1: circular)", "ies", "IES (contains PD-L1: circular)"),
-                                    ("imaging-only IES", "ies_imaging_only", "imaging-only IES")):
-                fpr, tpr, _ = roc_curve(y, pts.loc[ok, col].to_numpy(float))
-                row = auc.loc[key] if auc is not None and key in auc.index else None
-                from sklearn.metrics import roc_auc_score
-
-                curves.append({
-                    "label": label, "fpr": fpr, "tpr": tpr,
-                    "auc": float(row["auc"]) if row is not None else float(roc_auc_score(y, pts.loc[ok, col])),
-                    "ci_low": _num(row["ci_low"]) if row is not None else None,
-                    "ci_high": _num(row["ci_high"]) if row is not None else None,
-                })
-            parts.append(_img(figures.roc_plot(curves), "ROC curves for PD-L1 positivity"))
-            parts.append(
-                '<p class="note"><strong>Circularity:</strong> the full IES contains the PD-L1+ area ratio, so its AUC '
-                "for PD-L1 status is inflated by construction; the imaging-only IES (LVCR and shape) is the honest "
-                "test of whether imaging predicts PD-L1.</p>"
-            )
-            if auc is not None:
-                parts.append(_table(auc, index=True, left=("score",)))
-        else:
-            parts.append('<p class="note">Only one PD-L1 class present: no ROC.</p>')
+        for label, key in (("full IES (contains PD-L1: circular)", "IES (contains PD-L1: circular)"),
+                           ("imaging-only IES", "imaging-only IES")):
+            if key not in roc.index:
+                continue
+            row = auc.loc[key] if auc is not None and key in auc.index else {}
+            curves.append({
+                "label": label, "fpr": roc.loc[[key], "fpr"].to_numpy(float),
+                "tpr": roc.loc[[key], "tpr"].to_numpy(float), "auc": float(row.get("auc", float("nan"))),
+                "ci_low": _num(row.get("ci_low")), "ci_high": _num(row.get("ci_high")),
+            })
+        parts.append(_img(figures.roc_plot(curves), "ROC curves for PD-L1 positivity"))
+        parts.append(
+            '<p class="note"><strong>Circularity:</strong> the full IES contains the PD-L1+ area ratio, so its AUC '
+            "for PD-L1 status is inflated by construction; the imaging-only IES (LVCR and shape) is the honest "
+            "test of whether imaging predicts PD-L1.</p>"
+        )
+        if auc is not None:
+            parts.append(_table(auc, index=True, left=("score",)))
+    elif pts is not None and "pdl1_positive" in pts:
+        parts.append('<p class="note">No ROC: only one PD-L1 class present, or the AUC could not be computed '
+                     "(see the notes).</p>")
     else:
         parts.append('<p class="note">No PD-L1 status in the outcomes: no ROC.</p>')
     for name, title in (("concordance", "Concordance (Harrell's C, risk scores)"), ("correlations", "Spearman correlations")):
@@ -368,7 +364,6 @@ def _errors(errors: pd.DataFrame) -> str:
 
 
 def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path) -> str:
-    from mkunet.pipeline import patient_folder_name
     from mkunet.report import figures
 
     anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
@@ -417,8 +412,6 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
 
 def render_report(run: Any, *, model_tables: str | Path | None = None, title: str | None = None) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
-    from mkunet.pipeline import CohortRun, load_run
-
     if not isinstance(run, CohortRun):
         run = load_run(run)
     out_dir = Path(run.out_dir)
@@ -468,7 +461,8 @@ def write_report(run: Any, path: str | Path | None = None, *, model_tables: str 
     """Write ONE self-contained ``report.html`` for a cohort run.
 
     Args:
-        run: a :class:`mkunet.pipeline.CohortRun`, or the run's output folder.
+        run: a :class:`mkunet.run_store.CohortRun` (what :func:`mkunet.pipeline.run_cohort` returns), or
+            the run's output folder.
         path: the HTML file (default ``<out_dir>/report.html``).
         model_tables: optional folder of evaluation tables (``*.csv``, e.g. an evaluate run) shown in
             the model section.
@@ -477,9 +471,7 @@ def write_report(run: Any, path: str | Path | None = None, *, model_tables: str 
     Returns:
         The path written (atomically: temporary file, then rename).
     """
-    from mkunet.pipeline import CohortRun, _atomic_write_text
-
     out_dir = Path(run.out_dir) if isinstance(run, CohortRun) else Path(run)
     target = Path(path) if path is not None else out_dir / "report.html"
     text = render_report(run, model_tables=model_tables, title=title)
-    return _atomic_write_text(target, text)
+    return atomic_write_text(target, text)
