@@ -21,8 +21,26 @@ from mkunet.utils import (
 )
 
 
-@pytest.mark.parametrize("value", [None, float("nan"), np.float32("nan"), np.float64("nan"), pd.NA, pd.NaT,
-                                   "", "  ", "NA", "n/a", "NaN", "None", "null", "Unknown", " missing "])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        float("nan"),
+        np.float32("nan"),
+        np.float64("nan"),
+        pd.NA,
+        pd.NaT,
+        "",
+        "  ",
+        "NA",
+        "n/a",
+        "NaN",
+        "None",
+        "null",
+        "Unknown",
+        " missing ",
+    ],
+)
 def test_missing_values(value):
     assert is_missing(value)
 
@@ -37,11 +55,16 @@ def test_missing_words_are_the_documented_list():
 
 
 def test_to_jsonable_nan_is_null_and_types_are_plain():
-    value = {1: (np.float32(1.5), np.int64(2), np.bool_(True)), "nan": float("nan"), "inf": -math.inf,
-             "arr": np.array([[1.0, np.nan]]), "path": Path("a/b"), "other": {"x"}}
+    value = {
+        1: (np.float32(1.5), np.int64(2), np.bool_(True)),
+        "nan": float("nan"),
+        "inf": -math.inf,
+        "arr": np.array([[1.0, np.nan]]),
+        "path": Path("a/b"),
+        "other": {"x"},
+    }
     out = to_jsonable(value)
-    assert out == {"1": [1.5, 2, True], "nan": None, "inf": None, "arr": [[1.0, None]], "path": "a/b",
-                   "other": {"x"}}
+    assert out == {"1": [1.5, 2, True], "nan": None, "inf": None, "arr": [[1.0, None]], "path": "a/b", "other": {"x"}}
     assert type(out["1"][1]) is int and type(out["1"][2]) is bool
     json.dumps({k: v for k, v in out.items() if k != "other"}, allow_nan=False)
     with pytest.raises(ValueError, match="set"):

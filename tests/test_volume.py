@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mkunet.io import read_volume, write_volume, write_mask, read_mask
+from mkunet.io import read_mask, read_volume, write_mask, write_volume
 from mkunet.volume import Volume, same_grid
 
 

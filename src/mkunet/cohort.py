@@ -761,7 +761,8 @@ def _pdl1_aucs(patients: pd.DataFrame, n_boot: int, seed: int, notes: list[str])
     ok = lab.notna()
     for name, col in (("IES (contains PD-L1: circular)", "ies"), ("imaging-only IES", "ies_imaging_only")):
         try:
-            aucs[name] = roc_auc(lab[ok].astype(int).to_numpy(), patients.loc[ok, col].to_numpy(), n_boot=n_boot, seed=seed)
+            aucs[name] = roc_auc(lab[ok].astype(int).to_numpy(), patients.loc[ok, col].to_numpy(), n_boot=n_boot,
+                                 seed=seed)
         except ValueError as err:
             notes.append(f"AUC {name} not computed: {err}")
     return aucs

@@ -108,7 +108,9 @@ def _from_scans_csv(cohort_dir: Path, csv: Path) -> dict[str, list[ScanInput]]:
     if "patient_id" not in df.columns:
         raise ValueError(f"'{csv}' has no 'patient_id' column; columns are {list(df.columns)}.")
     if "dicom" not in df.columns and "image" not in df.columns:
-        raise ValueError(f"'{csv}' needs a 'dicom' (folder) or 'image' (NIfTI) column per scan; has {list(df.columns)}.")
+        raise ValueError(
+            f"'{csv}' needs a 'dicom' (folder) or 'image' (NIfTI) column per scan; has {list(df.columns)}."
+        )
     if "days" not in df.columns and "scan_date" not in df.columns:
         raise ValueError(f"'{csv}' needs a 'days' (since the first scan) or 'scan_date' (YYYY-MM-DD) column.")
     out: dict[str, list[ScanInput]] = {}

@@ -1193,9 +1193,9 @@ def _analyse_step(
     patients = pd.DataFrame([records[pid]["patient"] for pid in pids if pid in records])
     all_errors = [e for pid in pids if pid in records for e in records[pid]["errors"]] + done.errors
     for e in all_errors:
+        where = "" if e["timepoint"] is None else f" T{e['timepoint']}"
         warnings.warn(
-            f"patient {e['patient_id']}"
-            f"{'' if e['timepoint'] is None else ' T' + str(e['timepoint'])} ({e['stage']}): {e['error']} -> {e['action']}",
+            f"patient {e['patient_id']}{where} ({e['stage']}): {e['error']} -> {e['action']}",
             UserWarning,
             stacklevel=3,
         )
@@ -1247,7 +1247,7 @@ def _write_step(
         "processed": done.processed,
         "resumed": done.resumed,
         "seconds": round(time.perf_counter() - t_start, 2),
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "notes": tables.notes,
     }
     atomic_write_text(out / "run.json", json.dumps(to_jsonable(meta), indent=2))

@@ -91,8 +91,10 @@ class CohortRun:
         ]
         if len(self.lesions):
             n = self.lesions[["patient_id", "lesion_id"]].drop_duplicates().shape[0]
-            lines.append(f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
-                         f"(see {self.out_dir / 'lesion_results.csv'})")
+            lines.append(
+                f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
+                f"(see {self.out_dir / 'lesion_results.csv'})"
+            )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -107,14 +109,23 @@ def load_run(out_dir: str | Path) -> CohortRun:
     def table(name: str, cols: Sequence[str] = ()) -> pd.DataFrame:
         p = out / name
         try:
-            return pd.read_csv(p, dtype={"patient_id": str, "lesion_id": str, "features_from_lesion": str,
-                                         "target_lesions": str})
+            return pd.read_csv(
+                p, dtype={"patient_id": str, "lesion_id": str, "features_from_lesion": str, "target_lesions": str}
+            )
         except (FileNotFoundError, pd.errors.EmptyDataError):
             return pd.DataFrame(columns=list(cols))
 
     return CohortRun(
-        out, table("results.csv"), table("patients.csv"), table("errors.csv", ERROR_COLUMNS),
-        list(meta.get("processed", [])), list(meta.get("resumed", [])), dict(meta.get("model", {})),
-        dict(meta.get("parameters", {})), None, list(meta.get("notes", [])), meta,
+        out,
+        table("results.csv"),
+        table("patients.csv"),
+        table("errors.csv", ERROR_COLUMNS),
+        list(meta.get("processed", [])),
+        list(meta.get("resumed", [])),
+        dict(meta.get("model", {})),
+        dict(meta.get("parameters", {})),
+        None,
+        list(meta.get("notes", [])),
+        meta,
         table("lesion_results.csv") if (out / "lesion_results.csv").is_file() else pd.DataFrame(),
     )
