@@ -1,13 +1,15 @@
-# The two set-up commands of the README. Both build .venv when it is missing
-# (torch 2.13.0 CPU first, then the project with pinned dependencies) and do
-# nothing more on a second run.
+# The set-up commands of the README. Each builds .venv when it is missing (torch 2.13.0 CPU
+# first, then the project with the pinned dependencies of requirements.lock, test and lint
+# tools included) and installs nothing more on a second run.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mkunet-installed
 PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+LINT_PATHS := src tests benchmarks
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test test-all lint venv clean-venv
 
 venv: $(STAMP)
 
@@ -20,8 +22,21 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/mkunet demo
 
+# The whole suite (about 2 minutes on 2 cores). The tests marked slow stay in: each checks
+# something no fast test does (DDP training, the shipped model on real CT, the full report).
+# For a quicker local loop: make test PYTEST_ARGS='-m "not slow"'.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
+
+# everything, whatever `make test` selects
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# lint (ruff), formatting (ruff format) and types (mypy, configured in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy src
 
 clean-venv:
 	rm -rf $(VENV)
