@@ -250,15 +250,15 @@ def mask_to_contours(
         list of ``(k, points)`` with ``k`` the slice index and ``points`` (n, 3)
         physical (x, y, z) mm, the polygon not repeating its first point.
     """
+    from scipy import ndimage
     from skimage.measure import find_contours
 
     mask = np.asarray(mask, dtype=bool)
     slices = np.flatnonzero(mask.any(axis=(1, 2)))
     if slices.size == 0:
         return []
-    rows = np.flatnonzero(mask.any(axis=(0, 2)))
-    cols = np.flatnonzero(mask.any(axis=(0, 1)))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    _, rows, cols = ndimage.find_objects(mask.view(np.uint8))[0]  # bounding box of the foreground
+    y0, y1, x0, x1 = rows.start, rows.stop, cols.start, cols.stop
     offset = np.array([y0 - 1, x0 - 1], dtype=np.float64)
     contours: list[tuple[int, np.ndarray]] = []
     for k in slices.tolist():  # marching squares is a 2-D algorithm: one call per slice with foreground

@@ -95,15 +95,14 @@ def mesh(mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.nda
         relative to the centre of voxel [0, 0, 0] of ``mask`` (no direction
         applied); faces (m, 3) int vertex indices.
     """
+    from scipy import ndimage
     from skimage.measure import marching_cubes
 
     mask = _check_mask(mask)
     spacing, _ = _spacing_of(spacing)
-    nz = np.nonzero(mask.any(axis=(1, 2)))[0]
-    ny = np.nonzero(mask.any(axis=(0, 2)))[0]
-    nx = np.nonzero(mask.any(axis=(0, 1)))[0]
-    lo = np.array([nz[0], ny[0], nx[0]])
-    crop = mask[nz[0] : nz[-1] + 1, ny[0] : ny[-1] + 1, nx[0] : nx[-1] + 1]
+    box = ndimage.find_objects(mask.view(np.uint8))[0]  # bounding box of the foreground
+    lo = np.array([s.start for s in box])
+    crop = mask[box]
     padded = np.pad(crop, 1).astype(np.float32)
     verts, faces, _normals, _values = marching_cubes(padded, level=0.5, spacing=spacing)
     # undo padding (1 voxel) and cropping: back to the mask's voxel [0, 0, 0]

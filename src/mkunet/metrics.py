@@ -141,12 +141,10 @@ def surface_distances(
     if not pred.any() or not truth.any():
         raise ValueError("surface_distances needs two non-empty masks; use hd95() for the documented empty cases.")
     union = pred | truth
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(union.any(axis=other))
-        box.append(slice(max(int(idx[0]) - 1, 0), min(int(idx[-1]) + 2, union.shape[axis])))
-    box_t = tuple(box)
+    box_t = tuple(  # bounding box of the union, one voxel added on every side (clipped)
+        slice(max(s.start - 1, 0), min(s.stop + 1, n))
+        for s, n in zip(ndimage.find_objects(union.view(np.uint8))[0], union.shape)
+    )
     sp, st = _surface(pred[box_t]), _surface(truth[box_t])
     d_pt = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
     d_tp = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]

@@ -790,10 +790,13 @@ def prepare_case_from_resampled(
     label = np.asarray(label, dtype=bool)
     region = lung_region(volume.array, volume.spacing) & ~label if lung_samples else None
     if crop_margin_mm is not None and label.any():
-        idx = np.argwhere(label)
-        lo, hi = idx.min(0), idx.max(0) + 1
+        from scipy import ndimage
+
         pad = [int(math.ceil(crop_margin_mm / s)) for s in spacing]
-        box = tuple(slice(max(0, int(a) - p), min(n, int(b) + p)) for a, b, p, n in zip(lo, hi, pad, label.shape))
+        box = tuple(  # bounding box of the tumour grown by the margin (clipped)
+            slice(max(0, s.start - p), min(n, s.stop + p))
+            for s, p, n in zip(ndimage.find_objects(label.view(np.uint8))[0], pad, label.shape)
+        )
         channels = np.ascontiguousarray(channels[(slice(None), *box)])
         label = np.ascontiguousarray(label[box])
         region = None if region is None else region[box]
