@@ -156,7 +156,7 @@ def test_seed_selects_its_component_and_crops(two_blobs, units):
     zyx = np.array(SMALL_C, float)
     point = vol.index_to_physical(zyx) if units == "mm" else zyx[::-1]
     roi = Seed(tuple(point), units=units, size_mm=30.0)
-    seg = segment(vol, StubBundle(), roi=roi)
+    seg = segment(vol, StubBundle(), method="network", roi=roi)
     np.testing.assert_array_equal(seg.mask, small)
     # crop geometry: a 30 mm cube around the seed -> 15 slices at 2 mm, 31 rows/cols at 1 mm (clipped)
     (z0, z1), (y0, y1), (x0, x1) = seg.roi_box
@@ -169,42 +169,45 @@ def test_seed_selects_its_component_and_crops(two_blobs, units):
     assert inside.min() < 0.01 and inside.max() > 0.99
 
 
-def test_seed_cube_too_small_is_reported(two_blobs):
+def test_seed_cube_grows_until_the_tumour_fits(two_blobs):
     vol, big, small = two_blobs
     seed = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=12.0)
-    with pytest.warns(UserWarning, match="edge"):
-        seg = segment(vol, StubBundle(), roi=seed)
-    assert any("reaches the edge" in n for n in seg.notes)
-    assert seg.mask.sum() < big.sum()
+    seg = segment(vol, StubBundle(), method="network", roi=seed)
+    np.testing.assert_array_equal(seg.mask, big)  # a 12 mm cube would cut it
+    assert not seg.touches_roi_edge
+    assert not any("reaches the edge" in n for n in seg.notes)
 
 
-def test_seed_outside_tumour_takes_nearest(two_blobs):
+def test_seed_in_air_is_an_error_naming_the_point(two_blobs):
+    from mkunet.infer import SeedError
+
     vol, big, small = two_blobs
-    # 8 mm from the small ball's centre (radius 5): in air, the small ball is nearest
+    # 8 mm from the small ball's centre (radius 5): in air
     seed_xyz = vol.index_to_physical(np.array([10, 44, 54.0]))
-    seg = segment(vol, StubBundle(), roi=Seed(tuple(seed_xyz), size_mm=80.0))
-    np.testing.assert_array_equal(seg.mask, small)
+    for method in ("network", "image", "auto"):
+        with pytest.raises(SeedError, match=r"in air.*mm.*voxel \(z, y, x\) = \[10, 44, 54\]"):
+            segment(vol, StubBundle(), method=method, roi=Seed(tuple(seed_xyz)))
 
 
 def test_seed_outside_volume_is_an_error(two_blobs):
     vol, _, _ = two_blobs
-    with pytest.raises(ValueError, match="outside the volume"):
+    with pytest.raises(ValueError, match=r"outside the image.*10000.0, 0.0, 0.0\] mm.*voxel index"):
         segment(vol, StubBundle(), roi=Seed((1e4, 0.0, 0.0)))
 
 
 def test_box_voxel_and_mm(two_blobs):
     vol, big, small = two_blobs
     box = Box((0, 20), (30, 60), (30, 62))
-    seg = segment(vol, StubBundle(), roi=box)
+    seg = segment(vol, StubBundle(), method="network", roi=box)
     np.testing.assert_array_equal(seg.mask, small)
     assert seg.roi_box == ((0, 20), (30, 60), (30, 62))
     # the same box in physical mm (origin (x, y, z) = (-30, -40, 100), identity direction)
     mm = Box((100.0, 100.0 + 2 * 19), (-40.0 + 30, -40.0 + 59), (-30.0 + 30, -30.0 + 61), units="mm")
-    seg_mm = segment(vol, StubBundle(), roi=mm)
+    seg_mm = segment(vol, StubBundle(), method="network", roi=mm)
     assert seg_mm.roi_box == seg.roi_box
     np.testing.assert_array_equal(seg_mm.mask, small)
     with pytest.raises(ValueError, match="does not overlap"):
-        segment(vol, StubBundle(), roi=Box((30, 40), (0, 5), (0, 5)))
+        segment(vol, StubBundle(), method="network", roi=Box((30, 40), (0, 5), (0, 5)))
 
 
 def test_previous_mask_on_other_grid(two_blobs):
@@ -217,7 +220,7 @@ def test_previous_mask_on_other_grid(two_blobs):
     ref = Volume(np.zeros(prev_shape, np.float32), spacing=prev_spacing, origin=prev_origin)
     prev_mask = ball(prev_shape, prev_spacing, ref.physical_to_index(centre_phys), 4.0)
     assert prev_mask.any()
-    seg = segment(vol, StubBundle(), roi=PreviousMask(prev_mask, ref, margin_mm=6.0))
+    seg = segment(vol, StubBundle(), method="network", roi=PreviousMask(prev_mask, ref, margin_mm=6.0))
     np.testing.assert_array_equal(seg.mask, small)
     (z0, z1), (y0, y1), (x0, x1) = seg.roi_box
     # the crop is the previous mask's box (radius 4 mm around (z, y, x) = (10, 44, 46)) + 6 mm
@@ -277,7 +280,7 @@ def test_empty_input_warns_and_writes(tmp_path):
 
 def test_attention_maps_on_input_grid(two_blobs, tmp_path):
     vol, big, small = two_blobs
-    seg = segment(vol, StubBundle(target_spacing=(2.0, 2.0, 2.0)), roi=Seed(
+    seg = segment(vol, StubBundle(target_spacing=(2.0, 2.0, 2.0)), method="network", roi=Seed(
         tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=40.0), return_attention=True)
     assert seg.attention is not None and len(seg.attention) == 2
     for amap in seg.attention:
@@ -371,7 +374,8 @@ def test_fixed_point_previous_mask_roi_and_empty_stop():
     bundle = StubBundle(model=OracleNet(thr_hu=-100.0, gain=1.0, lvcr_gain=5000.0),
                         clinical_encoder=StubEncoder(), target_spacing=(1.0, 1.0, 1.0),
                         default_clinical=np.zeros(6, np.float32))
-    res = segment_timepoints(vols, [0, 60], bundle, previous_mask_roi=True, margin_mm=15.0, max_iter=8)
+    res = segment_timepoints(vols, [0, 60], bundle, previous_mask_roi=True, margin_mm=15.0, max_iter=8,
+                             method="network")
     assert res.segmentations[1].roi.startswith("previous mask")
     assert res.converged and res.iterations >= 2
     assert res.segmentations[0].roi.startswith("previous mask")  # later passes: the earlier pass's own mask

@@ -280,7 +280,7 @@ def test_lesions_given_in_python_and_a_failing_lesion(tmp_path):
     np.testing.assert_allclose(p0.volume_cm3, les[les.lesion_id == "1"].volume_cm3, rtol=1e-12)
     err = result.errors
     row = err[(err.stage == "lesions") & (err.patient_id == "P00")]
-    assert len(row) == 1 and "lesion 'far'" in row.error.iloc[0] and "outside the volume" in row.error.iloc[0]
+    assert len(row) == 1 and "lesion 'far'" in row.error.iloc[0] and "outside the image" in row.error.iloc[0]
     assert result.patients.set_index("patient_id").loc["P00", "n_target_lesions_failed"] == 1
 
 

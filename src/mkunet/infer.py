@@ -54,6 +54,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from mkunet.bundle import predict_probability
+from mkunet.lesion import LesionParams, LesionResult, SeedError, check_seed, segment_lesion
 from mkunet.lung import lung_region
 from mkunet.volume import Volume, same_grid
 
@@ -65,6 +66,13 @@ __all__ = [
     "LongitudinalSegmentation",
     "segment",
     "segment_timepoints",
+    "METHODS",
+    "TRACKING",
+    "TrackedLesion",
+    "check_method",
+    "resolve_method",
+    "SeedError",
+    "LesionParams",
     "predict_probability",
     "keep_tumour_component",
     "KEEP_RULES",
@@ -82,6 +90,12 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("nifti", "seg", "rtstruct")
 """Output formats :func:`save_segmentation` writes."""
+
+METHODS = ("auto", "image", "network")
+"""Segmentation methods of :func:`segment` (see the module doc)."""
+
+NETWORK_SEED_CUBE_MM = 100.0
+"""First cube edge (mm) the network runs around a seed; it grows while the tumour touches a face."""
 
 ProgressHook = Callable[[str], None]
 
@@ -113,21 +127,22 @@ class Box:
 
 @dataclass(frozen=True)
 class Seed:
-    """A point inside the tumour; the model sees a cube of ``size_mm`` around it.
+    """A point inside the lesion (a click); no size is needed.
 
     Args:
         point: the point, ordered **(x, y, z)**: physical patient coordinates (LPS)
             in mm when ``units="mm"``, or voxel indices (column, row, slice) when
             ``units="voxel"`` (the order viewers such as ITK-SNAP display).
         units: ``"mm"`` or ``"voxel"``.
-        size_mm: edge of the cube cropped around the seed (mm, default 100: a 7 cm
-            tumour with margin). The kept component is the one containing (or
-            nearest to) the seed.
+        size_mm: only for ``method="network"``: edge of the first cube run around the
+            seed (mm; None = :data:`NETWORK_SEED_CUBE_MM`). The cube grows by 1.6x
+            whenever the kept tumour touches one of its faces, so a 10 cm mass is not
+            cut. The image-driven model sizes its own crop from the lesion.
     """
 
     point: tuple[float, float, float]
     units: Literal["mm", "voxel"] = "mm"
-    size_mm: float = 100.0
+    size_mm: float | None = None
 
     def index_zyx(self, volume: Volume) -> np.ndarray:
         """The seed as continuous array indices (z, y, x) on ``volume``."""
@@ -137,7 +152,8 @@ class Seed:
         return p[::-1].copy()
 
     def describe(self) -> str:
-        return f"seed {tuple(float(v) for v in self.point)} ({self.units}, x y z), cube {self.size_mm:g} mm"
+        size = "" if self.size_mm is None else f", cube {self.size_mm:g} mm"
+        return f"seed {tuple(round(float(v), 2) for v in self.point)} ({self.units}, x y z){size}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,6 +232,9 @@ class Segmentation:
         empty: True when no tumour was found.
         notes: what the user should know (imputations, empty result, ...).
         timings: seconds per step.
+        method: ``"image"`` (the lesion model of :mod:`mkunet.lesion`) or ``"network"``.
+        lesion: the image model's details (HU iso-level, lesion kind, crop), None for the network.
+        touches_roi_edge: the kept tumour reaches a face of the crop that is not the scan's border.
     """
 
     mask: np.ndarray
@@ -229,6 +248,9 @@ class Segmentation:
     empty: bool = False
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    method: str = "network"
+    lesion: LesionResult | None = None
+    touches_roi_edge: bool = False
 
     @property
     def volume_cm3(self) -> float:
@@ -256,6 +278,8 @@ class LongitudinalSegmentation:
             ``lvcr_in`` (per day, None for unknown), ``volumes_cm3``, ``lvcr_out``
             (per day, estimated from those volumes) and ``change`` (|lvcr_out - lvcr_in|).
         notes: what the user should know.
+        tracked: one :class:`TrackedLesion` per timepoint (None where the lesion was not
+            tracked from the baseline, e.g. the baseline itself).
     """
 
     segmentations: list[Segmentation]
@@ -264,6 +288,7 @@ class LongitudinalSegmentation:
     converged: bool
     trace: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    tracked: list[Any] = field(default_factory=list)
 
     @property
     def iterations(self) -> int:
@@ -395,15 +420,12 @@ def roi_crop_box(volume: Volume, roi: Roi | None) -> tuple[BoxIdx, np.ndarray | 
             raise ValueError(f"Seed units must be 'mm' or 'voxel', got {roi.units!r}.")
         if len(roi.point) != 3 or not np.all(np.isfinite(roi.point)):
             raise ValueError(f"Seed point must be 3 finite numbers (x, y, z), got {roi.point!r}.")
-        if not roi.size_mm > 0:
-            raise ValueError(f"Seed size_mm must be > 0, got {roi.size_mm!r}.")
+        size = NETWORK_SEED_CUBE_MM if roi.size_mm is None else roi.size_mm
+        if not size > 0:
+            raise ValueError(f"Seed size_mm must be > 0 (or None), got {roi.size_mm!r}.")
         centre = roi.index_zyx(volume)
-        if np.any(centre < -0.5) or np.any(centre > shape - 0.5):
-            raise ValueError(
-                f"The {roi.describe()} lies outside the volume (index z, y, x = {np.round(centre, 1).tolist()}, "
-                f"shape {tuple(shape)}): check the units and that the point is (x, y, z)."
-            )
-        half = 0.5 * roi.size_mm / np.asarray(volume.spacing)
+        check_seed(volume, centre, roi.describe())
+        half = 0.5 * size / np.asarray(volume.spacing)
         lo = np.floor(centre - half).astype(int)
         hi = np.ceil(centre + half).astype(int) + 1
     elif isinstance(roi, PreviousMask):
@@ -586,7 +608,254 @@ def keep_tumour_component(
 # ----------------------------------------------------------------------------- segment
 
 
+def check_method(method: str) -> str:
+    """Return ``method`` if it is one of :data:`METHODS`, else raise a ValueError quoting it."""
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}.")
+    return method
+
+
+def resolve_method(method: str, roi: Roi | None) -> str:
+    """The method :func:`segment` runs: ``"image"`` or ``"network"``.
+
+    ``"auto"`` is the image-driven lesion model when there is a seed, a box or a previous
+    mask to start from (measured better on real CT, see the README), and the network
+    for the whole volume. ``"image"`` without a region of interest is an error.
+    """
+    check_method(method)
+    if method == "network":
+        return "network"
+    if roi is None:
+        if method == "image":
+            raise ValueError(
+                "method='image' needs a seed, a box or a previous mask (it segments the lesion at a point); "
+                "give roi=Seed(...) / --seed-point X Y Z, or use method='auto' or 'network' for the whole volume."
+            )
+        return "network"
+    return "image"
+
+
 def segment(
+    volume: Volume,
+    model: Any = None,
+    clinical: Mapping[str, Any] | Sequence[float] | np.ndarray | None = None,
+    roi: Roi | None = None,
+    *,
+    method: Literal["auto", "image", "network"] = "auto",
+    threshold: float | None = None,
+    return_attention: bool = False,
+    keep: Literal["component", "all", "none"] = "component",
+    min_component_cm3: float = 0.0,
+    overlap: float = 0.25,
+    body_crop: bool = True,
+    lung_prior: bool = True,
+    lesion_params: LesionParams | None = None,
+    progress: ProgressHook | None = None,
+) -> Segmentation:
+    """Segment the lung tumour in one CT volume.
+
+    Methods (``method``):
+
+    * ``"image"``: the image-driven lesion model of :func:`mkunet.lesion.segment_lesion`
+      from the seed (a :class:`Box` gives the seed itself, the deepest soft-tissue point
+      of its central part, and the lesion is clipped to the box; a :class:`PreviousMask`
+      gives the deepest point of the previous mask that is still soft tissue). The
+      boundary follows a HU iso-level halfway between the lesion's and the surrounding
+      lung's median HU (the 50 % partial-volume edge; see :mod:`mkunet.lesion`).
+    * ``"network"``: the trained network's probability, thresholded, then the component
+      rule (module doc). With a :class:`Seed` the cube around it grows by 1.6x while the
+      tumour touches one of its faces.
+    * ``"auto"`` (default): ``"image"`` with a seed, box or previous mask, ``"network"``
+      for the whole volume.
+
+    Args:
+        volume: the CT (HU), any spacing; outputs come back on its grid.
+        model: None (the shipped model, cached), a ``ModelBundle``, or a bundle /
+            run directory. The image method loads it only for ``return_attention``.
+        clinical: mapping with any of ``age`` (years), ``sex`` (M|F), ``smoking``
+            (never|former|current), ``grade`` (1-3), ``stage`` (I-IV), ``lvcr`` (per
+            day); or an already encoded vector (6,); or None. An unknown LVCR is
+            encoded as the training median (the encoder's documented default);
+            other unknown fields are imputed with the training median and a note
+            says so. Ignored (with a note) when the model takes no clinical input.
+        roi: None (whole volume), :class:`Box`, :class:`Seed` or :class:`PreviousMask`.
+        method: ``"auto"``, ``"image"`` or ``"network"`` (above).
+        threshold: probability threshold of the network; default the bundle's (0.5).
+        return_attention: also return attention maps (when the model has gates). With
+            the image method the network is then run on the lesion's crop as well, and
+            ``probability`` is its probability there.
+        keep: network component rule, see :func:`keep_tumour_component` and the module doc.
+        min_component_cm3: for ``keep="all"``.
+        overlap: sliding-window overlap fraction.
+        body_crop: without a ROI, run only on the patient's in-plane bounding box
+            (:func:`body_box`); the probability is 0 outside.
+        lung_prior: without a seed or previous mask, prefer the component in the lung
+            region (see the module doc).
+        lesion_params: parameters of the image model (default :class:`mkunet.lesion.LesionParams`).
+        progress: optional callback called with a step name as each step starts.
+
+    Returns:
+        :class:`Segmentation` on ``volume``'s grid.
+
+    Raises:
+        SeedError: (a ValueError) the seed lies outside the image, in air or in bone.
+        ValueError: a malformed ROI or option.
+    """
+    if not isinstance(volume, Volume):
+        raise ValueError(f"`volume` must be a mkunet Volume, got {type(volume).__name__} (use mkunet.io.read_volume).")
+    resolved = resolve_method(method, roi)
+    params = lesion_params or LesionParams()
+    if isinstance(roi, Seed):
+        roi_crop_box(volume, roi)  # malformed seeds and points outside the image fail here
+        check_seed(volume, roi.index_zyx(volume), roi.describe(), params)  # in air or bone
+    if resolved == "image":
+        return _segment_image(
+            volume, roi, params, model=model, clinical=clinical, return_attention=return_attention,
+            overlap=overlap, threshold=threshold, progress=progress,
+        )
+    kwargs: dict[str, Any] = dict(
+        threshold=threshold, return_attention=return_attention, keep=keep, min_component_cm3=min_component_cm3,
+        overlap=overlap, body_crop=body_crop, lung_prior=lung_prior, progress=progress,
+    )
+    if not isinstance(roi, Seed):
+        return _segment_network(volume, model, clinical, roi, **kwargs)
+    # a seed: grow the cube while the tumour touches one of its faces
+    size = NETWORK_SEED_CUBE_MM if roi.size_mm is None else float(roi.size_mm)
+    largest = float(np.max(np.asarray(volume.shape) * np.asarray(volume.spacing))) * 2.0
+    while True:
+        trial = Seed(roi.point, units=roi.units, size_mm=size)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            seg = _segment_network(volume, model, clinical, trial, **kwargs)
+        if not seg.touches_roi_edge or size >= largest:
+            for w in caught:
+                warnings.warn(w.message, w.category, stacklevel=2)
+            return seg
+        size = min(size * 1.6, largest)
+
+
+def _seed_in_box(volume: Volume, box: BoxIdx, soft_hu: float = -400.0, bone_hu: float = 300.0) -> np.ndarray:
+    """A seed for "the lesion is inside this box": the deepest soft-tissue voxel of the box's
+    central part (inner 60 % of each side), depth measured inside the box so that tissue
+    entering through a face (chest wall, mediastinum) is shallow. Returns (z, y, x) indices."""
+    from scipy import ndimage
+
+    sl = tuple(slice(a, b) for a, b in box)
+    sub = volume.array[sl]
+    dense = (sub >= soft_hu) & (sub <= bone_hu)
+    padded = np.pad(dense, 1, constant_values=False)
+    depth = ndimage.distance_transform_edt(padded, sampling=volume.spacing)[1:-1, 1:-1, 1:-1]
+    central = np.zeros_like(dense)
+    inner = tuple(
+        slice(int(np.floor(0.2 * n)), max(int(np.floor(0.2 * n)) + 1, int(np.ceil(0.8 * n)))) for n in sub.shape
+    )
+    central[inner] = True
+    score = np.where(central, depth, 0.0)
+    if not score.any():
+        raise SeedError(
+            f"No soft tissue (>= {soft_hu:g} HU) in the central part of the box {box} (z, y, x voxels): the box "
+            "should surround the lesion; enlarge or move it."
+        )
+    k = np.asarray(np.unravel_index(int(np.argmax(score)), sub.shape))
+    return (k + np.array([a for a, _ in box])).astype(np.float64)
+
+
+def _seed_in_mask(volume: Volume, mask: np.ndarray, soft_hu: float = -400.0) -> np.ndarray | None:
+    """The deepest voxel of ``mask`` that is still soft tissue (>= ``soft_hu``) on ``volume``; None when none is."""
+    from scipy import ndimage
+
+    sl = ndimage.find_objects(mask.astype(np.uint8))[0] if mask.any() else None
+    if sl is None:
+        return None
+    region = mask[sl] & (volume.array[sl] >= soft_hu)
+    if not region.any():
+        return None
+    depth = ndimage.distance_transform_edt(region, sampling=volume.spacing)
+    k = np.asarray(np.unravel_index(int(np.argmax(depth)), region.shape))
+    return (k + np.array([s.start for s in sl])).astype(np.float64)
+
+
+def _segment_image(
+    volume: Volume,
+    roi: Roi | None,
+    params: LesionParams,
+    *,
+    model: Any,
+    clinical: Any,
+    return_attention: bool,
+    overlap: float,
+    threshold: float | None,
+    progress: ProgressHook | None,
+) -> Segmentation:
+    """The image path of :func:`segment` (see there)."""
+    t0 = time.perf_counter()
+    step = progress or (lambda name: None)
+    step("lesion model")
+    notes: list[str] = []
+    box_idx: BoxIdx | None = None
+    if isinstance(roi, Seed):
+        seed_zyx: np.ndarray | None = roi.index_zyx(volume)
+    elif isinstance(roi, Box):
+        box_idx, _ = roi_crop_box(volume, roi)
+        seed_zyx = _seed_in_box(volume, box_idx)
+        notes.append(f"box: the lesion was seeded at voxel (z, y, x) {np.rint(seed_zyx).astype(int).tolist()}")
+    elif isinstance(roi, PreviousMask):
+        seed_zyx = _seed_in_mask(volume, roi.on_grid(volume))
+    else:  # pragma: no cover - resolve_method sends no-ROI calls to the network
+        raise ValueError(f"The image method needs a Seed, Box or PreviousMask, got {roi!r}.")
+    describe = "whole volume" if roi is None else roi.describe()
+    if seed_zyx is None:
+        result = None
+        mask = np.zeros(volume.shape, bool)
+        notes.append("no soft tissue left inside the previous mask: the lesion is gone or moved (no tumour found)")
+    else:
+        result = segment_lesion(volume, seed_zyx, params, describe=describe)
+        mask = result.mask
+        notes.extend(result.notes)
+        if box_idx is not None:
+            inside = np.zeros(volume.shape, bool)
+            inside[tuple(slice(a, b) for a, b in box_idx)] = True
+            if (mask & ~inside).any():
+                notes.append("the lesion was clipped to the box")
+            mask = mask & inside
+    timings = {"lesion": time.perf_counter() - t0}
+    probability = mask.astype(np.float32)
+    attention = None
+    lvcr_used = None
+    if return_attention and mask.any():
+        # the network on the lesion's crop, for its probability and attention maps (the report shows them)
+        step("network (attention)")
+        (z0, z1), (y0, y1), (x0, x1) = result.crop_box if result is not None else box_idx  # type: ignore[misc]
+        net = _segment_network(
+            volume, model, clinical, Box((z0, z1), (y0, y1), (x0, x1)), threshold=threshold,
+            return_attention=True, overlap=overlap, keep="none",
+        )
+        probability, attention, lvcr_used = net.probability, net.attention, net.lvcr_used
+        timings["network"] = net.timings.get("total", float("nan"))
+    empty = not mask.any()
+    if empty:
+        if "no tumour found" not in " ".join(notes):
+            notes.append("no tumour found: the mask is empty")
+        warnings.warn(f"No lesion found at the {describe} in {volume!r}; the mask is empty.", UserWarning, stacklevel=3)
+    timings["total"] = time.perf_counter() - t0
+    return Segmentation(
+        mask=mask,
+        probability=probability,
+        volume=volume,
+        attention=attention,
+        lvcr_used=lvcr_used,
+        roi=describe,
+        roi_box=result.crop_box if result is not None else box_idx,
+        threshold=0.5,
+        empty=empty,
+        notes=notes,
+        timings=timings,
+        method="image",
+        lesion=result,
+    )
+
+
+def _segment_network(
     volume: Volume,
     model: Any = None,
     clinical: Mapping[str, Any] | Sequence[float] | np.ndarray | None = None,
@@ -601,7 +870,7 @@ def segment(
     lung_prior: bool = True,
     progress: ProgressHook | None = None,
 ) -> Segmentation:
-    """Segment the lung tumour in one CT volume.
+    """The network path of :func:`segment` (one crop; see there for the arguments).
 
     Args:
         volume: the CT (HU), any spacing; outputs come back on its grid.
@@ -698,7 +967,8 @@ def segment(
     timings["postprocess"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
 
-    if roi is not None and sub_mask.any() and _touches_inner_face(sub_mask, box, volume.shape):
+    touches = roi is not None and sub_mask.any() and _touches_inner_face(sub_mask, box, volume.shape)
+    if touches:
         notes.append(
             f"the tumour reaches the edge of the region of interest {box} (z, y, x voxels): it may be cut; "
             "enlarge the ROI (e.g. --seed-size-mm) or run on the whole volume"
@@ -728,6 +998,8 @@ def segment(
         empty=empty,
         notes=notes,
         timings=timings,
+        method="network",
+        touches_roi_edge=bool(touches),
     )
 
 
@@ -751,6 +1023,108 @@ def _estimate_lvcr(days: Sequence[float], volumes_cm3: Sequence[float]) -> float
     return float(result.lvcr_per_day)
 
 
+TRACKING = ("register", "none")
+"""How :func:`segment_timepoints` follows a lesion clicked on the baseline into later scans."""
+
+
+@dataclass(eq=False)
+class TrackedLesion:
+    """Where a baseline lesion was looked for in one follow-up scan.
+
+    Attributes:
+        point_xyz: the baseline lesion core mapped into the follow-up (x, y, z) mm.
+        found: False when no lesion was found there (complete response, or lost).
+        registration: kind of registration run (``"rigid+affine+local"``, ...), or ``"none"``.
+        notes: what happened.
+    """
+
+    point_xyz: np.ndarray
+    found: bool
+    registration: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _core_mm(seg: Segmentation) -> np.ndarray:
+    """The lesion's core (x, y, z) mm: the image model's core, else the mask's deepest voxel."""
+    if seg.lesion is not None:
+        return seg.volume.index_to_physical(seg.lesion.core_zyx)
+    k = _seed_in_mask(seg.volume, seg.mask, soft_hu=-np.inf)
+    return seg.volume.index_to_physical(k if k is not None else np.argwhere(seg.mask).mean(0))
+
+
+def _follow_lesion(
+    baseline: Segmentation, followup: Volume, *, tracking: str, params: LesionParams
+) -> tuple[Seed | None, TrackedLesion, np.ndarray | None]:
+    """Map the baseline lesion into ``followup``: (seed there or None, record, mapped baseline mask or None).
+
+    The core is mapped by :func:`mkunet.register.register` (global rigid + affine, then a
+    local stage around the lesion). If the mapped point is not soft tissue (the lesion
+    shrank, or a few mm of registration error on a small nodule), the seed moves to the
+    deepest soft-tissue voxel within the baseline lesion's equivalent radius (+ 3 mm) of
+    it; when there is none, the lesion is reported as not found.
+    """
+    from scipy import ndimage
+
+    core = _core_mm(baseline)
+    notes: list[str] = []
+    mapped_mask = None
+    if tracking == "register":
+        from mkunet.register import register
+
+        reg = register(baseline.volume, followup, centre_xyz=core)
+        point = np.asarray(reg.map_point(core), dtype=np.float64)
+        kind = reg.kind
+        notes.extend(reg.notes)
+        mapped_mask = reg.map_mask(baseline.mask, baseline.volume, followup)
+    else:
+        point, kind = core.copy(), "none"
+        if baseline.volume.frame_of_reference_uid != followup.frame_of_reference_uid:
+            msg = (
+                "the follow-up's FrameOfReferenceUID differs from the baseline's and no registration was done "
+                "(tracking='none'): the lesion is looked for at the same scanner coordinates"
+            )
+            notes.append(msg)
+            warnings.warn(msg, UserWarning, stacklevel=3)
+    idx = followup.physical_to_index(point)
+    if np.any(idx < -0.5) or np.any(idx > np.asarray(followup.shape) - 0.5):
+        notes.append(f"the lesion maps outside the follow-up scan ({np.round(point, 1).tolist()} mm)")
+        return None, TrackedLesion(point, False, kind, notes), mapped_mask
+    radius = (3.0 * baseline.volume_cm3 * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0) + 3.0
+    sp = np.asarray(followup.spacing)
+    r_vox = np.ceil(radius / sp).astype(int)
+    c = np.clip(np.rint(idx).astype(int), 0, np.asarray(followup.shape) - 1)
+    lo, hi = np.maximum(c - r_vox, 0), np.minimum(c + r_vox + 1, followup.shape)
+    sub = followup.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    t = baseline.lesion.threshold_hu if baseline.lesion is not None else -400.0
+    dense = (sub >= t) & (sub <= params.bone_hu)
+    zz, yy, xx = np.meshgrid(*[(np.arange(a, b) - ci) * s for a, b, ci, s in zip(lo, hi, c, sp)], indexing="ij")
+    dense &= (zz**2 + yy**2 + xx**2) <= radius**2
+    if not dense.any():
+        notes.append(f"no soft tissue (>= {t:.0f} HU) within {radius:.1f} mm of the tracked position")
+        return None, TrackedLesion(point, False, kind, notes), mapped_mask
+    depth = ndimage.distance_transform_edt(dense, sampling=sp)
+    k = np.asarray(np.unravel_index(int(np.argmax(depth)), dense.shape)) + lo
+    seed_xyz = followup.index_to_physical(k.astype(np.float64))
+    return Seed(tuple(float(v) for v in seed_xyz)), TrackedLesion(point, True, kind, notes), mapped_mask
+
+
+def _same_lesion(seg: Segmentation, mapped: np.ndarray | None, margin_mm: float = 5.0) -> bool:
+    """Is the follow-up object the tracked lesion rather than a vessel next to where it was?
+
+    True when it covers at least 20 % of the baseline mask carried over by the
+    registration, or at least half of it lies within ``margin_mm`` of that mask. A vessel
+    crossing the place of a vanished nodule does neither.
+    """
+    from scipy import ndimage
+
+    if mapped is None or not mapped.any() or not seg.mask.any():
+        return bool(seg.mask.any())
+    covered = np.count_nonzero(seg.mask & mapped) / np.count_nonzero(mapped)
+    near = ndimage.distance_transform_edt(~mapped, sampling=seg.volume.spacing) <= margin_mm
+    inside = np.count_nonzero(seg.mask & near) / np.count_nonzero(seg.mask)
+    return covered >= 0.2 or inside >= 0.5
+
+
 def segment_timepoints(
     volumes: Sequence[Volume],
     days: Sequence[float],
@@ -758,16 +1132,31 @@ def segment_timepoints(
     clinical: Mapping[str, Any] | None = None,
     rois: Sequence[Roi | None] | None = None,
     *,
+    method: Literal["auto", "image", "network"] = "auto",
+    tracking: Literal["register", "none"] = "register",
     tol: float = 1e-4,
     max_iter: int = 5,
     previous_mask_roi: bool = False,
     margin_mm: float = 15.0,
     **segment_kwargs: Any,
 ) -> LongitudinalSegmentation:
-    """Segment one patient's timepoints, estimating LVCR by fixed-point iteration when unknown.
+    """Segment one patient's timepoints: the same lesion in every scan, LVCR by fixed point when needed.
 
-    When ``clinical`` gives an LVCR, or there are fewer than two timepoints, each
-    timepoint is segmented once. Otherwise (SPEC "LVCR"):
+    **Tracking.** When the first timepoint has a :class:`Seed` or :class:`Box` and a later
+    one has no ROI, the lesion found on the first scan is followed: each later scan is
+    registered to the first (``tracking="register"``: :func:`mkunet.register.register`,
+    global rigid + affine, then a local stage around the lesion), the lesion's core is
+    mapped into it and segmented from there. Where nothing is found at the mapped
+    position, or the object found there is not the lesion (it neither covers 20 % of the
+    mapped baseline mask nor lies half within 5 mm of it, e.g. a vessel where a nodule
+    was), the timepoint's mask is empty and a note says "lesion not found" (a complete
+    response, or a lesion lost). ``tracking="none"`` maps by scanner coordinates and warns
+    when the scans' FrameOfReferenceUIDs differ. ``LongitudinalSegmentation.tracked`` holds
+    one :class:`TrackedLesion` per timepoint (None where not tracked).
+
+    **LVCR.** The network takes the LVCR as an input. When the network is used (``method``
+    resolves to ``"network"`` somewhere), the clinical values give no LVCR and there are
+    two timepoints or more, it is estimated by fixed-point iteration (SPEC "LVCR"):
 
     1. pass 0: segment every timepoint with LVCR unknown (encoder default), get
        volumes V_i (cm^3) and L_0 = LVCR(days, V) (:func:`mkunet.kinetics.lvcr`, per day);
@@ -775,24 +1164,26 @@ def segment_timepoints(
     3. stop when |L_k - L_{k-1}| < ``tol`` (per day) or after ``max_iter`` passes
        after pass 0 (then ``converged`` is False and a warning is issued).
 
-    The returned segmentations are those of the last pass; ``lvcr_per_day`` is the
-    last estimate. An empty segmentation at any timepoint stops the iteration (no
-    LVCR from a zero volume): the pass's segmentations are returned with a note.
+    The image method does not use the LVCR: one pass, and ``lvcr_per_day`` is estimated
+    from its volumes. An empty segmentation at any timepoint stops the estimate (no LVCR
+    from a zero volume), with a note.
 
     Args:
         volumes: the CTs in time order.
         days: scan times in days since the first scan (strictly increasing).
         model: as in :func:`segment`.
         clinical: the patient's clinical mapping (``lvcr`` may be absent / None).
-        rois: one ROI (or None) per timepoint.
+        rois: one ROI (or None) per timepoint; ``[Seed(...), None, None]`` = one click on
+            the baseline, tracked.
+        method: as in :func:`segment`.
+        tracking: ``"register"`` (default) or ``"none"`` (above).
         tol: convergence tolerance on LVCR (per day).
         max_iter: maximum passes after the first.
-        previous_mask_roi: for timepoint k >= 1 without its own ROI, use timepoint
-            k-1's mask (same pass) grown by ``margin_mm`` as the ROI. Passes after the
-            first then also restrict each timepoint without its own ROI to its mask of the
-            previous pass grown by ``margin_mm`` (only the LVCR input changes between
-            passes, so the tumour is already located; this makes refinement passes cheap).
-        **segment_kwargs: passed to :func:`segment` (threshold, keep, ...).
+        previous_mask_roi: without a baseline seed or box (the whole-volume path), use
+            timepoint k-1's mask grown by ``margin_mm`` as timepoint k's ROI (voxel
+            correspondence by scanner coordinates). Refinement passes also restrict each
+            timepoint to its own previous-pass mask grown by ``margin_mm``.
+        **segment_kwargs: passed to :func:`segment` (threshold, keep, return_attention, ...).
     """
     volumes = list(volumes)
     days_list = [float(d) for d in days]
@@ -806,35 +1197,79 @@ def segment_timepoints(
         raise ValueError(f"{len(volumes)} volumes but {len(rois)} `rois`: give one ROI (or None) per timepoint.")
     if not tol > 0 or max_iter < 0:
         raise ValueError(f"`tol` must be > 0 and `max_iter` >= 0, got tol={tol!r}, max_iter={max_iter!r}.")
-    bundle = load_model(model)
+    check_method(method)
+    if tracking not in TRACKING:
+        raise ValueError(f"`tracking` must be one of {', '.join(TRACKING)}; got {tracking!r}.")
+    roi_list: list[Roi | None] = list(rois) if rois is not None else [None] * len(volumes)
+    params = segment_kwargs.get("lesion_params") or LesionParams()
+    for k, roi in enumerate(roi_list):  # bad seeds stop everything before any work
+        if isinstance(roi, Seed):
+            roi_crop_box(volumes[k], roi)
+            check_seed(volumes[k], roi.index_zyx(volumes[k]), f"{roi.describe()} of timepoint {k}", params)
+    track = isinstance(roi_list[0], (Seed, Box)) and len(volumes) > 1
+    # tracked follow-ups are seeded, so they run what a seed runs, like the baseline
+    uses_network = any(resolve_method(method, r) == "network" for r in (roi_list[:1] if track else roi_list))
+    bundle = load_model(model) if uses_network or segment_kwargs.get("return_attention") else model
     base = dict(clinical or {})
     notes: list[str] = []
+    tracked: list[TrackedLesion | None] = [None] * len(volumes)
+    follow_rois: dict[int, Seed | None] = {}
+    mapped_masks: dict[int, np.ndarray | None] = {}
 
     def one_pass(lvcr_in: float | None, earlier: Sequence[Segmentation] = ()) -> list[Segmentation]:
         segs: list[Segmentation] = []
+        clin = dict(base, lvcr=lvcr_in) if (base or lvcr_in is not None) else None
         for k, vol in enumerate(volumes):
-            roi = rois[k] if rois is not None else None
+            roi = roi_list[k]
+            if roi is None and track and k > 0:
+                if k not in follow_rois:  # register once; later passes reuse the mapping
+                    follow_rois[k], tracked[k], mapped_masks[k] = _follow_lesion(
+                        segs[0], vol, tracking=tracking, params=params
+                    )
+                seed = follow_rois[k]
+                if seed is None:
+                    segs.append(_not_found(vol, tracked[k]))
+                    continue
+                seg = segment(vol, bundle, clin, seed, method=method, **segment_kwargs)
+                if not _same_lesion(seg, mapped_masks[k]):
+                    tracked[k].found = False  # type: ignore[union-attr]
+                    tracked[k].notes.append("the object at the tracked position is not the lesion")  # type: ignore[union-attr]
+                    seg = _not_found(vol, tracked[k], seg)
+                segs.append(seg)
+                continue
             if roi is None and previous_mask_roi and earlier and not earlier[k].empty:
                 roi = PreviousMask(earlier[k].mask, vol, margin_mm=margin_mm)
             elif roi is None and previous_mask_roi and k > 0 and not segs[-1].empty:
                 roi = PreviousMask(segs[-1].mask, volumes[k - 1], margin_mm=margin_mm)
-            clin = dict(base, lvcr=lvcr_in) if (base or lvcr_in is not None) else None
-            segs.append(segment(vol, bundle, clin, roi, **segment_kwargs))
+                if volumes[k - 1].frame_of_reference_uid != vol.frame_of_reference_uid:
+                    msg = (f"timepoint {k}: FrameOfReferenceUID differs from timepoint {k - 1}'s and no registration "
+                           "was done: the previous mask is placed by scanner coordinates")
+                    if msg not in notes:
+                        notes.append(msg)
+                        warnings.warn(msg, UserWarning, stacklevel=3)
+            segs.append(segment(vol, bundle, clin, roi, method=method, **segment_kwargs))
         return segs
 
     given = base.get("lvcr")
-    if (given is not None and not _is_missing(given)) or len(volumes) < 2 or getattr(
-        bundle, "clinical_encoder", None
-    ) is None:
-        if len(volumes) < 2 and (given is None or _is_missing(given)):
-            notes.append("a single timepoint: LVCR cannot be estimated; segmented with LVCR unknown")
-        segs = one_pass(None if given is None or _is_missing(given) else float(given))
-        return LongitudinalSegmentation(segs, days_list, None, True, [], notes)
+    given_ok = given is not None and not _is_missing(given)
+    fixed_point = (
+        uses_network and not given_ok and len(volumes) >= 2 and getattr(bundle, "clinical_encoder", None) is not None
+    )
+    if not fixed_point:
+        if len(volumes) < 2 and not given_ok:
+            notes.append("a single timepoint: LVCR cannot be estimated")
+        segs = one_pass(float(given) if given_ok else None)
+        lvcr_est = None
+        if len(volumes) >= 2 and not given_ok and all(not s.empty for s in segs):
+            lvcr_est = _estimate_lvcr(days_list, [s.volume_cm3 for s in segs])
+        elif len(volumes) >= 2 and not given_ok:
+            notes.append("no lesion at some timepoint: LVCR not estimated")
+        return LongitudinalSegmentation(segs, days_list, lvcr_est, True, [], notes, tracked)
 
     trace: list[dict[str, Any]] = []
     lvcr_in: float | None = None
     converged = False
-    segs: list[Segmentation] = []
+    segs = []
     for iteration in range(max_iter + 1):
         segs = one_pass(lvcr_in, segs)
         vols = [s.volume_cm3 for s in segs]
@@ -847,7 +1282,7 @@ def segment_timepoints(
             warnings.warn(
                 f"Fixed-point LVCR stopped: empty segmentation at timepoint(s) {empty_tp}.", UserWarning, stacklevel=2
             )
-            return LongitudinalSegmentation(segs, days_list, None, False, trace, notes)
+            return LongitudinalSegmentation(segs, days_list, None, False, trace, notes, tracked)
         lvcr_out = _estimate_lvcr(days_list, vols)
         change = None if lvcr_in is None else abs(lvcr_out - lvcr_in)
         entry.update(lvcr_out=lvcr_out, change=change)
@@ -866,7 +1301,25 @@ def segment_timepoints(
             UserWarning,
             stacklevel=2,
         )
-    return LongitudinalSegmentation(segs, days_list, lvcr_final, converged, trace, notes)
+    return LongitudinalSegmentation(segs, days_list, lvcr_final, converged, trace, notes, tracked)
+
+
+def _not_found(volume: Volume, record: TrackedLesion | None, seg: Segmentation | None = None) -> Segmentation:
+    """An empty segmentation for a tracked lesion that was not found (complete response, or lost)."""
+    point = "" if record is None else f" at {np.round(record.point_xyz, 1).tolist()} mm"
+    note = f"lesion not found at its tracked position{point}: complete response, or the lesion was lost"
+    extra = [] if record is None else list(record.notes)
+    warnings.warn(f"Tracked lesion not found in {volume!r}{point}; the mask is empty.", UserWarning, stacklevel=3)
+    return Segmentation(
+        mask=np.zeros(volume.shape, bool),
+        probability=np.zeros(volume.shape, np.float32),
+        volume=volume,
+        roi=f"tracked lesion{point}",
+        empty=True,
+        notes=[note, *extra],
+        timings={} if seg is None else seg.timings,
+        method="image" if seg is None else seg.method,
+    )
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -6,10 +6,11 @@ input grid. It needs no model and no size: the crop grows until the lesion fits.
 Algorithm (all distances in mm; work on a crop resampled to an isotropic grid of
 ``grid_mm``, chosen from the lesion's size; arrays (z, y, x)):
 
-1. **Lesion and lung HU.** ``hu_lesion`` = median HU in a 4 mm ball around the seed;
+1. **Lesion and lung HU.** ``hu_lesion`` = median HU in a 4 mm ball around the seed
+   (smaller for a nodule smaller than that: 0.7 x the seed's distance to lung);
    ``hu_lung`` = median of the aerated-lung voxels (< -400 HU) more than 10 mm from the
-   seed, clipped to [-950, -750]. A seed in air (``hu_lesion`` < -800) or in bone
-   (> 500) is refused with an error naming the point.
+   seed, clipped to [-950, -750]. A seed in air (median of its 3 x 3 x 3 voxels below
+   -800 HU) or in bone (above 500 HU) is refused with an error naming the point.
 2. **Iso-level.** The boundary is the HU iso-level
    ``t = hu_lung + iso_fraction * (min(hu_lesion, cap) - hu_lung)`` (default
    ``iso_fraction = 0.5``: halfway between lung and lesion, the 50 % partial-volume
@@ -76,8 +77,11 @@ class LesionParams:
         bone_hu: voxels above this are never lesion.
         air_seed_hu, bone_seed_hu: a seed whose neighbourhood median is below / above is refused.
         ggo_hu: a seed below this HU is a ground-glass seed.
-        ggo_rim_mm: reach of the ground-glass rim joined to a solid core (part-solid union).
-        ggo_iso_fraction: iso-level of the ground-glass rim (fraction from lung to -300 HU).
+        ggo_contrast_hu: ground glass surrounds a solid core when the shell 1-4 mm outside it
+            has its 25th percentile this much above the lung's median (HU).
+        ggo_iso_fraction: iso-level of that ground glass (fraction from lung HU to the shell's HU).
+        ggo_min_gain: the ground glass is joined when it adds at least this fraction of the core.
+        aerated_hu: below this is aerated lung (ground glass is above).
         open_fraction, open_min_mm, open_max_mm: opening radius = fraction x inscribed radius, clipped.
         n_rays, star_ratio, star_angle_deg: the star-shape constraint.
         initial_crop_mm, grow_factor, max_crop_mm: the growing crop (cube edge, mm).
@@ -93,8 +97,10 @@ class LesionParams:
     air_seed_hu: float = -800.0
     bone_seed_hu: float = 500.0
     ggo_hu: float = -300.0
-    ggo_rim_mm: float = 6.0
+    ggo_contrast_hu: float = 150.0
     ggo_iso_fraction: float = 0.5
+    ggo_min_gain: float = 0.25
+    aerated_hu: float = -760.0
     open_fraction: float = 0.35
     open_min_mm: float = 1.0
     open_max_mm: float = 10.0
@@ -220,9 +226,27 @@ def _component_at(binary: np.ndarray, point: Sequence[int]) -> np.ndarray:
 
 
 def _estimate_hu(iso: np.ndarray, seed: np.ndarray, g: float, p: LesionParams) -> tuple[float, float]:
-    off = _ball_offsets(p.lesion_radius_mm / g)
+    # the lesion's HU: a ball of lesion_radius_mm, smaller for a nodule smaller than that
+    # (0.7 x the distance from the seed to the nearest aerated-lung voxel, at least one voxel;
+    # ground glass, -750..-300 HU, is not aerated lung here)
+    reach = int(math.ceil(p.lesion_radius_mm / g)) + 1
+    lo = np.maximum(seed - reach, 0)
+    hi = np.minimum(seed + reach + 1, iso.shape)
+    near_lung = np.argwhere(iso[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] < p.aerated_hu) + lo
+    radius = p.lesion_radius_mm
+    if len(near_lung):
+        d0 = float(np.sqrt((((near_lung - seed) * g) ** 2).sum(1)).min())
+        radius = float(np.clip(0.7 * d0, g, p.lesion_radius_mm))
+    off = _ball_offsets(radius / g)
     pts = np.clip(seed + off, 0, np.asarray(iso.shape) - 1)
     hu_lesion = float(np.median(iso[pts[:, 0], pts[:, 1], pts[:, 2]]))
+    # ground glass: the full ball's non-aerated voxels are mostly ground glass (a vessel
+    # running through the nodule, or the click on it, does not make it solid)
+    full = np.clip(seed + _ball_offsets(p.lesion_radius_mm / g), 0, np.asarray(iso.shape) - 1)
+    vals = iso[full[:, 0], full[:, 1], full[:, 2]]
+    vals = vals[vals >= p.aerated_hu]
+    if vals.size and float(np.median(vals)) < p.ggo_hu:
+        hu_lesion = min(hu_lesion, float(np.median(vals)))
     zz, yy, xx = np.ogrid[: iso.shape[0], : iso.shape[1], : iso.shape[2]]
     d2 = ((zz - seed[0]) ** 2 + (yy - seed[1]) ** 2 + (xx - seed[2]) ** 2) * g * g
     far_lung = (iso < -400.0) & (iso > -1100.0) & (d2 > p.lung_min_dist_mm**2)
@@ -286,6 +310,58 @@ def _deepest_near(depth: np.ndarray, point: np.ndarray, radius_mm: float, g: flo
     ball = ((zz - point[0]) ** 2 + (yy - point[1]) ** 2 + (xx - point[2]) ** 2) * g * g <= radius_mm**2
     k = int(np.argmax(np.where(ball, sub, -1.0)))
     return (np.asarray(np.unravel_index(k, sub.shape)) + lo).astype(np.float64)
+
+
+def _part_solid_union(
+    obj: np.ndarray,
+    iso: np.ndarray,
+    hull: np.ndarray,
+    core: np.ndarray,
+    t: float,
+    hu_lung: float,
+    g: float,
+    p: LesionParams,
+    notes: list[str],
+) -> np.ndarray:
+    """Join the ground-glass part around a solid core (part-solid lesion), if there is one.
+
+    The shell 1-4 mm outside the solid object (below its iso-level) says whether ground glass
+    surrounds it: its 25th HU percentile above ``hu_lung + ggo_contrast_hu`` (ground glass
+    around three quarters of the core; a solid tumour's own partial-volume edge, spicules
+    or a patch of atelectasis do not reach that). Then the ground glass is the part of
+    ``HU >= t_ggo`` (halfway between lung and the shell's HU) connected to the core, inside
+    the lung hull, opened to cut vessels and star-constrained like the core.
+    """
+    from scipy import ndimage
+
+    from scipy import ndimage as ndi
+
+    # in-plane distance (thick slices put lung above and below any core)
+    outside = ndi.distance_transform_edt(~obj, sampling=(1e3, g, g)).astype(np.float32)
+    # below the solid iso-level only: chest wall or mediastinum touching the core is not ground glass
+    shell = (outside > 1.0) & (outside <= 4.0) & hull & (iso < t)
+    if shell.sum() < 10:
+        return obj
+    q25, hu_shell = (float(v) for v in np.percentile(iso[shell], [25, 50]))
+    if q25 < hu_lung + p.ggo_contrast_hu:  # lung around most of the core: no ground-glass halo
+        return obj
+    t_ggo = hu_lung + p.ggo_iso_fraction * (hu_shell - hu_lung)
+    cand = ((iso >= t_ggo) & (iso <= p.bone_hu) & hull) | obj
+    cand = ndimage.binary_closing(cand, structure=ndimage.generate_binary_structure(3, 1))
+    cand = ndimage.binary_fill_holes(cand)
+    seed = np.rint(core).astype(int)
+    union = _component_at(cand, seed)
+    depth = _edt(union, g)
+    r_open = float(np.clip(p.open_fraction * float(depth.max()), p.open_min_mm, p.open_max_mm))
+    eroded = depth > r_open
+    if eroded.any():
+        union &= _edt(~_component_at(eroded, seed), g) <= r_open + 0.5 * g
+    union = _component_at(_star_constraint(union | obj, core, g, p, iso, t_ggo), seed)
+    gain = np.count_nonzero(union & ~obj)
+    if gain > p.ggo_min_gain * np.count_nonzero(obj):
+        notes.append(f"part-solid: the ground glass around the solid core was joined (iso-level {t_ggo:.0f} HU)")
+        return union | obj
+    return obj
 
 
 def _model_on_crop(
@@ -355,15 +431,7 @@ def _model_on_crop(
         obj = _component_at(obj, np.rint(core).astype(int))
         core = np.asarray(np.unravel_index(int(np.argmax(_edt(obj, g))), obj.shape), dtype=np.float64)
     if kind == "solid":
-        # part-solid union: the ground-glass rim attached to the solid part
-        t_ggo = hu_lung + p.ggo_iso_fraction * (p.ggo_hu - hu_lung)
-        rim = (iso >= t_ggo) & (iso < t) & hull & (_edt(~obj, g) <= p.ggo_rim_mm)
-        rim_c = rim | obj
-        rim_c = _component_at(rim_c, np.rint(core).astype(int))
-        gain = rim_c & ~obj
-        if gain.sum() > 0.5 * obj.sum():  # a real ground-glass component, not partial-volume edge
-            obj = _star_constraint(rim_c, core, g, p, iso, t)
-            notes.append("part-solid: the ground-glass part around the solid core was joined")
+        obj = _part_solid_union(obj, iso, hull, core, t, hu_lung, g, p, notes)
     obj = ndimage.binary_fill_holes(obj)
     return obj, t, hu_lesion, hu_lung, kind, core
 
@@ -416,16 +484,26 @@ def _touches_inner_face(mask: np.ndarray, box, shape) -> bool:
     return False
 
 
-def check_seed(volume: Volume, seed_zyx: np.ndarray, describe: str) -> np.ndarray:
-    """Validate a seed (continuous indices (z, y, x)); returns the nearest voxel index.
+def check_seed(
+    volume: Volume, seed_zyx: Sequence[float], describe: str = "seed", params: LesionParams | None = None
+) -> np.ndarray:
+    """Validate a seed (continuous indices (z, y, x)); returns the nearest voxel index (z, y, x).
+
+    Args:
+        volume: the CT.
+        seed_zyx: the seed as continuous array indices (z, y, x).
+        describe: how the error names the seed.
+        params: when given, also refuse a seed in air or bone (median HU of the 3 x 3 x 3
+            voxels around it below ``params.air_seed_hu`` or above ``params.bone_seed_hu``).
 
     Raises:
-        SeedError: outside the image, naming the point in mm and as a voxel index.
+        SeedError: outside the image, in air or in bone; the message names the point in
+            mm (x, y, z) and as a voxel index (z, y, x).
     """
     shape = np.asarray(volume.shape)
     seed = np.asarray(seed_zyx, dtype=np.float64)
     if seed.shape != (3,) or not np.all(np.isfinite(seed)):
-        raise SeedError(f"The seed must be 3 finite numbers, got {seed_zyx!r}.")
+        raise SeedError(f"The {describe} must be 3 finite numbers, got {seed_zyx!r}.")
     if np.any(seed < -0.5) or np.any(seed > shape - 0.5):
         mm = volume.index_to_physical(seed)
         raise SeedError(
@@ -433,7 +511,23 @@ def check_seed(volume: Volume, seed_zyx: np.ndarray, describe: str) -> np.ndarra
             f"(z, y, x) = {np.round(seed, 1).tolist()}, image shape (z, y, x) {tuple(int(s) for s in shape)}. "
             "Check the units (--seed-units mm|voxel) and that the point is given as x y z."
         )
-    return np.clip(np.rint(seed).astype(int), 0, shape - 1)
+    vox = np.clip(np.rint(seed).astype(int), 0, shape - 1)
+    if params is not None:
+        lo = np.maximum(vox - 1, 0)  # the 3 x 3 x 3 voxels around the seed: a 4 mm nodule is enough
+        hi = np.minimum(vox + 2, shape)
+        hu = float(np.median(volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]))
+        mm = np.round(volume.index_to_physical(vox), 1).tolist()
+        where = f"(x, y, z) = {mm} mm, voxel (z, y, x) = {vox.tolist()}"
+        if hu < params.air_seed_hu:
+            raise SeedError(
+                f"The {describe} is in air or aerated lung ({hu:.0f} HU around {where}), not in a lesion: "
+                "click inside the lesion."
+            )
+        if hu > params.bone_seed_hu:
+            raise SeedError(
+                f"The {describe} is in bone ({hu:.0f} HU around {where}), not in a lesion: click inside the lesion."
+            )
+    return vox
 
 
 def segment_lesion(
@@ -460,25 +554,7 @@ def segment_lesion(
     """
     p = params or LesionParams()
     t0 = time.perf_counter()
-    seed_vox = check_seed(volume, np.asarray(seed_zyx, dtype=np.float64), describe)
-    # the seed's own HU decides whether it can be a lesion
-    sp = np.asarray(volume.spacing)
-    rad = np.maximum(1, np.ceil(p.lesion_radius_mm / sp)).astype(int)
-    lo = np.maximum(seed_vox - rad, 0)
-    hi = np.minimum(seed_vox + rad + 1, volume.shape)
-    local = volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    hu_seed = float(np.median(local))
-    mm = np.round(volume.index_to_physical(seed_vox), 1).tolist()
-    where = f"(x, y, z) = {mm} mm, voxel (z, y, x) = {seed_vox.tolist()}"
-    if hu_seed < p.air_seed_hu:
-        raise SeedError(
-            f"The {describe} is in air ({hu_seed:.0f} HU around {where}), not in a lesion: click inside the lesion."
-        )
-    if hu_seed > p.bone_seed_hu:
-        raise SeedError(
-            f"The {describe} is in bone ({hu_seed:.0f} HU around {where}), not in a lesion: click inside the lesion."
-        )
-
+    seed_vox = check_seed(volume, np.asarray(seed_zyx, dtype=np.float64), describe, p)
     result = _segment_from(volume, seed_vox, p, t0)
     if p.reseed and result.mask.any():
         # re-seed at the lesion core: the result no longer depends on where inside it the user clicked
