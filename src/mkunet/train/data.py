@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mkunet.utils import atomic_write_text
 from mkunet.volume import Volume
 
 __all__ = [
@@ -373,7 +374,5 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write JSON atomically (:func:`mkunet.utils.atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

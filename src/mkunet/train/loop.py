@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ from mkunet.train.data import (
     split_patients,
     write_json,
 )
+from mkunet.utils import atomic_write_text
 
 __all__ = ["TrainConfig", "TrainResult", "train", "width_kwargs", "prepare_case"]
 
@@ -418,13 +420,12 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     if not history:
         return
     columns = list(history[0].keys())
-    tmp = run_dir / "log.csv.tmp"
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    tmp.replace(run_dir / "log.csv")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write_text(run_dir / "log.csv", text.getvalue())
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -453,6 +454,11 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
     run folder). Same config and seed on CPU give identical weights; ``config.resume``
     continues a run exactly (the final weights equal those of an uninterrupted run).
 
+    Steps: :func:`_prepare_run_dir` -> :func:`_split_step` -> model (seeded init) ->
+    :func:`_data_step` (resample, fit or restore the preprocessing, prepare the cases) ->
+    :func:`_optimiser_step` (optimiser, loss, resumed state) -> one :func:`_train_epoch`,
+    validation (:func:`_validate`) and :func:`_save_epoch` per epoch.
+
     Args:
         config: the run's configuration.
         callback: called on rank 0 with a dict after every epoch (``event="epoch"``, ``epoch``,
@@ -462,11 +468,7 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
     Returns:
         :class:`TrainResult`.
     """
-    from mkunet import __version__
-    from mkunet.bundle import ModelBundle
-    from mkunet.losses import DiceBCELoss
     from mkunet.models import build_model
-    from mkunet.preprocess import AdaptiveWindow, Preprocessor
 
     config.validate()
     wall_start = time.monotonic()
@@ -478,283 +480,101 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             torch.use_deterministic_algorithms(True, warn_only=True)
         amp = (device.type == "cuda") if config.amp is None else bool(config.amp and device.type == "cuda")
         run_dir = Path(config.out)
-        data_dir = Path(config.data)
-        state_path = run_dir / _STATE_JSON
-        if state_path.exists() and not config.resume:
-            raise ValueError(
-                f"'{run_dir}' already holds a training run (state.json); resume it with --resume {run_dir} "
-                "or choose a new --out folder."
-            )
-        if config.resume and not state_path.exists():
-            raise FileNotFoundError(f"Cannot resume: '{state_path}' not found (no completed epoch in '{run_dir}').")
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not config.resume:
-                write_json(run_dir / "config.json", config.to_dict())
-        _barrier(dist)
+        _prepare_run_dir(config, run_dir, dist)
+        records = read_scans(Path(config.data))
+        split = _split_step(config, run_dir, records, dist)
 
-        # ---- data, split
-        records = read_scans(data_dir)
-        patients = sorted({r.patient_id for r in records})
-        split_file = run_dir / "split.json"
-        if config.resume and split_file.exists():
-            split = json.loads(split_file.read_text(encoding="utf-8"))
-        else:
-            split = split_patients(patients, config.val_fraction, config.test_fraction, config.seed)
-            if dist.main:
-                write_json(
-                    split_file,
-                    {**split, "seed": config.seed, "val_fraction": config.val_fraction,
-                     "test_fraction": config.test_fraction, "data": str(data_dir)},
-                )
-        train_ids, val_ids = set(split["train"]), set(split["val"])
-        wanted = [r for r in records if r.patient_id in train_ids | val_ids]
-
-        # ---- model (seeded init)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # seeded initial weights
         model_kwargs = {**width_kwargs(config.model, config.width), **config.model_kwargs}
         model_kwargs["in_channels"] = int(config.channels)
         model = build_model(config.model, **model_kwargs)
         needs_clinical = bool(getattr(model, "needs_clinical", False))
+        data = _data_step(config, run_dir, records, split, needs_clinical, dist)
 
-        # ---- load scans, GT volumes -> per-patient LVCR; keep only the resampled copies in memory
-        resampled: dict[str, tuple[Any, np.ndarray]] = {}
-        by_patient: dict[str, list[tuple[ScanRecord, float]]] = {}
-        for rec in wanted:
-            volume, mask = load_scan(rec)
-            if not mask.any():
-                warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=2)
-            by_patient.setdefault(rec.patient_id, []).append((rec, float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0))
-            resampled[rec.key] = _resampled(volume, mask, config.target_spacing)
-            del volume, mask
-        lvcrs = {
-            pid: patient_lvcr([r.days for r, _ in rows], [v for _, v in rows], pid) for pid, rows in by_patient.items()
-        }
-
-        # ---- preprocessor + clinical encoder: fitted on the training split, or restored on resume
-        train_keys = [r.key for r in wanted if r.patient_id in train_ids]
-        encoder, default_clinical = None, None
-        if config.resume:
-            restored = ModelBundle.load(run_dir / "last")
-            preprocessor, encoder, default_clinical = (
-                restored.preprocessor, restored.clinical_encoder, restored.default_clinical,
-            )
-        else:
-            window = AdaptiveWindow(k=config.window_k, mode=config.window_mode) if config.adaptive_window else None
-            preprocessor = Preprocessor(channels=config.channels, adaptive_window=window)
-            preprocessor.fit([resampled[k][0] for k in train_keys], [resampled[k][1] for k in train_keys])
-            if needs_clinical:
-                from mkunet.models.clinical import ClinicalEncoder
-
-                table = read_clinical(data_dir, required=True)
-                frame = _clinical_frame(sorted(train_ids), table, lvcrs)
-                if frame["lvcr"].isna().all():
-                    warnings.warn(
-                        "No training patient has two or more scans: LVCR cannot be computed and is set to 0 /day "
-                        "for the encoder fit (the LVCR input carries no information).",
-                        stacklevel=2,
-                    )
-                    frame["lvcr"] = 0.0
-                encoder = ClinicalEncoder().fit(frame)
-                encoded = np.asarray(encoder.transform(frame), dtype=np.float32)
-                default_clinical = np.median(encoded, axis=0).astype(np.float32)
-        vectors: dict[str, np.ndarray | None] = {}
-        if needs_clinical:
-            table = read_clinical(data_dir, required=True)
-            ids = sorted(by_patient)
-            frame = _clinical_frame(ids, table, lvcrs)
-            encoded = np.asarray(encoder.transform(frame), dtype=np.float32)
-            for pid, vec in zip(ids, encoded):
-                if not config.use_lvcr:
-                    vec = vec.copy()
-                    vec[LVCR_INDEX] = default_clinical[LVCR_INDEX]
-                vectors[pid] = vec
-        cases: dict[str, PreparedCase] = {}
-        for rec in wanted:  # preprocess one by one, releasing each resampled volume
-            margin = config.crop_margin_mm if rec.patient_id in train_ids else None
-            cases[rec.key] = prepare_case_from_resampled(
-                rec, resampled.pop(rec.key), preprocessor, vectors.get(rec.patient_id), lvcrs.get(rec.patient_id),
-                crop_margin_mm=margin, spacing=config.target_spacing,
-                lung_samples=config.lung_fraction > 0 and rec.patient_id in train_ids,
-            )
-        train_cases = [cases[r.key] for r in wanted if r.patient_id in train_ids]
-        val_cases = [cases[r.key] for r in wanted if r.patient_id in val_ids]
-        if not train_cases:
-            raise ValueError(f"The training split of '{data_dir}' is empty; lower --val-fraction / test fraction.")
-        if not val_cases and dist.main:
-            warnings.warn("No validation patients: the 'best' checkpoint is chosen by training loss.", stacklevel=2)
-
-        # ---- optimiser, loss, resume
         model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        loss_fn = DiceBCELoss(dice_weight=config.dice_weight, bce_weight=config.bce_weight, batch=config.dice_batch)
-        start_epoch, best_metric, best_epoch, elapsed_before = 0, -math.inf, 0, 0.0
-        history: list[dict[str, Any]] = []
-        if config.resume:
-            info = _load_state(run_dir, model, optimizer)
-            start_epoch = int(info["epoch"])
-            best_metric = float(info["best_metric"]) if info.get("best_metric") is not None else -math.inf
-            best_epoch = int(info.get("best_epoch", 0))
-            elapsed_before = float(info.get("elapsed_s", 0.0))
-            if info.get("scaler") and amp:
-                scaler.load_state_dict(info["scaler"])
-            log_path = run_dir / "log.json"
-            if log_path.exists():
-                history = [h for h in json.loads(log_path.read_text(encoding="utf-8")) if h["epoch"] <= start_epoch]
+        opt = _optimiser_step(config, run_dir, model, amp)
         net: torch.nn.Module = model
         if dist.active:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-
-        samples = config.patches_per_epoch or 4 * len(train_cases)
-        augment = _augment_factory() if config.augment else None
         data_meta = {
-            "data": str(data_dir),
+            "data": str(Path(config.data)),
             "n_patients": {"train": len(split["train"]), "val": len(split["val"]), "test": len(split["test"])},
-            "n_scans": {"train": len(train_cases), "val": len(val_cases)},
+            "n_scans": {"train": len(data.train_cases), "val": len(data.val_cases)},
         }
-
-        def make_bundle(metrics: dict[str, Any]) -> ModelBundle:
-            was_training = model.training
-            b = ModelBundle(
-                model=model,
-                model_name=config.model,
-                model_kwargs=model_kwargs,
-                preprocessor=preprocessor,
-                clinical_encoder=encoder,
-                target_spacing=config.target_spacing,
-                patch_size=config.patch_size,
-                threshold=0.5,
-                metadata={
-                    "mkunet_version": __version__,
-                    "label": config.label or run_dir.name,
-                    "command": config.command,
-                    "seed": config.seed,
-                    "use_lvcr": config.use_lvcr,
-                    "train_config": config.to_dict(),
-                    **data_meta,
-                    **metrics,
-                },
-                default_clinical=default_clinical,
-            )
-            model.train(was_training)
-            return b
+        bundles = _BundleMaker(config, run_dir, model, model_kwargs, data, data_meta)
+        samples = config.patches_per_epoch or 4 * len(data.train_cases)
+        augment = _augment_factory() if config.augment else None
 
         if callback is not None and dist.main:
-            callback({"event": "start", "epoch": start_epoch, "epochs": config.epochs})
+            callback({"event": "start", "epoch": opt.start_epoch, "epochs": config.epochs})
         budget_s = None if config.time_budget_min is None else 60.0 * config.time_budget_min
         session_start = time.monotonic()
         stopped = "epochs"
-        epoch = start_epoch
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(opt.start_epoch, config.epochs):
             epoch_start = time.monotonic()
             if config.lr_schedule == "poly":
                 progress = epoch / config.epochs
                 if budget_s is not None:
-                    progress = max(progress, (elapsed_before + epoch_start - session_start) / budget_s)
-                for group in optimizer.param_groups:
+                    progress = max(progress, (opt.elapsed_before + epoch_start - session_start) / budget_s)
+                for group in opt.optimizer.param_groups:
                     group["lr"] = poly_lr(config.lr, min(progress, 1.0))
-            torch.manual_seed(int(np.random.default_rng([config.seed, epoch, 1]).integers(2**62)))
-            dataset = PatchDataset(
-                train_cases, config.patch_size, samples, config.seed, epoch, dist.rank, dist.world_size,
-                config.tumour_fraction, augment, config.lung_fraction,
-            )
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
-                drop_last=False, pin_memory=device.type == "cuda",
-            )
-            net.train()
-            loss_sum, n_batches = 0.0, 0
-            for batch in loader:
-                image = batch["image"].to(device, non_blocking=True)
-                label = batch["label"].to(device, non_blocking=True)
-                clinical = batch["clinical"].to(device) if needs_clinical else None
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device.type, enabled=amp):
-                    logits = net(image, clinical)
-                    if isinstance(logits, (tuple, list)):
-                        logits = logits[0]
-                loss = loss_fn(logits.float(), label)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += float(loss.detach())
-                n_batches += 1
-            loss_sum, n_batches = _all_reduce_sum([loss_sum, n_batches], dist)
-            train_loss = loss_sum / max(n_batches, 1)
+            train_loss = _train_epoch(config, net, data.train_cases, opt, epoch, samples, augment, dist, device,
+                                      amp, needs_clinical)
             train_time = time.monotonic() - epoch_start
 
-            elapsed_now = elapsed_before + (time.monotonic() - session_start)
+            elapsed_now = opt.elapsed_before + (time.monotonic() - session_start)
             over_budget = budget_s is not None and elapsed_now + train_time > budget_s
             if dist.active:
                 over_budget = _all_reduce_sum([float(over_budget)], dist)[0] > 0
             last_epoch = epoch + 1 == config.epochs or over_budget
             val_dice = None
-            if val_cases and ((epoch + 1) % config.val_every == 0 or last_epoch):
-                mine = val_cases[dist.rank :: dist.world_size]
+            if data.val_cases and ((epoch + 1) % config.val_every == 0 or last_epoch):
+                mine = data.val_cases[dist.rank :: dist.world_size]
                 total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp)
                 total, count = _all_reduce_sum([total, count], dist)
                 val_dice = total / max(count, 1)
-            metric = val_dice if val_cases else -train_loss
-            improved = metric is not None and metric > best_metric
+            metric = val_dice if data.val_cases else -train_loss
+            improved = metric is not None and metric > opt.best_metric
             if improved:
-                best_metric, best_epoch = float(metric), epoch + 1
-            elapsed = elapsed_before + (time.monotonic() - session_start)
-            row = {
+                opt.best_metric, opt.best_epoch = float(metric), epoch + 1
+            elapsed = opt.elapsed_before + (time.monotonic() - session_start)
+            opt.history.append({
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "val_dice": val_dice,
-                "best_val_dice": best_metric if val_cases else None,
-                "lr": optimizer.param_groups[0]["lr"],
+                "best_val_dice": opt.best_metric if data.val_cases else None,
+                "lr": opt.optimizer.param_groups[0]["lr"],
                 "epoch_time_s": time.monotonic() - epoch_start,
                 "elapsed_s": elapsed,
-            }
-            history.append(row)
+            })
             if dist.main:
-                metrics = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": val_dice,
-                           "training_time_s": elapsed}
-                make_bundle(metrics).save(run_dir / "last")
-                if improved:
-                    make_bundle({**metrics, "best_val_dice": best_metric}).save(run_dir / "best")
-                _save_state(
-                    run_dir, model, optimizer,
-                    {
-                        "epoch": epoch + 1,
-                        "best_metric": best_metric if np.isfinite(best_metric) else None,
-                        "best_epoch": best_epoch,
-                        "elapsed_s": elapsed,
-                        "scaler": scaler.state_dict() if amp else None,
-                        "seeds": {"seed": config.seed, "epoch_seed_rule": "numpy default_rng([seed, epoch, i])"},
-                        "world_size": dist.world_size,
-                        "mkunet_version": __version__,
-                    },
-                )
-                _write_log(run_dir, history)
+                _save_epoch(config, run_dir, model, opt, bundles, epoch, train_loss, val_dice, improved, elapsed,
+                            amp, dist)
                 if callback is not None:
-                    per_epoch = elapsed / max(epoch + 1 - start_epoch, 1) if epoch >= start_epoch else 0.0
+                    per_epoch = elapsed / max(epoch + 1 - opt.start_epoch, 1) if epoch >= opt.start_epoch else 0.0
                     eta = per_epoch * (config.epochs - epoch - 1)
                     if budget_s is not None:
                         eta = min(eta, max(budget_s - elapsed, 0.0))
                     callback({"event": "epoch", "epoch": epoch + 1, "epochs": config.epochs, "loss": train_loss,
-                              "val_dice": val_dice, "best": best_metric, "elapsed_s": elapsed, "eta_s": eta})
+                              "val_dice": val_dice, "best": opt.best_metric, "elapsed_s": elapsed, "eta_s": eta})
             _barrier(dist)
             logger.info("epoch %d/%d loss %.4f val dice %s", epoch + 1, config.epochs, train_loss, val_dice)
             if over_budget and epoch + 1 < config.epochs:
                 stopped = "time_budget"
                 break
-        epochs_done = len(history) and history[-1]["epoch"] or start_epoch
+        epochs_done = len(opt.history) and opt.history[-1]["epoch"] or opt.start_epoch
         result = TrainResult(
             run_dir=run_dir,
             best_dir=run_dir / "best",
             last_dir=run_dir / "last",
             epochs_completed=int(epochs_done),
-            best_metric=float(best_metric),
-            best_epoch=int(best_epoch),
-            history=history,
+            best_metric=float(opt.best_metric),
+            best_epoch=int(opt.best_epoch),
+            history=opt.history,
             stopped=stopped,
-            elapsed_s=elapsed_before + (time.monotonic() - session_start),
+            elapsed_s=opt.elapsed_before + (time.monotonic() - session_start),
         )
         if callback is not None and dist.main:
             callback({"event": "end", "epoch": result.epochs_completed, "epochs": config.epochs,
@@ -764,6 +584,290 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
     finally:
         if dist.initialised_here and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------- train's steps
+@dataclass
+class _TrainData:
+    """What :func:`_data_step` prepared: the fitted (or restored) preprocessing and the cases."""
+
+    preprocessor: Any
+    encoder: Any
+    default_clinical: np.ndarray | None
+    train_cases: list[PreparedCase]
+    val_cases: list[PreparedCase]
+
+
+@dataclass
+class _Optimisation:
+    """Optimiser, gradient scaler and loss, with the progress restored on resume (:func:`_optimiser_step`)."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    loss_fn: torch.nn.Module
+    start_epoch: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    elapsed_before: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _prepare_run_dir(config: TrainConfig, run_dir: Path, dist: _Dist) -> None:
+    """Refuse to overwrite a run (or to resume a missing one); rank 0 creates the folder and config.json."""
+    state_path = run_dir / _STATE_JSON
+    if state_path.exists() and not config.resume:
+        raise ValueError(
+            f"'{run_dir}' already holds a training run (state.json); resume it with --resume {run_dir} "
+            "or choose a new --out folder."
+        )
+    if config.resume and not state_path.exists():
+        raise FileNotFoundError(f"Cannot resume: '{state_path}' not found (no completed epoch in '{run_dir}').")
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not config.resume:
+            write_json(run_dir / "config.json", config.to_dict())
+    _barrier(dist)
+
+
+def _split_step(config: TrainConfig, run_dir: Path, records: Sequence[ScanRecord], dist: _Dist) -> dict[str, Any]:
+    """The patient-level split: read back on resume, else drawn (seeded) and written to ``split.json``."""
+    data_dir = Path(config.data)
+    split_file = run_dir / "split.json"
+    if config.resume and split_file.exists():
+        return json.loads(split_file.read_text(encoding="utf-8"))
+    patients = sorted({r.patient_id for r in records})
+    split = split_patients(patients, config.val_fraction, config.test_fraction, config.seed)
+    if dist.main:
+        write_json(
+            split_file,
+            {**split, "seed": config.seed, "val_fraction": config.val_fraction,
+             "test_fraction": config.test_fraction, "data": str(data_dir)},
+        )
+    return split
+
+
+def _data_step(
+    config: TrainConfig, run_dir: Path, records: Sequence[ScanRecord], split: dict[str, Any], needs_clinical: bool,
+    dist: _Dist,
+) -> _TrainData:
+    """Load the train / val scans, resample them, fit (or restore) the preprocessing and prepare the cases.
+
+    Only the resampled copies stay in memory; each is released once preprocessed.
+    """
+    from mkunet.bundle import ModelBundle
+    from mkunet.preprocess import AdaptiveWindow, Preprocessor
+
+    data_dir = Path(config.data)
+    train_ids, val_ids = set(split["train"]), set(split["val"])
+    wanted = [r for r in records if r.patient_id in train_ids | val_ids]
+    resampled: dict[str, tuple[Any, np.ndarray]] = {}
+    by_patient: dict[str, list[tuple[ScanRecord, float]]] = {}
+    for rec in wanted:  # GT volumes -> per-patient LVCR
+        volume, mask = load_scan(rec)
+        if not mask.any():
+            warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=3)
+        by_patient.setdefault(rec.patient_id, []).append((rec, float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0))
+        resampled[rec.key] = _resampled(volume, mask, config.target_spacing)
+        del volume, mask
+    lvcrs = {
+        pid: patient_lvcr([r.days for r, _ in rows], [v for _, v in rows], pid) for pid, rows in by_patient.items()
+    }
+
+    # preprocessor + clinical encoder: fitted on the training split, or restored on resume
+    train_keys = [r.key for r in wanted if r.patient_id in train_ids]
+    encoder, default_clinical = None, None
+    if config.resume:
+        restored = ModelBundle.load(run_dir / "last")
+        preprocessor, encoder, default_clinical = (
+            restored.preprocessor, restored.clinical_encoder, restored.default_clinical,
+        )
+    else:
+        window = AdaptiveWindow(k=config.window_k, mode=config.window_mode) if config.adaptive_window else None
+        preprocessor = Preprocessor(channels=config.channels, adaptive_window=window)
+        preprocessor.fit([resampled[k][0] for k in train_keys], [resampled[k][1] for k in train_keys])
+        if needs_clinical:
+            encoder, default_clinical = _fit_clinical_encoder(data_dir, sorted(train_ids), lvcrs)
+    vectors = _clinical_vectors(config, sorted(by_patient), lvcrs, encoder, default_clinical) if needs_clinical else {}
+    cases: dict[str, PreparedCase] = {}
+    for rec in wanted:  # preprocess one by one, releasing each resampled volume
+        margin = config.crop_margin_mm if rec.patient_id in train_ids else None
+        cases[rec.key] = prepare_case_from_resampled(
+            rec, resampled.pop(rec.key), preprocessor, vectors.get(rec.patient_id), lvcrs.get(rec.patient_id),
+            crop_margin_mm=margin, spacing=config.target_spacing,
+            lung_samples=config.lung_fraction > 0 and rec.patient_id in train_ids,
+        )
+    train_cases = [cases[r.key] for r in wanted if r.patient_id in train_ids]
+    val_cases = [cases[r.key] for r in wanted if r.patient_id in val_ids]
+    if not train_cases:
+        raise ValueError(f"The training split of '{data_dir}' is empty; lower --val-fraction / test fraction.")
+    if not val_cases and dist.main:
+        warnings.warn("No validation patients: the 'best' checkpoint is chosen by training loss.", stacklevel=3)
+    return _TrainData(preprocessor, encoder, default_clinical, train_cases, val_cases)
+
+
+def _fit_clinical_encoder(
+    data_dir: Path, train_patients: Sequence[str], lvcrs: dict[str, float | None]
+) -> tuple[Any, np.ndarray]:
+    """The clinical encoder fitted on the training patients, and the median encoded vector (the default)."""
+    from mkunet.models.clinical import ClinicalEncoder
+
+    frame = _clinical_frame(train_patients, read_clinical(data_dir, required=True), lvcrs)
+    if frame["lvcr"].isna().all():
+        warnings.warn(
+            "No training patient has two or more scans: LVCR cannot be computed and is set to 0 /day "
+            "for the encoder fit (the LVCR input carries no information).",
+            stacklevel=4,
+        )
+        frame["lvcr"] = 0.0
+    encoder = ClinicalEncoder().fit(frame)
+    encoded = np.asarray(encoder.transform(frame), dtype=np.float32)
+    return encoder, np.median(encoded, axis=0).astype(np.float32)
+
+
+def _clinical_vectors(
+    config: TrainConfig, patients: Sequence[str], lvcrs: dict[str, float | None], encoder: Any,
+    default_clinical: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """Encoded clinical vector per patient (LVCR replaced by the training median when ``use_lvcr`` is off)."""
+    frame = _clinical_frame(patients, read_clinical(Path(config.data), required=True), lvcrs)
+    encoded = np.asarray(encoder.transform(frame), dtype=np.float32)
+    vectors = {}
+    for pid, vec in zip(patients, encoded):
+        if not config.use_lvcr:
+            vec = vec.copy()
+            vec[LVCR_INDEX] = default_clinical[LVCR_INDEX]
+        vectors[pid] = vec
+    return vectors
+
+
+def _optimiser_step(config: TrainConfig, run_dir: Path, model: torch.nn.Module, amp: bool) -> _Optimisation:
+    """Adam, the GradScaler and the loss; on resume the weights, optimiser state, best metric and log."""
+    from mkunet.losses import DiceBCELoss
+
+    opt = _Optimisation(
+        torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay),
+        torch.amp.GradScaler("cuda", enabled=amp),
+        DiceBCELoss(dice_weight=config.dice_weight, bce_weight=config.bce_weight, batch=config.dice_batch),
+    )
+    if config.resume:
+        info = _load_state(run_dir, model, opt.optimizer)
+        opt.start_epoch = int(info["epoch"])
+        opt.best_metric = float(info["best_metric"]) if info.get("best_metric") is not None else -math.inf
+        opt.best_epoch = int(info.get("best_epoch", 0))
+        opt.elapsed_before = float(info.get("elapsed_s", 0.0))
+        if info.get("scaler") and amp:
+            opt.scaler.load_state_dict(info["scaler"])
+        log_path = run_dir / "log.json"
+        if log_path.exists():
+            opt.history = [
+                h for h in json.loads(log_path.read_text(encoding="utf-8")) if h["epoch"] <= opt.start_epoch
+            ]
+    return opt
+
+
+def _train_epoch(
+    config: TrainConfig, net: torch.nn.Module, train_cases: Sequence[PreparedCase], opt: _Optimisation, epoch: int,
+    samples: int, augment: Callable[[int], Callable] | None, dist: _Dist, device: torch.device, amp: bool,
+    needs_clinical: bool,
+) -> float:
+    """One epoch of ``samples`` patches (seeded from (seed, epoch)); returns the mean loss over every process."""
+    torch.manual_seed(int(np.random.default_rng([config.seed, epoch, 1]).integers(2**62)))
+    dataset = PatchDataset(
+        train_cases, config.patch_size, samples, config.seed, epoch, dist.rank, dist.world_size,
+        config.tumour_fraction, augment, config.lung_fraction,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+        drop_last=False, pin_memory=device.type == "cuda",
+    )
+    net.train()
+    loss_sum, n_batches = 0.0, 0
+    for batch in loader:
+        image = batch["image"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        clinical = batch["clinical"].to(device) if needs_clinical else None
+        opt.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, enabled=amp):
+            logits = net(image, clinical)
+            if isinstance(logits, (tuple, list)):
+                logits = logits[0]
+        loss = opt.loss_fn(logits.float(), label)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        loss_sum += float(loss.detach())
+        n_batches += 1
+    loss_sum, n_batches = _all_reduce_sum([loss_sum, n_batches], dist)
+    return loss_sum / max(n_batches, 1)
+
+
+@dataclass
+class _BundleMaker:
+    """Builds the :class:`~mkunet.bundle.ModelBundle` of the current weights (for ``last/`` and ``best/``)."""
+
+    config: TrainConfig
+    run_dir: Path
+    model: torch.nn.Module
+    model_kwargs: dict[str, Any]
+    data: _TrainData
+    data_meta: dict[str, Any]
+
+    def __call__(self, metrics: dict[str, Any]) -> Any:
+        from mkunet import __version__
+        from mkunet.bundle import ModelBundle
+
+        config, model = self.config, self.model
+        was_training = model.training
+        bundle = ModelBundle(
+            model=model,
+            model_name=config.model,
+            model_kwargs=self.model_kwargs,
+            preprocessor=self.data.preprocessor,
+            clinical_encoder=self.data.encoder,
+            target_spacing=config.target_spacing,
+            patch_size=config.patch_size,
+            threshold=0.5,
+            metadata={
+                "mkunet_version": __version__,
+                "label": config.label or self.run_dir.name,
+                "command": config.command,
+                "seed": config.seed,
+                "use_lvcr": config.use_lvcr,
+                "train_config": config.to_dict(),
+                **self.data_meta,
+                **metrics,
+            },
+            default_clinical=self.data.default_clinical,
+        )
+        model.train(was_training)
+        return bundle
+
+
+def _save_epoch(
+    config: TrainConfig, run_dir: Path, model: torch.nn.Module, opt: _Optimisation, bundles: _BundleMaker,
+    epoch: int, train_loss: float, val_dice: float | None, improved: bool, elapsed: float, amp: bool, dist: _Dist,
+) -> None:
+    """Rank 0 after each epoch: ``last/`` (and ``best/`` when improved), the resumable state and the log."""
+    from mkunet import __version__
+
+    metrics = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": val_dice, "training_time_s": elapsed}
+    bundles(metrics).save(run_dir / "last")
+    if improved:
+        bundles({**metrics, "best_val_dice": opt.best_metric}).save(run_dir / "best")
+    _save_state(
+        run_dir, model, opt.optimizer,
+        {
+            "epoch": epoch + 1,
+            "best_metric": opt.best_metric if np.isfinite(opt.best_metric) else None,
+            "best_epoch": opt.best_epoch,
+            "elapsed_s": elapsed,
+            "scaler": opt.scaler.state_dict() if amp else None,
+            "seeds": {"seed": config.seed, "epoch_seed_rule": "numpy default_rng([seed, epoch, i])"},
+            "world_size": dist.world_size,
+            "mkunet_version": __version__,
+        },
+    )
+    _write_log(run_dir, opt.history)
 
 
 def prepare_case_from_resampled(
