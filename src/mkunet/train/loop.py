@@ -515,11 +515,7 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
         for epoch in range(opt.start_epoch, config.epochs):
             epoch_start = time.monotonic()
             if config.lr_schedule == "poly":
-                progress = epoch / config.epochs
-                if budget_s is not None:
-                    progress = max(progress, (opt.elapsed_before + epoch_start - session_start) / budget_s)
-                for group in opt.optimizer.param_groups:
-                    group["lr"] = poly_lr(config.lr, min(progress, 1.0))
+                _set_poly_lr(config, opt.optimizer, epoch, opt.elapsed_before + epoch_start - session_start, budget_s)
             train_loss = _train_epoch(config, net, data.train_cases, opt, epoch, samples, augment, dist, device,
                                       amp, needs_clinical)
             train_time = time.monotonic() - epoch_start
@@ -531,10 +527,7 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             last_epoch = epoch + 1 == config.epochs or over_budget
             val_dice = None
             if data.val_cases and ((epoch + 1) % config.val_every == 0 or last_epoch):
-                mine = data.val_cases[dist.rank :: dist.world_size]
-                total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp)
-                total, count = _all_reduce_sum([total, count], dist)
-                val_dice = total / max(count, 1)
+                val_dice = _val_dice(config, model, data.val_cases, amp, dist)
             metric = val_dice if data.val_cases else -train_loss
             improved = metric is not None and metric > opt.best_metric
             if improved:
@@ -553,10 +546,7 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
                 _save_epoch(config, run_dir, model, opt, bundles, epoch, train_loss, val_dice, improved, elapsed,
                             amp, dist)
                 if callback is not None:
-                    per_epoch = elapsed / max(epoch + 1 - opt.start_epoch, 1) if epoch >= opt.start_epoch else 0.0
-                    eta = per_epoch * (config.epochs - epoch - 1)
-                    if budget_s is not None:
-                        eta = min(eta, max(budget_s - elapsed, 0.0))
+                    eta = _eta_s(config, opt.start_epoch, epoch, elapsed, budget_s)
                     callback({"event": "epoch", "epoch": epoch + 1, "epochs": config.epochs, "loss": train_loss,
                               "val_dice": val_dice, "best": opt.best_metric, "elapsed_s": elapsed, "eta_s": eta})
             _barrier(dist)
@@ -799,6 +789,36 @@ def _train_epoch(
         n_batches += 1
     loss_sum, n_batches = _all_reduce_sum([loss_sum, n_batches], dist)
     return loss_sum / max(n_batches, 1)
+
+
+def _set_poly_lr(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int, elapsed_s: float, budget_s: float | None
+) -> None:
+    """Poly schedule: progress = the larger of epochs done / ``epochs`` and time used / time budget."""
+    progress = epoch / config.epochs
+    if budget_s is not None:
+        progress = max(progress, elapsed_s / budget_s)
+    for group in optimizer.param_groups:
+        group["lr"] = poly_lr(config.lr, min(progress, 1.0))
+
+
+def _val_dice(
+    config: TrainConfig, model: torch.nn.Module, val_cases: Sequence[PreparedCase], amp: bool, dist: _Dist
+) -> float:
+    """Mean validation Dice over every process (each validates its share of the cases)."""
+    mine = val_cases[dist.rank :: dist.world_size]
+    total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp)
+    total, count = _all_reduce_sum([total, count], dist)
+    return total / max(count, 1)
+
+
+def _eta_s(config: TrainConfig, start_epoch: int, epoch: int, elapsed: float, budget_s: float | None) -> float:
+    """Seconds left: the mean epoch time of this session times the epochs left, capped by the time budget."""
+    per_epoch = elapsed / max(epoch + 1 - start_epoch, 1) if epoch >= start_epoch else 0.0
+    eta = per_epoch * (config.epochs - epoch - 1)
+    if budget_s is not None:
+        eta = min(eta, max(budget_s - elapsed, 0.0))
+    return eta
 
 
 @dataclass
