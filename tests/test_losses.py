@@ -1,10 +1,11 @@
-"""DiceBCELoss against MONAI's DiceLoss, torch's BCE and a hand-written soft Dice."""
+"""DiceBCELoss (MONAI DiceCELoss) against MONAI's DiceLoss + torch's BCE and a hand-written soft Dice."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from monai.losses import DiceLoss
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceLoss
 
 from mkunet.losses import DiceBCELoss
 
@@ -54,3 +55,32 @@ def test_validation():
     logits, target = _case()
     with pytest.raises(ValueError, match="same shape"):
         DiceBCELoss()(logits, target[:, 0])
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("smooth", [(1e-5, 1e-5), (0.0, 1e-6), (1.0, 1.0)])
+def test_equals_the_former_dice_plus_bce_to_1e6(batch, smooth):
+    """The MONAI DiceCELoss it now is equals the former 0.6 DiceLoss + 0.4 BCE-with-logits (per case / batch Dice)."""
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        logits = torch.randn(3, 1, 6, 7, 5, generator=gen, dtype=torch.float64) * 4
+        target = (torch.rand(3, 1, 6, 7, 5, generator=gen, dtype=torch.float64) > 0.7).double()
+        if seed == 3:
+            target[0] = 0  # a patch without tumour
+        for wd, wb in ((0.6, 0.4), (1.0, 0.0), (0.0, 1.0), (0.25, 2.0)):
+            dice = DiceLoss(sigmoid=True, batch=batch, smooth_nr=smooth[0], smooth_dr=smooth[1])(logits, target)
+            former = wd * dice + wb * F.binary_cross_entropy_with_logits(logits, target)
+            loss = DiceBCELoss(wd, wb, batch=batch, smooth_nr=smooth[0], smooth_dr=smooth[1])
+            assert abs(float(loss(logits, target)) - float(former)) < 1e-6
+        monai = DiceCELoss(sigmoid=True, lambda_dice=0.6, lambda_ce=0.4, batch=batch, smooth_nr=smooth[0],
+                           smooth_dr=smooth[1])
+        got = DiceBCELoss(batch=batch, smooth_nr=smooth[0], smooth_dr=smooth[1])(logits, target)
+        assert abs(float(got) - float(monai(logits, target))) < 1e-12
+
+
+def test_more_than_one_channel_is_refused():
+    """DiceCELoss would use a softmax cross-entropy for C > 1, not a sigmoid BCE: refused with the reason."""
+    logits = torch.zeros(1, 2, 4, 4, 4)
+    with pytest.raises(ValueError, match="one output channel"):
+        DiceBCELoss()(logits, torch.zeros_like(logits))
+
