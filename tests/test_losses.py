@@ -72,8 +72,9 @@ def test_equals_the_former_dice_plus_bce_to_1e6(batch, smooth):
             former = wd * dice + wb * F.binary_cross_entropy_with_logits(logits, target)
             loss = DiceBCELoss(wd, wb, batch=batch, smooth_nr=smooth[0], smooth_dr=smooth[1])
             assert abs(float(loss(logits, target)) - float(former)) < 1e-6
-        monai = DiceCELoss(sigmoid=True, lambda_dice=0.6, lambda_ce=0.4, batch=batch, smooth_nr=smooth[0],
-                           smooth_dr=smooth[1])
+        monai = DiceCELoss(
+            sigmoid=True, lambda_dice=0.6, lambda_ce=0.4, batch=batch, smooth_nr=smooth[0], smooth_dr=smooth[1]
+        )
         got = DiceBCELoss(batch=batch, smooth_nr=smooth[0], smooth_dr=smooth[1])(logits, target)
         assert abs(float(got) - float(monai(logits, target))) < 1e-12
 
@@ -83,4 +84,3 @@ def test_more_than_one_channel_is_refused():
     logits = torch.zeros(1, 2, 4, 4, 4)
     with pytest.raises(ValueError, match="one output channel"):
         DiceBCELoss()(logits, torch.zeros_like(logits))
-

@@ -130,8 +130,10 @@ def _from_scans_csv(cohort_dir: Path, csv: Path) -> dict[str, list[ScanInput]]:
                 given = [str(row[c]) for c in ("dicom", "image") if c in g.columns and not is_missing(row.get(c))]
                 # keep the scan: reading it will fail and be reported for this patient only
                 path = (cohort_dir / given[0]).resolve() if given else cohort_dir / f"<no image for row {int(i) + 2}>"
-            date = None if "scan_date" not in g.columns or is_missing(row.get("scan_date")) else _parse_date(
-                row["scan_date"], where
+            date = (
+                None
+                if "scan_date" not in g.columns or is_missing(row.get("scan_date"))
+                else _parse_date(row["scan_date"], where)
             )
             if "days" in g.columns and not is_missing(row.get("days")):
                 days = float(row["days"])
@@ -345,9 +347,12 @@ class TargetLesion:
 
     def key(self) -> dict[str, Any]:
         """What defines the lesion's results (part of the patient's cache key; not the file line)."""
-        return {"lesion_id": self.lesion_id, "point_xyz_mm": [float(v) for v in self.point_xyz_mm],
-                "timepoint": int(self.timepoint), "box_zyx_mm": None if self.box_mm is None else
-                [[float(a), float(b)] for a, b in self.box_mm]}
+        return {
+            "lesion_id": self.lesion_id,
+            "point_xyz_mm": [float(v) for v in self.point_xyz_mm],
+            "timepoint": int(self.timepoint),
+            "box_zyx_mm": None if self.box_mm is None else [[float(a), float(b)] for a, b in self.box_mm],
+        }
 
 
 def _lesion_number(text: str, column: str, where: str, problems: list[str]) -> float | None:
@@ -369,18 +374,24 @@ def _lesion_box(text: str, point: tuple[float, float, float] | None, where: str,
     except ValueError:
         values = []
     if len(values) != 6 or not all(math.isfinite(v) for v in values):
-        problems.append(f"{where}: roi {text!r} is not a box; write six numbers 'x0 x1 y0 y1 z0 z1' in mm "
-                        "separated by spaces (or leave roi blank to use the click)")
+        problems.append(
+            f"{where}: roi {text!r} is not a box; write six numbers 'x0 x1 y0 y1 z0 z1' in mm "
+            "separated by spaces (or leave roi blank to use the click)"
+        )
         return None
     x0, x1, y0, y1, z0, z1 = values
     bad = [a for a, (lo, hi) in zip("xyz", ((x0, x1), (y0, y1), (z0, z1))) if not lo < hi]
     if bad:
-        problems.append(f"{where}: roi {text!r} has start >= stop along {', '.join(bad)}; write 'x0 x1 y0 y1 z0 z1' "
-                        "with each start < stop (mm)")
+        problems.append(
+            f"{where}: roi {text!r} has start >= stop along {', '.join(bad)}; write 'x0 x1 y0 y1 z0 z1' "
+            "with each start < stop (mm)"
+        )
         return None
     if point is not None and not all(lo <= p <= hi for p, (lo, hi) in zip(point, ((x0, x1), (y0, y1), (z0, z1)))):
-        problems.append(f"{where}: the click ({', '.join(f'{v:g}' for v in point)}) mm lies outside its roi box "
-                        f"{text!r}; fix x_mm/y_mm/z_mm or the box")
+        problems.append(
+            f"{where}: the click ({', '.join(f'{v:g}' for v in point)}) mm lies outside its roi box "
+            f"{text!r}; fix x_mm/y_mm/z_mm or the box"
+        )
         return None
     return ((z0, z1), (y0, y1), (x0, x1))
 
@@ -414,33 +425,39 @@ def check_lesions(
     for les in lesions:
         first = seen.setdefault((les.patient_id, les.lesion_id), les)
         if first is not les:
-            problems.append(f"{les.where}: duplicate (patient_id, lesion_id), first given "
-                            f"{'on line ' + str(first.line) if first.line else 'earlier'}; give each lesion once")
+            problems.append(
+                f"{les.where}: duplicate (patient_id, lesion_id), first given "
+                f"{'on line ' + str(first.line) if first.line else 'earlier'}; give each lesion once"
+            )
         per_patient.setdefault(les.patient_id, []).append(les)
     for pid, rows in per_patient.items():
         if len(rows) > MAX_TARGET_LESIONS:
-            problems.append(f"patient {pid!r} has {len(rows)} target lesions; RECIST 1.1 allows at most "
-                            f"{MAX_TARGET_LESIONS} (2 per organ): keep the {MAX_TARGET_LESIONS} largest measurable "
-                            "ones")
+            problems.append(
+                f"patient {pid!r} has {len(rows)} target lesions; RECIST 1.1 allows at most "
+                f"{MAX_TARGET_LESIONS} (2 per organ): keep the {MAX_TARGET_LESIONS} largest measurable "
+                "ones"
+            )
     if scans is not None:
         unknown = sorted(set(per_patient) - set(scans))
         if unknown:
             known = sorted(scans)
-            problems.append(f"patient(s) {unknown[:10]} have no scans in the cohort (patients with scans: "
-                            f"{known[:10]}{' ...' if len(known) > 10 else ''}); fix the patient_id or remove those "
-                            "rows")
+            problems.append(
+                f"patient(s) {unknown[:10]} have no scans in the cohort (patients with scans: "
+                f"{known[:10]}{' ...' if len(known) > 10 else ''}); fix the patient_id or remove those "
+                "rows"
+            )
         for les in lesions:
             n = len(scans.get(les.patient_id, ()))
             if les.patient_id in scans and les.timepoint >= n:
-                problems.append(f"{les.where}: timepoint {les.timepoint} but the patient has {n} scan(s) "
-                                f"(T0-T{n - 1}, in time order); give the 0-based index of the scan the click is on")
+                problems.append(
+                    f"{les.where}: timepoint {les.timepoint} but the patient has {n} scan(s) "
+                    f"(T0-T{n - 1}, in time order); give the 0-based index of the scan the click is on"
+                )
     _raise_lesion_problems(source, problems)
     return lesions
 
 
-def read_lesions(
-    path: str | Path, scans: Mapping[str, Sequence[ScanInput]] | None = None
-) -> list[TargetLesion]:
+def read_lesions(path: str | Path, scans: Mapping[str, Sequence[ScanInput]] | None = None) -> list[TargetLesion]:
     """Read and check lesions.csv: one row per target lesion (at most 5 per patient, as RECIST 1.1).
 
     Format (CSV with a header row; the last two columns are optional)::
@@ -482,8 +499,10 @@ def read_lesions(
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"lesions file '{path}' is not a readable CSV ({err}); write a header row "
-                         f"{','.join(LESION_COLUMNS)}[,timepoint,roi] and one row per lesion.") from err
+        raise ValueError(
+            f"lesions file '{path}' is not a readable CSV ({err}); write a header row "
+            f"{','.join(LESION_COLUMNS)}[,timepoint,roi] and one row per lesion."
+        ) from err
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in LESION_COLUMNS if c not in df.columns]
     if missing:
@@ -493,8 +512,12 @@ def read_lesions(
         )
     extra = [c for c in df.columns if c not in LESION_COLUMNS + LESION_OPTIONAL_COLUMNS]
     if extra:
-        warnings.warn(f"lesions file '{path}': column(s) {extra} are not used (known columns: "
-                      f"{', '.join(LESION_COLUMNS + LESION_OPTIONAL_COLUMNS)}).", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"lesions file '{path}': column(s) {extra} are not used (known columns: "
+            f"{', '.join(LESION_COLUMNS + LESION_OPTIONAL_COLUMNS)}).",
+            UserWarning,
+            stacklevel=2,
+        )
     problems: list[str] = []
     lesions: list[TargetLesion] = []
     for i, rec in enumerate(df.to_dict("records")):
@@ -517,8 +540,10 @@ def read_lesions(
             except ValueError:
                 tp = float("nan")
             if not (math.isfinite(tp) and tp == int(tp) and tp >= 0):
-                problems.append(f"{where}: timepoint {text!r} is not a scan index; give 0 for the first scan, "
-                                "1 for the second, ... (or leave it blank)")
+                problems.append(
+                    f"{where}: timepoint {text!r} is not a scan index; give 0 for the first scan, "
+                    "1 for the second, ... (or leave it blank)"
+                )
                 continue
             timepoint = int(tp)
         box = None

@@ -59,8 +59,12 @@ class DiceBCELoss(DiceCELoss):
                 "`dice_weight` and `bce_weight` are both 0: the loss would be constant; set at least one > 0."
             )
         super().__init__(
-            sigmoid=True, batch=batch, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
-            lambda_dice=float(dice_weight), lambda_ce=float(bce_weight),
+            sigmoid=True,
+            batch=batch,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            lambda_dice=float(dice_weight),
+            lambda_ce=float(bce_weight),
         )
         self.dice_weight = float(dice_weight)
         self.bce_weight = float(bce_weight)
