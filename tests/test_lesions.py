@@ -78,6 +78,9 @@ def make_two_lesion_cohort(root: Path) -> Path:
 
 
 def run(root: Path, out: Path, bundle, **kwargs):
+    # the bookkeeping is checked against the HU-oracle network's exact voxels; the image
+    # lesion model itself is tested in test_lesion.py and test_tracking.py
+    kwargs.setdefault("method", "network")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_cohort(root, root / "clinical.csv", out, model=bundle, lvcr_max_iter=1, n_boot=10,

@@ -188,17 +188,7 @@ def solid_patients():
 @pytest.mark.parametrize(
     "which",
     [
-        pytest.param(
-            0,
-            id="SYN0001",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="known bug: SYN0001 (2.5 -> 25 cm^3, 5 mm slices) at its last scan: register()'s local "
-                "stage moves the lesion core 40.2 mm away (under the 45 mm limit, so accepted) while the global "
-                "transform was right to 1 mm; the lesion is 'not found' there: measured Dice 0.929, 0.904, 0.0",
-            ),
-        ),
+        pytest.param(0, id="SYN0001"),  # register's local stage may move the click by 25 mm at most
         pytest.param(1, id="SYN0002"),
     ],
 )

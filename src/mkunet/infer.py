@@ -56,6 +56,7 @@ import numpy as np
 from mkunet.bundle import predict_probability
 from mkunet.lesion import LesionParams, LesionResult, SeedError, check_seed, segment_lesion
 from mkunet.lung import lung_region
+from mkunet.utils import is_missing
 from mkunet.volume import Volume, same_grid
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "resolve_method",
     "SeedError",
     "LesionParams",
+    "check_seed",
     "predict_probability",
     "keep_tumour_component",
     "KEEP_RULES",
@@ -354,7 +356,7 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
             raise ValueError(
                 f"Unknown clinical field(s) {unknown}: valid names are {', '.join(columns)}."
             )
-        row.update({k: (None if _is_missing(v) else v) for k, v in clinical.items()})
+        row.update({k: (None if is_missing(v) else v) for k, v in clinical.items()})
     lvcr = row.get("lvcr")
     lvcr_used = None if lvcr is None else float(lvcr)
     if lvcr is None:
@@ -371,14 +373,6 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
     else:
         vec = encoder.encode_one(row)
     return np.asarray(vec, dtype=np.float32).reshape(-1), lvcr_used
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip().lower() in ("", "na", "nan", "unknown", "none")
 
 
 # ----------------------------------------------------------------------------- ROI geometry
@@ -1026,6 +1020,11 @@ def _estimate_lvcr(days: Sequence[float], volumes_cm3: Sequence[float]) -> float
 TRACKING = ("register", "none")
 """How :func:`segment_timepoints` follows a lesion clicked on the baseline into later scans."""
 
+TRACK_MIN_DEPTH_MM = 1.0
+TRACK_MIN_DEPTH_FRACTION = 0.3
+"""A tracked lesion is found only where soft tissue at least this thick (mm; fraction of the
+baseline lesion's inscribed radius) lies near its mapped position: a vessel is thinner."""
+
 
 @dataclass(eq=False)
 class TrackedLesion:
@@ -1061,7 +1060,9 @@ def _follow_lesion(
     local stage around the lesion). If the mapped point is not soft tissue (the lesion
     shrank, or a few mm of registration error on a small nodule), the seed moves to the
     deepest soft-tissue voxel within the baseline lesion's equivalent radius (+ 3 mm) of
-    it; when there is none, the lesion is reported as not found.
+    it; when there is none, or it is thinner than :data:`TRACK_MIN_DEPTH_FRACTION` x the
+    baseline lesion's inscribed radius (a vessel crossing where the lesion was), the lesion
+    is reported as not found.
     """
     from scipy import ndimage
 
@@ -1103,6 +1104,15 @@ def _follow_lesion(
         notes.append(f"no soft tissue (>= {t:.0f} HU) within {radius:.1f} mm of the tracked position")
         return None, TrackedLesion(point, False, kind, notes), mapped_mask
     depth = ndimage.distance_transform_edt(dense, sampling=sp)
+    # a vessel crossing where the lesion was is thin: the lesion must keep some thickness
+    base_depth = float(ndimage.distance_transform_edt(baseline.mask, sampling=baseline.volume.spacing).max())
+    need = max(TRACK_MIN_DEPTH_MM, TRACK_MIN_DEPTH_FRACTION * base_depth)
+    if float(depth.max()) < need:
+        notes.append(
+            f"only thin soft tissue near the tracked position (deepest {float(depth.max()):.1f} mm < {need:.1f} mm, "
+            f"{TRACK_MIN_DEPTH_FRACTION:g} x the baseline lesion's inscribed radius): a vessel, not the lesion"
+        )
+        return None, TrackedLesion(point, False, kind, notes), mapped_mask
     k = np.asarray(np.unravel_index(int(np.argmax(depth)), dense.shape)) + lo
     seed_xyz = followup.index_to_physical(k.astype(np.float64))
     return Seed(tuple(float(v) for v in seed_xyz)), TrackedLesion(point, True, kind, notes), mapped_mask
@@ -1251,7 +1261,7 @@ def segment_timepoints(
         return segs
 
     given = base.get("lvcr")
-    given_ok = given is not None and not _is_missing(given)
+    given_ok = given is not None and not is_missing(given)
     fixed_point = (
         uses_network and not given_ok and len(volumes) >= 2 and getattr(bundle, "clinical_encoder", None) is not None
     )

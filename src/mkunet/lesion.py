@@ -112,7 +112,14 @@ class LesionParams:
     star_free_rays: bool = True
     star_passes: int = 2
     reseed: bool = True
-    reseed_max_growth: float = 1.5
+    reseed_max_growth: float = 10.0
+    climb_steps: int = 0
+    room_air_hu: float = -950.0
+    ggo_smooth_mm: float = 1.0
+    ggo_max_crop_mm: float = 120.0
+    max_grow_steps: int = 6
+    grow_before_star: bool = True
+    rin_climb_steps: int = 8
     initial_crop_mm: float = 60.0
     air_window_factor: float = 1.5
     grow_factor: float = 1.6
@@ -244,12 +251,15 @@ def _estimate_hu(iso: np.ndarray, seed: np.ndarray, g: float, p: LesionParams) -
     # running through the nodule, or the click on it, does not make it solid)
     full = np.clip(seed + _ball_offsets(p.lesion_radius_mm / g), 0, np.asarray(iso.shape) - 1)
     vals = iso[full[:, 0], full[:, 1], full[:, 2]]
+    n_all = vals.size
     vals = vals[vals >= p.aerated_hu]
-    if vals.size and float(np.median(vals)) < p.ggo_hu:
-        hu_lesion = min(hu_lesion, float(np.median(vals)))
+    # ...but only when the ball is mostly lesion: around a nodule smaller than the ball,
+    # the blurred rim would pass for ground glass
+    if vals.size >= 0.5 * n_all and float(np.median(vals)) < p.ggo_hu:
+        hu_lesion = float(np.median(vals))
     zz, yy, xx = np.ogrid[: iso.shape[0], : iso.shape[1], : iso.shape[2]]
     d2 = ((zz - seed[0]) ** 2 + (yy - seed[1]) ** 2 + (xx - seed[2]) ** 2) * g * g
-    far_lung = (iso < -400.0) & (iso > -1100.0) & (d2 > p.lung_min_dist_mm**2)
+    far_lung = (iso < -400.0) & (iso > p.room_air_hu) & (d2 > p.lung_min_dist_mm**2)
     hu_lung = float(np.median(iso[far_lung])) if far_lung.sum() > 50 else -850.0
     return hu_lesion, float(np.clip(hu_lung, *p.lung_hu_range))
 
@@ -322,8 +332,10 @@ def _part_solid_union(
     g: float,
     p: LesionParams,
     notes: list[str],
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """Join the ground-glass part around a solid core (part-solid lesion), if there is one.
+
+    Returns (object, the edge iso-level now in force: ``t``, or the ground glass's ``t_ggo``).
 
     The shell 1-4 mm outside the solid object (below its iso-level) says whether ground glass
     surrounds it: its 25th HU percentile above ``hu_lung + ggo_contrast_hu`` (ground glass
@@ -341,10 +353,10 @@ def _part_solid_union(
     # below the solid iso-level only: chest wall or mediastinum touching the core is not ground glass
     shell = (outside > 1.0) & (outside <= 4.0) & hull & (iso < t)
     if shell.sum() < 10:
-        return obj
+        return obj, t
     q25, hu_shell = (float(v) for v in np.percentile(iso[shell], [25, 50]))
     if q25 < hu_lung + p.ggo_contrast_hu:  # lung around most of the core: no ground-glass halo
-        return obj
+        return obj, t
     t_ggo = hu_lung + p.ggo_iso_fraction * (hu_shell - hu_lung)
     cand = ((iso >= t_ggo) & (iso <= p.bone_hu) & hull) | obj
     cand = ndimage.binary_closing(cand, structure=ndimage.generate_binary_structure(3, 1))
@@ -360,8 +372,8 @@ def _part_solid_union(
     gain = np.count_nonzero(union & ~obj)
     if gain > p.ggo_min_gain * np.count_nonzero(obj):
         notes.append(f"part-solid: the ground glass around the solid core was joined (iso-level {t_ggo:.0f} HU)")
-        return union | obj
-    return obj
+        return union | obj, t_ggo
+    return obj, t
 
 
 def _model_on_crop(
@@ -372,21 +384,31 @@ def _model_on_crop(
     notes: list[str],
     window: np.ndarray | None = None,
     cage: np.ndarray | None = None,
+    hu: tuple[float, float] | None = None,
 ):
     """The lesion on one isotropic crop; returns (mask, t, hu_lesion, hu_lung, kind, core)."""
     from scipy import ndimage
 
-    hu_lesion, hu_lung = _estimate_hu(iso, seed, g, p)
+    if hu is None:
+        hu_lesion, hu_lung = _estimate_hu(iso, seed, g, p)
+    else:  # measured on the first window: the lesion's own surroundings, whatever the window grows to
+        hu_lesion, hu_lung = hu
     kind = "ground-glass" if hu_lesion < p.ggo_hu else "solid"
     top = min(hu_lesion, p.lesion_cap_hu)
     t = hu_lung + p.iso_fraction * (top - hu_lung)
     fg = (iso >= t) & (iso <= p.bone_hu)
     if kind == "ground-glass":
+        # ground glass sits close to the lung's HU: threshold a smoothed image, so scanner noise
+        # in the lung does not bridge the nodule to its surroundings
+        fg = (ndimage.gaussian_filter(iso, p.ggo_smooth_mm / g) >= t) & (iso <= p.bone_hu)
         ball = ndimage.generate_binary_structure(3, 1)
         fg = ndimage.binary_closing(fg, structure=ball, iterations=max(1, int(round(1.0 / g))))
         fg = ndimage.binary_fill_holes(fg)
     # local lung hull: the lesion lies within the convex hull of the aerated lung, per slice
-    lung = (iso < -400.0) & (iso > -990.0)
+    # aerated lung on a smoothed image: room air (-1000 HU with noise) is below -950 there,
+    # so a field of view's air next to the chest wall is not lung
+    smooth = ndimage.gaussian_filter(iso, 1.5 / g)
+    lung = (smooth < -400.0) & (smooth > p.room_air_hu)
     lung = ndimage.binary_opening(lung, iterations=1)
     if window is not None:
         lung &= window
@@ -402,16 +424,24 @@ def _model_on_crop(
         hull &= cage
     if p.use_hull and not hull[tuple(seed)]:
         if window is not None:
-            return None, t, hu_lesion, hu_lung, kind, seed.astype(float)
+            return None, t, hu_lesion, hu_lung, kind, seed.astype(float), None
         notes.append("no aerated lung around the seed: the lung-hull constraint was not applied")
         hull = np.ones_like(hull)
     fg &= hull
     comp = _component_at(fg, seed)
     if not comp.any():
-        return comp, t, hu_lesion, hu_lung, kind, seed.astype(float)
+        return comp, t, hu_lesion, hu_lung, kind, seed.astype(float), comp
     # opening scaled by the inscribed radius, core component, surface restored
     depth = _edt(comp, g)
-    r_in = float(depth.max())
+    # the lesion's inscribed radius: the largest ball near the seed (a few climbing steps on
+    # the distance map), not the component's (a leak into the mediastinum is thicker)
+    local = seed.astype(int)
+    for _ in range(p.rin_climb_steps):
+        nxt = np.rint(_deepest_near(depth, local, float(depth[tuple(local)]) + 2.0, g)).astype(int)
+        if depth[tuple(nxt)] <= depth[tuple(local)]:
+            break
+        local = nxt
+    r_in = float(depth[tuple(local)]) if p.rin_climb_steps > 0 else float(depth.max())
     r_open = float(np.clip(p.open_fraction * r_in, p.open_min_mm, p.open_max_mm))
     eroded = depth > r_open
     if eroded.any():
@@ -425,15 +455,20 @@ def _model_on_crop(
     # then the deepest point of the star-shaped result
     depth = _edt(obj, g)
     core = _deepest_near(depth, seed, float(depth[tuple(seed)]) + 2.0, g)
+    for _ in range(p.climb_steps):  # climb the distance map towards the lesion's centre
+        nxt = _deepest_near(depth, np.rint(core).astype(int), float(depth[tuple(np.rint(core).astype(int))]) + 2.0, g)
+        if depth[tuple(np.rint(nxt).astype(int))] <= depth[tuple(np.rint(core).astype(int))] + 0.5 * g:
+            break
+        core = nxt
     base = obj
     for _ in range(p.star_passes):
         obj = _star_constraint(base, core, g, p, iso, t)
         obj = _component_at(obj, np.rint(core).astype(int))
         core = np.asarray(np.unravel_index(int(np.argmax(_edt(obj, g))), obj.shape), dtype=np.float64)
     if kind == "solid":
-        obj = _part_solid_union(obj, iso, hull, core, t, hu_lung, g, p, notes)
+        obj, t = _part_solid_union(obj, iso, hull, core, t, hu_lung, g, p, notes)
     obj = ndimage.binary_fill_holes(obj)
-    return obj, t, hu_lesion, hu_lung, kind, core
+    return obj, t, hu_lesion, hu_lung, kind, core, base
 
 
 def rib_cage(volume: Volume, z_range: tuple[int, int], bone_hu: float = 250.0, step_mm: float = 2.0) -> np.ndarray:
@@ -586,6 +621,8 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
     half = max(0.5 * p.initial_crop_mm, p.air_window_factor * d_air) / sp
     w_lo, w_hi = seed_vox - half, seed_vox + half
     context = np.ceil(p.context_mm / sp)
+    hu: tuple[float, float] | None = None
+    steps = 0
     while True:
         box = tuple(
             (int(max(0, np.floor(a - c))), int(min(n, np.ceil(b + c) + 1)))
@@ -610,19 +647,25 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         if p.use_rib_cage:
             cage_in = rib_cage(volume, box[0])[:, box[1][0] : box[1][1], box[2][0] : box[2][1]]
             cage = resample_mask(cage_in, sub, iso_vol, method="nearest")
-        obj, t, hu_lesion, hu_lung, kind, core = _model_on_crop(iso, seed_iso, g, p, notes, window, cage)
+        obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(iso, seed_iso, g, p, notes, window, cage, hu)
+        hu = (hu_lesion, hu_lung)
+        steps += 1
+        # ground glass is rarely larger than a few cm and leaks easily: a smaller largest window
+        max_edge = p.max_crop_mm if kind == "solid" else min(p.max_crop_mm, p.ggo_max_crop_mm)
         if obj is None:  # the seed is not inside the local lung hull: look wider
-            if edge >= p.max_crop_mm:
-                obj, t, hu_lesion, hu_lung, kind, core = _model_on_crop(iso, seed_iso, g, p, notes, None, cage)
+            if edge >= max_edge or steps >= p.max_grow_steps:
+                obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(iso, seed_iso, g, p, notes, None, cage, hu)
                 break
             centre = seed_vox.astype(float)
-            grown = 0.5 * min(edge * p.grow_factor, p.max_crop_mm) / sp
+            grown = 0.5 * min(edge * p.grow_factor, max_edge) / sp
             w_lo, w_hi = centre - grown, centre + grown
             continue
         if not obj.any():
             break
         # does the object touch a window face that is not the scan's border?
-        pts = np.argwhere(obj)
+        # the object before the star constraint decides the growth: from a click near the edge of a
+        # large lesion the star is cut to the part around the click until the window holds the lesion
+        pts = np.argwhere(pre_star if p.grow_before_star and pre_star is not None else obj)
         o_lo = box_lo + pts.min(0) * g / sp
         o_hi = box_lo + pts.max(0) * g / sp
         tol = 1.5 * g / sp
@@ -630,14 +673,14 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         at_hi = (o_hi >= w_hi - tol) & (w_hi < shape - 1.5)
         if not (at_lo.any() or at_hi.any()):
             break
-        if edge >= p.max_crop_mm:
-            notes.append(f"the lesion reaches the largest window ({p.max_crop_mm:g} mm): it may be cut")
+        if edge >= max_edge or steps >= p.max_grow_steps:
+            notes.append(f"the lesion reaches the largest window ({edge:.0f} mm): it may be cut")
             break
         # grow: the object's box plus hull_margin_mm on every side (at least grow_factor x the window)
         margin = p.hull_margin_mm / sp
         new_lo = np.minimum(w_lo, o_lo - margin)
         new_hi = np.maximum(w_hi, o_hi + margin)
-        limit = 0.5 * p.max_crop_mm / sp
+        limit = 0.5 * max_edge / sp
         centre = seed_vox.astype(float)
         w_lo, w_hi = np.maximum(new_lo, centre - limit), np.minimum(new_hi, centre + limit)
     # back to the input grid: linear interpolation of the mask, then the iso-level on the input voxels

@@ -473,6 +473,7 @@ def _segment_timepoints(
             max_iter=work.params["lvcr_max_iter"],
             return_attention=True,
             threshold=work.params["threshold"],
+            method=work.params.get("method", "auto"),
         )
     for w in caught:
         logger.info("patient %s: %s", work.pid, w.message)
@@ -913,7 +914,7 @@ def _overview_step(work: _PatientWork) -> None:
 
 def _params(
     formats: Sequence[str], roi: str, margin_mm: float, threshold: float | None, lvcr_weights: str,
-    lvcr_tol: float, lvcr_max_iter: int,
+    lvcr_tol: float, lvcr_max_iter: int, method: str = "auto",
 ) -> dict[str, Any]:
     from mkunet import __version__
 
@@ -927,7 +928,11 @@ def _params(
         raise ValueError(f"lvcr_weights must be interval, inverse_variance or uniform, got {lvcr_weights!r}.")
     if not margin_mm > 0:
         raise ValueError(f"margin_mm must be > 0 mm, got {margin_mm!r}.")
+    from mkunet.infer import check_method
+
+    check_method(method)
     return {
+        "method": method,
         "formats": sorted(set(fmts) | {"nifti"}),
         "roi": roi,
         "margin_mm": float(margin_mm),
@@ -962,6 +967,7 @@ def run_cohort(
     cohort_figures: bool = True,
     progress: ProgressCallback | None = None,
     lesions: str | Path | Sequence[TargetLesion] | None = None,
+    method: str = "auto",
 ) -> CohortRun:
     """Run the whole pipeline on a cohort (see the module docstring).
 
@@ -990,6 +996,8 @@ def run_cohort(
         lesions: lesions.csv (see :func:`read_lesions`) or a list of :class:`TargetLesion`: the
             listed patients are measured as the sum of their target lesions (module docstring,
             "Target lesions"); None: the whole-volume path for every patient.
+        method: :func:`mkunet.infer.segment` method: ``"auto"`` (the image lesion model from each
+            click, box or previous mask; the network for the whole volume), ``"image"`` or ``"network"``.
 
     Returns:
         :class:`CohortRun`; the tables are also written under ``out_dir``.
@@ -999,7 +1007,7 @@ def run_cohort(
             patient, lesion or column) -- before any patient is processed.
     """
     t_start = time.perf_counter()
-    params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter)
+    params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter, method)
     inputs = _discover_step(cohort_dir, clinical, outcomes, model, lesions, params, synthetic)
     out = _prepare_out_dir(out_dir)
     done = _process_step(inputs, out, resume, progress or (lambda done, n, desc: None))

@@ -24,7 +24,8 @@ registration framework (no hand-written optimiser):
    lesion's breathing motion; it is *not* valid far from the click.
 
 Every stage is checked: an exception, a NaN metric, an affine that scales by more than
-25 %, a local correction that moves the click by more than 3/4 of ``local_radius_mm``, or
+25 %, a local correction that moves the click by more than 3/4 of ``local_radius_mm`` or
+``LOCAL_MAX_SHIFT_MM`` (25 mm: breathing moves a lesion 10-20 mm relative to the chest wall), or
 a result that matches more than 1 % worse than its start (mean squared HU difference on the points
 both map inside the follow-up) keeps the previous stage's transform and says so in
 ``Registration.notes``; nothing fails silently.
@@ -81,6 +82,8 @@ LOCAL_GRID_MM = 2.0
 """Grid (mm) of the local stage."""
 
 LOCAL_MIN_RADIUS_MM = 20.0
+LOCAL_MAX_SHIFT_MM = 25.0
+"""The local stage may move the click by at most this (mm) beyond the global transform."""
 """Smallest radius (mm) of the ball the local rigid refinement compares."""
 
 _MAX_SAMPLES_GLOBAL = 20_000
@@ -573,10 +576,11 @@ def _local(
     composite = sitk.CompositeTransform([global_tx, local])
     moved = np.linalg.norm(np.asarray(local.TransformPoint(tuple(centre.tolist()))) - centre)
     angles = np.degrees(np.abs([local.GetAngleX(), local.GetAngleY(), local.GetAngleZ()]))
-    if moved > 0.75 * radius_mm or angles.max() > 15.0:
+    limit = min(0.75 * radius_mm, LOCAL_MAX_SHIFT_MM)
+    if moved > limit or angles.max() > 15.0:
         notes.append(
             f"local correction refused: it moves the click {moved:.1f} mm / rotates {angles.max():.1f} deg "
-            f"(limits {0.75 * radius_mm:.1f} mm, 15 deg); keeping the global transform"
+            f"(limits {limit:.1f} mm, 15 deg); keeping the global transform"
         )
         return None
     better, before, after = _improved(fixed, moving, inner, global_tx, composite)

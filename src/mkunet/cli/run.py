@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
             "the patient's volume is the sum of its target lesions (volumetric RECIST) and its LVCR comes from those "
             "sums; per-lesion results go to OUT/lesion_results.csv. Patients without a row: whole volume.",
         ),
+        method: str = typer.Option(
+            "auto", "--method",
+            help="auto | image | network. auto: the image-driven lesion model from each lesions.csv click (tracked "
+            "into later scans by registration) and from the previous mask; the network for whole volumes.",
+        ),
         no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every patient (ignore the cache)."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
     ) -> None:
@@ -77,6 +82,7 @@ def register(app: typer.Typer) -> None:
                 run = run_cohort(
                     cohort_dir, clinical, out, model=model, outcomes=outcomes, formats=formats.split(","), roi=roi,
                     margin_mm=margin_mm, ies_mode=ies_mode, resume=not no_resume, progress=hook, lesions=lesions,
+                    method=method,
                 )
                 path = None
                 if report:

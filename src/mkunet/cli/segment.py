@@ -46,7 +46,7 @@ def _build_roi(
     box_units: str,
     seed_point: tuple[float, float, float] | None,
     seed_units: str,
-    seed_size_mm: float,
+    seed_size_mm: float | None,
     previous_mask: Path | None,
     margin_mm: float,
 ):
@@ -108,7 +108,11 @@ def register(app: typer.Typer) -> None:
             None, "--seed-point", help="A point in the tumour, X Y Z (mm, patient LPS; or voxel column row slice)."
         ),
         seed_units: str = typer.Option("mm", "--seed-units", help="mm | voxel."),
-        seed_size_mm: float = typer.Option(100.0, "--seed-size-mm", help="Edge of the cube run around the seed (mm)."),
+        seed_size_mm: Optional[float] = typer.Option(
+            None, "--seed-size-mm",
+            help="--method network only: first cube edge run around the seed (mm; default 100, grows while the "
+            "tumour touches a face). The image method needs no size.",
+        ),
         previous_mask: Optional[Path] = typer.Option(
             None, "--previous-mask", help="Previous timepoint's mask (NIfTI/NRRD label map with geometry)."
         ),
@@ -128,6 +132,11 @@ def register(app: typer.Typer) -> None:
             0.25, "--overlap", help="Sliding-window overlap fraction (0.125 is ~1/3 faster on a whole CT)."
         ),
         attention: bool = typer.Option(False, "--attention", help="Also write attention_<k>.nii.gz maps."),
+        method: str = typer.Option(
+            "auto", "--method",
+            help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask "
+            "(the default, measured better on real CT), the network for the whole volume.",
+        ),
     ) -> None:
         """Segment the lung tumour of one CT and write mask, probability, DICOM SEG and RTSTRUCT on its grid."""
         from mkunet.cli._common import console, progress, user_errors
@@ -139,6 +148,7 @@ def register(app: typer.Typer) -> None:
             clinical_values = parse_clinical(clinical)
             region = _build_roi(roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm)
             infer.check_keep(keep)
+            infer.resolve_method(method, region)
             with progress() as bar:
                 task = bar.add_task("reading", total=4)
                 volume = read_volume(input)
@@ -147,8 +157,11 @@ def register(app: typer.Typer) -> None:
                 else:
                     fmts = tuple(f for f in formats.split(","))
                 fmts = infer.check_formats(fmts, volume)  # fail before the slow part
+                if region is not None and isinstance(region, infer.Seed):  # a bad seed fails before any work
+                    infer.roi_crop_box(volume, region)
+                    infer.check_seed(volume, region.index_zyx(volume), region.describe(), infer.LesionParams())
                 bar.update(task, advance=1, description="loading model")
-                bundle = infer.load_model(model)
+                bundle = infer.load_model(model) if (infer.resolve_method(method, region) == "network" or attention) else model
                 bar.update(task, advance=1, description="segmenting")
                 result = infer.segment(
                     volume,
@@ -160,6 +173,7 @@ def register(app: typer.Typer) -> None:
                     keep=keep,  # type: ignore[arg-type]
                     lung_prior=lung_prior,
                     overlap=overlap,
+                    method=method,  # type: ignore[arg-type]
                 )
                 bar.update(task, advance=1, description="writing")
                 written = infer.save_segmentation(result, out, fmts, attention=attention)
@@ -167,6 +181,14 @@ def register(app: typer.Typer) -> None:
             for note in result.notes:
                 console.print(f"[yellow]note:[/] {note}")
             typer.echo(f"tumour volume: {result.volume_cm3:.3f} cm^3" + (" (no tumour found)" if result.empty else ""))
-            typer.echo(f"region: {result.roi}; threshold {result.threshold:g}; {result.timings['total']:.1f} s")
+            if result.lesion is not None:
+                les = result.lesion
+                typer.echo(
+                    f"method: image ({les.kind} lesion; edge at {les.threshold_hu:.0f} HU, halfway between lesion "
+                    f"{les.hu_lesion:.0f} HU and lung {les.hu_lung:.0f} HU)"
+                )
+            else:
+                typer.echo(f"method: {result.method}; threshold {result.threshold:g}")
+            typer.echo(f"region: {result.roi}; {result.timings['total']:.1f} s")
             for name, path in written.items():
                 typer.echo(f"{name}: {path}")
