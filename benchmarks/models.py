@@ -73,14 +73,18 @@ def main() -> None:
         parser.error(f"--repeats must be >= 3, got {args.repeats}")
     torch.set_num_threads(args.threads)
     rows = [(*variant, *result) for variant, result in zip(VARIANTS, bench(args.repeats))]
-    header = f"input (B, C, Z, Y, X) = (1, 4, {', '.join(map(str, SHAPE_ZYX))}), torch {torch.__version__}, " \
-             f"{args.threads} threads, median of {args.repeats} runs"
+    header = (
+        f"input (B, C, Z, Y, X) = (1, 4, {', '.join(map(str, SHAPE_ZYX))}), torch {torch.__version__}, "
+        f"{args.threads} threads, median of {args.repeats} runs"
+    )
     print(header)
     if args.markdown:
         print("\n| model | build_model | params | median forward (s) | min (s) |\n|---|---|---:|---:|---:|")
         for label, name, kwargs, params, med, best in rows:
             kw = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-            print(f"| {label} | `{name}`{'(' + kw + ')' if kw else ''} | {params / 1e6:.2f} M | {med:.3f} | {best:.3f} |")
+            print(
+                f"| {label} | `{name}`{'(' + kw + ')' if kw else ''} | {params / 1e6:.2f} M | {med:.3f} | {best:.3f} |"
+            )
     else:
         print(f"{'model':40s} {'params':>10s} {'median s':>9s} {'min s':>7s}")
         for label, _, _, params, med, best in rows:

@@ -95,8 +95,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
 
     print("\nTable 1: click at the deepest voxel (Dice; volume predicted / true cm^3; s per click)")
-    print(f"{'case':<22} {'true cm3':>9} " + " ".join(f"{m + ' Dice':>13} {m + ' cm3':>12}" for m in methods)
-          + " " + " ".join(f"{m + ' s':>9}" for m in methods))
+    print(
+        f"{'case':<22} {'true cm3':>9} "
+        + " ".join(f"{m + ' Dice':>13} {m + ' cm3':>12}" for m in methods)
+        + " "
+        + " ".join(f"{m + ' s':>9}" for m in methods)
+    )
     stability = []
     for name, (image, label) in CASES.items():
         volume = read_volume(args.data / image)
@@ -128,8 +132,10 @@ def main() -> None:
     if lidc.is_file():
         vol = read_volume(lidc)
         seg, dt = click(vol, vol.physical_to_index(LUNA16_XYZ), "auto", bundle)
-        print(f"LIDC-IDRI-0314 LUNA16 nodule: {seg.volume_cm3:.2f} cm3 (expected ~2.0; sphere of 15.49 mm 1.94), "
-              f"{dt:.1f} s")
+        print(
+            f"LIDC-IDRI-0314 LUNA16 nodule: {seg.volume_cm3:.2f} cm3 (expected ~2.0; sphere of 15.49 mm 1.94), "
+            f"{dt:.1f} s"
+        )
     chest = args.data / "realct" / "chest4dct_phase00.nii.gz"
     if chest.is_file():
         vol = read_volume(chest)
@@ -142,12 +148,20 @@ def main() -> None:
     from mkunet.synth.cohort import iter_patients
     from mkunet.synth.writers import baseline_lesion
 
-    print(f"\nTable 3: tracking, {args.patients} synthetic patients x 3 scans, repositioning SD {args.reposition:g} mm "
-          "per axis, one click on the first scan")
+    print(
+        f"\nTable 3: tracking, {args.patients} synthetic patients x 3 scans, repositioning SD {args.reposition:g} mm "
+        "per axis, one click on the first scan"
+    )
     print(f"{'patient':<9} {'kind':<13} {'cm3':>7} {'baseline':>9} {'follow-ups':>20} {'s':>6}")
     follow, base = [], []
-    for p in iter_patients(args.patients, seed=args.seed, shape=(64, 192, 192), timepoints=(3, 3),
-                           reposition_mm=args.reposition, diameter_mm=(6.0, 50.0)):
+    for p in iter_patients(
+        args.patients,
+        seed=args.seed,
+        shape=(64, 192, 192),
+        timepoints=(3, 3),
+        reposition_mm=args.reposition,
+        diameter_mm=(6.0, 50.0),
+    ):
         row = baseline_lesion(p)
         if row is None:
             continue
@@ -155,16 +169,25 @@ def main() -> None:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = segment_timepoints(vols, [s.days for s in p.scans], bundle,
-                                     rois=[Seed((row["x_mm"], row["y_mm"], row["z_mm"]))] + [None] * (len(vols) - 1))
+            res = segment_timepoints(
+                vols,
+                [s.days for s in p.scans],
+                bundle,
+                rois=[Seed((row["x_mm"], row["y_mm"], row["z_mm"]))] + [None] * (len(vols) - 1),
+            )
         ds = [dice(seg.mask, s.mask) for seg, s in zip(res.segmentations, p.scans)]
         base.append(ds[0])
         follow.extend(ds[1:])
-        print(f"{p.patient_id:<9} {p.tumour.kind:<13} {p.scans[0].mask_volume_mm3 / 1000:>7.2f} {ds[0]:>9.3f} "
-              f"{' '.join(f'{d:.3f}' for d in ds[1:]):>20} {time.perf_counter() - t0:>6.1f}", flush=True)
+        print(
+            f"{p.patient_id:<9} {p.tumour.kind:<13} {p.scans[0].mask_volume_mm3 / 1000:>7.2f} {ds[0]:>9.3f} "
+            f"{' '.join(f'{d:.3f}' for d in ds[1:]):>20} {time.perf_counter() - t0:>6.1f}",
+            flush=True,
+        )
     if follow:
-        print(f"mean Dice: baseline {np.mean(base):.3f}, follow-ups {np.mean(follow):.3f} "
-              f"(median {np.median(follow):.3f}, min {np.min(follow):.3f})")
+        print(
+            f"mean Dice: baseline {np.mean(base):.3f}, follow-ups {np.mean(follow):.3f} "
+            f"(median {np.median(follow):.3f}, min {np.min(follow):.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -148,13 +148,29 @@ def main() -> None:
                 errors = [v[1] for v in values]
                 cpus = [v[2] for v in values]
                 rows.append(
-                    (name, "x".join(map(str, baseline.shape)), scenario, label, statistics.median(seconds),
-                     statistics.median(cpus), statistics.median(errors), max(errors), statistics.median(offsets))
+                    (
+                        name,
+                        "x".join(map(str, baseline.shape)),
+                        scenario,
+                        label,
+                        statistics.median(seconds),
+                        statistics.median(cpus),
+                        statistics.median(errors),
+                        max(errors),
+                        statistics.median(offsets),
+                    )
                 )
 
     header = (
-        "scan", "shape z*y*x", "follow-up", "register", "median wall s", "median CPU s",
-        "median err mm", "max err mm", "click moved mm",
+        "scan",
+        "shape z*y*x",
+        "follow-up",
+        "register",
+        "median wall s",
+        "median CPU s",
+        "median err mm",
+        "max err mm",
+        "click moved mm",
     )
     load = os.getloadavg()[0]
     print(f"threads={args.threads}, {os.cpu_count()} CPUs, load average {load:.1f} (wall times grow with other load)")

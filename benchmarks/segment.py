@@ -11,7 +11,8 @@ with the shipped model (``mkunet.bundle.default_bundle``), or ``--model DIR``; w
 neither exists, a stand-in bundle with the default MK-UNet architecture
 (channels 16-32-64-128-256, 4 input channels, random weights, target spacing
 2 x 1.5 x 1.5 mm, patch 32 x 96 x 96: the training defaults) so the compute is
-representative, its output replaced by an HU oracle so the written contours are too. Prints a table of per-step medians; ``--profile`` adds a cProfile
+representative, its output replaced by an HU oracle so the written contours are too. Prints a table of
+per-step medians; ``--profile`` adds a cProfile
 listing of one whole-volume run.
 
 Usage::
@@ -35,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 
-def synthetic_ct(shape=(40, 512, 512), spacing=(5.0, 0.7, 0.7), seed=0) -> tuple[np.ndarray, tuple[float, float, float]]:
+def synthetic_ct(
+    shape=(40, 512, 512), spacing=(5.0, 0.7, 0.7), seed=0
+) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A chest-like HU volume (z, y, x): body ellipse, two lungs, spine, a 30 mm tumour in the right lung.
 
     Returns (int16 HU array, tumour centre (z, y, x) voxel indices).
@@ -66,9 +69,16 @@ def write_series(folder: Path, hu: np.ndarray, spacing: tuple[float, float, floa
 
     nz, ny, nx = hu.shape
     origin = (-nx * spacing[2] / 2, -ny * spacing[1] / 2, -100.0)
-    write_ct_series(Volume(hu, spacing=spacing, origin=origin), folder, patient_id="BENCH-1",
-                    patient_name="Bench^Mark", birth_date="19600101", sex="F", study_date="20240102",
-                    uid_entropy=("benchmark-segment",))
+    write_ct_series(
+        Volume(hu, spacing=spacing, origin=origin),
+        folder,
+        patient_id="BENCH-1",
+        patient_name="Bench^Mark",
+        birth_date="19600101",
+        sex="F",
+        study_date="20240102",
+        uid_entropy=("benchmark-segment",),
+    )
     return folder
 
 
@@ -191,11 +201,22 @@ def main(argv: list[str] | None = None) -> int:
             one_run(folder, tmp / "prof", bundle, None, args.overlap)
             prof.disable()
 
-    keys = ["read DICOM", "resample", "preprocess", "network", "resample_back", "postprocess", "write SEG",
-            "write RTSTRUCT", "total"]
-    print(f"mkunet segment benchmark: 512x512x40 CT, spacing (z,y,x) {spacing} mm; model: {model_desc} "
-          f"({n_params / 1e6:.2f} M params, target spacing {bundle.target_spacing} mm, patch {bundle.patch_size}); "
-          f"{args.threads} threads; overlap {args.overlap}; median of {args.repeats}")
+    keys = [
+        "read DICOM",
+        "resample",
+        "preprocess",
+        "network",
+        "resample_back",
+        "postprocess",
+        "write SEG",
+        "write RTSTRUCT",
+        "total",
+    ]
+    print(
+        f"mkunet segment benchmark: 512x512x40 CT, spacing (z,y,x) {spacing} mm; model: {model_desc} "
+        f"({n_params / 1e6:.2f} M params, target spacing {bundle.target_spacing} mm, patch {bundle.patch_size}); "
+        f"{args.threads} threads; overlap {args.overlap}; median of {args.repeats}"
+    )
     header = f"{'step (s)':<16}" + "".join(f"{name:>22}" for name in results)
     print(header)
     print("-" * len(header))

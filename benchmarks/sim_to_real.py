@@ -80,10 +80,18 @@ def main() -> None:
             idx = np.argwhere(truth)
             centre = idx[np.argmin((((idx - idx.mean(0)) * volume.spacing) ** 2).sum(1))]
             extent = float(((idx.max(0) - idx.min(0) + 1) * np.asarray(volume.spacing)).max())
-            seeded = segment(volume, bundle, roi=Seed(tuple(float(c) for c in centre[::-1]), units="voxel",
-                                                      size_mm=extent + 2 * args.margin), overlap=0.5)
-            scores = (dice(whole.probability >= whole.threshold, truth), dice(whole.mask, truth),
-                      dice(in_box.mask, truth), dice(seeded.mask, truth))
+            seeded = segment(
+                volume,
+                bundle,
+                roi=Seed(tuple(float(c) for c in centre[::-1]), units="voxel", size_mm=extent + 2 * args.margin),
+                overlap=0.5,
+            )
+            scores = (
+                dice(whole.probability >= whole.threshold, truth),
+                dice(whole.mask, truth),
+                dice(in_box.mask, truth),
+                dice(seeded.mask, truth),
+            )
         elapsed = time.monotonic() - t0
         cm3 = float(truth.sum()) * volume.voxel_volume_mm3 / 1000
         rows.append(scores)

@@ -43,7 +43,9 @@ def main() -> None:
     import os
 
     load = os.getloadavg()[0]
-    table = Table(title=f"mkunet.synth: {args.patients} patients x {args.timepoints} time points, 64x256x256, {args.workers} workers, median of {args.repeats} (load average {load:.1f}, {os.cpu_count()} CPUs)")
+    table = Table(
+        title=f"mkunet.synth: {args.patients} patients x {args.timepoints} time points, 64x256x256, {args.workers} workers, median of {args.repeats} (load average {load:.1f}, {os.cpu_count()} CPUs)"  # noqa: E501
+    )
     table.add_column("task")
     table.add_column("seconds", justify="right")
     table.add_column("per scan (s)", justify="right")

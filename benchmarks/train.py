@@ -60,15 +60,21 @@ def main() -> None:
     t0 = time.monotonic()
     if not (data / "scans.csv").is_file():
         synthesise(
-            data, args.patients, seed=args.seed, formats=("nifti",), shape=tuple(args.shape), wide_scanner=True,
-            diameter_mm=(5.0, 100.0), timepoints=(2, 3),
+            data,
+            args.patients,
+            seed=args.seed,
+            formats=("nifti",),
+            shape=tuple(args.shape),
+            wide_scanner=True,
+            diameter_mm=(5.0, 100.0),
+            timepoints=(2, 3),
         )
     print(f"data ready in {time.monotonic() - t0:.0f} s: {data}", flush=True)
     command = (
         f"python benchmarks/train.py --work {args.work} --patients {args.patients} --seed {args.seed} "
         f"--shape {' '.join(map(str, args.shape))} --width {args.width} --patch {' '.join(map(str, args.patch))} "
         f"--spacing {' '.join(map(str, args.spacing))} --lr {args.lr} --epochs {args.epochs} "
-        f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads} --tumour-fraction {args.tumour_fraction}"
+        f"--patches-per-epoch {args.patches_per_epoch} --time-budget {args.time_budget} --threads {args.threads} --tumour-fraction {args.tumour_fraction}"  # noqa: E501
         + (f" --crop-margin {args.crop_margin}" if args.crop_margin is not None else "")
         + (" --dice-batch" if args.dice_batch else "")
         + (" --no-adaptive-window" if args.no_adaptive_window else "")
@@ -79,25 +85,48 @@ def main() -> None:
     )
     run = args.work / args.run_name
     config = TrainConfig(
-        data=str(data), out=str(run), model="mkunet", width=args.width, epochs=args.epochs, lr=args.lr,
-        patch_size=tuple(args.patch), target_spacing=tuple(args.spacing), val_fraction=0.06, test_fraction=0.15,
-        seed=args.seed, patches_per_epoch=args.patches_per_epoch, val_every=10**6, crop_margin_mm=args.crop_margin, dice_batch=args.dice_batch, tumour_fraction=args.tumour_fraction, time_budget_min=args.time_budget,
-        threads=args.threads, label="MK-UNet (shipped, synthetic)", command=command,
-        adaptive_window=not args.no_adaptive_window, batch_size=args.batch_size,
-        lung_fraction=args.lung_fraction, lr_schedule=args.lr_schedule,
+        data=str(data),
+        out=str(run),
+        model="mkunet",
+        width=args.width,
+        epochs=args.epochs,
+        lr=args.lr,
+        patch_size=tuple(args.patch),
+        target_spacing=tuple(args.spacing),
+        val_fraction=0.06,
+        test_fraction=0.15,
+        seed=args.seed,
+        patches_per_epoch=args.patches_per_epoch,
+        val_every=10**6,
+        crop_margin_mm=args.crop_margin,
+        dice_batch=args.dice_batch,
+        tumour_fraction=args.tumour_fraction,
+        time_budget_min=args.time_budget,
+        threads=args.threads,
+        label="MK-UNet (shipped, synthetic)",
+        command=command,
+        adaptive_window=not args.no_adaptive_window,
+        batch_size=args.batch_size,
+        lung_fraction=args.lung_fraction,
+        lr_schedule=args.lr_schedule,
         resume=(run / "state.json").is_file(),
     )
 
     def show(event: dict) -> None:
         if event["event"] == "epoch":
-            print(f"epoch {event['epoch']} loss {event['loss']:.4f} val {event['val_dice']} "
-                  f"elapsed {event['elapsed_s'] / 60:.1f} min", flush=True)
+            print(
+                f"epoch {event['epoch']} loss {event['loss']:.4f} val {event['val_dice']} "
+                f"elapsed {event['elapsed_s'] / 60:.1f} min",
+                flush=True,
+            )
 
     t1 = time.monotonic()
     result = train(config, callback=show)
-    print(f"trained: {result.epochs_completed} epochs, {result.stopped}, {result.elapsed_s / 60:.1f} min of training, "
-          f"{(time.monotonic() - t1) / 60:.1f} min wall incl. data preparation; best val Dice {result.best_metric:.3f}",
-          flush=True)
+    print(
+        f"trained: {result.epochs_completed} epochs, {result.stopped}, {result.elapsed_s / 60:.1f} min of training, "
+        f"{(time.monotonic() - t1) / 60:.1f} min wall incl. data preparation; best val Dice {result.best_metric:.3f}",
+        flush=True,
+    )
     if args.skip_eval:
         return
     t2 = time.monotonic()
@@ -105,9 +134,14 @@ def main() -> None:
     evaluation.write(args.work / f"eval_{args.run_name}")
     print(evaluation.to_markdown())
     print(f"evaluated in {time.monotonic() - t2:.0f} s")
-    summary = {"command": command, "training_min": result.elapsed_s / 60, "epochs": result.epochs_completed,
-               "test_dice_mean": float(evaluation.table1["dice_mean"][0]), "test_dice_sd": float(evaluation.table1["dice_sd"][0]),
-               "n_test_scans": int(evaluation.table1["n"][0])}
+    summary = {
+        "command": command,
+        "training_min": result.elapsed_s / 60,
+        "epochs": result.epochs_completed,
+        "test_dice_mean": float(evaluation.table1["dice_mean"][0]),
+        "test_dice_sd": float(evaluation.table1["dice_sd"][0]),
+        "n_test_scans": int(evaluation.table1["n"][0]),
+    }
     (args.work / f"summary_{args.run_name}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

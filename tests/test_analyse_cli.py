@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from mkunet import io
 from mkunet.cli import app
 from mkunet.volume import Volume
-
 from test_cohort import synthetic_cohort
 
 
@@ -36,8 +35,15 @@ def _write_scans_cohort(root, n=8, seed=0):
             d_img = root / pid / f"T{tp}"
             io.write_volume(vol, d_img / "image.nii.gz")
             io.write_mask(mask, vol, d_img / "mask.nii.gz")
-            rows.append({"patient_id": pid, "timepoint": tp, "days": d, "image": f"{pid}/T{tp}/image.nii.gz",
-                         "mask": f"{pid}/T{tp}/mask.nii.gz"})
+            rows.append(
+                {
+                    "patient_id": pid,
+                    "timepoint": tp,
+                    "days": d,
+                    "image": f"{pid}/T{tp}/image.nii.gz",
+                    "mask": f"{pid}/T{tp}/mask.nii.gz",
+                }
+            )
     pd.DataFrame(rows).to_csv(root / "scans.csv", index=False)
     clin.to_csv(root / "clinical.csv", index=False)
     out.to_csv(root / "outcomes.csv", index=False)
@@ -52,8 +58,21 @@ def test_analyse_measurements_csv(tmp_path):
     clin.to_csv(cohort_dir / "clinical.csv", index=False)
     out.to_csv(cohort_dir / "outcomes.csv", index=False)
     res = CliRunner().invoke(
-        app, ["analyse", "--cohort", str(cohort_dir), "--out", str(tmp_path / "out"), "--n-boot", "50", "--no-figures",
-              "--ies-mode", "paper", "--cutoff", "median"]
+        app,
+        [
+            "analyse",
+            "--cohort",
+            str(cohort_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--n-boot",
+            "50",
+            "--no-figures",
+            "--ies-mode",
+            "paper",
+            "--cutoff",
+            "median",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "HR high vs low" in res.output

@@ -18,11 +18,17 @@ from mkunet.volume import Volume
 def _clinical_table():
     import pandas as pd
 
-    return pd.DataFrame({
-        "patient_id": ["a", "b", "c"], "age": [50, 60, 70], "sex": ["M", "F", "M"],
-        "smoking": ["never", "former", "current"], "grade": [1, 2, 3], "stage": ["I", "II", "IV"],
-        "lvcr": [0.001, 0.005, 0.01],
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c"],
+            "age": [50, 60, 70],
+            "sex": ["M", "F", "M"],
+            "smoking": ["never", "former", "current"],
+            "grade": [1, 2, 3],
+            "stage": ["I", "II", "IV"],
+            "lvcr": [0.001, 0.005, 0.01],
+        }
+    )
 
 
 def _sphere_volume(shape=(20, 40, 40), spacing=(2.0, 1.5, 1.5), radius_mm=8.0) -> tuple[Volume, np.ndarray]:
@@ -30,7 +36,9 @@ def _sphere_volume(shape=(20, 40, 40), spacing=(2.0, 1.5, 1.5), radius_mm=8.0) -
     c = (np.asarray(shape) - 1) / 2
     d = np.sqrt(((z - c[0]) * spacing[0]) ** 2 + ((y - c[1]) * spacing[1]) ** 2 + ((x - c[2]) * spacing[2]) ** 2)
     mask = d < radius_mm
-    image = np.where(mask, 20.0, -850.0).astype(np.float32) + np.random.default_rng(0).normal(0, 10, shape).astype(np.float32)
+    image = np.where(mask, 20.0, -850.0).astype(np.float32) + np.random.default_rng(0).normal(0, 10, shape).astype(
+        np.float32
+    )
     return Volume(image, spacing, origin=(-30.0, 12.0, 100.0)), mask
 
 
@@ -44,8 +52,9 @@ def make_bundle(clinical: bool = True) -> ModelBundle:
     pre = Preprocessor(channels=4, adaptive_window=AdaptiveWindow()).fit([volume], [mask])
     encoder = ClinicalEncoder().fit(_clinical_table()) if clinical else None
     default = np.median(encoder.transform(_clinical_table()), axis=0) if clinical else None
-    return ModelBundle(model, "mkunet", kwargs, pre, encoder, (2.0, 1.5, 1.5), (16, 32, 32), 0.5,
-                       {"seed": 0, "note": "test"}, default)
+    return ModelBundle(
+        model, "mkunet", kwargs, pre, encoder, (2.0, 1.5, 1.5), (16, 32, 32), 0.5, {"seed": 0, "note": "test"}, default
+    )
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
@@ -95,8 +104,9 @@ def test_small_inputs_give_attention_maps_on_their_grid():
     torch.manual_seed(0)
     model = build_model("mkunet", channels=[2, 4, 4, 8, 8], in_channels=4)
     channels = np.random.default_rng(0).random((4, 8, 22, 28), dtype=np.float32)
-    prob, maps = sliding_window_probability(model, channels, (32, 64, 64), np.zeros(6, np.float32),
-                                            return_attention=True)
+    prob, maps = sliding_window_probability(
+        model, channels, (32, 64, 64), np.zeros(6, np.float32), return_attention=True
+    )
     assert prob.shape == (8, 22, 28) and np.isfinite(prob).all()
     assert maps is not None and len(maps) == 4
     assert all(m.shape == (8, 22, 28) and np.isfinite(m).all() for m in maps)
@@ -143,7 +153,9 @@ def test_load_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="do not fit"):
         ModelBundle.load(folder)
     with pytest.raises(ValueError, match="multiples of 16"):
-        ModelBundle(build_model("unet3d", channels=[2, 4]), "unet3d", {}, Preprocessor(1), None, (1, 1, 1), (10, 16, 16))
+        ModelBundle(
+            build_model("unet3d", channels=[2, 4]), "unet3d", {}, Preprocessor(1), None, (1, 1, 1), (10, 16, 16)
+        )
 
 
 def test_default_bundle_loads_the_shipped_model_or_says_why():

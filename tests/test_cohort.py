@@ -32,7 +32,9 @@ def test_cox_truth_recovery_and_coverage():
     # coverage over replicates: 50 cohorts x 3 coefficients
     covered = total = 0
     for rep in range(50):
-        s = cohort.fit_cox(simulate_cox(200, beta, seed=1000 + rep), "T", "E", ["x0", "x1", "x2"], ph_test=False).summary
+        s = cohort.fit_cox(
+            simulate_cox(200, beta, seed=1000 + rep), "T", "E", ["x0", "x1", "x2"], ph_test=False
+        ).summary
         for i, b in enumerate(beta):
             covered += s.loc[f"x{i}", "hr_ci_low"] <= np.exp(b) <= s.loc[f"x{i}", "hr_ci_high"]
             total += 1
@@ -158,21 +160,39 @@ def synthetic_cohort(n=30, seed=0):
         vols = rng.uniform(2, 30) * np.exp(lv * days + rng.normal(0, 0.08, k))
         for tp, (d, v) in enumerate(zip(days, vols)):
             meas.append({"patient_id": pid, "timepoint": tp, "days": d, "volume_cm3": v, "sphericity": sph})
-        clin.append({"patient_id": pid, "age": int(rng.integers(40, 85)), "sex": rng.choice(["M", "F"]),
-                     "smoking": rng.choice(["never", "former", "current"]), "grade": int(rng.integers(1, 4)),
-                     "stage": rng.choice(["I", "II", "III", "IV"])})
+        clin.append(
+            {
+                "patient_id": pid,
+                "age": int(rng.integers(40, 85)),
+                "sex": rng.choice(["M", "F"]),
+                "smoking": rng.choice(["never", "former", "current"]),
+                "grade": int(rng.integers(1, 4)),
+                "stage": rng.choice(["I", "II", "III", "IV"]),
+            }
+        )
         ratio = rng.uniform(0, 1)
         t = rng.exponential(900 * np.exp(-(150 * lv + 2 * (1 - sph))))
         c = rng.uniform(300, 1500)
-        out.append({"patient_id": pid, "os_days": max(min(t, c), 1.0), "event": int(t <= c), "pdl1_tps": 100 * ratio,
-                    "pdl1_positive": int(ratio > 0.4), "pdl1_area_ratio": ratio, "cd8_density": rng.gamma(2, 100)})
+        out.append(
+            {
+                "patient_id": pid,
+                "os_days": max(min(t, c), 1.0),
+                "event": int(t <= c),
+                "pdl1_tps": 100 * ratio,
+                "pdl1_positive": int(ratio > 0.4),
+                "pdl1_area_ratio": ratio,
+                "cd8_density": rng.gamma(2, 100),
+            }
+        )
     return pd.DataFrame(meas), pd.DataFrame(clin), pd.DataFrame(out)
 
 
 def test_analyse_cohort_tables_and_files(tmp_path):
     meas, clin, out = synthetic_cohort(16)
     # one patient with a single scan is excluded (named), not fatal
-    meas = pd.concat([meas, pd.DataFrame([{"patient_id": "LONE", "timepoint": 0, "days": 0, "volume_cm3": 3, "sphericity": 0.7}])])
+    meas = pd.concat(
+        [meas, pd.DataFrame([{"patient_id": "LONE", "timepoint": 0, "days": 0, "volume_cm3": 3, "sphericity": 0.7}])]
+    )
     res = cohort.analyse_cohort(meas, clin, out, out_dir=tmp_path, n_boot=100)
     assert len(res.tables["patients"]) == 16
     assert "LONE" in res.tables["excluded"]["patient_id"].tolist()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pydicom
@@ -139,13 +139,19 @@ def test_oblique_geometry_matches_hand_computation(tmp_path):
         np.testing.assert_array_equal(vol.array[k], _stored(steps.index(k)) * 2.0 - 1024.0)
     # voxel (k, j, i) lies at p0 + i*0.8*r + j*0.5*c + k*1.5*n
     k, j, i = 3, 4, 5
-    np.testing.assert_allclose(vol.index_to_physical([k, j, i]), p0 + i * 0.8 * r + j * 0.5 * c + k * 1.5 * n, atol=1e-5)
+    np.testing.assert_allclose(
+        vol.index_to_physical([k, j, i]), p0 + i * 0.8 * r + j * 0.5 * c + k * 1.5 * n, atol=1e-5
+    )
 
 
 def test_per_slice_rescale(tmp_path):
     write_ct_series(tmp_path, z_positions([0.0]), slope=1.0, intercept=0.0, names=["a"])
     write_ct_series(
-        tmp_path, z_positions([2.0]), slope=0.5, intercept=-100.0, names=["b"],
+        tmp_path,
+        z_positions([2.0]),
+        slope=0.5,
+        intercept=-100.0,
+        names=["b"],
         series_uid=pydicom.dcmread(tmp_path / "a").SeriesInstanceUID,
     )
     # second call wrote slice index 0 again with other rescale
@@ -316,7 +322,9 @@ def _square(x0: float, x1: float, y0: float, y1: float, z: float) -> np.ndarray:
 def grid() -> Volume:
     # 3 slices of 20 x 20 voxels, 1 mm in-plane, 2 mm slices; voxel (k, j, i) centre at (i, j, 2k) mm
     return Volume(
-        np.zeros((3, 20, 20), np.float32), spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+        np.zeros((3, 20, 20), np.float32),
+        spacing=(2.0, 1.0, 1.0),
+        origin=(0.0, 0.0, 0.0),
         frame_of_reference_uid="1.2.3.4",
     )
 

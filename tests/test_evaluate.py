@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_train import tiny_cohort, tiny_config
 from typer.testing import CliRunner
 
 from mkunet.evaluate import ABLATION, _tables, evaluate_runs, format_mean_sd
 from mkunet.train import train
+from test_train import tiny_cohort, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:ClinicalEncoder.transform")
 
@@ -24,8 +23,17 @@ def two_runs(tmp_path_factory):
     full = root / "full"
     base = root / "base"
     train(tiny_config(data, full, label="full model", epochs=1))
-    train(tiny_config(data, base, label="baseline", epochs=1, channels=1, adaptive_window=False,
-                      model_kwargs={"clinical_fusion": False, "gate": "none"}))
+    train(
+        tiny_config(
+            data,
+            base,
+            label="baseline",
+            epochs=1,
+            channels=1,
+            adaptive_window=False,
+            model_kwargs={"clinical_fusion": False, "gate": "none"},
+        )
+    )
     return data, full, base
 
 
@@ -75,11 +83,25 @@ def test_paired_ttest_against_the_full_model_matches_scipy():
     full_d, base_d = rng.uniform(0.7, 0.9, 6), rng.uniform(0.5, 0.8, 6)
     for label, run, values in (("full model", "r1", full_d), ("baseline", "r2", base_d)):
         for s, v in zip(scans, values):
-            rows.append({"run": run, "label": label, "model": "mkunet", "patient_id": s[:2], "timepoint": 0,
-                         "scan": s, "dice": v, "iou": v / (2 - v), "hd95_mm": 10 * (1 - v),
-                         "lvcr_per_day": float(s[1]) / 1000, "truth_cm3": 1.0, "predicted_cm3": 1.0})
-    runs = pd.DataFrame({"run": ["r1", "r2"], "label": ["full model", "baseline"], "model": ["mkunet"] * 2,
-                         "parameters": [10, 10]})
+            rows.append(
+                {
+                    "run": run,
+                    "label": label,
+                    "model": "mkunet",
+                    "patient_id": s[:2],
+                    "timepoint": 0,
+                    "scan": s,
+                    "dice": v,
+                    "iou": v / (2 - v),
+                    "hd95_mm": 10 * (1 - v),
+                    "lvcr_per_day": float(s[1]) / 1000,
+                    "truth_cm3": 1.0,
+                    "predicted_cm3": 1.0,
+                }
+            )
+    runs = pd.DataFrame(
+        {"run": ["r1", "r2"], "label": ["full model", "baseline"], "model": ["mkunet"] * 2, "parameters": [10, 10]}
+    )
     ev = _tables(pd.DataFrame(rows), runs, None)
     row = ev.table2.set_index("variant").loc["baseline"]
     t, p = stats.ttest_rel(base_d, full_d)
@@ -108,10 +130,12 @@ def test_evaluate_cli(two_runs, tmp_path):
     from mkunet.cli import app
 
     data, full, base = two_runs
-    result = CliRunner().invoke(app, ["evaluate", "--runs", str(full), "--runs", str(base), "--data", str(data),
-                                      "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["evaluate", "--runs", str(full), "--runs", str(base), "--data", str(data), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "table1.csv").is_file() and (tmp_path / "o" / "tables.md").is_file()
-    bad = CliRunner().invoke(app, ["evaluate", "--runs", str(tmp_path / "x"), "--data", str(data), "--out",
-                                   str(tmp_path / "o2")])
+    bad = CliRunner().invoke(
+        app, ["evaluate", "--runs", str(tmp_path / "x"), "--data", str(data), "--out", str(tmp_path / "o2")]
+    )
     assert bad.exit_code == 2

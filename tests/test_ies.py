@@ -65,7 +65,9 @@ def test_pdl1_missing_for_some_patients():
     df.loc[["P03", "P07"], "pdl1_area_ratio"] = np.nan
     r = immune_evasion_score(df, mode="paper")
     assert r.scores["P03"] == pytest.approx(r.imaging_only["P03"])
-    assert r.scores["P04"] == pytest.approx(0.6 * df.lvcr["P04"] + 0.3 * (1 - df.sphericity["P04"]) + 0.1 * df.pdl1_area_ratio["P04"])
+    assert r.scores["P04"] == pytest.approx(
+        0.6 * df.lvcr["P04"] + 0.3 * (1 - df.sphericity["P04"]) + 0.1 * df.pdl1_area_ratio["P04"]
+    )
     assert any("2 of 60" in n and "P03" in n for n in r.notes)
     assert not r.scores.isna().any()
     rc = immune_evasion_score(df, mode="cox", duration_col="os_days", event_col="event")
@@ -79,13 +81,20 @@ def test_cox_mode_refits_weights():
 
     z = lambda s: (s - s.mean()) / s.std(ddof=1)  # noqa: E731
     data = pd.DataFrame(
-        {"lvcr": z(df.lvcr), "one_minus_sphericity": z(1 - df.sphericity), "pdl1_area_ratio": z(df.pdl1_area_ratio),
-         "T": df.os_days, "E": df.event}
+        {
+            "lvcr": z(df.lvcr),
+            "one_minus_sphericity": z(1 - df.sphericity),
+            "pdl1_area_ratio": z(df.pdl1_area_ratio),
+            "T": df.os_days,
+            "E": df.event,
+        }
     )
     cph = CoxPHFitter().fit(data, "T", "E")
     assert r.weights == pytest.approx(cph.params_.to_dict(), rel=1e-6)
     assert r.weights["lvcr"] == pytest.approx(0.8, abs=0.25)  # the simulated log-HR per SD
-    np.testing.assert_allclose(r.scores, cph.predict_log_partial_hazard(data) + (cph.params_ * cph._norm_mean).sum(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        r.scores, cph.predict_log_partial_hazard(data) + (cph.params_ * cph._norm_mean).sum(), rtol=1e-6, atol=1e-9
+    )
     with pytest.raises(ValueError, match="duration_col"):
         immune_evasion_score(df, mode="cox")
 

@@ -43,7 +43,6 @@ class StubEncoder:
         return np.array([0, 0, 0, 0, 0, 0.0 if lv is None else lv], np.float32)
 
 
-
 @dataclass
 class StubBundle(ClinicalVectorMixin):
     model: Any = field(default_factory=OracleNet)
@@ -280,8 +279,13 @@ def test_empty_input_warns_and_writes(tmp_path):
 
 def test_attention_maps_on_input_grid(two_blobs, tmp_path):
     vol, big, small = two_blobs
-    seg = segment(vol, StubBundle(target_spacing=(2.0, 2.0, 2.0)), method="network", roi=Seed(
-        tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=40.0), return_attention=True)
+    seg = segment(
+        vol,
+        StubBundle(target_spacing=(2.0, 2.0, 2.0)),
+        method="network",
+        roi=Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=40.0),
+        return_attention=True,
+    )
     assert seg.attention is not None and len(seg.attention) == 2
     for amap in seg.attention:
         assert amap.shape == vol.shape and amap.dtype == np.float32
@@ -290,11 +294,16 @@ def test_attention_maps_on_input_grid(two_blobs, tmp_path):
     np.testing.assert_allclose(seg.attention[0], seg.probability, atol=1e-5)
     written = infer.save_segmentation(seg, tmp_path, ("nifti",), attention=True)
     assert {"mask", "probability", "attention_0", "attention_1"} <= set(written)
+
     # a model without gates: a note, no crash
     class NoGates(OracleNet):
         def forward(self, image, clinical=None, return_attention=False):
-            return super().forward(image, clinical, False) if not return_attention else (
-                super().forward(image, clinical, False), [])
+            return (
+                super().forward(image, clinical, False)
+                if not return_attention
+                else (super().forward(image, clinical, False), [])
+            )
+
     seg2 = segment(vol, StubBundle(model=NoGates()), return_attention=True)
     assert seg2.attention is None and any("no attention" in n for n in seg2.notes)
 
@@ -334,8 +343,13 @@ def test_fixed_point_lvcr_converges():
     vols = _growth_series()
     days = [0.0, 60.0]
     net = OracleNet(thr_hu=-100.0, gain=1.0, lvcr_gain=5000.0)  # LVCR 0.01/day lowers the threshold by 50 HU
-    bundle = StubBundle(model=net, clinical_encoder=StubEncoder(), target_spacing=(1.0, 1.0, 1.0),
-                        patch_size=(32, 48, 48), default_clinical=np.zeros(6, np.float32))
+    bundle = StubBundle(
+        model=net,
+        clinical_encoder=StubEncoder(),
+        target_spacing=(1.0, 1.0, 1.0),
+        patch_size=(32, 48, 48),
+        default_clinical=np.zeros(6, np.float32),
+    )
     result = segment_timepoints(vols, days, bundle, tol=1e-4, max_iter=8)
     assert result.converged and result.iterations >= 2
     t0 = result.trace[0]
@@ -356,9 +370,12 @@ def test_fixed_point_lvcr_converges():
 
 def test_fixed_point_not_run_when_lvcr_given_or_single_timepoint():
     vols = _growth_series()
-    bundle = StubBundle(model=OracleNet(thr_hu=-100.0, gain=1.0, lvcr_gain=5000.0),
-                        clinical_encoder=StubEncoder(), target_spacing=(1.0, 1.0, 1.0),
-                        default_clinical=np.zeros(6, np.float32))
+    bundle = StubBundle(
+        model=OracleNet(thr_hu=-100.0, gain=1.0, lvcr_gain=5000.0),
+        clinical_encoder=StubEncoder(),
+        target_spacing=(1.0, 1.0, 1.0),
+        default_clinical=np.zeros(6, np.float32),
+    )
     res = segment_timepoints(vols, [0, 30], bundle, clinical={"lvcr": 0.005})
     assert res.trace == [] and all(s.lvcr_used == 0.005 for s in res.segmentations)
     res1 = segment_timepoints(vols[:1], [0], bundle)
@@ -371,11 +388,15 @@ def test_fixed_point_not_run_when_lvcr_given_or_single_timepoint():
 
 def test_fixed_point_previous_mask_roi_and_empty_stop():
     vols = _growth_series()
-    bundle = StubBundle(model=OracleNet(thr_hu=-100.0, gain=1.0, lvcr_gain=5000.0),
-                        clinical_encoder=StubEncoder(), target_spacing=(1.0, 1.0, 1.0),
-                        default_clinical=np.zeros(6, np.float32))
-    res = segment_timepoints(vols, [0, 60], bundle, previous_mask_roi=True, margin_mm=15.0, max_iter=8,
-                             method="network")
+    bundle = StubBundle(
+        model=OracleNet(thr_hu=-100.0, gain=1.0, lvcr_gain=5000.0),
+        clinical_encoder=StubEncoder(),
+        target_spacing=(1.0, 1.0, 1.0),
+        default_clinical=np.zeros(6, np.float32),
+    )
+    res = segment_timepoints(
+        vols, [0, 60], bundle, previous_mask_roi=True, margin_mm=15.0, max_iter=8, method="network"
+    )
     assert res.segmentations[1].roi.startswith("previous mask")
     assert res.converged and res.iterations >= 2
     assert res.segmentations[0].roi.startswith("previous mask")  # later passes: the earlier pass's own mask
@@ -418,20 +439,38 @@ def test_real_bundle_round_trip_with_attention(tmp_path):
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 1, "channels": [2, 4, 4, 8, 8]}
-    df = pd.DataFrame({"age": [50, 60, 70], "sex": ["M", "F", "M"], "smoking": ["never", "former", "current"],
-                       "grade": [1, 2, 3], "stage": ["I", "II", "III"], "lvcr": [0.001, 0.004, 0.01]})
+    df = pd.DataFrame(
+        {
+            "age": [50, 60, 70],
+            "sex": ["M", "F", "M"],
+            "smoking": ["never", "former", "current"],
+            "grade": [1, 2, 3],
+            "stage": ["I", "II", "III"],
+            "lvcr": [0.001, 0.004, 0.01],
+        }
+    )
     encoder = ClinicalEncoder().fit(df)
-    bundle = ModelBundle(model=build_model("mkunet", **kwargs), model_name="mkunet", model_kwargs=kwargs,
-                         preprocessor=Preprocessor(channels=1), clinical_encoder=encoder,
-                         target_spacing=(2.0, 2.0, 2.0), patch_size=(16, 32, 32),
-                         default_clinical=encoder.transform(df).mean(axis=0))
+    bundle = ModelBundle(
+        model=build_model("mkunet", **kwargs),
+        model_name="mkunet",
+        model_kwargs=kwargs,
+        preprocessor=Preprocessor(channels=1),
+        clinical_encoder=encoder,
+        target_spacing=(2.0, 2.0, 2.0),
+        patch_size=(16, 32, 32),
+        default_clinical=encoder.transform(df).mean(axis=0),
+    )
     folder = bundle.save(tmp_path / "bundle")
-    vol = Volume(np.random.default_rng(0).normal(-500, 300, (12, 40, 36)).astype(np.float32),
-                 spacing=(2.5, 1.5, 1.7), origin=(1.0, 2.0, 3.0))
+    vol = Volume(
+        np.random.default_rng(0).normal(-500, 300, (12, 40, 36)).astype(np.float32),
+        spacing=(2.5, 1.5, 1.7),
+        origin=(1.0, 2.0, 3.0),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = segment(vol, folder, clinical={"age": 64, "sex": "M", "lvcr": 0.003}, return_attention=True,
-                      threshold=0.5)
+        seg = segment(
+            vol, folder, clinical={"age": 64, "sex": "M", "lvcr": 0.003}, return_attention=True, threshold=0.5
+        )
     assert seg.mask.shape == vol.shape and seg.probability.shape == vol.shape
     assert 0.0 <= seg.probability.min() and seg.probability.max() <= 1.0
     assert seg.lvcr_used == 0.003 and any("smoking" in n for n in seg.notes)

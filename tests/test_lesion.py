@@ -83,11 +83,15 @@ def chest(scale: float = 1.0) -> list[tuple[Predicate, float]]:
     s = scale
     objs: list[tuple[Predicate, float]] = [(lambda x, y, z: (x / (58 * s)) ** 2 + (y / (50 * s)) ** 2 <= 1.0, 40.0)]
     for cx in (-28.0 * s, 28.0 * s):
-        objs.append((
-            lambda x, y, z, cx=cx: (((x - cx) / (23 * s)) ** 2 + (y / (40 * s)) ** 2 + (z / (44 * s)) ** 2 <= 1.0)
-            & ((x / (49 * s)) ** 2 + (y / (41 * s)) ** 2 <= 1.0),
-            LUNG_HU,
-        ))
+        objs.append(
+            (
+                lambda x, y, z, cx=cx: (
+                    (((x - cx) / (23 * s)) ** 2 + (y / (40 * s)) ** 2 + (z / (44 * s)) ** 2 <= 1.0)
+                    & ((x / (49 * s)) ** 2 + (y / (41 * s)) ** 2 <= 1.0)
+                ),
+                LUNG_HU,
+            )
+        )
     for cx, cy in rib_centres(s):
         objs.append((lambda x, y, z, cx=cx, cy=cy: (x - cx) ** 2 + (y - cy) ** 2 <= (2.2 * s) ** 2, RIB_HU))
     objs.append((lambda x, y, z: x**2 + (y - 42 * s) ** 2 <= (6 * s) ** 2, RIB_HU))

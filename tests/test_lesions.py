@@ -60,8 +60,13 @@ def make_two_lesion_cohort(root: Path) -> Path:
             tdir = root / pid / f"T{k}"
             write_volume(vol, tdir / "image.nii.gz")
             write_mask(m, vol, tdir / "mask.nii.gz")
-            row = {"patient_id": pid, "timepoint": k, "days": day, "image": f"{pid}/T{k}/image.nii.gz",
-                   "mask": f"{pid}/T{k}/mask.nii.gz"}
+            row = {
+                "patient_id": pid,
+                "timepoint": k,
+                "days": day,
+                "image": f"{pid}/T{k}/image.nii.gz",
+                "mask": f"{pid}/T{k}/mask.nii.gz",
+            }
             if pid == "P00":
                 write_ct_series(tdir / "dicom", arr, SPACING, patient_id=pid, study_date=f"2024{1 + 2 * k:02d}10")
                 row["dicom"] = f"{pid}/T{k}/dicom"
@@ -83,8 +88,9 @@ def run(root: Path, out: Path, bundle, **kwargs):
     kwargs.setdefault("method", "network")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run_cohort(root, root / "clinical.csv", out, model=bundle, lvcr_max_iter=1, n_boot=10,
-                          cohort_figures=False, **kwargs)
+        return run_cohort(
+            root, root / "clinical.csv", out, model=bundle, lvcr_max_iter=1, n_boot=10, cohort_figures=False, **kwargs
+        )
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -98,16 +104,22 @@ HEADER = "patient_id,lesion_id,x_mm,y_mm,z_mm"
 
 
 def test_read_lesions_parses_optional_columns(tmp_path):
-    path = write_csv(tmp_path / "l.csv", """
+    path = write_csv(
+        tmp_path / "l.csv",
+        """
 patient_id,lesion_id,x_mm,y_mm,z_mm,timepoint,roi
 P00,01,-10.5,2,30,,
 P00,b,20,-3.25,40,1,10 30 -13 7 30 50
 
 P01,1,0,0,0,0,
-""")
+""",
+    )
     got = read_lesions(path)
     assert [(les.patient_id, les.lesion_id, les.timepoint, les.line) for les in got] == [
-        ("P00", "01", 0, 2), ("P00", "b", 1, 3), ("P01", "1", 0, 5)]
+        ("P00", "01", 0, 2),
+        ("P00", "b", 1, 3),
+        ("P01", "1", 0, 5),
+    ]
     assert got[0].point_xyz_mm == (-10.5, 2.0, 30.0) and got[0].box_mm is None
     assert got[1].box_mm == ((30.0, 50.0), (-13.0, 7.0), (10.0, 30.0))  # stored (z, y, x) like infer.Box
     assert got[1].box_text == "10 30 -13 7 30 50"
@@ -123,12 +135,21 @@ P01,1,0,0,0,0,
 @pytest.mark.parametrize(
     "text, pattern",
     [
-        ("patient_id,lesion_id,x_mm,y_mm\nP00,1,0,0", r"l\.csv.*lacks column\(s\) \['z_mm'\].*patient_id, lesion_id, x_mm, y_mm, z_mm"),
-        (HEADER + "\nP00,1,0,0,0\nP00,2,0,abc,0", r"l\.csv.*line 3 \(patient 'P00', lesion '2'\): y_mm is 'abc', not a finite number"),
+        (
+            "patient_id,lesion_id,x_mm,y_mm\nP00,1,0,0",
+            r"l\.csv.*lacks column\(s\) \['z_mm'\].*patient_id, lesion_id, x_mm, y_mm, z_mm",
+        ),
+        (
+            HEADER + "\nP00,1,0,0,0\nP00,2,0,abc,0",
+            r"l\.csv.*line 3 \(patient 'P00', lesion '2'\): y_mm is 'abc', not a finite number",
+        ),
         (HEADER + "\nP00,1,0,0,", r"line 2 \(patient 'P00', lesion '1'\): z_mm is empty"),
         (HEADER + "\nP00,1,0,0,nan", r"line 2 .*z_mm is 'nan'"),
         (HEADER + "\nP00,1,0,0,0\nP01,1,0,0,0\nP00,1,5,5,5", r"line 4, patient 'P00', lesion '1'.*duplicate.*line 2"),
-        (HEADER + "\n" + "\n".join(f"P07,{i},0,0,0" for i in range(6)), r"patient 'P07' has 6 target lesions.*at most 5"),
+        (
+            HEADER + "\n" + "\n".join(f"P07,{i},0,0,0" for i in range(6)),
+            r"patient 'P07' has 6 target lesions.*at most 5",
+        ),
         (HEADER + "\n,1,0,0,0", r"line 2 .*patient_id is empty"),
         (HEADER + ",timepoint\nP00,1,0,0,0,1.5", r"line 2 .*timepoint '1.5' is not a scan index"),
         (HEADER + ",timepoint\nP00,1,0,0,0,-1", r"timepoint '-1'"),
@@ -162,8 +183,9 @@ def test_read_lesions_checks_patients_and_timepoints_against_the_cohort(tmp_path
         write_csv(tmp_path / "l.csv", HEADER + "\nP09,1,0,0,20")
         run_cohort(root, root / "clinical.csv", tmp_path / "o", model=OracleBundle(), lesions=tmp_path / "l.csv")
     with pytest.raises(ValueError, match="--roi none cannot be combined with --lesions"):
-        run_cohort(root, root / "clinical.csv", tmp_path / "o", model=OracleBundle(), lesions=root / "lesions.csv",
-                   roi="none")
+        run_cohort(
+            root, root / "clinical.csv", tmp_path / "o", model=OracleBundle(), lesions=root / "lesions.csv", roi="none"
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -183,7 +205,8 @@ def test_each_lesion_is_measured_and_the_patient_is_their_sum(lesion_run):
     root, out, bundle, result = lesion_run
     les = pd.read_csv(out / "lesion_results.csv", dtype={"patient_id": str, "lesion_id": str})
     assert list(zip(les.patient_id, les.lesion_id, les.timepoint)) == [
-        ("P00", lid, k) for lid in ("1", "2") for k in range(3)]  # nothing for P01 (no row)
+        ("P00", lid, k) for lid in ("1", "2") for k in range(3)
+    ]  # nothing for P01 (no row)
     by = les.set_index(["lesion_id", "timepoint"])
     assert list(by.loc["1", "status"]) == ["ok", "ok", "ok"] and list(by.loc["2", "status"]) == ["ok", "ok", "empty"]
     assert by.loc[("2", 2), "volume_cm3"] == 0.0  # gone: 0, not NaN
@@ -214,7 +237,8 @@ def test_each_lesion_is_measured_and_the_patient_is_their_sum(lesion_run):
     assert (p0.features_from_lesion == "1").all()  # lesion 1 is the larger throughout
     assert p0.loc[0, "sphericity"] == pytest.approx(by.loc[("1", 0), "sphericity"])
     assert p0.loc[0, "sum_longest_axial_diameter_mm"] == pytest.approx(
-        by.loc[("1", 0), "longest_axial_diameter_mm"] + by.loc[("2", 0), "longest_axial_diameter_mm"])
+        by.loc[("1", 0), "longest_axial_diameter_mm"] + by.loc[("2", 0), "longest_axial_diameter_mm"]
+    )
     pts = pd.read_csv(out / "patients.csv", dtype={"patient_id": str, "target_lesions": str}).set_index("patient_id")
     ref = kinetics.lvcr(DAYS, sums.tolist(), weights="interval")
     assert pts.loc["P00", "lvcr_per_day"] == pytest.approx(ref.lvcr_per_day, rel=1e-9)

@@ -26,7 +26,7 @@ from mkunet.metrics import (
 
 def _cube(shape, lo, hi):
     m = np.zeros(shape, dtype=bool)
-    m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
     return m
 
 
@@ -118,8 +118,11 @@ def test_hd95_matches_brute_force_and_monai():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # raised inside MONAI 1.6 itself
             monai = compute_hausdorff_distance(
-                torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], include_background=True,
-                percentile=95, spacing=spacing,
+                torch.from_numpy(a)[None, None],
+                torch.from_numpy(b)[None, None],
+                include_background=True,
+                percentile=95,
+                spacing=spacing,
             )
         assert hd95(a, b, spacing) == pytest.approx(float(monai), rel=1e-4)
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
 from mkunet.io import read_volume, write_mask, write_volume
@@ -64,7 +63,6 @@ class StubEncoder:
         return {"stub": True}
 
 
-
 @dataclass
 class OracleBundle(ClinicalVectorMixin):
     model: Any = field(default_factory=OracleNet)
@@ -87,12 +85,20 @@ def ball(shape, spacing, centre_zyx, radius_mm) -> np.ndarray:
     return d2 <= radius_mm**2
 
 
-def write_ct_series(folder: Path, array: np.ndarray, spacing, *, patient_id: str, study_date: str,
-                    series_uid: str | None = None) -> str:
+def write_ct_series(
+    folder: Path, array: np.ndarray, spacing, *, patient_id: str, study_date: str, series_uid: str | None = None
+) -> str:
     """A CT series (one file per slice, int16 HU) in ``folder``; returns its SeriesInstanceUID."""
     volume = Volume(array.astype(np.float32), spacing=spacing, origin=(-25.0, -25.0, 10.0))
-    write_series(volume, folder, patient_id=patient_id, patient_name="Test^" + patient_id, study_date=study_date,
-                 series_uid=series_uid, uid_entropy=(patient_id, study_date, str(folder)))
+    write_series(
+        volume,
+        folder,
+        patient_id=patient_id,
+        patient_name="Test^" + patient_id,
+        study_date=study_date,
+        series_uid=series_uid,
+        uid_entropy=(patient_id, study_date, str(folder)),
+    )
     return series_uid or read_volume(folder).series_uid
 
 
@@ -140,26 +146,47 @@ def make_tiny_cohort(
             write_volume(vol, tdir / "image.nii.gz")
             write_mask(m, vol, tdir / "mask.nii.gz")
             date = base + dt.timedelta(days=d)
-            row = {"patient_id": pid, "timepoint": k, "scan_date": date.isoformat(), "days": d,
-                   "image": f"{pid}/T{k}/image.nii.gz", "mask": f"{pid}/T{k}/mask.nii.gz"}
+            row = {
+                "patient_id": pid,
+                "timepoint": k,
+                "scan_date": date.isoformat(),
+                "days": d,
+                "image": f"{pid}/T{k}/image.nii.gz",
+                "mask": f"{pid}/T{k}/mask.nii.gz",
+            }
             if dicom:
-                series[(pid, k)] = write_ct_series(tdir / "dicom", arr, spacing, patient_id=pid,
-                                                   study_date=date.strftime("%Y%m%d"))
+                series[(pid, k)] = write_ct_series(
+                    tdir / "dicom", arr, spacing, patient_id=pid, study_date=date.strftime("%Y%m%d")
+                )
                 row["dicom"] = f"{pid}/T{k}/dicom"
             scan_rows.append(row)
         lvcrs[pid], radii[pid], days_all[pid] = lv, rs, days
         if constant_clinical:  # few covariates: a Cox model a 10-patient cohort can fit
             clin_rows.append({"patient_id": pid, "age": 60, "sex": "F", "smoking": "never", "grade": 2, "stage": "II"})
         else:
-            clin_rows.append({"patient_id": pid, "age": int(rng.integers(45, 80)), "sex": "MF"[i % 2],
-                              "smoking": ("never", "former", "current")[i % 3], "grade": 1 + i % 3,
-                              "stage": ("I", "II", "III", "IV")[i % 4]})
+            clin_rows.append(
+                {
+                    "patient_id": pid,
+                    "age": int(rng.integers(45, 80)),
+                    "sex": "MF"[i % 2],
+                    "smoking": ("never", "former", "current")[i % 3],
+                    "grade": 1 + i % 3,
+                    "stage": ("I", "II", "III", "IV")[i % 4],
+                }
+            )
         hazard = math.exp(150 * lv)
-        out_rows.append({"patient_id": pid, "os_days": float(200 + rng.exponential(600 / hazard)),
-                         "event": int(rng.random() < 0.75), "pdl1_tps": float(rng.uniform(0, 80)),
-                         "pdl1_positive": int(i % 2 == 0), "pdl1_area_ratio": float(rng.uniform(0, 0.6)),
-                         "cd8_density": float(rng.uniform(50, 400)),
-                         "response": "responder" if lv < 0 else "non-responder"})
+        out_rows.append(
+            {
+                "patient_id": pid,
+                "os_days": float(200 + rng.exponential(600 / hazard)),
+                "event": int(rng.random() < 0.75),
+                "pdl1_tps": float(rng.uniform(0, 80)),
+                "pdl1_positive": int(i % 2 == 0),
+                "pdl1_area_ratio": float(rng.uniform(0, 0.6)),
+                "cd8_density": float(rng.uniform(50, 400)),
+                "response": "responder" if lv < 0 else "non-responder",
+            }
+        )
     pd.DataFrame(scan_rows).to_csv(root / "scans.csv", index=False)
     pd.DataFrame(clin_rows).to_csv(root / "clinical.csv", index=False)
     pd.DataFrame(out_rows).to_csv(root / "outcomes.csv", index=False)
@@ -196,9 +223,22 @@ def test_results_table_rows_columns_provenance(cohort, first_run):
     assert len(res) == 9 and sorted(res.patient_id.unique()) == ["P00", "P01", "P02"]
     assert list(res.groupby("patient_id").timepoint.apply(list)) == [[0, 1, 2]] * 3
     assert (res.status == "ok").all(), res[["patient_id", "timepoint", "status", "notes"]]
-    for col in ("series_uid", "input_path", "input_sha256", "model_name", "model_version", "model_weights_sha256",
-                "parameters", "mkunet_version", "volume_cm3", "sphericity", "mean_hu", "days", "response",
-                "dice_vs_reference"):
+    for col in (
+        "series_uid",
+        "input_path",
+        "input_sha256",
+        "model_name",
+        "model_version",
+        "model_weights_sha256",
+        "parameters",
+        "mkunet_version",
+        "volume_cm3",
+        "sphericity",
+        "mean_hu",
+        "days",
+        "response",
+        "dice_vs_reference",
+    ):
         assert col in res.columns, col
     ident = model_identity(bundle)
     assert (res.model_weights_sha256 == ident["weights_sha256"]).all()
@@ -210,7 +250,9 @@ def test_results_table_rows_columns_provenance(cohort, first_run):
         assert r.series_uid == cohort.series[(r.patient_id, r.timepoint)]
         assert r.input_path.endswith(f"{r.patient_id}/T{r.timepoint}/dicom")
     # analytic volumes (oracle): mesh volume of a ball within 8 %, Dice vs the reference mask ~ 1
-    expected = np.array([4 / 3 * math.pi * cohort.radii[p][k] ** 3 / 1000 for p, k in zip(res.patient_id, res.timepoint)])
+    expected = np.array(
+        [4 / 3 * math.pi * cohort.radii[p][k] ** 3 / 1000 for p, k in zip(res.patient_id, res.timepoint)]
+    )
     np.testing.assert_allclose(res.volume_cm3, expected, rtol=0.08)
     assert res.dice_vs_reference.min() > 0.97
     assert (res.mean_hu.round() == 40).all()
@@ -299,8 +341,12 @@ def test_corrupt_case_reported_others_complete(tmp_path):
     # a patient with scans but no clinical row, and a clinical row without scans
     clin = pd.read_csv(cohort.root / "clinical.csv")
     clin = clin[clin.patient_id != "P00"]
-    clin = pd.concat([clin, pd.DataFrame([{"patient_id": "P99", "age": 60, "sex": "M", "smoking": "never",
-                                           "grade": 1, "stage": "I"}])])
+    clin = pd.concat(
+        [
+            clin,
+            pd.DataFrame([{"patient_id": "P99", "age": 60, "sex": "M", "smoking": "never", "grade": 1, "stage": "I"}]),
+        ]
+    )
     clin.to_csv(cohort.root / "clinical.csv", index=False)
     bundle = OracleBundle()
     out = tmp_path / "out"
@@ -384,9 +430,29 @@ def test_cli_run_reports_bad_input(tmp_path):
     from mkunet.cli import app
 
     cohort = make_tiny_cohort(tmp_path / "c", n_patients=1, n_timepoints=2, dicom=False, shape=(12, 32, 32))
-    res = CliRunner().invoke(app, ["run", str(tmp_path / "missing"), "--clinical", str(cohort.root / "clinical.csv"),
-                                   "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "missing"),
+            "--clinical",
+            str(cohort.root / "clinical.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2 and "missing" in res.output
-    res = CliRunner().invoke(app, ["run", str(cohort.root), "--clinical", str(cohort.root / "clinical.csv"),
-                                   "--out", str(tmp_path / "o"), "--roi", "box"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(cohort.root),
+            "--clinical",
+            str(cohort.root / "clinical.csv"),
+            "--out",
+            str(tmp_path / "o"),
+            "--roi",
+            "box",
+        ],
+    )
     assert res.exit_code == 2 and "--roi" in res.output

@@ -16,7 +16,9 @@ def test_cli_writes_four_channels(tmp_path):
     hu = rng.normal(-600, 300, (6, 16, 18)).astype(np.float32)
     volume = Volume(hu, spacing=(2.5, 0.7, 0.8), origin=(-5.0, 3.0, 10.0))
     path = write_volume(volume, tmp_path / "ct.nii.gz")
-    result = CliRunner().invoke(app, ["preprocess", str(path), "--out", str(tmp_path / "out"), "--window", "-900", "300"])
+    result = CliRunner().invoke(
+        app, ["preprocess", str(path), "--out", str(tmp_path / "out"), "--window", "-900", "300"]
+    )
     assert result.exit_code == 0, result.output
     expected = four_channels(read_volume(path), window=(-900, 300))
     for k, name in enumerate(("intensity", "edges", "denoised", "texture")):
@@ -27,5 +29,7 @@ def test_cli_writes_four_channels(tmp_path):
 
 def test_cli_bad_window_is_a_one_line_error(tmp_path):
     path = write_volume(Volume(np.zeros((3, 4, 5), np.float32), spacing=(1, 1, 1)), tmp_path / "ct.nii.gz")
-    result = CliRunner().invoke(app, ["preprocess", str(path), "--out", str(tmp_path / "o"), "--window", "400", "-1000"])
+    result = CliRunner().invoke(
+        app, ["preprocess", str(path), "--out", str(tmp_path / "o"), "--window", "400", "-1000"]
+    )
     assert result.exit_code == 2 and "window" in result.output

@@ -7,8 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mkunet.preprocess import glcm_contrast, quantise
-from mkunet.preprocess import _parallel
+from mkunet.preprocess import _parallel, glcm_contrast, quantise
 
 # the 13 offsets of 26-connectivity, one of each +/- pair, built independently of the module
 OFFSETS = [d for d in itertools.product((-1, 0, 1), repeat=3) if d > (0, 0, 0)]
@@ -77,7 +76,9 @@ def test_slabs_and_threads_give_identical_results(monkeypatch):
     monkeypatch.setattr(_parallel, "SLAB_VOXELS", 1)  # force many 16-row slabs
     for threads in (1, 3):
         np.testing.assert_array_equal(glcm_contrast(hu, 64, 5, n_threads=threads), whole)
-    np.testing.assert_array_equal(glcm_contrast(hu, 64, 5, "averaged"), glcm_contrast(hu, 64, 5, "averaged", n_threads=1))
+    np.testing.assert_array_equal(
+        glcm_contrast(hu, 64, 5, "averaged"), glcm_contrast(hu, 64, 5, "averaged", n_threads=1)
+    )
 
 
 def test_analytic_cases():

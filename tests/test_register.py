@@ -64,7 +64,9 @@ def _phantom_hu(pts: np.ndarray, contents_offset=(0.0, 0.0, 0.0)) -> np.ndarray:
 def _grid(shape, spacing, origin) -> np.ndarray:
     """Physical points (x, y, z) of every voxel of an identity-direction grid, in (z, y, x) C order."""
     k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
-    return np.stack([origin[0] + i * spacing[2], origin[1] + j * spacing[1], origin[2] + k * spacing[0]], -1).reshape(-1, 3)
+    return np.stack([origin[0] + i * spacing[2], origin[1] + j * spacing[1], origin[2] + k * spacing[0]], -1).reshape(
+        -1, 3
+    )
 
 
 SHAPE = (48, 96, 96)
@@ -159,7 +161,9 @@ def test_followup_with_flipped_direction(pair):
     ball = (np.sum((pts - BALL_CENTRE) ** 2, axis=1) <= BALL_RADIUS**2).reshape(SHAPE)
     mapped = reg.map_mask(ball, baseline, flipped)
     index = np.argwhere(np.ones(flipped.shape, bool))
-    true_ball = (np.sum((flipped.index_to_physical(index) - target) ** 2, axis=1) <= BALL_RADIUS**2).reshape(flipped.shape)
+    true_ball = (np.sum((flipped.index_to_physical(index) - target) ** 2, axis=1) <= BALL_RADIUS**2).reshape(
+        flipped.shape
+    )
     assert _dice(mapped, true_ball) > 0.8
 
 
@@ -270,7 +274,9 @@ def test_real_ct_known_motion():
     image_path = SHARED_DATA / "pyradiomics" / "lung2_image.nrrd"
     label_path = SHARED_DATA / "pyradiomics" / "lung2_label.nrrd"
     if not image_path.exists():
-        pytest.skip(f"../shared/data not found: {image_path} is absent (real-CT data live only in the project workspace)")
+        pytest.skip(
+            f"../shared/data not found: {image_path} is absent (real-CT data live only in the project workspace)"
+        )
     from mkunet.io import read_mask, read_volume
 
     baseline = read_volume(image_path)

@@ -21,10 +21,18 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def build_report(root: Path, *, synthetic: bool = True) -> tuple[Path, object]:
     root.mkdir(parents=True, exist_ok=True)
-    cohort = make_tiny_cohort(root / "cohort", n_patients=10, n_timepoints=2, dicom=False, seed=3,
-                              shape=(12, 32, 32), constant_clinical=True)
-    result = run(cohort, root / "run", OracleBundle(), outcomes=cohort.root / "outcomes.csv", synthetic=synthetic,
-                 n_boot=50, cohort_figures=False)
+    cohort = make_tiny_cohort(
+        root / "cohort", n_patients=10, n_timepoints=2, dicom=False, seed=3, shape=(12, 32, 32), constant_clinical=True
+    )
+    result = run(
+        cohort,
+        root / "run",
+        OracleBundle(),
+        outcomes=cohort.root / "outcomes.csv",
+        synthetic=synthetic,
+        n_boot=50,
+        cohort_figures=False,
+    )
     tables = root / "eval"
     tables.mkdir()
     pd.DataFrame({"model": ["mkunet", "unet3d"], "dice_mean": [0.81, 0.77]}).to_csv(tables / "table1.csv", index=False)
@@ -49,7 +57,9 @@ def report(tmp_path_factory):
 
 
 def images(text: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
+    return [
+        base64.b64decode(m) for m in re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    ]
 
 
 def test_report_has_every_section_and_figure(report):
@@ -59,9 +69,22 @@ def test_report_has_every_section_and_figure(report):
         assert f'id="{anchor}"' in text, anchor
     for pid in result.patients.patient_id:
         assert f'id="patient-{pid}"' in text
-    for phrase in ("Kaplan-Meier by IES group", "log-rank p =", "Schoenfeld", "ROC for PD-L1", "imaging-only IES",
-                   "Circularity", "Synthetic data", "Not a medical device", "table1", "LVCR", "VDT", "cm³",
-                   "95% CI", "/day"):
+    for phrase in (
+        "Kaplan-Meier by IES group",
+        "log-rank p =",
+        "Schoenfeld",
+        "ROC for PD-L1",
+        "imaging-only IES",
+        "Circularity",
+        "Synthetic data",
+        "Not a medical device",
+        "table1",
+        "LVCR",
+        "VDT",
+        "cm³",
+        "95% CI",
+        "/day",
+    ):
         assert phrase in text, phrase
     imgs = images(text)
     # KM + forest + ROC + per patient (growth curve + overlays)
@@ -89,7 +112,7 @@ def test_report_lists_problems(tmp_path):
     (cohort.root / "P01" / "T1" / "image.nii.gz").write_bytes(b"garbage")
     result = run(cohort, tmp_path / "run", OracleBundle())
     text = write_report(result).read_text(encoding="utf-8")
-    section = text[text.index('id="errors"'):text.index('id="patients"')]
+    section = text[text.index('id="errors"') : text.index('id="patients"')]
     assert "P01" in section and "timepoint skipped" in section and "no LVCR" in section
 
 

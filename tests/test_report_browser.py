@@ -33,10 +33,21 @@ window.addEventListener('load', function () {
 
 def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
-        "--virtual-time-budget=10000", *extra, url,
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        *extra,
+        url,
     ]
     return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp)
 
@@ -76,8 +87,9 @@ def test_report_loads_without_errors_and_every_image_decodes(report, tmp_path):
 def test_probe_detects_a_broken_image(report, tmp_path):
     text = report.read_text(encoding="utf-8")
     broken = tmp_path / "broken.html"
-    broken.write_text(text.replace("src=\"data:image/png;base64,iVBOR", "src=\"data:image/png;base64,AAAA", 1),
-                      encoding="utf-8")
+    broken.write_text(
+        text.replace('src="data:image/png;base64,iVBOR', 'src="data:image/png;base64,AAAA', 1), encoding="utf-8"
+    )
     n_img = text.count("<img")
     images, _ = probe(broken, tmp_path)
     assert images == f"{n_img - 1}/{n_img}"

@@ -58,7 +58,9 @@ def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     zz, yy, xx = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
 
     def ball(c, r):
-        return ((zz - c[0]) * SPACING[0]) ** 2 + ((yy - c[1]) * SPACING[1]) ** 2 + ((xx - c[2]) * SPACING[2]) ** 2 <= r * r
+        return ((zz - c[0]) * SPACING[0]) ** 2 + ((yy - c[1]) * SPACING[1]) ** 2 + (
+            (xx - c[2]) * SPACING[2]
+        ) ** 2 <= r * r
 
     large, small = ball((5, 14, 12), 7.0), ball((5, 30, 27), 4.0)
     hu = np.full(SHAPE, -850, np.int16)
@@ -69,8 +71,16 @@ def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def write_series(folder: Path, hu: np.ndarray, spacing=SPACING, origin=(-12.0, -20.5, 40.0)) -> Path:
     """Write ``hu`` (z, y, x) as a CT series, one file per slice."""
     volume = Volume(hu.astype(np.float32), spacing=spacing, origin=origin)
-    write_ct_series(volume, folder, patient_id="CLI-1", patient_name="Test^Cli", birth_date="19600101", sex="M",
-                    study_date="20240102", uid_entropy=("segment-cli", str(folder)))
+    write_ct_series(
+        volume,
+        folder,
+        patient_id="CLI-1",
+        patient_name="Test^Cli",
+        birth_date="19600101",
+        sex="M",
+        study_date="20240102",
+        uid_entropy=("segment-cli", str(folder)),
+    )
     return folder
 
 
@@ -80,7 +90,11 @@ def run(args: list[str]):
 
 def test_parse_clinical():
     assert parse_clinical(["age=64", "sex=M", "grade=2", "lvcr=0.004"]) == {
-        "age": 64.0, "sex": "M", "grade": 2, "lvcr": 0.004}
+        "age": 64.0,
+        "sex": "M",
+        "grade": 2,
+        "lvcr": 0.004,
+    }
     assert parse_clinical(None) is None
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_clinical(["age64"])
@@ -103,13 +117,15 @@ def test_nifti_input_writes_nifti(tmp_path):
     expected = large.sum() * np.prod(SPACING) / 1000.0
     assert f"{expected:.3f} cm^3" in res.output
     # seed in voxel units (x y z = column row slice) picks the small ball
-    res = run([path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel",
-               "--seed-size-mm", 30])
+    res = run(
+        [path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel", "--seed-size-mm", 30]
+    )
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_mask(tmp_path / "seed" / "mask.nii.gz", ref), small)
     # the same seed in mm, negative coordinates included (x y z = LPS)
-    neg = write_volume(Volume(hu.astype(np.float32), spacing=SPACING, origin=(-50.0, -40.0, -30.0)),
-                       tmp_path / "neg.nii.gz")
+    neg = write_volume(
+        Volume(hu.astype(np.float32), spacing=SPACING, origin=(-50.0, -40.0, -30.0)), tmp_path / "neg.nii.gz"
+    )
     x, y, z = -50.0 + 27 * SPACING[2], -40.0 + 30 * SPACING[1], -30.0 + 5 * SPACING[0]
     res = run([neg, "--out", tmp_path / "seedmm", "--seed-point", x, y, z, "--seed-size-mm", 30])
     assert res.exit_code == 0, res.output

@@ -57,8 +57,15 @@ def test_motion_convention():
     """The follow-up builder puts a structure at c in the source at M(c) (checks the test's own maths)."""
     m = motion()
     c = np.array([10.0, 20.0, 0.0])
-    expected = np.array([[math.cos(math.radians(ANGLE_DEG)), -math.sin(math.radians(ANGLE_DEG))],
-                         [math.sin(math.radians(ANGLE_DEG)), math.cos(math.radians(ANGLE_DEG))]]) @ c[:2]
+    expected = (
+        np.array(
+            [
+                [math.cos(math.radians(ANGLE_DEG)), -math.sin(math.radians(ANGLE_DEG))],
+                [math.sin(math.radians(ANGLE_DEG)), math.cos(math.radians(ANGLE_DEG))],
+            ]
+        )
+        @ c[:2]
+    )
     np.testing.assert_allclose(m.TransformPoint(tuple(c)), [*(expected + SHIFT[:2]), SHIFT[2]], atol=1e-9)
 
 
@@ -198,7 +205,8 @@ def test_synthetic_patient_is_followed(solid_patients, which):
     p = solid_patients[which]
     click = baseline_lesion(p)
     res = segment_timepoints(
-        [s.volume for s in p.scans], [s.days for s in p.scans],
+        [s.volume for s in p.scans],
+        [s.days for s in p.scans],
         rois=[Seed((click["x_mm"], click["y_mm"], click["z_mm"])), None, None],
     )
     # measured (SYN0002, 2.9 -> 4.1 cm^3): Dice 0.964, 0.960, 0.981

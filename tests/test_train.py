@@ -39,18 +39,34 @@ def tiny_cohort(root: Path, n_patients: int = 4, shape=(16, 48, 48), spacing=(2.
         for t, days in enumerate((0, 60)):
             c = np.asarray(shape) / 2 + rng.uniform(-3, 3, 3)
             radius = r0 * np.exp(rate * days / 3)  # volume grows as exp(rate * days)
-            d = np.sqrt(((z - c[0]) * spacing[0]) ** 2 + ((y - c[1]) * spacing[1]) ** 2 + ((x - c[2]) * spacing[2]) ** 2)
+            d = np.sqrt(
+                ((z - c[0]) * spacing[0]) ** 2 + ((y - c[1]) * spacing[1]) ** 2 + ((x - c[2]) * spacing[2]) ** 2
+            )
             mask = d < radius
             image = np.where(mask, 30.0, -850.0) + rng.normal(0, 20, shape)
             volume = Volume(image.astype(np.float32), spacing)
             folder = root / pid / f"T{t}"
             write_volume(volume, folder / "image.nii.gz")
             write_mask(mask, volume, folder / "mask.nii.gz")
-            scans.append({"patient_id": pid, "timepoint": t, "days": days,
-                          "image": f"{pid}/T{t}/image.nii.gz", "mask": f"{pid}/T{t}/mask.nii.gz"})
-        clinical.append({"patient_id": pid, "age": int(rng.integers(40, 80)), "sex": "MF"[p % 2],
-                         "smoking": ("never", "former", "current")[p % 3], "grade": 1 + p % 3,
-                         "stage": ("I", "II", "III", "IV")[p % 4]})
+            scans.append(
+                {
+                    "patient_id": pid,
+                    "timepoint": t,
+                    "days": days,
+                    "image": f"{pid}/T{t}/image.nii.gz",
+                    "mask": f"{pid}/T{t}/mask.nii.gz",
+                }
+            )
+        clinical.append(
+            {
+                "patient_id": pid,
+                "age": int(rng.integers(40, 80)),
+                "sex": "MF"[p % 2],
+                "smoking": ("never", "former", "current")[p % 3],
+                "grade": 1 + p % 3,
+                "stage": ("I", "II", "III", "IV")[p % 4],
+            }
+        )
     pd.DataFrame(scans).to_csv(root / "scans.csv", index=False)
     pd.DataFrame(clinical).to_csv(root / "clinical.csv", index=False)
     return root
@@ -58,9 +74,19 @@ def tiny_cohort(root: Path, n_patients: int = 4, shape=(16, 48, 48), spacing=(2.
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     options = dict(
-        data=str(data), out=str(out), model="mkunet", width=2, epochs=1, patch_size=(16, 32, 32),
-        target_spacing=(2.0, 1.5, 1.5), val_fraction=0.25, test_fraction=0.25, patches_per_epoch=4,
-        seed=3, deterministic=True, lr=1e-3,
+        data=str(data),
+        out=str(out),
+        model="mkunet",
+        width=2,
+        epochs=1,
+        patch_size=(16, 32, 32),
+        target_spacing=(2.0, 1.5, 1.5),
+        val_fraction=0.25,
+        test_fraction=0.25,
+        patches_per_epoch=4,
+        seed=3,
+        deterministic=True,
+        lr=1e-3,
     )
     options.update(overrides)
     return TrainConfig(**options)
@@ -79,8 +105,18 @@ def test_one_epoch_run_writes_everything(cohort, tmp_path):
     events = []
     result = train(tiny_config(cohort, tmp_path / "run"), callback=events.append)
     run = tmp_path / "run"
-    for name in ("config.json", "split.json", "state.json", "state.safetensors", "log.csv", "log.json",
-                 "best/model.safetensors", "best/bundle.json", "last/model.safetensors", "last/bundle.json"):
+    for name in (
+        "config.json",
+        "split.json",
+        "state.json",
+        "state.safetensors",
+        "log.csv",
+        "log.json",
+        "best/model.safetensors",
+        "best/bundle.json",
+        "last/model.safetensors",
+        "last/bundle.json",
+    ):
         assert (run / name).is_file(), name
     assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
     split = json.loads((run / "split.json").read_text())
@@ -148,9 +184,22 @@ def test_ddp_two_gloo_processes(cohort, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _attempt in range(2):  # a second try with a new port if the first one was taken meanwhile
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-             "--master_port", str(_free_port()), str(script)],
-            capture_output=True, text=True, timeout=120, env=env,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(_free_port()),
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         if proc.returncode == 0:
             break
@@ -176,8 +225,13 @@ def test_split_is_seeded_patient_level_and_validated():
 def test_patch_sampling_targets_tumour_and_pads_small_volumes():
     label = np.zeros((8, 40, 40), bool)
     label[4, 30:33, 5:8] = True
-    case = PreparedCase(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), np.zeros((1, 8, 40, 40), np.float32) + 0.5,
-                        label, None, np.flatnonzero(label))
+    case = PreparedCase(
+        ScanRecord("P", 0, 0.0, Path("i"), Path("m")),
+        np.zeros((1, 8, 40, 40), np.float32) + 0.5,
+        label,
+        None,
+        np.flatnonzero(label),
+    )
     rng = np.random.default_rng(0)
     hits = [sample_patch(case, (16, 16, 16), rng, 1.0)[1].any() for _ in range(20)]
     assert all(hits)  # centred on a tumour voxel every time
@@ -197,8 +251,14 @@ def test_lung_fraction_centres_patches_on_lung_voxels():
     label[2, 2, 2] = True
     marker = np.zeros(shape, bool)
     marker[30:32, 30:32, 30:32] = True
-    case = PreparedCase(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), marker[None].astype(np.float32), label, None,
-                        np.flatnonzero(label), lung=np.flatnonzero(marker))
+    case = PreparedCase(
+        ScanRecord("P", 0, 0.0, Path("i"), Path("m")),
+        marker[None].astype(np.float32),
+        label,
+        None,
+        np.flatnonzero(label),
+        lung=np.flatnonzero(marker),
+    )
     rng = np.random.default_rng(3)
     assert all(sample_patch(case, (16, 16, 16), rng, 0.0, 1.0)[0].sum() == 8 for _ in range(20))
     uniform = [sample_patch(case, (16, 16, 16), rng, 0.0, 0.0)[0].sum() == 8 for _ in range(20)]
@@ -214,13 +274,20 @@ def test_prepared_cases_store_lung_voxels_outside_the_tumour():
     from mkunet.train.loop import prepare_case_from_resampled
 
     volume, mask = make_case(5, shape=(24, 80, 80), fit_body=True, diameter_mm=20.0)
-    case = prepare_case_from_resampled(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, mask),
-                                       lambda v: v.array[None], None, None, lung_samples=True)
+    case = prepare_case_from_resampled(
+        ScanRecord("P", 0, 0.0, Path("i"), Path("m")),
+        (volume, mask),
+        lambda v: v.array[None],
+        None,
+        None,
+        lung_samples=True,
+    )
     region = lung_region(volume.array, volume.spacing)
     assert case.lung.size > 0
     assert region.ravel()[case.lung].all() and not mask.ravel()[case.lung].any()
-    plain = prepare_case_from_resampled(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, mask),
-                                        lambda v: v.array[None], None, None)
+    plain = prepare_case_from_resampled(
+        ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, mask), lambda v: v.array[None], None, None
+    )
     assert plain.lung.size == 0
 
 
@@ -268,8 +335,15 @@ def test_crop_margin_keeps_the_tumour_box_plus_margin():
     label = np.zeros((20, 40, 40), bool)
     label[8:10, 15:20, 20:22] = True
     volume = Volume(np.arange(label.size, dtype=np.float32).reshape(label.shape), (2.0, 1.0, 1.0))
-    case = prepare_case_from_resampled(ScanRecord("P", 0, 0.0, Path("i"), Path("m")), (volume, label), Identity(),
-                                       None, None, crop_margin_mm=4.0, spacing=(2.0, 1.0, 1.0))
+    case = prepare_case_from_resampled(
+        ScanRecord("P", 0, 0.0, Path("i"), Path("m")),
+        (volume, label),
+        Identity(),
+        None,
+        None,
+        crop_margin_mm=4.0,
+        spacing=(2.0, 1.0, 1.0),
+    )
     # z: 8-2 .. 10+2, y: 15-4 .. 20+4, x: 20-4 .. 22+4
     assert case.label.shape == (6, 13, 10) and case.label.sum() == label.sum()
     np.testing.assert_array_equal(case.channels[0], volume.array[6:12, 11:24, 16:26])
@@ -282,12 +356,33 @@ def test_train_cli_runs_and_resumes(cohort, tmp_path):
     from mkunet.cli import app
 
     out = tmp_path / "cli"
-    args = ["train", "--data", str(cohort), "--out", str(out), "--width", "2", "--epochs", "1", "--patch", "16", "32",
-            "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--patches-per-epoch", "2"]
+    args = [
+        "train",
+        "--data",
+        str(cohort),
+        "--out",
+        str(out),
+        "--width",
+        "2",
+        "--epochs",
+        "1",
+        "--patch",
+        "16",
+        "32",
+        "32",
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0.25",
+        "--patches-per-epoch",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     resumed = CliRunner().invoke(app, ["train", "--resume", str(out), "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((out / "state.json").read_text())["epoch"] == 2
-    bad = CliRunner().invoke(app, ["train", "--data", str(cohort), "--out", str(tmp_path / "b"), "--patch", "10", "32", "32"])
+    bad = CliRunner().invoke(
+        app, ["train", "--data", str(cohort), "--out", str(tmp_path / "b"), "--patch", "10", "32", "32"]
+    )
     assert bad.exit_code == 2 and "multiples of 16" in bad.output

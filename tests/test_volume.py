@@ -78,15 +78,23 @@ def test_read_mask_resamples_other_grids_nearest_neighbour(tmp_path):
     ref = _volume()
     c, s = np.cos(0.2), np.sin(0.2)
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-    other = Volume(np.zeros((6, 7, 8), np.float32), spacing=(2.0, 0.9, 0.6), origin=(-10.5, 19.5, 29.0),
-                   direction=rot)
+    other = Volume(np.zeros((6, 7, 8), np.float32), spacing=(2.0, 0.9, 0.6), origin=(-10.5, 19.5, 29.0), direction=rot)
     labels = np.zeros(other.shape, np.int16)
     labels[1:5, 2:6, 1:7] = 2
     labels[2, 3, 4] = 0
     write_volume(other, tmp_path / "labels.nii.gz", labels)
-    expected = sitk.GetArrayFromImage(sitk.Resample(
-        sitk.ReadImage(str(tmp_path / "labels.nii.gz")), ref.to_sitk(np.zeros(ref.shape, np.uint8)),
-        sitk.Transform(), sitk.sitkNearestNeighbor, 0)) != 0
+    expected = (
+        sitk.GetArrayFromImage(
+            sitk.Resample(
+                sitk.ReadImage(str(tmp_path / "labels.nii.gz")),
+                ref.to_sitk(np.zeros(ref.shape, np.uint8)),
+                sitk.Transform(),
+                sitk.sitkNearestNeighbor,
+                0,
+            )
+        )
+        != 0
+    )
     got = read_mask(tmp_path / "labels.nii.gz", ref)
     assert got.dtype == bool and got.shape == ref.shape and got.any()
     np.testing.assert_array_equal(got, expected)

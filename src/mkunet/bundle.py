@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -87,8 +88,8 @@ class ModelBundle:
     model: torch.nn.Module
     model_name: str
     model_kwargs: dict[str, Any]
-    preprocessor: "Preprocessor"
-    clinical_encoder: "ClinicalEncoder | None"
+    preprocessor: Preprocessor
+    clinical_encoder: ClinicalEncoder | None
     target_spacing: tuple[float, float, float]
     patch_size: tuple[int, int, int]
     threshold: float = 0.5
@@ -101,9 +102,7 @@ class ModelBundle:
             raise ValueError(f"`target_spacing` (z, y, x) mm must be > 0, got {self.target_spacing}.")
         self.patch_size = _triplet(self.patch_size, "patch_size", int)
         if any(p <= 0 or p % 16 for p in self.patch_size):
-            raise ValueError(
-                f"`patch_size` (z, y, x) voxels must be positive multiples of 16, got {self.patch_size}."
-            )
+            raise ValueError(f"`patch_size` (z, y, x) voxels must be positive multiples of 16, got {self.patch_size}.")
         if not 0.0 < float(self.threshold) < 1.0:
             raise ValueError(f"`threshold` must lie in (0, 1), got {self.threshold!r}.")
         self.threshold = float(self.threshold)
@@ -153,7 +152,8 @@ class ModelBundle:
             "model_name": self.model_name,
             "model_kwargs": to_jsonable(self.model_kwargs, strict=True),
             "preprocessor": to_jsonable(self.preprocessor.to_dict(), strict=True),
-            "clinical_encoder": None if self.clinical_encoder is None
+            "clinical_encoder": None
+            if self.clinical_encoder is None
             else to_jsonable(self.clinical_encoder.to_dict(), strict=True),
             "target_spacing_zyx_mm": list(self.target_spacing),
             "patch_size_zyx": list(self.patch_size),
@@ -182,7 +182,7 @@ class ModelBundle:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
         """Load a bundle written by :meth:`save` (no pickle involved).
 
         Raises:
@@ -206,7 +206,7 @@ class ModelBundle:
         except json.JSONDecodeError as err:
             raise ValueError(f"'{config_path}' is not valid JSON: {err}") from err
         if not isinstance(config, dict) or config.get("format") != "mkunet-bundle":
-            raise ValueError(f"'{config_path}' is not an mkunet bundle config (missing \"format\": \"mkunet-bundle\").")
+            raise ValueError(f'\'{config_path}\' is not an mkunet bundle config (missing "format": "mkunet-bundle").')
         if int(config.get("format_version", 0)) > FORMAT_VERSION:
             raise ValueError(
                 f"'{config_path}' has bundle format {config.get('format_version')}, newer than this mkunet "
@@ -217,7 +217,9 @@ class ModelBundle:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ValueError(f"The weights in '{weights_path}' do not fit model {config['model_name']!r}: {err}") from err
+            raise ValueError(
+                f"The weights in '{weights_path}' do not fit model {config['model_name']!r}: {err}"
+            ) from err
         model.to(device).eval()
         encoder = None
         if config.get("clinical_encoder") is not None:
@@ -302,7 +304,7 @@ def _check_box(box: Any, shape: tuple[int, int, int]) -> tuple[list[int], list[i
         raise ValueError(f"`roi_box` must have 3 (start, stop) pairs (z, y, x), got {box!r}.")
     lo = [max(0, a) for a, _ in pairs]
     hi = [min(n, b) for (_, b), n in zip(pairs, shape)]
-    if any(h <= l for l, h in zip(lo, hi)):
+    if any(h <= a for a, h in zip(lo, hi)):
         raise ValueError(
             f"`roi_box` {box!r} (z, y, x voxels, half-open) does not intersect the volume of shape {shape}."
         )
@@ -374,7 +376,9 @@ def sliding_window_probability(
     if any(pad):
         x = torch.nn.functional.pad(x, (0, pad[2], 0, pad[1], 0, pad[0]))
     crop = (0, 0, slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
-    clin = None if clinical is None else torch.as_tensor(np.asarray(clinical, dtype=np.float32).reshape(1, -1)).to(device)
+    clin = (
+        None if clinical is None else torch.as_tensor(np.asarray(clinical, dtype=np.float32).reshape(1, -1)).to(device)
+    )
 
     def predictor(window: torch.Tensor):
         c = None if clin is None else clin.expand(window.shape[0], -1)
@@ -477,7 +481,12 @@ def predict_probability(
     clock["preprocess"] = time.perf_counter() - t
     t = time.perf_counter()
     out = sliding_window_probability(
-        bundle.model, channels, bundle.patch_size, vector, overlap=overlap, sw_batch_size=sw_batch_size,
+        bundle.model,
+        channels,
+        bundle.patch_size,
+        vector,
+        overlap=overlap,
+        sw_batch_size=sw_batch_size,
         return_attention=return_attention,
     )
     clock["network"] = time.perf_counter() - t

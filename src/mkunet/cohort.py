@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -239,12 +240,20 @@ class GroupComparison:
             survival = fitter.survival_function_.iloc[:, 0]
             ci = fitter.confidence_interval_survival_function_.reindex(survival.index)
             events = fitter.event_table.reindex(survival.index).fillna(0)
-            parts.append(pd.DataFrame({
-                "group": label, "days": survival.index.to_numpy(float), "survival": survival.to_numpy(float),
-                "ci_low": ci.iloc[:, 0].to_numpy(float), "ci_high": ci.iloc[:, 1].to_numpy(float),
-                "at_risk": events["at_risk"].to_numpy(int), "events": events["observed"].to_numpy(int),
-                "censored": events["censored"].to_numpy(int),
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "group": label,
+                        "days": survival.index.to_numpy(float),
+                        "survival": survival.to_numpy(float),
+                        "ci_low": ci.iloc[:, 0].to_numpy(float),
+                        "ci_high": ci.iloc[:, 1].to_numpy(float),
+                        "at_risk": events["at_risk"].to_numpy(int),
+                        "events": events["observed"].to_numpy(int),
+                        "censored": events["censored"].to_numpy(int),
+                    }
+                )
+            )
         return pd.concat(parts, ignore_index=True)
 
 
@@ -279,9 +288,21 @@ def compare_groups(
     row = cox.summary.loc["_high"]
     med = [float(f.median_survival_time_) for f in km.values()]
     return GroupComparison(
-        score_col, value, float(row.hr), float(row.hr_ci_low), float(row.hr_ci_high), float(row.p),
-        float(lr.test_statistic), float(lr.p_value), len(a), len(b), int(a[event_col].sum()),
-        int(b[event_col].sum()), med[0], med[1], km,
+        score_col,
+        value,
+        float(row.hr),
+        float(row.hr_ci_low),
+        float(row.hr_ci_high),
+        float(row.p),
+        float(lr.test_statistic),
+        float(lr.p_value),
+        len(a),
+        len(b),
+        int(a[event_col].sum()),
+        int(b[event_col].sum()),
+        med[0],
+        med[1],
+        km,
     )
 
 
@@ -308,8 +329,13 @@ class AUCResult:
 
     def roc_table(self) -> pd.DataFrame:
         """The ROC curve (scikit-learn ``roc_curve``) as a table: ``fpr``, ``tpr``, ``threshold``."""
-        return pd.DataFrame({"fpr": np.asarray(self.fpr, float), "tpr": np.asarray(self.tpr, float),
-                             "threshold": np.asarray(self.thresholds, float)})
+        return pd.DataFrame(
+            {
+                "fpr": np.asarray(self.fpr, float),
+                "tpr": np.asarray(self.tpr, float),
+                "threshold": np.asarray(self.thresholds, float),
+            }
+        )
 
 
 def roc_auc(y_true, score, n_boot: int = 2000, seed: int = 0, ci_level: float = 0.95) -> AUCResult:
@@ -516,7 +542,9 @@ class CohortAnalysis:
         for name, a in self.auc.items():
             lines.append(f"AUC PD-L1+ ({name}): {a.auc:.3f} (95% CI {a.ci_low:.3f}-{a.ci_high:.3f})")
         if self.cox is not None:
-            lines.append(f"multi-factor Cox: C-index {self.cox.concordance:.3f}, n={self.cox.n}, events={self.cox.n_events}")
+            lines.append(
+                f"multi-factor Cox: C-index {self.cox.concordance:.3f}, n={self.cox.n}, events={self.cox.n_events}"
+            )
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -589,7 +617,11 @@ def analyse_cohort(
     patients = _patient_table(per, clinical, outcomes, landmark_days, notes)
 
     ies = immune_evasion_score(
-        patients, mode=ies_mode, duration_col="os_days", event_col="event", lvcr_col="lvcr",
+        patients,
+        mode=ies_mode,
+        duration_col="os_days",
+        event_col="event",
+        lvcr_col="lvcr",
     )
     notes.extend(f"IES: {n}" for n in ies.notes)
     patients["ies"] = ies.scores
@@ -686,7 +718,10 @@ def _lvcr_per_patient(
 
 
 def _patient_table(
-    per: pd.DataFrame, clinical: pd.DataFrame, outcomes: pd.DataFrame, landmark_days: float | str | None,
+    per: pd.DataFrame,
+    clinical: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    landmark_days: float | str | None,
     notes: list[str],
 ) -> pd.DataFrame:
     """LVCR rows joined with the outcomes (inner) and the encoded clinical columns; the landmark applied."""
@@ -761,8 +796,9 @@ def _pdl1_aucs(patients: pd.DataFrame, n_boot: int, seed: int, notes: list[str])
     ok = lab.notna()
     for name, col in (("IES (contains PD-L1: circular)", "ies"), ("imaging-only IES", "ies_imaging_only")):
         try:
-            aucs[name] = roc_auc(lab[ok].astype(int).to_numpy(), patients.loc[ok, col].to_numpy(), n_boot=n_boot,
-                                 seed=seed)
+            aucs[name] = roc_auc(
+                lab[ok].astype(int).to_numpy(), patients.loc[ok, col].to_numpy(), n_boot=n_boot, seed=seed
+            )
         except ValueError as err:
             notes.append(f"AUC {name} not computed: {err}")
     return aucs
@@ -771,8 +807,13 @@ def _pdl1_aucs(patients: pd.DataFrame, n_boot: int, seed: int, notes: list[str])
 def _correlations(patients: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Spearman correlations of the imaging scores with CD8 density and PD-L1."""
     corr_rows = []
-    for x, y in (("sphericity", "cd8_density"), ("lvcr", "cd8_density"), ("ies", "cd8_density"),
-                 ("ies_imaging_only", "pdl1_tps"), ("sphericity", "pdl1_area_ratio")):
+    for x, y in (
+        ("sphericity", "cd8_density"),
+        ("lvcr", "cd8_density"),
+        ("ies", "cd8_density"),
+        ("ies_imaging_only", "pdl1_tps"),
+        ("sphericity", "pdl1_area_ratio"),
+    ):
         if x in patients and y in patients:
             try:
                 corr_rows.append(spearman(patients, x, y).__dict__)

@@ -32,9 +32,10 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -204,7 +205,8 @@ def find_series(folder: str | Path) -> dict[str, SeriesInfo]:
     if unreadable:
         raise _error(
             f"{len(unreadable)} DICOM file(s) in '{folder}' cannot be read; remove or replace them "
-            "(they may be truncated or not DICOM at all):\n  " + "\n  ".join(unreadable[:_MAX_LISTED])
+            "(they may be truncated or not DICOM at all):\n  "
+            + "\n  ".join(unreadable[:_MAX_LISTED])
             + (f"\n  ... and {len(unreadable) - _MAX_LISTED} more" if len(unreadable) > _MAX_LISTED else "")
         )
     return series
@@ -215,9 +217,7 @@ def _choose_series(folder: Path, series: dict[str, SeriesInfo], series_uid: str 
     if series_uid is not None:
         info = series.get(series_uid)
         if info is None:
-            raise _error(
-                f"No series with SeriesInstanceUID {series_uid!r} in '{folder}'. Series found:\n{listing}"
-            )
+            raise _error(f"No series with SeriesInstanceUID {series_uid!r} in '{folder}'. Series found:\n{listing}")
         if info.modality.upper() != "CT" or not info.is_image:
             raise _error(
                 f"Series {series_uid!r} in '{folder}' has modality {info.modality or 'unknown'!r}"
@@ -236,8 +236,7 @@ def _choose_series(folder: Path, series: dict[str, SeriesInfo], series_uid: str 
     if len(ct) > 1:
         choices = "\n".join(s.describe() for s in ct)
         raise _error(
-            f"'{folder}' holds {len(ct)} CT series; pass series_uid=... (CLI: --series-uid) to choose one:\n"
-            f"{choices}"
+            f"'{folder}' holds {len(ct)} CT series; pass series_uid=... (CLI: --series-uid) to choose one:\n{choices}"
         )
     return ct[0]
 
@@ -258,9 +257,7 @@ def _orientation_frame(iop: np.ndarray, path: Path) -> np.ndarray:
     r, c = iop[:3], iop[3:]
     nr, nc = np.linalg.norm(r), np.linalg.norm(c)
     if nr < 1e-6 or nc < 1e-6 or abs(np.dot(r, c)) / (nr * nc) > 1e-3:
-        raise _error(
-            f"'{path}': ImageOrientationPatient {iop.tolist()} does not hold two orthogonal unit vectors."
-        )
+        raise _error(f"'{path}': ImageOrientationPatient {iop.tolist()} does not hold two orthogonal unit vectors.")
     r = r / nr
     n = np.cross(r, c / nc)
     n /= np.linalg.norm(n)
@@ -270,7 +267,7 @@ def _orientation_frame(iop: np.ndarray, path: Path) -> np.ndarray:
 
 def _meta_value(value: Any) -> Any:
     from pydicom.multival import MultiValue
-    from pydicom.valuerep import DSfloat, IS, PersonName
+    from pydicom.valuerep import IS, DSfloat, PersonName
 
     if isinstance(value, MultiValue) or isinstance(value, (list, tuple)):
         return [_meta_value(v) for v in value]
@@ -385,7 +382,8 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
     dup = np.flatnonzero(gaps < _DUPLICATE_TOL_MM)
     if dup.size:
         pairs = "; ".join(
-            f"'{sorted_files[i]}' and '{sorted_files[i + 1]}' at {_describe_position(along[i])}" for i in dup[:_MAX_LISTED]
+            f"'{sorted_files[i]}' and '{sorted_files[i + 1]}' at {_describe_position(along[i])}"
+            for i in dup[:_MAX_LISTED]
         )
         raise _error(
             f"{dup.size} duplicate slice position(s) along the slice normal: {pairs}. The folder probably "
@@ -423,7 +421,8 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
         kind = "missing slices" if missing else "irregular slice spacing"
         raise _error(
             f"The series has {kind}: the usual spacing is {spacing:.3f} mm (tolerance {tol:.3f} mm) but there is "
-            + "; ".join(details) + more
+            + "; ".join(details)
+            + more
             + ". Re-export the complete series (or resample it to a regular grid) before reading it."
         )
     return order, direction, positions, spacing
@@ -473,7 +472,8 @@ def _read_pixels(files: Sequence[Path], rows: int, cols: int) -> np.ndarray:
         del ds, pixels
     if failures:
         raise _error(
-            f"{len(failures)} slice(s) could not be decoded:\n  " + "\n  ".join(failures[:_MAX_LISTED])
+            f"{len(failures)} slice(s) could not be decoded:\n  "
+            + "\n  ".join(failures[:_MAX_LISTED])
             + (f"\n  ... and {len(failures) - _MAX_LISTED} more" if len(failures) > _MAX_LISTED else "")
         )
     return out

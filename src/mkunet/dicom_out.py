@@ -28,8 +28,8 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,8 +45,7 @@ _STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.2"
 # Patient and General Study module attributes copied from the source (nothing else is).
 _PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 _PATIENT_OPTIONAL = ("IssuerOfPatientID",)
-_STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-                   "AccessionNumber")
+_STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 _STUDY_OPTIONAL = ("StudyDescription",)
 
 _READ_HINT = "read the CT with `mkunet.io.read_volume(<DICOM folder>)` and pass that Volume as `reference`"
@@ -139,9 +138,22 @@ def _source_headers(reference: Volume, writer: str, *, with_pixel_attributes: bo
                 f"{writer}: the source file '{f}' of the reference volume is not a DICOM file ({err}). "
                 f"DICOM outputs need the CT as a DICOM series: {_READ_HINT}."
             ) from err
-        missing = [kw for kw in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID",
-                                 "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
-                                 "PixelSpacing", "Rows", "Columns") if kw not in ds or ds[kw].value in (None, "")]
+        missing = [
+            kw
+            for kw in (
+                "SOPInstanceUID",
+                "SOPClassUID",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "FrameOfReferenceUID",
+                "ImagePositionPatient",
+                "ImageOrientationPatient",
+                "PixelSpacing",
+                "Rows",
+                "Columns",
+            )
+            if kw not in ds or ds[kw].value in (None, "")
+        ]
         if missing:
             raise ValueError(f"{writer}: the DICOM file '{f}' lacks {', '.join(missing)}; it is not a CT image slice.")
         headers.append(ds)
@@ -155,8 +167,9 @@ def _check_geometry(headers: list, files: Sequence[Path], reference: Volume, wri
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
         values = {str(ds[key].value) for ds in headers}
         if len(values) != 1:
-            raise ValueError(f"{writer}: the source files of the reference mix several {key}s ({sorted(values)[:3]}); "
-                             f"{_READ_HINT}.")
+            raise ValueError(
+                f"{writer}: the source files of the reference mix several {key}s ({sorted(values)[:3]}); {_READ_HINT}."
+            )
     _, n_rows, n_cols = reference.shape
     if int(first.Rows) != n_rows or int(first.Columns) != n_cols:
         raise ValueError(
@@ -165,8 +178,9 @@ def _check_geometry(headers: list, files: Sequence[Path], reference: Volume, wri
             f"{_READ_HINT}."
         )
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
-    expected = reference.index_to_physical(np.stack([np.arange(len(headers)), np.zeros(len(headers)),
-                                                     np.zeros(len(headers))], axis=1))
+    expected = reference.index_to_physical(
+        np.stack([np.arange(len(headers)), np.zeros(len(headers)), np.zeros(len(headers))], axis=1)
+    )
     tolerance = max(0.05, 0.1 * min(reference.spacing))
     error = np.linalg.norm(positions - expected, axis=1)
     orientation = np.array([float(v) for v in first.ImageOrientationPatient])
@@ -228,9 +242,7 @@ def _drop_collinear(points: np.ndarray, atol: float = 1e-6) -> np.ndarray:
     return points[keep]
 
 
-def mask_to_contours(
-    mask: np.ndarray, reference: Volume, simplify: bool = True
-) -> list[tuple[int, np.ndarray]]:
+def mask_to_contours(mask: np.ndarray, reference: Volume, simplify: bool = True) -> list[tuple[int, np.ndarray]]:
     """Closed planar contours of a boolean mask, slice by slice, in physical coordinates.
 
     Each contour is the 0.5 iso-line (marching squares, ``skimage.measure.find_contours``)
@@ -326,8 +338,7 @@ def write_seg(
     headers = _source_headers(reference, writer)
     if not array.any():
         warnings.warn(
-            f"write_seg: the mask is empty (no tumour found); writing '{path}' with all "
-            f"{array.shape[0]} frames empty.",
+            f"write_seg: the mask is empty (no tumour found); writing '{path}' with all {array.shape[0]} frames empty.",
             stacklevel=2,
         )
     segment = hd.seg.SegmentDescription(
@@ -433,7 +444,9 @@ def write_rtstruct(
     structure_set_label = _check_text(structure_set_label, "structure_set_label", 16)
     interpreted = str(roi_interpreted_type).upper()
     if not re.fullmatch(r"[A-Z0-9_ ]{1,16}", interpreted):
-        raise ValueError(f"`roi_interpreted_type` must be a DICOM code string such as 'GTV', got {roi_interpreted_type!r}.")
+        raise ValueError(
+            f"`roi_interpreted_type` must be a DICOM code string such as 'GTV', got {roi_interpreted_type!r}."
+        )
     rgb = tuple(int(c) for c in color)
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
         raise ValueError(f"`color` must be three integers in 0..255 (R, G, B), got {color!r}.")

@@ -32,9 +32,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,15 +114,20 @@ class Evaluation:
         parts += [_markdown(t1), ""]
         parts += ["## Table 2: ablation (paired t-tests against the full model)", ""]
         if self.table2.empty:
-            parts += ["No ablation runs (labels baseline, + 4-channel preprocessing, + clinical fusion, "
-                      "full model, without LVCR) were evaluated.", ""]
+            parts += [
+                "No ablation runs (labels baseline, + 4-channel preprocessing, + clinical fusion, "
+                "full model, without LVCR) were evaluated.",
+                "",
+            ]
         else:
             t2 = pd.DataFrame(
                 {
                     "variant": self.table2["variant"],
                     "cases": self.table2["n"],
                     "Dice": [format_mean_sd(m, s) for m, s in zip(self.table2["dice_mean"], self.table2["dice_sd"])],
-                    "HD95 (mm)": [format_mean_sd(m, s, 2) for m, s in zip(self.table2["hd95_mean"], self.table2["hd95_sd"])],
+                    "HD95 (mm)": [
+                        format_mean_sd(m, s, 2) for m, s in zip(self.table2["hd95_mean"], self.table2["hd95_sd"])
+                    ],
                     "Dice p vs full": [_p(p) for p in self.table2["dice_p"]],
                     "HD95 p vs full": [_p(p) for p in self.table2["hd95_p"]],
                 }
@@ -137,7 +143,9 @@ class Evaluation:
                     "LVCR group": self.table3["group"],
                     "cases": self.table3["n"],
                     "Dice": [format_mean_sd(m, s) for m, s in zip(self.table3["dice_mean"], self.table3["dice_sd"])],
-                    "HD95 (mm)": [format_mean_sd(m, s, 2) for m, s in zip(self.table3["hd95_mean"], self.table3["hd95_sd"])],
+                    "HD95 (mm)": [
+                        format_mean_sd(m, s, 2) for m, s in zip(self.table3["hd95_mean"], self.table3["hd95_sd"])
+                    ],
                 }
             )
             parts += [_markdown(t3), ""]
@@ -179,7 +187,7 @@ def _markdown(df: pd.DataFrame) -> str:
 def _run_bundle_dir(run: Path, checkpoint: str) -> Path:
     if (run / "bundle.json").is_file():  # a bundle folder given directly
         return run
-    for name in ((checkpoint, "last") if checkpoint == "best" else (checkpoint,)):
+    for name in (checkpoint, "last") if checkpoint == "best" else (checkpoint,):
         if (run / name / "bundle.json").is_file():
             return run / name
     raise FileNotFoundError(f"'{run}' is neither a training run folder (with best/ or last/) nor a model bundle.")
@@ -222,10 +230,10 @@ def evaluate_runs(
         :class:`Evaluation`.
     """
     from mkunet.bundle import ModelBundle, predict_probability
-    from mkunet.metrics import dice, hd95, iou
-    from mkunet.models import count_parameters
     from mkunet.infer import check_keep, keep_tumour_component
     from mkunet.lung import lung_region
+    from mkunet.metrics import dice, hd95, iou
+    from mkunet.models import count_parameters
     from mkunet.train.data import load_scan, patient_lvcr, read_clinical, read_scans
 
     if not runs:
@@ -280,12 +288,18 @@ def evaluate_runs(
             test = set(json.loads(split_path.read_text(encoding="utf-8"))["test"])
             chosen = [r for r in records if r.patient_id in test]
             if not chosen:
-                raise ValueError(f"Run '{run}' has no test patients in '{data}' (split.json 'test' is empty); use --all.")
+                raise ValueError(
+                    f"Run '{run}' has no test patients in '{data}' (split.json 'test' is empty); use --all."
+                )
         for i, rec in enumerate(chosen):
             volume, truth = load(rec)
             lv = lvcr_of(rec.patient_id)
             clinical = None
-            if bundle.clinical_encoder is not None and clinical_table is not None and rec.patient_id in clinical_table.index:
+            if (
+                bundle.clinical_encoder is not None
+                and clinical_table is not None
+                and rec.patient_id in clinical_table.index
+            ):
                 values = {c: clinical_table.loc[rec.patient_id, c] for c in ("age", "sex", "smoking", "grade", "stage")}
                 values["lvcr"] = lv
                 values["patient_id"] = rec.patient_id
@@ -318,8 +332,9 @@ def evaluate_runs(
             )
             if progress is not None:
                 progress(label, i + 1, len(chosen))
-        table1_rows.append({"run": str(run), "label": label, "model": bundle.model_name,
-                            "parameters": count_parameters(bundle.model)})
+        table1_rows.append(
+            {"run": str(run), "label": label, "model": bundle.model_name, "parameters": count_parameters(bundle.model)}
+        )
     per_case = pd.DataFrame(rows)
     return _tables(per_case, pd.DataFrame(table1_rows), lvcr_cutoff)
 
@@ -331,12 +346,22 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
     for _, run in runs.iterrows():
         sub = per_case[per_case["run"] == run["run"]]
         d, j, h = _summary(sub["dice"]), _summary(sub["iou"]), _summary(sub["hd95_mm"])
-        t1.append({
-            "label": run["label"], "model": run["model"], "run": run["run"], "n": len(sub),
-            "dice_mean": d["mean"], "dice_sd": d["sd"], "iou_mean": j["mean"], "iou_sd": j["sd"],
-            "hd95_mean": h["mean"], "hd95_sd": h["sd"], "hd95_n_inf": h["n_inf"],
-            "parameters": int(run["parameters"]),
-        })
+        t1.append(
+            {
+                "label": run["label"],
+                "model": run["model"],
+                "run": run["run"],
+                "n": len(sub),
+                "dice_mean": d["mean"],
+                "dice_sd": d["sd"],
+                "iou_mean": j["mean"],
+                "iou_sd": j["sd"],
+                "hd95_mean": h["mean"],
+                "hd95_sd": h["sd"],
+                "hd95_n_inf": h["n_inf"],
+                "parameters": int(run["parameters"]),
+            }
+        )
     table1 = pd.DataFrame(t1)
 
     # Table 2: ablation
@@ -352,9 +377,20 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
             continue
         sub = per_case[per_case["run"] == keyed[key]].set_index("scan")
         d, h = _summary(sub["dice"]), _summary(sub["hd95_mm"])
-        row = {"variant": key, "run": keyed[key], "n": len(sub), "dice_mean": d["mean"], "dice_sd": d["sd"],
-               "hd95_mean": h["mean"], "hd95_sd": h["sd"], "dice_t": math.nan, "dice_p": math.nan,
-               "hd95_t": math.nan, "hd95_p": math.nan, "n_paired": 0}
+        row = {
+            "variant": key,
+            "run": keyed[key],
+            "n": len(sub),
+            "dice_mean": d["mean"],
+            "dice_sd": d["sd"],
+            "hd95_mean": h["mean"],
+            "hd95_sd": h["sd"],
+            "dice_t": math.nan,
+            "dice_p": math.nan,
+            "hd95_t": math.nan,
+            "hd95_p": math.nan,
+            "n_paired": 0,
+        }
         if full is not None and key != "full model":
             common = sub.index.intersection(full.index)
             row["n_paired"] = len(common)
@@ -367,11 +403,30 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
                         t, p = paired_ttest(a[ok], b[ok])
                     row[f"{metric}_t"], row[f"{metric}_p"] = t, p
         t2.append(row)
-    table2 = pd.DataFrame(t2, columns=["variant", "run", "n", "dice_mean", "dice_sd", "hd95_mean", "hd95_sd",
-                                       "dice_t", "dice_p", "hd95_t", "hd95_p", "n_paired"])
+    table2 = pd.DataFrame(
+        t2,
+        columns=[
+            "variant",
+            "run",
+            "n",
+            "dice_mean",
+            "dice_sd",
+            "hd95_mean",
+            "hd95_sd",
+            "dice_t",
+            "dice_p",
+            "hd95_t",
+            "hd95_p",
+            "n_paired",
+        ],
+    )
 
     # Table 3: LVCR strata
-    patient_lvcr = per_case.drop_duplicates("patient_id").set_index("patient_id")["lvcr_per_day"] if len(per_case) else pd.Series(dtype=float)
+    patient_lvcr = (
+        per_case.drop_duplicates("patient_id").set_index("patient_id")["lvcr_per_day"]
+        if len(per_case)
+        else pd.Series(dtype=float)
+    )
     finite = patient_lvcr[np.isfinite(patient_lvcr.to_numpy(float))] if len(patient_lvcr) else patient_lvcr
     cutoff = float(lvcr_cutoff) if lvcr_cutoff is not None else (float(np.median(finite)) if len(finite) else math.nan)
     t3 = []
@@ -381,17 +436,42 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
             for group, sel in (("high", sub["lvcr_per_day"] > cutoff), ("low", sub["lvcr_per_day"] <= cutoff)):
                 part = sub[sel]
                 d, h = _summary(part["dice"]), _summary(part["hd95_mm"])
-                t3.append({"label": run["label"], "run": run["run"], "group": group, "n": len(part),
-                           "n_patients": part["patient_id"].nunique(), "dice_mean": d["mean"], "dice_sd": d["sd"],
-                           "hd95_mean": h["mean"], "hd95_sd": h["sd"], "lvcr_cutoff": cutoff})
-    table3 = pd.DataFrame(t3, columns=["label", "run", "group", "n", "n_patients", "dice_mean", "dice_sd",
-                                       "hd95_mean", "hd95_sd", "lvcr_cutoff"])
+                t3.append(
+                    {
+                        "label": run["label"],
+                        "run": run["run"],
+                        "group": group,
+                        "n": len(part),
+                        "n_patients": part["patient_id"].nunique(),
+                        "dice_mean": d["mean"],
+                        "dice_sd": d["sd"],
+                        "hd95_mean": h["mean"],
+                        "hd95_sd": h["sd"],
+                        "lvcr_cutoff": cutoff,
+                    }
+                )
+    table3 = pd.DataFrame(
+        t3,
+        columns=[
+            "label",
+            "run",
+            "group",
+            "n",
+            "n_patients",
+            "dice_mean",
+            "dice_sd",
+            "hd95_mean",
+            "hd95_sd",
+            "lvcr_cutoff",
+        ],
+    )
     return Evaluation(per_case, table1, table2, table3, cutoff)
 
 
 # ---------------------------------------------------------------------------------- benchmark
 def benchmark_plan(paper_settings: bool = False) -> list[dict[str, Any]]:
-    """The runs of Tables 1-2: ``[{"name", "label", "model", "channels", "adaptive_window", "model_kwargs", "use_lvcr"}]``.
+    """The runs of Tables 1-2: ``[{"name", "label", "model", "channels", "adaptive_window", "model_kwargs",
+    "use_lvcr"}]``.
 
     Baselines of Table 1 take the windowed intensity only (1 channel), as in the paper;
     MK-UNet (= the "full model" of Table 2) takes the four channels, clinical fusion and
@@ -404,17 +484,47 @@ def benchmark_plan(paper_settings: bool = False) -> list[dict[str, Any]]:
     return [
         {"name": "unet3d", "label": "3-D U-Net", "model": "unet3d", **one, "model_kwargs": {}, "use_lvcr": True},
         {"name": "resnet3d", "label": "3-D ResNet", "model": "resnet3d", **one, "model_kwargs": {}, "use_lvcr": True},
-        {"name": "attention_unet", "label": "Attention U-Net", "model": "attention_unet", **one, "model_kwargs": {},
-         "use_lvcr": True},
+        {
+            "name": "attention_unet",
+            "label": "Attention U-Net",
+            "model": "attention_unet",
+            **one,
+            "model_kwargs": {},
+            "use_lvcr": True,
+        },
         {"name": "mkunet", "label": "MK-UNet", "model": "mkunet", **four, "model_kwargs": {}, "use_lvcr": True},
-        {"name": "ablation_baseline", "label": "baseline", "model": "mkunet", **one,
-         "model_kwargs": {"clinical_fusion": False, "gate": "none"}, "use_lvcr": True},
-        {"name": "ablation_4ch", "label": "+ 4-channel preprocessing", "model": "mkunet", **four,
-         "model_kwargs": {"clinical_fusion": False, "gate": "none"}, "use_lvcr": True},
-        {"name": "ablation_fusion", "label": "+ clinical fusion", "model": "mkunet", **four,
-         "model_kwargs": {"clinical_fusion": True, "gate": "none"}, "use_lvcr": True},
-        {"name": "ablation_no_lvcr", "label": "without LVCR", "model": "mkunet", **four, "model_kwargs": {},
-         "use_lvcr": False},
+        {
+            "name": "ablation_baseline",
+            "label": "baseline",
+            "model": "mkunet",
+            **one,
+            "model_kwargs": {"clinical_fusion": False, "gate": "none"},
+            "use_lvcr": True,
+        },
+        {
+            "name": "ablation_4ch",
+            "label": "+ 4-channel preprocessing",
+            "model": "mkunet",
+            **four,
+            "model_kwargs": {"clinical_fusion": False, "gate": "none"},
+            "use_lvcr": True,
+        },
+        {
+            "name": "ablation_fusion",
+            "label": "+ clinical fusion",
+            "model": "mkunet",
+            **four,
+            "model_kwargs": {"clinical_fusion": True, "gate": "none"},
+            "use_lvcr": True,
+        },
+        {
+            "name": "ablation_no_lvcr",
+            "label": "without LVCR",
+            "model": "mkunet",
+            **four,
+            "model_kwargs": {},
+            "use_lvcr": False,
+        },
     ]
 
 
@@ -492,10 +602,20 @@ def benchmark_models(
                 train(config, callback=None if callback is None else (lambda e, n=spec["name"]: callback(n, e)))
         else:
             config = TrainConfig(
-                data=str(data), out=str(run_dir), model=spec["model"], model_kwargs=model_kwargs, width=base_width,
-                epochs=n_epochs, seed=seed, channels=spec["channels"], adaptive_window=spec["adaptive_window"],
-                use_lvcr=spec["use_lvcr"], label=spec["label"], time_budget_min=time_budget_min,
-                command="mkunet benchmark-models", **kwargs,
+                data=str(data),
+                out=str(run_dir),
+                model=spec["model"],
+                model_kwargs=model_kwargs,
+                width=base_width,
+                epochs=n_epochs,
+                seed=seed,
+                channels=spec["channels"],
+                adaptive_window=spec["adaptive_window"],
+                use_lvcr=spec["use_lvcr"],
+                label=spec["label"],
+                time_budget_min=time_budget_min,
+                command="mkunet benchmark-models",
+                **kwargs,
             )
             train(config, callback=None if callback is None else (lambda e, n=spec["name"]: callback(n, e)))
         run_dirs.append(run_dir)

@@ -34,8 +34,9 @@ PD-L1 term and is the one to evaluate against PD-L1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -63,16 +64,16 @@ class IESResult:
         cox_summary: lifelines summary of the refit (cox mode), else None.
     """
 
-    scores: "object"
-    imaging_only: "object"
+    scores: object
+    imaging_only: object
     weights: dict[str, float]
     imaging_weights: dict[str, float]
     terms: tuple[str, ...]
     mode: str
     notes: list[str] = field(default_factory=list)
     standardisation: dict[str, tuple[float, float]] = field(default_factory=dict)
-    components: "object" = None
-    cox_summary: "object" = None
+    components: object = None
+    cox_summary: object = None
 
 
 def _renorm(weights: dict[str, float], keep: Sequence[str]) -> dict[str, float]:
@@ -135,14 +136,14 @@ def immune_evasion_score(
     sph = df[sphericity_col].astype(float)
     out_of_range = df.index[(sph <= 0) | (sph > 1.0 + 1e-9)].tolist()
     if out_of_range:
-        raise ValueError(f"IES: sphericity must be in (0, 1], got {sph[out_of_range].tolist()[:5]} for {out_of_range[:5]}.")
+        raise ValueError(
+            f"IES: sphericity must be in (0, 1], got {sph[out_of_range].tolist()[:5]} for {out_of_range[:5]}."
+        )
     comp = pd.DataFrame(
         {
             "lvcr": df[lvcr_col].astype(float),
             "one_minus_sphericity": 1.0 - sph,
-            "pdl1_area_ratio": (
-                pd.to_numeric(df[pdl1_col], errors="coerce") if pdl1_col in df.columns else np.nan
-            ),
+            "pdl1_area_ratio": (pd.to_numeric(df[pdl1_col], errors="coerce") if pdl1_col in df.columns else np.nan),
         },
         index=df.index,
     )
@@ -210,8 +211,16 @@ def immune_evasion_score(
         scores = (z[list(full_terms)] * pd.Series(w_full)).sum(axis=1)
         imaging = (z[list(imaging_terms)] * pd.Series(w_img)).sum(axis=1)
         return IESResult(
-            scores.rename("ies"), imaging.rename("ies_imaging_only"), w_full, w_img, tuple(full_terms), mode,
-            notes, standardisation, comp, cox_summary,
+            scores.rename("ies"),
+            imaging.rename("ies_imaging_only"),
+            w_full,
+            w_img,
+            tuple(full_terms),
+            mode,
+            notes,
+            standardisation,
+            comp,
+            cox_summary,
         )
 
     w_img = _renorm(all_weights, imaging_terms)
@@ -235,6 +244,14 @@ def immune_evasion_score(
             "mode='paper': raw weighted sum; LVCR (per day) contributes about 100x less than shape, see DOMAIN 7.2."
         )
     return IESResult(
-        scores.rename("ies"), imaging.rename("ies_imaging_only"), w_full, w_img, tuple(full_terms), mode, notes,
-        standardisation, comp, cox_summary,
+        scores.rename("ies"),
+        imaging.rename("ies_imaging_only"),
+        w_full,
+        w_img,
+        tuple(full_terms),
+        mode,
+        notes,
+        standardisation,
+        comp,
+        cox_summary,
     )

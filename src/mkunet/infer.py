@@ -46,10 +46,10 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -340,9 +340,7 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
             )
         return vec, None
     if clinical is None and default is not None:
-        notes.append(
-            "clinical values unknown (LVCR included): the bundle's default vector (training medians) was used"
-        )
+        notes.append("clinical values unknown (LVCR included): the bundle's default vector (training medians) was used")
         return np.asarray(default, dtype=np.float32).reshape(-1).copy(), None
     if encoder is None:
         if clinical is not None:
@@ -353,9 +351,7 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
     if clinical is not None:
         unknown = sorted(set(clinical) - set(columns))
         if unknown:
-            raise ValueError(
-                f"Unknown clinical field(s) {unknown}: valid names are {', '.join(columns)}."
-            )
+            raise ValueError(f"Unknown clinical field(s) {unknown}: valid names are {', '.join(columns)}.")
         row.update({k: (None if is_missing(v) else v) for k, v in clinical.items()})
     lvcr = row.get("lvcr")
     lvcr_used = None if lvcr is None else float(lvcr)
@@ -364,8 +360,7 @@ def _clinical_vector(bundle: Any, clinical: Any, notes: list[str]) -> tuple[np.n
     missing = [c for c in columns if c != "lvcr" and row[c] is None]
     if missing:
         notes.append(
-            f"clinical field(s) unknown: {', '.join(missing)}; imputed with the training median "
-            "(explicit imputation)"
+            f"clinical field(s) unknown: {', '.join(missing)}; imputed with the training median (explicit imputation)"
         )
         with warnings.catch_warnings():  # the note above says it once
             warnings.simplefilter("ignore", UserWarning)
@@ -432,9 +427,7 @@ def roi_crop_box(volume: Volume, roi: Roi | None) -> tuple[BoxIdx, np.ndarray | 
             lo = np.array([n[0] for n in nz]) - margin
             hi = np.array([n[-1] + 1 for n in nz]) + margin
     else:
-        raise ValueError(
-            f"`roi` must be None, Box, Seed or PreviousMask, got {type(roi).__name__}: {roi!r}."
-        )
+        raise ValueError(f"`roi` must be None, Box, Seed or PreviousMask, got {type(roi).__name__}: {roi!r}.")
     lo = np.clip(lo, 0, shape)
     hi = np.clip(hi, 0, shape)
     if np.any(hi <= lo):
@@ -507,7 +500,6 @@ def check_keep(keep: str) -> str:
     if keep not in KEEP_RULES:
         raise ValueError(f"`keep` must be one of {', '.join(KEEP_RULES)}; got {keep!r}.")
     return keep
-
 
 
 def keep_tumour_component(
@@ -704,12 +696,25 @@ def segment(
         check_seed(volume, roi.index_zyx(volume), roi.describe(), params)  # in air or bone
     if resolved == "image":
         return _segment_image(
-            volume, roi, params, model=model, clinical=clinical, return_attention=return_attention,
-            overlap=overlap, threshold=threshold, progress=progress,
+            volume,
+            roi,
+            params,
+            model=model,
+            clinical=clinical,
+            return_attention=return_attention,
+            overlap=overlap,
+            threshold=threshold,
+            progress=progress,
         )
     kwargs: dict[str, Any] = dict(
-        threshold=threshold, return_attention=return_attention, keep=keep, min_component_cm3=min_component_cm3,
-        overlap=overlap, body_crop=body_crop, lung_prior=lung_prior, progress=progress,
+        threshold=threshold,
+        return_attention=return_attention,
+        keep=keep,
+        min_component_cm3=min_component_cm3,
+        overlap=overlap,
+        body_crop=body_crop,
+        lung_prior=lung_prior,
+        progress=progress,
     )
     if not isinstance(roi, Seed):
         return _segment_network(volume, model, clinical, roi, **kwargs)
@@ -821,8 +826,14 @@ def _segment_image(
         step("network (attention)")
         (z0, z1), (y0, y1), (x0, x1) = result.crop_box if result is not None else box_idx  # type: ignore[misc]
         net = _segment_network(
-            volume, model, clinical, Box((z0, z1), (y0, y1), (x0, x1)), threshold=threshold,
-            return_attention=True, overlap=overlap, keep="none",
+            volume,
+            model,
+            clinical,
+            Box((z0, z1), (y0, y1), (x0, x1)),
+            threshold=threshold,
+            return_attention=True,
+            overlap=overlap,
+            keep="none",
         )
         probability, attention, lvcr_used = net.probability, net.attention, net.lvcr_used
         timings["network"] = net.timings.get("total", float("nan"))
@@ -967,8 +978,11 @@ def _segment_network(
             f"the tumour reaches the edge of the region of interest {box} (z, y, x voxels): it may be cut; "
             "enlarge the ROI (e.g. --seed-size-mm) or run on the whole volume"
         )
-        warnings.warn(f"Segmentation touches the edge of the {roi.describe()}: the tumour may be cut off.",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"Segmentation touches the edge of the {roi.describe()}: the tumour may be cut off.",
+            UserWarning,
+            stacklevel=2,
+        )
     if isinstance(roi, PreviousMask) and previous is not None and not previous.any():
         notes.append("the previous mask is empty: ran on the whole volume")
     empty = not mask.any()
@@ -1252,8 +1266,10 @@ def segment_timepoints(
             elif roi is None and previous_mask_roi and k > 0 and not segs[-1].empty:
                 roi = PreviousMask(segs[-1].mask, volumes[k - 1], margin_mm=margin_mm)
                 if volumes[k - 1].frame_of_reference_uid != vol.frame_of_reference_uid:
-                    msg = (f"timepoint {k}: FrameOfReferenceUID differs from timepoint {k - 1}'s and no registration "
-                           "was done: the previous mask is placed by scanner coordinates")
+                    msg = (
+                        f"timepoint {k}: FrameOfReferenceUID differs from timepoint {k - 1}'s and no registration "
+                        "was done: the previous mask is placed by scanner coordinates"
+                    )
                     if msg not in notes:
                         notes.append(msg)
                         warnings.warn(msg, UserWarning, stacklevel=3)
@@ -1337,8 +1353,10 @@ def _not_found(volume: Volume, record: TrackedLesion | None, seg: Segmentation |
 
 def is_dicom_volume(volume: Volume) -> bool:
     """True when ``volume`` was read from a DICOM series (needed by the SEG / RTSTRUCT writers)."""
-    return bool(volume.source) and volume.series_uid is not None and all(
-        not str(p).lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr")) for p in volume.source
+    return (
+        bool(volume.source)
+        and volume.series_uid is not None
+        and all(not str(p).lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr")) for p in volume.source)
     )
 
 

@@ -99,9 +99,7 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def write_volume(
-    volume: Volume, path: str | Path, array: np.ndarray | None = None, compression_level: int = 1
-) -> Path:
+def write_volume(volume: Volume, path: str | Path, array: np.ndarray | None = None, compression_level: int = 1) -> Path:
     """Write ``volume`` (or ``array`` on its grid) as NIfTI (.nii, .nii.gz) or NRRD (.nrrd).
 
     Geometry (spacing, origin, direction) is written with the data. Boolean arrays

@@ -40,8 +40,9 @@ constant sigma(ln V) the minimum-variance choice is uniform weights.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -305,14 +306,23 @@ class LVCRFitter:
         if not sigma_log_volume > 0:
             raise ValueError(f"sigma_log_volume must be > 0, got {sigma_log_volume!r}.")
         self.weights, self.sigma_log_volume, self.se_method, self.ci_level = (
-            weights, sigma_log_volume, se_method, ci_level,
+            weights,
+            sigma_log_volume,
+            se_method,
+            ci_level,
         )
 
-    def fit(self, days, volumes_cm3, sigmas=None, patient_id: str | None = None) -> "LVCRFitter":
+    def fit(self, days, volumes_cm3, sigmas=None, patient_id: str | None = None) -> LVCRFitter:
         """Fit one series (days, volumes in cm^3); returns self."""
         self.result_ = lvcr(
-            days, volumes_cm3, weights=self.weights, sigmas=sigmas, patient_id=patient_id,
-            sigma_log_volume=self.sigma_log_volume, se_method=self.se_method, ci_level=self.ci_level,
+            days,
+            volumes_cm3,
+            weights=self.weights,
+            sigmas=sigmas,
+            patient_id=patient_id,
+            sigma_log_volume=self.sigma_log_volume,
+            se_method=self.se_method,
+            ci_level=self.ci_level,
         )
         self.lvcr_ = self.result_.lvcr_per_day
         self.se_ = self.result_.se

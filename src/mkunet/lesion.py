@@ -51,7 +51,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -292,8 +291,9 @@ def _star_constraint(
         ref = r
         if iso is not None and p.star_free_rays:
             # free rays: the object ends on aerated lung (the lesion's own surface), not on soft tissue
-            beyond = np.clip(np.rint(core[None, :] + dirs * (r + 2.0 / g)[:, None]).astype(int), 0,
-                             np.asarray(obj.shape) - 1)
+            beyond = np.clip(
+                np.rint(core[None, :] + dirs * (r + 2.0 / g)[:, None]).astype(int), 0, np.asarray(obj.shape) - 1
+            )
             free = iso[beyond[:, 0], beyond[:, 1], beyond[:, 2]] < t
             if free.mean() >= 0.1:
                 ref = r[free]
@@ -345,7 +345,6 @@ def _part_solid_union(
     the lung hull, opened to cut vessels and star-constrained like the core.
     """
     from scipy import ndimage
-
     from scipy import ndimage as ndi
 
     # in-plane distance (thick slices put lung above and below any core)
@@ -520,7 +519,7 @@ def _touches_inner_face(mask: np.ndarray, box, shape) -> bool:
 
 
 def check_seed(
-    volume: Volume, seed_zyx: Sequence[float], describe: str = "seed", params: LesionParams | None = None
+    volume: Volume, seed_zyx: Sequence[float] | np.ndarray, describe: str = "seed", params: LesionParams | None = None
 ) -> np.ndarray:
     """Validate a seed (continuous indices (z, y, x)); returns the nearest voxel index (z, y, x).
 
@@ -635,7 +634,9 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         iso_vol = resample(sub, (g, g, g), "linear", default_value=-1000.0)
         iso = iso_vol.array
         seed_iso = np.clip(
-            np.rint(iso_vol.physical_to_index(volume.index_to_physical(seed_vox))).astype(int), 0, np.asarray(iso.shape) - 1
+            np.rint(iso_vol.physical_to_index(volume.index_to_physical(seed_vox))).astype(int),
+            0,
+            np.asarray(iso.shape) - 1,
         )
         # window on the iso grid (same origin and direction as the crop: indices scale by g / spacing)
         box_lo = np.array([a for a, _ in box], dtype=np.float64)
@@ -654,7 +655,9 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         max_edge = p.max_crop_mm if kind == "solid" else min(p.max_crop_mm, p.ggo_max_crop_mm)
         if obj is None:  # the seed is not inside the local lung hull: look wider
             if edge >= max_edge or steps >= p.max_grow_steps:
-                obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(iso, seed_iso, g, p, notes, None, cage, hu)
+                obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(
+                    iso, seed_iso, g, p, notes, None, cage, hu
+                )
                 break
             centre = seed_vox.astype(float)
             grown = 0.5 * min(edge * p.grow_factor, max_edge) / sp
@@ -688,8 +691,9 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
     back &= (sub.array >= t) | ndimage.binary_erosion(back, iterations=1)
     back = ndimage.binary_fill_holes(back)
     if back.any():
-        core_in = np.clip(np.rint(sub.physical_to_index(iso_vol.index_to_physical(core))).astype(int), 0,
-                          np.asarray(back.shape) - 1)
+        core_in = np.clip(
+            np.rint(sub.physical_to_index(iso_vol.index_to_physical(core))).astype(int), 0, np.asarray(back.shape) - 1
+        )
         if back.any():
             back = _component_at(back, core_in)
     mask = np.zeros(volume.shape, bool)

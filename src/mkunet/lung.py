@@ -85,7 +85,9 @@ def lung_mask(
     if n == 0:
         return np.zeros(array.shape, bool)
     border = np.unique(
-        np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
+        np.concatenate(
+            [labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]
+        )
     )
     sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     voxel_cm3 = float(np.prod(spacing_arr * np.asarray(step))) / 1000.0

@@ -24,7 +24,8 @@ well but is not used in any other feature.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,9 +59,7 @@ def _spacing_of(spacing: Sequence[float] | Volume) -> tuple[tuple[float, float, 
         return spacing.spacing, spacing
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(np.isfinite(values)) or min(values) <= 0:
-        raise ValueError(
-            f"`spacing` must be three positive finite voxel sizes (z, y, x) in mm, got {spacing!r}."
-        )
+        raise ValueError(f"`spacing` must be three positive finite voxel sizes (z, y, x) in mm, got {spacing!r}.")
     return values, None  # type: ignore[return-value]
 
 

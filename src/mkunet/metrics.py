@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage, stats
@@ -86,8 +86,9 @@ def _overlap(pred: np.ndarray, truth: np.ndarray, kind: str) -> float:
     pred, truth = _as_masks(pred, truth)
     n_pred, n_truth = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
     if n_pred == 0 and n_truth == 0:
-        warnings.warn(f"{kind}: prediction and truth are both empty; {kind} = 1.0 by convention.",
-                      EmptyMaskWarning, stacklevel=3)
+        warnings.warn(
+            f"{kind}: prediction and truth are both empty; {kind} = 1.0 by convention.", EmptyMaskWarning, stacklevel=3
+        )
         return 1.0
     inter = int(np.count_nonzero(pred & truth))
     if kind == "dice":
@@ -120,9 +121,7 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def surface_distances(
-    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances in mm between two non-empty boolean masks (z, y, x).
 
     Both masks are cropped to the bounding box of their union plus one voxel (exact:
@@ -179,13 +178,19 @@ def hausdorff(
     spacing = _check_spacing(spacing)
     has_pred, has_truth = bool(pred.any()), bool(truth.any())
     if not has_pred and not has_truth:
-        warnings.warn("hausdorff: prediction and truth are both empty; distance = 0.0 by convention.",
-                      EmptyMaskWarning, stacklevel=2)
+        warnings.warn(
+            "hausdorff: prediction and truth are both empty; distance = 0.0 by convention.",
+            EmptyMaskWarning,
+            stacklevel=2,
+        )
         return 0.0
     if not has_pred or not has_truth:
         which = "prediction" if not has_pred else "truth"
-        warnings.warn(f"hausdorff: the {which} is empty; distance = inf (excluded from means by summarise()).",
-                      EmptyMaskWarning, stacklevel=2)
+        warnings.warn(
+            f"hausdorff: the {which} is empty; distance = inf (excluded from means by summarise()).",
+            EmptyMaskWarning,
+            stacklevel=2,
+        )
         return math.inf
     d_pt, d_tp = surface_distances(pred, truth, spacing)
     if mode == "pooled":

@@ -222,8 +222,10 @@ def _lesions_by_patient(
         names = [lesion_folder_name(les.lesion_id) for les in group]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
-            raise ValueError(f"{group[0].where}: lesion ids of patient {pid!r} map to the same folder name(s) "
-                             f"{clash}; rename the lesions so they differ in letters or digits.")
+            raise ValueError(
+                f"{group[0].where}: lesion ids of patient {pid!r} map to the same folder name(s) "
+                f"{clash}; rename the lesions so they differ in letters or digits."
+            )
     return out
 
 
@@ -364,8 +366,14 @@ class _PatientWork:
         self.errors.append(_error(self.pid, timepoint, stage, err, action))
 
     def record(self, usable: bool) -> dict[str, Any]:
-        return {"rows": self.rows, "patient": self.patient, "errors": self.errors, "usable": usable,
-                "trace": self.trace, "lesion_rows": self.lesion_rows}
+        return {
+            "rows": self.rows,
+            "patient": self.patient,
+            "errors": self.errors,
+            "usable": usable,
+            "trace": self.trace,
+            "lesion_rows": self.lesion_rows,
+        }
 
 
 def _process_patient(
@@ -452,7 +460,10 @@ def _read_step(
 
 
 def _segment_timepoints(
-    work: _PatientWork, bundle: Any, clinical: dict[str, Any] | None, rois: Sequence[Any] | None,
+    work: _PatientWork,
+    bundle: Any,
+    clinical: dict[str, Any] | None,
+    rois: Sequence[Any] | None,
     previous_mask_roi: bool,
 ) -> Any:
     """:func:`mkunet.infer.segment_timepoints` on the readable scans with the run parameters."""
@@ -514,8 +525,13 @@ def _segment_lesions_step(
     for les in lesions:
         out[les.lesion_id] = None
         if les.timepoint not in tps:
-            work.error(les.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): its scan "
-                       f"T{les.timepoint} could not be read, so the lesion cannot be located", lost)
+            work.error(
+                les.timepoint,
+                "lesions",
+                f"lesion {les.lesion_id!r} ({les.where}): its scan "
+                f"T{les.timepoint} could not be read, so the lesion cannot be located",
+                lost,
+            )
             continue
         rois: list[Any] = [None] * len(work.volumes)
         rois[tps.index(les.timepoint)] = les.roi()
@@ -523,8 +539,9 @@ def _segment_lesions_step(
             longi = _segment_timepoints(work, bundle, clinical, rois, previous_mask_roi=True)
         except Exception as err:  # noqa: BLE001 - one lesion never stops the patient
             logger.exception("patient %s lesion %s failed", work.pid, les.lesion_id)
-            work.error(les.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): "
-                       f"{type(err).__name__}: {err}", lost)
+            work.error(
+                les.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): {type(err).__name__}: {err}", lost
+            )
             continue
         out[les.lesion_id] = longi
         traces[les.lesion_id] = longi.trace
@@ -552,7 +569,13 @@ def _segment_lesions_step(
 
 
 def _write_outputs(
-    work: _PatientWork, timepoint: int, seg: Any, vol: Volume, folder: Path, *, label: str = "GTV",
+    work: _PatientWork,
+    timepoint: int,
+    seg: Any,
+    vol: Volume,
+    folder: Path,
+    *,
+    label: str = "GTV",
     attention: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """mask / probability (+ SEG / RTSTRUCT for DICOM inputs, + attention) of one segmentation into ``folder``."""
@@ -579,8 +602,10 @@ def _features(
     from mkunet import measure
 
     try:
-        return {**_flatten_features("", measure.shape_features(mask, vol)),
-                **_flatten_features("", measure.intensity_features(vol, mask))}
+        return {
+            **_flatten_features("", measure.shape_features(mask, vol)),
+            **_flatten_features("", measure.intensity_features(vol, mask)),
+        }
     except Exception as err:  # noqa: BLE001
         work.error(timepoint, "measure", f"{who}{err}", "features missing for this scan")
         return None
@@ -625,8 +650,12 @@ def _measure_step(work: _PatientWork, longi: Any) -> None:
             notes="; ".join(seg.notes),
         )
         if seg.empty:
-            work.error(s.timepoint, "segment", "no tumour found: the mask is empty",
-                       "kept as volume 0 (CR) in the response; excluded from LVCR and features")
+            work.error(
+                s.timepoint,
+                "segment",
+                "no tumour found: the mask is empty",
+                "kept as volume 0 (CR) in the response; excluded from LVCR and features",
+            )
         att = seg.attention[0] if seg.attention else None
         written = _write_outputs(work, s.timepoint, seg, vol, work.stage_dir / f"T{s.timepoint}", attention=att)
         row.update(_outputs_fields(written, work.stage_dir))
@@ -639,8 +668,13 @@ def _measure_step(work: _PatientWork, longi: Any) -> None:
         row["volume_voxels_cm3"] = seg.volume_cm3
         _reference_step(work, row, s, vol, seg.mask)
         work.overlays.append(
-            {"volume": vol, "mask": seg.mask, "attention": att, "label": f"T{s.timepoint}, day {s.days:g}",
-             "volume_cm3": row.get("volume_cm3", 0.0)}
+            {
+                "volume": vol,
+                "mask": seg.mask,
+                "attention": att,
+                "label": f"T{s.timepoint}, day {s.days:g}",
+                "volume_cm3": row.get("volume_cm3", 0.0),
+            }
         )
 
 
@@ -650,10 +684,18 @@ _ADDITIVE = ("volume_cm3", "mesh_volume_mm3", "n_voxels", "surface_area_mm2")
 
 def _lesion_row(work: _PatientWork, les: TargetLesion, s: ScanInput) -> dict[str, Any]:
     return {
-        "patient_id": work.pid, "lesion_id": les.lesion_id, "timepoint": s.timepoint, "scan": f"T{s.timepoint}",
-        "days": s.days, "scan_date": s.scan_date, "status": "error",
-        "click_timepoint": les.timepoint, "click_x_mm": les.point_xyz_mm[0], "click_y_mm": les.point_xyz_mm[1],
-        "click_z_mm": les.point_xyz_mm[2], "roi_box_mm": les.box_text,
+        "patient_id": work.pid,
+        "lesion_id": les.lesion_id,
+        "timepoint": s.timepoint,
+        "scan": f"T{s.timepoint}",
+        "days": s.days,
+        "scan_date": s.scan_date,
+        "status": "error",
+        "click_timepoint": les.timepoint,
+        "click_x_mm": les.point_xyz_mm[0],
+        "click_y_mm": les.point_xyz_mm[1],
+        "click_z_mm": les.point_xyz_mm[2],
+        "roi_box_mm": les.box_text,
     }
 
 
@@ -679,9 +721,13 @@ def _measure_lesion(
     feats = None
     if seg.empty:
         row["volume_cm3"] = 0.0
-        work.error(s.timepoint, "segment", f"lesion {les.lesion_id!r}: no tumour found, the mask is empty",
-                   "counted as 0 cm3 in the patient's sum of target lesions (CR of that lesion); excluded from "
-                   "the lesion's LVCR")
+        work.error(
+            s.timepoint,
+            "segment",
+            f"lesion {les.lesion_id!r}: no tumour found, the mask is empty",
+            "counted as 0 cm3 in the patient's sum of target lesions (CR of that lesion); excluded from "
+            "the lesion's LVCR",
+        )
     else:
         feats = _features(work, s.timepoint, seg.mask, vol, who=f"lesion {les.lesion_id!r}: ")
         if feats is None:
@@ -693,8 +739,12 @@ def _measure_lesion(
         inside = bool(np.all(idx >= 0) and np.all(idx < np.asarray(vol.shape)) and seg.mask[tuple(idx)])
         row["click_in_mask"] = inside
         if not inside and not seg.empty:
-            work.error(s.timepoint, "lesions", f"lesion {les.lesion_id!r} ({les.where}): the mask on its scan "
-                       "does not contain the click", "kept; review the contour")
+            work.error(
+                s.timepoint,
+                "lesions",
+                f"lesion {les.lesion_id!r} ({les.where}): the mask on its scan does not contain the click",
+                "kept; review the contour",
+            )
     return feats
 
 
@@ -721,7 +771,10 @@ def _measure_lesions_step(work: _PatientWork, lesions: Sequence[TargetLesion], s
 
 
 def _combine_lesions(
-    work: _PatientWork, row: dict[str, Any], s: ScanInput, vol: Volume,
+    work: _PatientWork,
+    row: dict[str, Any],
+    s: ScanInput,
+    vol: Volume,
     parts: Sequence[tuple[TargetLesion, Any, dict[str, Any], dict[str, Any] | None]],
 ) -> None:
     """The scan's row from its target lesions: volumes summed, shape and HU of the largest lesion.
@@ -743,8 +796,12 @@ def _combine_lesions(
     _check_overlaps(work, s.timepoint, parts, vol)
     ids = [les.lesion_id for les, *_ in parts]
     combined = infer.Segmentation(
-        mask=union, probability=probability, volume=vol, roi="target lesions " + ", ".join(ids),
-        threshold=parts[0][1].threshold if parts else float("nan"), empty=not union.any(),
+        mask=union,
+        probability=probability,
+        volume=vol,
+        roi="target lesions " + ", ".join(ids),
+        threshold=parts[0][1].threshold if parts else float("nan"),
+        empty=not union.any(),
     )
     written = _write_outputs(work, s.timepoint, combined, vol, work.stage_dir / f"T{s.timepoint}", attention=attention)
     statuses = [lrow["status"] for _, _, lrow, _ in parts]
@@ -760,9 +817,17 @@ def _combine_lesions(
     )
     if not parts or "error" in statuses:
         row["status"] = "error"
-        row["notes"] = "; ".join(filter(None, [
-            "no target lesion was segmented" if not parts else
-            "a target lesion could not be measured on this scan: the sum of target lesions is unknown", row["notes"]]))
+        row["notes"] = "; ".join(
+            filter(
+                None,
+                [
+                    "no target lesion was segmented"
+                    if not parts
+                    else "a target lesion could not be measured on this scan: the sum of target lesions is unknown",
+                    row["notes"],
+                ],
+            )
+        )
     else:
         measured = [(les, lrow, feats) for les, _, lrow, feats in parts if feats is not None]
         if measured:
@@ -775,15 +840,21 @@ def _combine_lesions(
         row["volume_cm3"] = total
         if total > 0 and row.get("surface_area_mm2"):
             row["surface_to_volume_per_mm"] = row["surface_area_mm2"] / row["mesh_volume_mm3"]
-        row["sum_longest_axial_diameter_mm"] = float(sum((f or {}).get("longest_axial_diameter_mm", 0.0)
-                                                         for *_, f in parts))
+        row["sum_longest_axial_diameter_mm"] = float(
+            sum((f or {}).get("longest_axial_diameter_mm", 0.0) for *_, f in parts)
+        )
         row["status"] = "ok" if total > 0 else "empty"
     row["empty"] = not union.any()
     row["volume_voxels_cm3"] = float(sum(seg.volume_cm3 for _, seg, _, _ in parts))
     _reference_step(work, row, s, vol, union)
     work.overlays.append(
-        {"volume": vol, "mask": union, "attention": attention, "label": f"T{s.timepoint}, day {s.days:g}",
-         "volume_cm3": row.get("volume_cm3", 0.0)}
+        {
+            "volume": vol,
+            "mask": union,
+            "attention": attention,
+            "label": f"T{s.timepoint}, day {s.days:g}",
+            "volume_cm3": row.get("volume_cm3", 0.0),
+        }
     )
 
 
@@ -794,7 +865,8 @@ def _check_overlaps(work: _PatientWork, timepoint: int, parts: Sequence[tuple], 
             common = int(np.count_nonzero(parts[a][1].mask & parts[b][1].mask))
             if common:
                 work.error(
-                    timepoint, "lesions",
+                    timepoint,
+                    "lesions",
                     f"lesions {parts[a][0].lesion_id!r} and {parts[b][0].lesion_id!r} overlap "
                     f"({common * vol.voxel_volume_mm3 / 1000.0:.3f} cm3 in common): the rows may mark the same tumour",
                     "volumes summed as given (the overlap counts twice); check lesions.csv",
@@ -814,23 +886,35 @@ def _kinetics_step(work: _PatientWork) -> None:
     if len(ok) >= 2:
         try:
             res = kinetics.lvcr(
-                [r["days"] for r in ok], [r["volume_cm3"] for r in ok], weights=work.params["lvcr_weights"],
+                [r["days"] for r in ok],
+                [r["volume_cm3"] for r in ok],
+                weights=work.params["lvcr_weights"],
                 patient_id=pid,
             )
             patient.update(
-                lvcr_per_day=res.lvcr_per_day, lvcr_se=res.se, lvcr_ci_low=res.ci_low, lvcr_ci_high=res.ci_high,
-                vdt_days=res.vdt_days, lvcr_n_scans=res.n_scans, lvcr_intercept_log_cm3=res.intercept_log_cm3,
+                lvcr_per_day=res.lvcr_per_day,
+                lvcr_se=res.se,
+                lvcr_ci_low=res.ci_low,
+                lvcr_ci_high=res.ci_high,
+                vdt_days=res.vdt_days,
+                lvcr_n_scans=res.n_scans,
+                lvcr_intercept_log_cm3=res.intercept_log_cm3,
             )
         except ValueError as err:
             work.error(None, "kinetics", err, "no LVCR / VDT / IES for this patient")
     else:
-        work.error(None, "kinetics", f"LVCR needs at least two scans with a tumour, got {len(ok)}",
-                   "measurements kept; no LVCR / VDT / IES for this patient")
+        work.error(
+            None,
+            "kinetics",
+            f"LVCR needs at least two scans with a tumour, got {len(ok)}",
+            "measurements kept; no LVCR / VDT / IES for this patient",
+        )
     if seg_rows and seg_rows[0]["status"] == "ok":
         try:
             cats = kinetics.response_over_time(
-                [r["days"] for r in seg_rows], [r.get("volume_cm3", 0.0) if r["status"] == "ok" else 0.0
-                                                for r in seg_rows], patient_id=pid,
+                [r["days"] for r in seg_rows],
+                [r.get("volume_cm3", 0.0) if r["status"] == "ok" else 0.0 for r in seg_rows],
+                patient_id=pid,
             )
             for r, c in zip(seg_rows, cats):
                 r["response"] = c
@@ -841,8 +925,11 @@ def _kinetics_step(work: _PatientWork) -> None:
     if ok:
         base = ok[0]
         patient.update(
-            baseline_days=base["days"], baseline_volume_cm3=base["volume_cm3"], sphericity=base["sphericity"],
-            last_volume_cm3=ok[-1]["volume_cm3"], last_days=ok[-1]["days"],
+            baseline_days=base["days"],
+            baseline_volume_cm3=base["volume_cm3"],
+            sphericity=base["sphericity"],
+            last_volume_cm3=ok[-1]["volume_cm3"],
+            last_days=ok[-1]["days"],
             baseline_longest_axial_diameter_mm=base.get("longest_axial_diameter_mm"),
         )
     dices = [r["dice_vs_reference"] for r in work.rows if r.get("dice_vs_reference") is not None]
@@ -864,24 +951,36 @@ def _lesion_kinetics_step(work: _PatientWork, lesions: Sequence[TargetLesion]) -
         kin: dict[str, Any] = {}
         if len(ok) >= 2:
             try:
-                res = kinetics.lvcr([r["days"] for r in ok], [r["volume_cm3"] for r in ok],
-                                    weights=work.params["lvcr_weights"], patient_id=who)
-                kin = {"lesion_lvcr_per_day": res.lvcr_per_day, "lesion_lvcr_se": res.se,
-                       "lesion_lvcr_ci_low": res.ci_low, "lesion_lvcr_ci_high": res.ci_high,
-                       "lesion_vdt_days": res.vdt_days, "lesion_lvcr_n_scans": res.n_scans}
+                res = kinetics.lvcr(
+                    [r["days"] for r in ok],
+                    [r["volume_cm3"] for r in ok],
+                    weights=work.params["lvcr_weights"],
+                    patient_id=who,
+                )
+                kin = {
+                    "lesion_lvcr_per_day": res.lvcr_per_day,
+                    "lesion_lvcr_se": res.se,
+                    "lesion_lvcr_ci_low": res.ci_low,
+                    "lesion_lvcr_ci_high": res.ci_high,
+                    "lesion_vdt_days": res.vdt_days,
+                    "lesion_lvcr_n_scans": res.n_scans,
+                }
             except ValueError as err:
                 work.error(None, "kinetics", err, f"no LVCR for lesion {les.lesion_id!r}")
         elif measured:
-            work.error(None, "kinetics",
-                       f"lesion {les.lesion_id!r}: LVCR needs at least two scans with the lesion present, "
-                       f"got {len(ok)}",
-                       "no LVCR for this lesion; the patient's LVCR uses the sum of target lesions")
+            work.error(
+                None,
+                "kinetics",
+                f"lesion {les.lesion_id!r}: LVCR needs at least two scans with the lesion present, got {len(ok)}",
+                "no LVCR for this lesion; the patient's LVCR uses the sum of target lesions",
+            )
         for r in lrows:
             r.update(kin)
         if measured and measured[0]["status"] == "ok":
             try:
-                cats = kinetics.response_over_time([r["days"] for r in measured],
-                                                   [r["volume_cm3"] for r in measured], patient_id=who)
+                cats = kinetics.response_over_time(
+                    [r["days"] for r in measured], [r["volume_cm3"] for r in measured], patient_id=who
+                )
                 for r, c in zip(measured, cats):
                     r["lesion_response"] = c
             except ValueError as err:
@@ -913,8 +1012,14 @@ def _overview_step(work: _PatientWork) -> None:
 
 
 def _params(
-    formats: Sequence[str], roi: str, margin_mm: float, threshold: float | None, lvcr_weights: str,
-    lvcr_tol: float, lvcr_max_iter: int, method: str = "auto",
+    formats: Sequence[str],
+    roi: str,
+    margin_mm: float,
+    threshold: float | None,
+    lvcr_weights: str,
+    lvcr_tol: float,
+    lvcr_max_iter: int,
+    method: str = "auto",
 ) -> dict[str, Any]:
     from mkunet import __version__
 
@@ -1015,8 +1120,20 @@ def run_cohort(
     meta = _write_step(inputs, done, tables, out, clinical, outcomes, lesions, ies_mode, t_start)
     if progress is not None:
         progress(len(done.pids), len(done.pids), "cohort done")
-    return CohortRun(out, tables.results, tables.patients, tables.errors, done.processed, done.resumed,
-                     inputs.identity, inputs.params, tables.cohort, tables.notes, meta, tables.lesions)
+    return CohortRun(
+        out,
+        tables.results,
+        tables.patients,
+        tables.errors,
+        done.processed,
+        done.resumed,
+        inputs.identity,
+        inputs.params,
+        tables.cohort,
+        tables.notes,
+        meta,
+        tables.lesions,
+    )
 
 
 # ---------------------------------------------------------------------------- run_cohort's steps
@@ -1061,16 +1178,23 @@ class _Tables:
 
 
 def _discover_step(
-    cohort_dir: str | Path, clinical: str | Path | pd.DataFrame, outcomes: str | Path | pd.DataFrame | None,
-    model: Any, lesions: str | Path | Sequence[TargetLesion] | None, params: dict[str, Any], synthetic: bool | None,
+    cohort_dir: str | Path,
+    clinical: str | Path | pd.DataFrame,
+    outcomes: str | Path | pd.DataFrame | None,
+    model: Any,
+    lesions: str | Path | Sequence[TargetLesion] | None,
+    params: dict[str, Any],
+    synthetic: bool | None,
 ) -> _RunInputs:
     """Find the scans, read and check every input table, load the model (errors raised here, before any work)."""
     cohort_dir = Path(cohort_dir)
     scans = discover_scans(cohort_dir)
     targets = _lesions_by_patient(lesions, scans, params)
-    clin = read_clinical(clinical) if not isinstance(clinical, pd.DataFrame) else clinical.assign(
-        patient_id=clinical["patient_id"].astype(str)
-    ).set_index("patient_id")
+    clin = (
+        read_clinical(clinical)
+        if not isinstance(clinical, pd.DataFrame)
+        else clinical.assign(patient_id=clinical["patient_id"].astype(str)).set_index("patient_id")
+    )
     outcomes_df = None
     if outcomes is not None:
         outcomes_df = outcomes.copy() if isinstance(outcomes, pd.DataFrame) else read_outcomes(outcomes)
@@ -1108,8 +1232,15 @@ def _process_step(inputs: _RunInputs, out: Path, resume: bool, report: ProgressC
         done.errors.append(_error(pid, None, "discover", "in clinical.csv but no scans found", "ignored"))
     total = len(done.pids)
     for i, pid in enumerate(done.pids):
-        kind, record, desc = _run_patient(inputs, pid, out, base_row, resume, done.errors,
-                                          lambda text, i=i, pid=pid: report(i, total, f"{pid}: {text}"))
+        kind, record, desc = _run_patient(
+            inputs,
+            pid,
+            out,
+            base_row,
+            resume,
+            done.errors,
+            lambda text, i=i, pid=pid: report(i, total, f"{pid}: {text}"),
+        )
         if record is not None:
             done.records[pid] = record
             (done.processed if kind == "computed" else done.resumed).append(pid)
@@ -1118,8 +1249,13 @@ def _process_step(inputs: _RunInputs, out: Path, resume: bool, report: ProgressC
 
 
 def _run_patient(
-    inputs: _RunInputs, pid: str, out: Path, base_row: Mapping[str, Any], resume: bool,
-    run_errors: list[dict[str, Any]], report: Callable[[str], None],
+    inputs: _RunInputs,
+    pid: str,
+    out: Path,
+    base_row: Mapping[str, Any],
+    resume: bool,
+    run_errors: list[dict[str, Any]],
+    report: Callable[[str], None],
 ) -> tuple[str | None, dict[str, Any] | None, str]:
     """One patient: reuse its cache entry when the key matches, else compute it into ``OUT/patients/<pid>``.
 
@@ -1130,15 +1266,29 @@ def _run_patient(
         the progress text).
     """
     if pid not in inputs.clinical.index:
-        run_errors.append(_error(pid, None, "clinical", f"patient {pid!r} has scans but no row in clinical.csv",
-                                 "patient skipped: add a row to clinical.csv"))
+        run_errors.append(
+            _error(
+                pid,
+                None,
+                "clinical",
+                f"patient {pid!r} has scans but no row in clinical.csv",
+                "patient skipped: add a row to clinical.csv",
+            )
+        )
         return None, None, "skipped (no clinical row)"
     clinical_row = clinical_mapping(inputs.clinical.loc[pid])
     report("hashing inputs")
     name = patient_folder_name(pid)
     if inputs.targets is not None and pid not in inputs.targets:
-        run_errors.append(_error(pid, None, "lesions", f"patient {pid!r} has no row in the lesions table",
-                                 "whole-volume segmentation, as without --lesions"))
+        run_errors.append(
+            _error(
+                pid,
+                None,
+                "lesions",
+                f"patient {pid!r} has no row in the lesions table",
+                "whole-volume segmentation, as without --lesions",
+            )
+        )
     patient_lesions = None if inputs.targets is None else inputs.targets.get(pid)
     scans = inputs.scans[pid]
     try:
@@ -1192,7 +1342,13 @@ def _cached_record(cache_file: Path, key: str, outputs: Path) -> dict[str, Any] 
 
 
 def _analyse_step(
-    inputs: _RunInputs, done: _Processed, out: Path, ies_mode: str, n_boot: int, seed: int, cohort_figures: bool,
+    inputs: _RunInputs,
+    done: _Processed,
+    out: Path,
+    ies_mode: str,
+    n_boot: int,
+    seed: int,
+    cohort_figures: bool,
 ) -> _Tables:
     """The cohort tables from the patient records; IES and (with outcomes) :func:`mkunet.cohort.analyse_cohort`,
     which stores its tables and curves under ``OUT/cohort``. Every problem is also a ``warnings.warn``."""
@@ -1211,8 +1367,16 @@ def _analyse_step(
     cohort = None
     if not patients.empty:
         patients, cohort, ies_notes, ies_errors = _cohort_stage(
-            results, patients, inputs.clinical, inputs.outcomes, out, ies_mode, n_boot, seed,
-            inputs.params["lvcr_weights"], cohort_figures,
+            results,
+            patients,
+            inputs.clinical,
+            inputs.outcomes,
+            out,
+            ies_mode,
+            n_boot,
+            seed,
+            inputs.params["lvcr_weights"],
+            cohort_figures,
         )
         notes += ies_notes
         all_errors += ies_errors
@@ -1226,8 +1390,15 @@ def _analyse_step(
 
 
 def _write_step(
-    inputs: _RunInputs, done: _Processed, tables: _Tables, out: Path, clinical: Any, outcomes: Any, lesions: Any,
-    ies_mode: str, t_start: float,
+    inputs: _RunInputs,
+    done: _Processed,
+    tables: _Tables,
+    out: Path,
+    clinical: Any,
+    outcomes: Any,
+    lesions: Any,
+    ies_mode: str,
+    t_start: float,
 ) -> dict[str, Any]:
     """Write the tables (CSV / Parquet) and ``run.json``; returns the run.json content."""
     if inputs.targets is not None:
@@ -1248,8 +1419,9 @@ def _write_step(
         "model": inputs.identity,
         "parameters": inputs.params,
         "ies_mode": ies_mode,
-        "lesions": None if lesions is None else (str(Path(lesions).resolve()) if isinstance(lesions, (str, Path))
-                                                 else "(given in Python)"),
+        "lesions": None
+        if lesions is None
+        else (str(Path(lesions).resolve()) if isinstance(lesions, (str, Path)) else "(given in Python)"),
         "lesion_patients": None if inputs.targets is None else sorted(inputs.targets),
         "n_patients": len(done.pids),
         "processed": done.processed,
@@ -1263,8 +1435,12 @@ def _write_step(
 
 
 def _cache_key(
-    scans: Sequence[ScanInput], cohort_dir: Path, identity: Mapping[str, Any], params: Mapping[str, Any],
-    clinical_row: Any, lesions: Sequence[TargetLesion] | None,
+    scans: Sequence[ScanInput],
+    cohort_dir: Path,
+    identity: Mapping[str, Any],
+    params: Mapping[str, Any],
+    clinical_row: Any,
+    lesions: Sequence[TargetLesion] | None,
 ) -> str:
     """The patient's cache key: sha256 over its input bytes, the model identity, the run parameters, its
     clinical row and (target-lesion mode) its rows of the lesions table.
@@ -1285,10 +1461,29 @@ def _cache_key(
 
 
 LESION_TABLE_COLUMNS = [
-    "patient_id", "lesion_id", "timepoint", "scan", "days", "scan_date", "status", "volume_cm3",
-    "volume_voxels_cm3", "lesion_lvcr_per_day", "lesion_lvcr_se", "lesion_lvcr_ci_low", "lesion_lvcr_ci_high",
-    "lesion_vdt_days", "lesion_lvcr_n_scans", "lesion_response", "click_timepoint", "click_x_mm", "click_y_mm",
-    "click_z_mm", "roi_box_mm", "click_in_mask", "roi",
+    "patient_id",
+    "lesion_id",
+    "timepoint",
+    "scan",
+    "days",
+    "scan_date",
+    "status",
+    "volume_cm3",
+    "volume_voxels_cm3",
+    "lesion_lvcr_per_day",
+    "lesion_lvcr_se",
+    "lesion_lvcr_ci_low",
+    "lesion_lvcr_ci_high",
+    "lesion_vdt_days",
+    "lesion_lvcr_n_scans",
+    "lesion_response",
+    "click_timepoint",
+    "click_x_mm",
+    "click_y_mm",
+    "click_z_mm",
+    "roi_box_mm",
+    "click_in_mask",
+    "roi",
 ]
 """The first columns of ``lesion_results.csv`` (shape / intensity features, outputs and notes follow)."""
 
@@ -1312,8 +1507,9 @@ def _label_volume_definition(results: pd.DataFrame, patients: pd.DataFrame) -> t
     for df in (results, patients):
         df = df.copy()
         if not df.empty:
-            col = (df["volume_definition"] if "volume_definition" in df
-                   else pd.Series(None, index=df.index, dtype=object))
+            col = (
+                df["volume_definition"] if "volume_definition" in df else pd.Series(None, index=df.index, dtype=object)
+            )
             df["volume_definition"] = col.where(col.notna(), whole)
         out.append(df)
     return out[0], out[1]
@@ -1357,8 +1553,15 @@ def _cohort_stage(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cohort = analyse_cohort(
-                    meas, clin.reset_index(), outcomes, out_dir=out / "cohort", ies_mode=ies_mode,
-                    lvcr_weights=lvcr_weights, n_boot=n_boot, seed=seed, figures=figures,
+                    meas,
+                    clin.reset_index(),
+                    outcomes,
+                    out_dir=out / "cohort",
+                    ies_mode=ies_mode,
+                    lvcr_weights=lvcr_weights,
+                    n_boot=n_boot,
+                    seed=seed,
+                    figures=figures,
                 )
             notes += [f"cohort: {n}" for n in cohort.notes]
             tab = cohort.tables["patients"]
@@ -1378,16 +1581,19 @@ def _cohort_stage(
         except ValueError as err:
             errors.append(_error("(cohort)", None, "cohort", err, "no cohort statistics"))
             notes.append(f"cohort statistics not computed: {err}")
-    has = patients.dropna(subset=[c for c in ("lvcr_per_day", "sphericity") if c in patients]) if {
-        "lvcr_per_day", "sphericity"
-    } <= set(patients.columns) else patients.iloc[0:0]
+    has = (
+        patients.dropna(subset=[c for c in ("lvcr_per_day", "sphericity") if c in patients])
+        if {"lvcr_per_day", "sphericity"} <= set(patients.columns)
+        else patients.iloc[0:0]
+    )
     if len(has) >= 2:
         try:
             table = has.set_index("patient_id")
             if outcomes is not None and "pdl1_area_ratio" in outcomes:
                 table = table.join(outcomes.astype({"patient_id": str}).set_index("patient_id")[["pdl1_area_ratio"]])
-            res = immune_evasion_score(table, mode=ies_mode if ies_mode != "cox" else "standardised",
-                                       lvcr_col="lvcr_per_day")
+            res = immune_evasion_score(
+                table, mode=ies_mode if ies_mode != "cox" else "standardised", lvcr_col="lvcr_per_day"
+            )
             patients["ies"] = patients["patient_id"].map(res.scores)
             patients["ies_imaging_only"] = patients["patient_id"].map(res.imaging_only)
             patients["ies_mode"] = res.mode
@@ -1445,9 +1651,13 @@ def run_demo(
     report = progress or (lambda done, n, desc: None)
     if not (cohort_dir / "scans.csv").is_file():
         report(0, n_patients, "making the synthetic cohort")
-        cohort = synth.make_cohort(n_patients, seed=seed, shape=tuple(shape),
-                                   spacing=None if spacing is None else tuple(spacing),
-                                   timepoints=tuple(timepoints))
+        cohort = synth.make_cohort(
+            n_patients,
+            seed=seed,
+            shape=tuple(shape),
+            spacing=None if spacing is None else tuple(spacing),
+            timepoints=tuple(timepoints),
+        )
         tmp = out / ".cohort-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         synth.write_cohort(cohort, tmp, formats=("nifti", "dicom"))
@@ -1455,8 +1665,15 @@ def run_demo(
         os.replace(tmp, cohort_dir)
     lesions = cohort_dir / "lesions.csv"  # the click at each tumour's centre (cohorts written before it: none)
     run = run_cohort(
-        cohort_dir, cohort_dir / "clinical.csv", out / "run", model=model, outcomes=cohort_dir / "outcomes.csv",
-        formats=formats, lvcr_max_iter=lvcr_max_iter, synthetic=True, progress=progress,
+        cohort_dir,
+        cohort_dir / "clinical.csv",
+        out / "run",
+        model=model,
+        outcomes=cohort_dir / "outcomes.csv",
+        formats=formats,
+        lvcr_max_iter=lvcr_max_iter,
+        synthetic=True,
+        progress=progress,
         lesions=lesions if lesions.is_file() else None,
     )
     return write_report(run, out / "report.html")

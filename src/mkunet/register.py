@@ -111,7 +111,7 @@ class Registration:
         notes: what was chosen or refused along the way (initialiser, fallbacks).
     """
 
-    transform: "sitk.Transform"
+    transform: sitk.Transform
     kind: str
     metric: float
     seconds: float
@@ -208,7 +208,7 @@ class Registration:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _image(array: np.ndarray, spacing_zyx, origin_xyz, direction) -> "sitk.Image":
+def _image(array: np.ndarray, spacing_zyx, origin_xyz, direction) -> sitk.Image:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
@@ -218,7 +218,7 @@ def _image(array: np.ndarray, spacing_zyx, origin_xyz, direction) -> "sitk.Image
     return image
 
 
-def _prepare(image: "sitk.Image", grid_mm: float) -> "sitk.Image":
+def _prepare(image: sitk.Image, grid_mm: float) -> sitk.Image:
     """Block-average to about ``grid_mm`` (integer factors per axis: no aliasing), then clip to CLIP_HU.
 
     Averaging first is 5x cheaper on full scans; a block that holds bone reads a little
@@ -233,15 +233,14 @@ def _prepare(image: "sitk.Image", grid_mm: float) -> "sitk.Image":
     return sitk.Clamp(image, sitk.sitkFloat32, CLIP_HU[0], CLIP_HU[1])
 
 
-def _body_mask(image: "sitk.Image") -> np.ndarray:
+def _body_mask(image: sitk.Image) -> np.ndarray:
     """Body with lungs, bool (z, y, x), on a coarse clipped image.
 
     The largest component of HU > BODY_HU (the table and clothes are apart from it), holes
     filled in each axial slice (the lungs), dilated by one voxel (the skin edge is in).
     """
-    from scipy import ndimage
-
     import SimpleITK as sitk
+    from scipy import ndimage
 
     arr = sitk.GetArrayViewFromImage(image)
     body = arr > BODY_HU
@@ -257,7 +256,7 @@ def _body_mask(image: "sitk.Image") -> np.ndarray:
     return ndimage.binary_dilation(body, iterations=1)
 
 
-def _mask_image(mask: np.ndarray, like: "sitk.Image") -> "sitk.Image":
+def _mask_image(mask: np.ndarray, like: sitk.Image) -> sitk.Image:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
@@ -265,7 +264,7 @@ def _mask_image(mask: np.ndarray, like: "sitk.Image") -> "sitk.Image":
     return image
 
 
-def _warp(fixed: "sitk.Image", moving: "sitk.Image", transform) -> np.ndarray:
+def _warp(fixed: sitk.Image, moving: sitk.Image, transform) -> np.ndarray:
     """The moving image on the fixed grid through ``transform``; NaN where it maps outside."""
     import SimpleITK as sitk
 
@@ -273,7 +272,7 @@ def _warp(fixed: "sitk.Image", moving: "sitk.Image", transform) -> np.ndarray:
     return sitk.GetArrayFromImage(warped)
 
 
-def _mismatch(fixed: "sitk.Image", moving: "sitk.Image", mask: np.ndarray, transform) -> float:
+def _mismatch(fixed: sitk.Image, moving: sitk.Image, mask: np.ndarray, transform) -> float:
     """Mean squared HU difference inside ``mask``, points mapping outside the moving image read as air.
 
     Used to choose the initial alignment: unlike the ITK metric, which just drops such
@@ -287,7 +286,7 @@ def _mismatch(fixed: "sitk.Image", moving: "sitk.Image", mask: np.ndarray, trans
     return float(np.dot(d, d) / d.size)
 
 
-def _improved(fixed: "sitk.Image", moving: "sitk.Image", mask: np.ndarray, before, after) -> tuple[bool, float, float]:
+def _improved(fixed: sitk.Image, moving: sitk.Image, mask: np.ndarray, before, after) -> tuple[bool, float, float]:
     """Does ``after`` match at least as well as ``before`` (within 1 %, sampling noise)?
 
     Returns (verdict, before MSE, after MSE).
@@ -309,7 +308,7 @@ def _improved(fixed: "sitk.Image", moving: "sitk.Image", mask: np.ndarray, befor
     return mse_b <= 1.01 * mse_a, mse_a, mse_b
 
 
-def _array(image: "sitk.Image") -> np.ndarray:
+def _array(image: sitk.Image) -> np.ndarray:
     import SimpleITK as sitk
 
     return sitk.GetArrayViewFromImage(image)
@@ -320,7 +319,7 @@ def _itk_seed(seed: int) -> int:
     return int(seed) % 2_147_483_000 + 1
 
 
-def _method(mask_image, n_mask: int, max_samples: int, seed: int, threads: int | None) -> "sitk.ImageRegistrationMethod":
+def _method(mask_image, n_mask: int, max_samples: int, seed: int, threads: int | None) -> sitk.ImageRegistrationMethod:
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
@@ -378,7 +377,7 @@ def _unwrap(transform):
     return transform.Downcast()
 
 
-def _euler_from(transform, centre) -> "sitk.Euler3DTransform":
+def _euler_from(transform, centre) -> sitk.Euler3DTransform:
     """A centred Euler3DTransform equal to a rigid/translation transform (or the identity)."""
     import SimpleITK as sitk
 
@@ -409,7 +408,7 @@ def _roi(volume: Volume, centre_xyz: np.ndarray, half_mm: float):
     return lo, hi
 
 
-def _roi_image(volume: Volume, lo, hi) -> "sitk.Image":
+def _roi_image(volume: Volume, lo, hi) -> sitk.Image:
     sub = volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     return _image(sub, volume.spacing, volume.index_to_physical(lo), volume.direction)
 
@@ -475,8 +474,16 @@ def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, se
     try:
         method = _method(mask_image, n_mask, _MAX_SAMPLES_GLOBAL, seed, threads)
         rigid, metric = _optimise(
-            method, fixed, moving, initial,
-            shrink=(2, 1), sigmas_mm=(2.0 * grid_mm, 0.0), step_mm=2.0 * grid_mm, iterations=120, name="rigid", notes=notes,
+            method,
+            fixed,
+            moving,
+            initial,
+            shrink=(2, 1),
+            sigmas_mm=(2.0 * grid_mm, 0.0),
+            step_mm=2.0 * grid_mm,
+            iterations=120,
+            name="rigid",
+            notes=notes,
         )
     except RuntimeError as error:
         notes.append(f"rigid registration failed ({error}); using the initialiser's transform")
@@ -497,8 +504,16 @@ def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, se
     try:
         method = _method(mask_image, n_mask, _MAX_SAMPLES_GLOBAL, seed, threads)
         affine, affine_metric = _optimise(
-            method, fixed, moving, affine0,
-            shrink=(1,), sigmas_mm=(0.0,), step_mm=grid_mm / 2.0, iterations=100, name="affine", notes=notes,
+            method,
+            fixed,
+            moving,
+            affine0,
+            shrink=(1,),
+            sigmas_mm=(0.0,),
+            step_mm=grid_mm / 2.0,
+            iterations=100,
+            name="affine",
+            notes=notes,
         )
     except RuntimeError as error:
         notes.append(f"affine registration failed ({error}); keeping the rigid transform")
@@ -514,7 +529,14 @@ def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, se
 
 
 def _local(
-    baseline: Volume, followup: Volume, global_tx, centre: np.ndarray, radius_mm: float, seed: int, threads, notes: list[str]
+    baseline: Volume,
+    followup: Volume,
+    global_tx,
+    centre: np.ndarray,
+    radius_mm: float,
+    seed: int,
+    threads,
+    notes: list[str],
 ):
     """Local correction around ``centre``; returns (composite transform, metric) or None.
 
@@ -561,8 +583,16 @@ def _local(
         method = _method(_mask_image(mask, fixed), int(mask.sum()), _MAX_SAMPLES_LOCAL, seed, threads)
         method.SetMovingInitialTransform(global_tx)
         return _optimise(
-            method, fixed, moving, initial,
-            shrink=shrink, sigmas_mm=sigmas, step_mm=step, iterations=80, name=name, notes=notes,
+            method,
+            fixed,
+            moving,
+            initial,
+            shrink=shrink,
+            sigmas_mm=sigmas,
+            step_mm=step,
+            iterations=80,
+            name=name,
+            notes=notes,
         )
 
     try:
@@ -585,7 +615,9 @@ def _local(
         return None
     better, before, after = _improved(fixed, moving, inner, global_tx, composite)
     if not better:
-        notes.append(f"local correction made the match worse ({after:.4g} > {before:.4g}); keeping the global transform")
+        notes.append(
+            f"local correction made the match worse ({after:.4g} > {before:.4g}); keeping the global transform"
+        )
         return None
     notes.append(f"local correction moves the click by {moved:.1f} mm")
     return composite, metric

@@ -16,9 +16,10 @@ A voxel ``array[k, j, i]`` therefore lies at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class Volume:
         inv = np.linalg.inv(self.affine[:3, :3])
         return (pts - self.affine[:3, 3]) @ inv.T
 
-    def with_array(self, array: np.ndarray, **changes: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, **changes: Any) -> Volume:
         """A new Volume on the same grid and identity with another array (same shape).
 
         The array is not forced to HU semantics: use it for probability maps too
@@ -127,9 +128,7 @@ class Volume:
         """
         array = np.asarray(array)
         if array.shape != self.array.shape:
-            raise ValueError(
-                f"with_array: shape {array.shape} differs from the volume's {self.array.shape}."
-            )
+            raise ValueError(f"with_array: shape {array.shape} differs from the volume's {self.array.shape}.")
         return replace(self, array=array, **changes)
 
     # ------------------------------------------------------------------ SimpleITK
@@ -149,7 +148,7 @@ class Volume:
         return image
 
     @classmethod
-    def from_sitk(cls, image, **identity: Any) -> "Volume":
+    def from_sitk(cls, image, **identity: Any) -> Volume:
         """Build a Volume from a 3-D SimpleITK image; ``identity`` sets the id fields."""
         if image.GetDimension() != 3:
             raise ValueError(f"Expected a 3-D image, got {image.GetDimension()}-D.")

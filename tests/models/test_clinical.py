@@ -69,8 +69,16 @@ def test_aliases():
 
 @pytest.mark.parametrize(
     "column, value",
-    [("sex", "X"), ("smoking", "sometimes"), ("grade", 4), ("grade", "G5"), ("stage", "V"), ("age", -3),
-     ("age", "sixty"), ("lvcr", "fast")],
+    [
+        ("sex", "X"),
+        ("smoking", "sometimes"),
+        ("grade", 4),
+        ("grade", "G5"),
+        ("stage", "V"),
+        ("age", -3),
+        ("age", "sixty"),
+        ("lvcr", "fast"),
+    ],
 )
 def test_malformed_value_names_patient_column_value(column, value):
     enc = ClinicalEncoder().fit(_train())
@@ -107,8 +115,9 @@ def test_unknown_lvcr_is_training_median():
     df = _train()
     df["lvcr"] = [None, 0.02, np.nan, "unknown"]
     out = enc.transform(df)
-    np.testing.assert_allclose(out[:, 5], [enc.lvcr_unknown_value, 0.5, enc.lvcr_unknown_value, enc.lvcr_unknown_value],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out[:, 5], [enc.lvcr_unknown_value, 0.5, enc.lvcr_unknown_value, enc.lvcr_unknown_value], rtol=1e-6
+    )
     one = enc.encode_one({"age": 60, "sex": "F", "smoking": "current", "grade": 3, "stage": "III"})
     np.testing.assert_allclose(one, [0.5, 0, 1, 1, 2 / 3, enc.lvcr_unknown_value], rtol=1e-6)
     assert one.shape == (6,) and one.dtype == np.float32
@@ -117,8 +126,9 @@ def test_unknown_lvcr_is_training_median():
 def test_clipping_outside_training_range():
     enc = ClinicalEncoder().fit(_train())
     with pytest.warns(UserWarning, match="'old' age=95"):
-        out = enc.encode_one({"patient_id": "old", "age": 95, "sex": "M", "smoking": "never", "grade": 1,
-                              "stage": "I", "lvcr": -0.001})
+        out = enc.encode_one(
+            {"patient_id": "old", "age": 95, "sex": "M", "smoking": "never", "grade": 1, "stage": "I", "lvcr": -0.001}
+        )
     assert out[0] == 1.0 and out[5] == 0.0  # both clipped; -0.001 is within 10 % of the range: no warning for it
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -32,7 +32,12 @@ def test_forward_shapes(upsample):
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits, logits2)
     # finest first, one per skip connection, on the skip's grid
-    assert [tuple(a.shape) for a in attention] == [(2, 1, 16, 32, 32), (2, 1, 8, 16, 16), (2, 1, 4, 8, 8), (2, 1, 2, 4, 4)]
+    assert [tuple(a.shape) for a in attention] == [
+        (2, 1, 16, 32, 32),
+        (2, 1, 8, 16, 16),
+        (2, 1, 4, 8, 8),
+        (2, 1, 2, 4, 4),
+    ]
     assert all(float(a.min()) > 0 and float(a.max()) < 1 for a in attention)
     # logits, not probabilities
     assert float(logits.min()) < 0 or float(logits.max()) > 1 or not torch.all((logits >= 0) & (logits <= 1))

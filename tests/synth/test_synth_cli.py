@@ -10,7 +10,27 @@ from mkunet.cli import app
 
 
 def test_synth_cli_writes_cohort_and_prints_summary(tmp_path):
-    res = CliRunner().invoke(app, ["synth", "--patients", "2", "--out", str(tmp_path), "--seed", "1", "--shape", "12", "40", "40", "--formats", "nifti", "--timepoints", "2", "3"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "synth",
+            "--patients",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--seed",
+            "1",
+            "--shape",
+            "12",
+            "40",
+            "40",
+            "--formats",
+            "nifti",
+            "--timepoints",
+            "2",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     scans = pd.read_csv(tmp_path / "scans.csv")
     assert 4 <= len(scans) <= 6

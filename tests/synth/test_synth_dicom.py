@@ -28,8 +28,26 @@ def test_layout_and_tables(written):
     scans = pd.read_csv(out / "scans.csv")
     outcomes = pd.read_csv(out / "outcomes.csv")
     assert list(clinical.columns[:6]) == ["patient_id", "age", "sex", "smoking", "grade", "stage"]
-    assert list(scans.columns) == ["patient_id", "timepoint", "scan_date", "days", "image", "mask", "dicom", "series_uid"]
-    assert list(outcomes.columns) == ["patient_id", "os_days", "event", "pdl1_tps", "pdl1_positive", "pdl1_area_ratio", "cd8_density", "response"]
+    assert list(scans.columns) == [
+        "patient_id",
+        "timepoint",
+        "scan_date",
+        "days",
+        "image",
+        "mask",
+        "dicom",
+        "series_uid",
+    ]
+    assert list(outcomes.columns) == [
+        "patient_id",
+        "os_days",
+        "event",
+        "pdl1_tps",
+        "pdl1_positive",
+        "pdl1_area_ratio",
+        "cd8_density",
+        "response",
+    ]
     assert len(clinical) == 2 and len(scans) == 4 and len(outcomes) == 2
     assert scans["series_uid"].is_unique
     import json
@@ -83,8 +101,12 @@ def test_dciodvfy_reports_no_errors(written):
 
 
 def test_parallel_workers_write_identical_files(tmp_path):
-    a = synthesise(tmp_path / "a", 2, seed=9, shape=(12, 40, 40), timepoints=(2, 2), formats=("nifti", "dicom"), workers=1)
-    b = synthesise(tmp_path / "b", 2, seed=9, shape=(12, 40, 40), timepoints=(2, 2), formats=("nifti", "dicom"), workers=2)
+    a = synthesise(
+        tmp_path / "a", 2, seed=9, shape=(12, 40, 40), timepoints=(2, 2), formats=("nifti", "dicom"), workers=1
+    )
+    b = synthesise(
+        tmp_path / "b", 2, seed=9, shape=(12, 40, 40), timepoints=(2, 2), formats=("nifti", "dicom"), workers=2
+    )
     assert [p.lvcr for p in a.patients] == [p.lvcr for p in b.patients]
     for rel in ("SYN0002/T1/dicom/CT_0005.dcm", "SYN0001/T0/mask.nii.gz", "scans.csv", "outcomes.csv", "truth.json"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

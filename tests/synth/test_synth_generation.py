@@ -86,7 +86,9 @@ def test_mask_volume_matches_requested_volume():
 
 def test_capsule_partial_volume_sums_to_the_analytic_volume():
     grid = Grid((40, 40, 40), (1.0, 1.0, 1.0), (-20.0, -20.0, -20.0))
-    occ = render_segments(grid, np.array([[-8.0, 0.3, 0.1]]), np.array([[8.0, 0.3, 0.1]]), np.array([4.0]), np.array([4.0]))
+    occ = render_segments(
+        grid, np.array([[-8.0, 0.3, 0.1]]), np.array([[8.0, 0.3, 0.1]]), np.array([4.0]), np.array([4.0])
+    )
     analytic = np.pi * 16 * 16 + 4 / 3 * np.pi * 64
     assert occ.sum() == pytest.approx(analytic, rel=0.04)
     assert ramp(np.array([-1.0, 0.0, 1.0]), 2.0).tolist() == [1.0, 0.5, 0.0]
@@ -119,7 +121,9 @@ def test_lvcr_distribution_realistic():
 
 
 def test_cohort_mask_volumes_track_true_volumes_and_lvcr():
-    cohort = make_cohort(3, seed=2, shape=(32, 96, 96), timepoints=(3, 3), diameter_mm=(15, 35), measurement_sigma=0.0, reposition_mm=2.0)
+    cohort = make_cohort(
+        3, seed=2, shape=(32, 96, 96), timepoints=(3, 3), diameter_mm=(15, 35), measurement_sigma=0.0, reposition_mm=2.0
+    )
     for p in cohort.patients:
         days = np.array([s.days for s in p.scans], float)
         true = np.array([s.true_volume_mm3 for s in p.scans])

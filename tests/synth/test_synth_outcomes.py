@@ -60,4 +60,6 @@ def test_bad_table_raises():
     with pytest.raises(ValueError, match="sphericity"):
         simulate_outcomes(pd.DataFrame({"lvcr": [0.0], "age": [60], "stage": ["I"]}), np.random.default_rng(0))
     with pytest.raises(ValueError, match="stage"):
-        simulate_outcomes(pd.DataFrame({"lvcr": [0.0], "sphericity": [0.9], "age": [60], "stage": ["V"]}), np.random.default_rng(0))
+        simulate_outcomes(
+            pd.DataFrame({"lvcr": [0.0], "sphericity": [0.9], "age": [60], "stage": ["V"]}), np.random.default_rng(0)
+        )

@@ -28,7 +28,9 @@ def real_stats(shared_data):
 
     stats = []
     for name in ("lung1", "lung2"):
-        a = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics" / f"{name}_image.nrrd"))).astype(np.float32)
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics" / f"{name}_image.nrrd"))).astype(
+            np.float32
+        )
         stats.append(tissue_stats(a))
     return stats
 

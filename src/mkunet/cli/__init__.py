@@ -19,7 +19,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Lung-tumour segmentation, growth kinetics and immune-evasion score on serial chest CT."""

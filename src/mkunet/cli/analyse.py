@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -103,7 +102,7 @@ def _parse_cutoff(value: str):
         raise ValueError(f"--cutoff must be 'median' or a number, got {value!r}.") from None
 
 
-def _parse_landmark(value: Optional[str]):
+def _parse_landmark(value: str | None):
     if value is None:
         return None
     if value == "last_scan":
@@ -119,14 +118,20 @@ def register(app: typer.Typer) -> None:
 
     @app.command("analyse")
     def analyse(
-        cohort: Path = typer.Option(..., "--cohort", help="Cohort folder: clinical.csv, outcomes.csv and measurements.csv or scans.csv."),
+        cohort: Path = typer.Option(
+            ..., "--cohort", help="Cohort folder: clinical.csv, outcomes.csv and measurements.csv or scans.csv."
+        ),
         out: Path = typer.Option(..., "--out", help="Output folder for tables (CSV, Markdown) and figures (PNG)."),
         cutoff: str = typer.Option("median", "--cutoff", help="High/low IES cut-off: 'median' or a number."),
         ies_mode: str = typer.Option("standardised", "--ies-mode", help="IES mode: paper | standardised | cox."),
-        landmark_days: Optional[str] = typer.Option(
-            None, "--landmark-days", help="Landmark (days since first scan) or 'last_scan'; against guarantee-time bias."
+        landmark_days: str | None = typer.Option(
+            None,
+            "--landmark-days",
+            help="Landmark (days since first scan) or 'last_scan'; against guarantee-time bias.",
         ),
-        weights: str = typer.Option("interval", "--lvcr-weights", help="LVCR weights: interval | inverse_variance | uniform."),
+        weights: str = typer.Option(
+            "interval", "--lvcr-weights", help="LVCR weights: interval | inverse_variance | uniform."
+        ),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for AUC confidence intervals."),
         seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
         no_figures: bool = typer.Option(False, "--no-figures", help="Write tables only."),
@@ -141,8 +146,16 @@ def register(app: typer.Typer) -> None:
             from mkunet.cohort import analyse_cohort
 
             result = analyse_cohort(
-                meas, clinical, outcomes, out_dir=out, cutoff=_parse_cutoff(cutoff), ies_mode=ies_mode,
-                landmark_days=_parse_landmark(landmark_days), lvcr_weights=weights, n_boot=n_boot, seed=seed,
+                meas,
+                clinical,
+                outcomes,
+                out_dir=out,
+                cutoff=_parse_cutoff(cutoff),
+                ies_mode=ies_mode,
+                landmark_days=_parse_landmark(landmark_days),
+                lvcr_weights=weights,
+                n_boot=n_boot,
+                seed=seed,
                 figures=not no_figures,
             )
             out.mkdir(parents=True, exist_ok=True)

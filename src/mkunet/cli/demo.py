@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         patients: int = typer.Option(20, "--patients", min=2, help="Synthetic patients."),
         seed: int = typer.Option(0, "--seed", help="Seed of the synthetic cohort."),
     ) -> None:
-        """Make a synthetic cohort (3 scans per patient), run the whole pipeline with the shipped model, write report.html.
+        """Make a synthetic cohort (3 scans per patient), run the whole pipeline with the shipped model,
+        write report.html.
 
         Everything shown is synthetic, and the model is a research model trained on
         synthetic CT only: not a medical device.

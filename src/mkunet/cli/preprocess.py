@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,10 +17,12 @@ def register(app: typer.Typer) -> None:
 def preprocess(
     input: Path = typer.Argument(..., metavar="INPUT", help="CT volume: DICOM folder, .dcm file, NIfTI or NRRD."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the four channel NIfTI files."),
-    window: Optional[tuple[float, float]] = typer.Option(
+    window: tuple[float, float] | None = typer.Option(
         None, "--window", help="HU window LOW HIGH mapped to [0, 1] (default: -1000 400, lung window)."
     ),
-    series_uid: Optional[str] = typer.Option(None, "--series-uid", help="Series to read when a DICOM folder holds several."),
+    series_uid: str | None = typer.Option(
+        None, "--series-uid", help="Series to read when a DICOM folder holds several."
+    ),
 ) -> None:
     """Write the four model input channels of a CT volume as NIfTI on the input grid.
 

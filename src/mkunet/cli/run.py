@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -27,8 +26,8 @@ def register(app: typer.Typer) -> None:
             ..., "--clinical", help="clinical.csv: patient_id, age, sex, smoking, grade, stage[, lvcr per day]."
         ),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; a rerun resumes)."),
-        model: Optional[Path] = typer.Option(None, "--model", help="Trained bundle / run folder (default: shipped)."),
-        outcomes: Optional[Path] = typer.Option(
+        model: Path | None = typer.Option(None, "--model", help="Trained bundle / run folder (default: shipped)."),
+        outcomes: Path | None = typer.Option(
             None, "--outcomes", help="outcomes.csv (patient_id, os_days, event, pdl1_positive, ...): cohort statistics."
         ),
         formats: str = typer.Option(
@@ -39,11 +38,12 @@ def register(app: typer.Typer) -> None:
         ),
         margin_mm: float = typer.Option(15.0, "--margin-mm", help="Margin around the previous mask (mm)."),
         ies_mode: str = typer.Option("standardised", "--ies-mode", help="IES mode: paper | standardised | cox."),
-        model_tables: Optional[Path] = typer.Option(
+        model_tables: Path | None = typer.Option(
             None, "--model-tables", help="Folder of evaluation tables (*.csv) to show in the report."
         ),
-        lesions: Optional[Path] = typer.Option(
-            None, "--lesions",
+        lesions: Path | None = typer.Option(
+            None,
+            "--lesions",
             help="lesions.csv: one row per target lesion (at most 5 per patient): patient_id, lesion_id, x_mm, y_mm, "
             "z_mm = a click inside the lesion, DICOM LPS mm, on the first scan; optional timepoint (0-based scan index "
             "of the click, blank = 0) and roi (a box 'x0 x1 y0 y1 z0 z1' in mm). Each lesion is tracked and measured; "
@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
             "sums; per-lesion results go to OUT/lesion_results.csv. Patients without a row: whole volume.",
         ),
         method: str = typer.Option(
-            "auto", "--method",
+            "auto",
+            "--method",
             help="auto | image | network. auto: the image-driven lesion model from each lesions.csv click (tracked "
             "into later scans by registration) and from the previous mask; the network for whole volumes.",
         ),
@@ -80,8 +81,18 @@ def register(app: typer.Typer) -> None:
                     bar.update(task, completed=done, total=total, description=description)
 
                 run = run_cohort(
-                    cohort_dir, clinical, out, model=model, outcomes=outcomes, formats=formats.split(","), roi=roi,
-                    margin_mm=margin_mm, ies_mode=ies_mode, resume=not no_resume, progress=hook, lesions=lesions,
+                    cohort_dir,
+                    clinical,
+                    out,
+                    model=model,
+                    outcomes=outcomes,
+                    formats=formats.split(","),
+                    roi=roi,
+                    margin_mm=margin_mm,
+                    ies_mode=ies_mode,
+                    resume=not no_resume,
+                    progress=hook,
+                    lesions=lesions,
                     method=method,
                 )
                 path = None
@@ -89,8 +100,9 @@ def register(app: typer.Typer) -> None:
                     bar.update(task, description="writing the report")
                     path = write_report(run, out / "report.html", model_tables=model_tables)
             for e in run.errors.to_dict("records"):
-                where = str(e["patient_id"]) + ("" if e["timepoint"] is None or e["timepoint"] != e["timepoint"]
-                                           else f" T{int(e['timepoint'])}")
+                where = str(e["patient_id"]) + (
+                    "" if e["timepoint"] is None or e["timepoint"] != e["timepoint"] else f" T{int(e['timepoint'])}"
+                )
                 console.print(f"[yellow]warning:[/] {where} ({e['stage']}): {e['error']} -> {e['action']}")
             typer.echo(run.summary())
             if path is not None:

@@ -6,7 +6,7 @@ Thin layer over :func:`mkunet.infer.segment` and :func:`mkunet.infer.save_segmen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -88,44 +88,46 @@ def register(app: typer.Typer) -> None:
     def segment_command(
         input: Path = typer.Argument(..., help="CT: a DICOM series folder, a .dcm file, or a NIfTI/NRRD file."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
-        model: Optional[Path] = typer.Option(
+        model: Path | None = typer.Option(
             None, "--model", help="Trained bundle / run folder (default: the shipped model)."
         ),
-        clinical: Optional[list[str]] = typer.Option(
+        clinical: list[str] | None = typer.Option(
             None,
             "--clinical",
             help="Clinical value KEY=VALUE, repeatable: age=64 sex=M smoking=former grade=2 stage=III lvcr=0.004 "
             "(per day). Unknown values: training medians (noted).",
         ),
-        roi: Optional[str] = typer.Option(
+        roi: str | None = typer.Option(
             None, "--roi", help="Region of interest: box | seed | previous-mask (default: inferred, else whole volume)."
         ),
-        box: Optional[tuple[float, float, float, float, float, float]] = typer.Option(
+        box: tuple[float, float, float, float, float, float] | None = typer.Option(
             None, "--box", help="Box Z0 Z1 Y0 Y1 X0 X1 (voxel indices, half-open; or mm with --box-units mm)."
         ),
         box_units: str = typer.Option("voxel", "--box-units", help="voxel | mm (physical LPS coordinates)."),
-        seed_point: Optional[tuple[float, float, float]] = typer.Option(
+        seed_point: tuple[float, float, float] | None = typer.Option(
             None, "--seed-point", help="A point in the tumour, X Y Z (mm, patient LPS; or voxel column row slice)."
         ),
         seed_units: str = typer.Option("mm", "--seed-units", help="mm | voxel."),
-        seed_size_mm: Optional[float] = typer.Option(
-            None, "--seed-size-mm",
+        seed_size_mm: float | None = typer.Option(
+            None,
+            "--seed-size-mm",
             help="--method network only: first cube edge run around the seed (mm; default 100, grows while the "
             "tumour touches a face). The image method needs no size.",
         ),
-        previous_mask: Optional[Path] = typer.Option(
+        previous_mask: Path | None = typer.Option(
             None, "--previous-mask", help="Previous timepoint's mask (NIfTI/NRRD label map with geometry)."
         ),
         margin_mm: float = typer.Option(15.0, "--margin-mm", help="Margin around the previous mask (mm)."),
-        formats: Optional[str] = typer.Option(
+        formats: str | None = typer.Option(
             None,
             "--formats",
             help="Comma-separated: nifti,seg,rtstruct (default: all three for DICOM input, nifti otherwise).",
         ),
-        threshold: Optional[float] = typer.Option(None, "--threshold", help="Probability threshold (default: model's)."),
+        threshold: float | None = typer.Option(None, "--threshold", help="Probability threshold (default: model's)."),
         keep: str = typer.Option("component", "--keep", help="component | all | none (see mkunet.infer)."),
         lung_prior: bool = typer.Option(
-            True, "--lung-prior/--no-lung-prior",
+            True,
+            "--lung-prior/--no-lung-prior",
             help="Without a seed or previous mask, keep the component with the most probability in the lungs.",
         ),
         overlap: float = typer.Option(
@@ -133,7 +135,8 @@ def register(app: typer.Typer) -> None:
         ),
         attention: bool = typer.Option(False, "--attention", help="Also write attention_<k>.nii.gz maps."),
         method: str = typer.Option(
-            "auto", "--method",
+            "auto",
+            "--method",
             help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask "
             "(the default, measured better on real CT), the network for the whole volume.",
         ),
@@ -161,7 +164,11 @@ def register(app: typer.Typer) -> None:
                     infer.roi_crop_box(volume, region)
                     infer.check_seed(volume, region.index_zyx(volume), region.describe(), infer.LesionParams())
                 bar.update(task, advance=1, description="loading model")
-                bundle = infer.load_model(model) if (infer.resolve_method(method, region) == "network" or attention) else model
+                bundle = (
+                    infer.load_model(model)
+                    if (infer.resolve_method(method, region) == "network" or attention)
+                    else model
+                )
                 bar.update(task, advance=1, description="segmenting")
                 result = infer.segment(
                     volume,

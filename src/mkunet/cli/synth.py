@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,15 +17,23 @@ def register(app: typer.Typer) -> None:
 def synth(
     patients: int = typer.Option(10, "--patients", "-n", help="Number of synthetic patients."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
-    seed: int = typer.Option(0, "--seed", help="Master seed: the same seed writes the same pixels, masks, UIDs and tables."),
+    seed: int = typer.Option(
+        0, "--seed", help="Master seed: the same seed writes the same pixels, masks, UIDs and tables."
+    ),
     shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--shape", help="Scan size Z Y X in voxels."),
-    spacing: Optional[tuple[float, float, float]] = typer.Option(
-        None, "--spacing", help="Voxel size Z Y X in mm (default: random slice thickness 1-5 mm, in-plane fitted to the body)."
+    spacing: tuple[float, float, float] | None = typer.Option(
+        None,
+        "--spacing",
+        help="Voxel size Z Y X in mm (default: random slice thickness 1-5 mm, in-plane fitted to the body).",
     ),
     formats: str = typer.Option("nifti,dicom", "--formats", help="Comma-separated subset of: nifti, dicom."),
     timepoints: tuple[int, int] = typer.Option((2, 5), "--timepoints", help="MIN MAX scans per patient."),
-    diameter: tuple[float, float] = typer.Option((5.0, 60.0), "--diameter", help="MIN MAX equivalent tumour diameter in mm."),
-    workers: int = typer.Option(1, "--workers", help="Processes generating patients in parallel (same files for any value)."),
+    diameter: tuple[float, float] = typer.Option(
+        (5.0, 60.0), "--diameter", help="MIN MAX equivalent tumour diameter in mm."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", help="Processes generating patients in parallel (same files for any value)."
+    ),
 ) -> None:
     """Make a synthetic longitudinal chest-CT cohort with known ground truth.
 
@@ -47,8 +54,16 @@ def synth(
         with progress() as bar:
             task = bar.add_task("synthesising patients", total=patients)
             cohort = synthesise(
-                out, patients, seed=seed, formats=fmts, shape=tuple(shape), spacing=None if spacing is None else tuple(spacing),
-                timepoints=tuple(timepoints), diameter_mm=tuple(diameter), workers=workers, progress=lambda done, total: bar.update(task, completed=done),
+                out,
+                patients,
+                seed=seed,
+                formats=fmts,
+                shape=tuple(shape),
+                spacing=None if spacing is None else tuple(spacing),
+                timepoints=tuple(timepoints),
+                diameter_mm=tuple(diameter),
+                workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done),
             )
         scans = [s for p in cohort.patients for s in p.scans]
         diam = np.array([np.cbrt(6 * s.true_volume_mm3 / np.pi) for s in scans])
@@ -58,7 +73,9 @@ def synth(
         table.add_column("value", justify="right")
         table.add_row("patients", str(len(cohort.patients)))
         table.add_row("scans", str(len(scans)))
-        table.add_row("tumour diameter (mm), min / median / max", f"{diam.min():.1f} / {np.median(diam):.1f} / {diam.max():.1f}")
+        table.add_row(
+            "tumour diameter (mm), min / median / max", f"{diam.min():.1f} / {np.median(diam):.1f} / {diam.max():.1f}"
+        )
         table.add_row("true LVCR (/day), min / max", f"{lv.min():+.5f} / {lv.max():+.5f}")
         table.add_row("responders (LVCR < 0)", str(int((lv < 0).sum())))
         kinds = {}

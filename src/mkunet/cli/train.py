@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,48 +15,54 @@ def register(app: typer.Typer) -> None:
 
 
 def train_command(
-    data: Optional[Path] = typer.Option(
-        None, "--data", help="Cohort folder: scans.csv (patient_id, image, mask[, days, roi]) + clinical.csv; "
-        "the layout `mkunet synth` writes. Images: NIfTI/NRRD or DICOM folder; masks: NIfTI/NRRD or RTSTRUCT."
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Cohort folder: scans.csv (patient_id, image, mask[, days, roi]) + clinical.csv; "
+        "the layout `mkunet synth` writes. Images: NIfTI/NRRD or DICOM folder; masks: NIfTI/NRRD or RTSTRUCT.",
     ),
     model: str = typer.Option("mkunet", "--model", help="Network: mkunet, unet3d, resnet3d, attention_unet."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (checkpoints, logs, split)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: 150)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Patches per step (default: 2)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
-    patch: Optional[tuple[int, int, int]] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", help="Run folder (checkpoints, logs, split)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: 150)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step (default: 2)."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
+    patch: tuple[int, int, int] | None = typer.Option(
         None, "--patch", help="Patch (Z Y X) voxels, multiples of 16 (default: 32 96 96)."
     ),
-    spacing: Optional[tuple[float, float, float]] = typer.Option(
+    spacing: tuple[float, float, float] | None = typer.Option(
         None, "--spacing", help="Target spacing (z y x) mm cases are resampled to (default: 2 1.5 1.5)."
     ),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Validation patients (default: 0.15)."),
-    test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="Test patients (default: 0.15)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of split, weights, patches, augmentation (default: 0)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Base width w (levels w..16w) (default: model default 16)."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels: 4 or 1 (default: 4)."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Validation patients (default: 0.15)."),
+    test_fraction: float | None = typer.Option(None, "--test-fraction", help="Test patients (default: 0.15)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of split, weights, patches, augmentation (default: 0)."),
+    width: int | None = typer.Option(None, "--width", help="Base width w (levels w..16w) (default: model default 16)."),
+    channels: int | None = typer.Option(None, "--channels", help="Input channels: 4 or 1 (default: 4)."),
     no_adaptive_window: bool = typer.Option(False, "--no-adaptive-window", help="Skip the adaptive HU window."),
     no_clinical_fusion: bool = typer.Option(False, "--no-clinical-fusion", help="MK-UNet without clinical fusion."),
-    gate: Optional[str] = typer.Option(None, "--gate", help="MK-UNet gates: immune, plain, none."),
+    gate: str | None = typer.Option(None, "--gate", help="MK-UNet gates: immune, plain, none."),
     no_lvcr: bool = typer.Option(False, "--no-lvcr", help="Fix the LVCR input at the training median (ablation)."),
-    patches_per_epoch: Optional[int] = typer.Option(None, "--patches-per-epoch", help="Patches per epoch (default: 4 x training scans)."),
-    tumour_fraction: Optional[float] = typer.Option(
+    patches_per_epoch: int | None = typer.Option(
+        None, "--patches-per-epoch", help="Patches per epoch (default: 4 x training scans)."
+    ),
+    tumour_fraction: float | None = typer.Option(
         None, "--tumour-fraction", help="Share of patches centred on the tumour (default: 0.667)."
     ),
-    lung_fraction: Optional[float] = typer.Option(
+    lung_fraction: float | None = typer.Option(
         None, "--lung-fraction", help="Share of patches centred on non-tumour lung: hard negatives (default: 0)."
     ),
-    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant or poly (default: constant)."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader workers (default: 0)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (default: auto)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
-    label: Optional[str] = typer.Option(None, "--label", help="Name of the run in evaluation tables."),
-    time_budget: Optional[float] = typer.Option(
+    lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="constant or poly (default: constant)."),
+    num_workers: int | None = typer.Option(None, "--num-workers", help="DataLoader workers (default: 0)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda (default: auto)."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads."),
+    label: str | None = typer.Option(None, "--label", help="Name of the run in evaluation tables."),
+    time_budget: float | None = typer.Option(
         None, "--time-budget", help="Stop cleanly before MIN minutes of training are used."
     ),
-    resume: Optional[Path] = typer.Option(
-        None, "--resume", help="Continue the run in this folder exactly where it stopped (other options: "
-        "--epochs / --time-budget may be raised)."
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the run in this folder exactly where it stopped (other options: "
+        "--epochs / --time-budget may be raised).",
     ),
 ) -> None:
     """Train a segmentation network; writes RUN_DIR/best, RUN_DIR/last (safetensors + JSON), log.csv, split.json.
@@ -70,8 +75,14 @@ def train_command(
     command = "mkunet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with user_errors():
         if resume is not None:
-            config = TrainConfig.from_run(resume, epochs=epochs, time_budget_min=time_budget, threads=threads,
-                                          num_workers=num_workers, device=device)
+            config = TrainConfig.from_run(
+                resume,
+                epochs=epochs,
+                time_budget_min=time_budget,
+                threads=threads,
+                num_workers=num_workers,
+                device=device,
+            )
         else:
             if data is None or out is None:
                 raise ValueError("Give --data DIR and --out RUN_DIR (or --resume RUN_DIR).")
@@ -81,22 +92,41 @@ def train_command(
             if gate is not None:
                 model_kwargs["gate"] = gate
             options = {
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "patch_size": patch, "target_spacing": spacing,
-                "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "width": width,
-                "channels": channels, "patches_per_epoch": patches_per_epoch, "num_workers": num_workers,
-                "device": device, "threads": threads, "label": label, "time_budget_min": time_budget,
-                "tumour_fraction": tumour_fraction, "lung_fraction": lung_fraction, "lr_schedule": lr_schedule,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "patch_size": patch,
+                "target_spacing": spacing,
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "seed": seed,
+                "width": width,
+                "channels": channels,
+                "patches_per_epoch": patches_per_epoch,
+                "num_workers": num_workers,
+                "device": device,
+                "threads": threads,
+                "label": label,
+                "time_budget_min": time_budget,
+                "tumour_fraction": tumour_fraction,
+                "lung_fraction": lung_fraction,
+                "lr_schedule": lr_schedule,
             }
             config = TrainConfig(
-                data=str(data), out=str(out), model=model, model_kwargs=model_kwargs,
-                adaptive_window=not no_adaptive_window, use_lvcr=not no_lvcr, command=command,
+                data=str(data),
+                out=str(out),
+                model=model,
+                model_kwargs=model_kwargs,
+                adaptive_window=not no_adaptive_window,
+                use_lvcr=not no_lvcr,
+                command=command,
                 **{k: v for k, v in options.items() if v is not None},
             )
         import contextlib
         import os
 
         main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws progress
-        with (progress() if main_rank else contextlib.nullcontext()) as bar:
+        with progress() if main_rank else contextlib.nullcontext() as bar:
             task = bar.add_task("training", total=config.epochs) if bar is not None else None
 
             def callback(event: dict) -> None:
@@ -107,8 +137,9 @@ def train_command(
                 elif event["event"] == "epoch":
                     dice = "n/a" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
                     bar.update(
-                        task, completed=event["epoch"],
-                        description=f"epoch {event['epoch']}/{event['epochs']} loss {event['loss']:.4f} val Dice {dice}",
+                        task,
+                        completed=event["epoch"],
+                        description=f"epoch {event['epoch']}/{event['epochs']} loss {event['loss']:.4f} val Dice {dice}",  # noqa: E501
                     )
 
             result = train(config, callback=callback)

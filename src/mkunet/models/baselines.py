@@ -20,7 +20,7 @@ or ``(logits, attention_maps)``. Baselines ignore ``clinical``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import AttentionUnet, SegResNet, UNet
@@ -142,7 +142,12 @@ class ResNet3D(_Wrapped):
             )
         if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
             raise ValueError(f"`num_groups` must be a positive integer, got {num_groups!r}.")
-        if isinstance(init_filters, bool) or not isinstance(init_filters, int) or init_filters < 1 or init_filters % num_groups:
+        if (
+            isinstance(init_filters, bool)
+            or not isinstance(init_filters, int)
+            or init_filters < 1
+            or init_filters % num_groups
+        ):
             raise ValueError(
                 f"`init_filters` must be a positive multiple of num_groups={num_groups} (group norm), "
                 f"got {init_filters!r}."

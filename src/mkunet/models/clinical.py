@@ -38,7 +38,8 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,9 +54,17 @@ _REQUIRED = COLUMNS[:5]
 _CONTINUOUS = ("age", "lvcr")
 _SEX = {"m": 1.0, "male": 1.0, "f": 0.0, "female": 0.0}
 _SMOKING = {
-    "never": 0.0, "never smoker": 0.0, "never-smoker": 0.0, "non-smoker": 0.0, "nonsmoker": 0.0,
-    "former": 0.5, "ex": 0.5, "ex-smoker": 0.5, "former smoker": 0.5,
-    "current": 1.0, "current smoker": 1.0,
+    "never": 0.0,
+    "never smoker": 0.0,
+    "never-smoker": 0.0,
+    "non-smoker": 0.0,
+    "nonsmoker": 0.0,
+    "former": 0.5,
+    "ex": 0.5,
+    "ex-smoker": 0.5,
+    "former smoker": 0.5,
+    "current": 1.0,
+    "current smoker": 1.0,
 }
 _GRADE_RE = re.compile(r"^(?:grade\s*)?g?\s*([123])(?:\.0+)?$", re.IGNORECASE)
 _STAGE_RE = re.compile(r"^(?:stage\s*)?(iv|iii|ii|i|[1-4])(?:[abc]\d?)?$", re.IGNORECASE)
@@ -156,7 +165,9 @@ def _parse_table(df: pd.DataFrame, what: str) -> tuple[dict[str, np.ndarray], li
                 out[i] = _parse(column, value)
             except _Bad:
                 out[i] = np.nan
-                problems.append(f"patient {ids[i]!r} column {column!r} has value {value!r} (expected {_EXPECTED[column]})")
+                problems.append(
+                    f"patient {ids[i]!r} column {column!r} has value {value!r} (expected {_EXPECTED[column]})"
+                )
         parsed[column] = out
     if problems:
         shown = "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10 else "")
@@ -199,7 +210,7 @@ class ClinicalEncoder:
         if not self.is_fitted:
             raise ValueError("ClinicalEncoder is not fitted; call .fit(training_table) or load it with from_dict().")
 
-    def fit(self, df: pd.DataFrame) -> "ClinicalEncoder":
+    def fit(self, df: pd.DataFrame) -> ClinicalEncoder:
         """Learn the age and LVCR ranges and the imputation values from the training table.
 
         Args:
@@ -242,9 +253,7 @@ class ClinicalEncoder:
                 fill[column] = float(np.sort(values)[(values.size - 1) // 2])  # lower median: a valid category
         self.ranges_ = ranges
         self.lvcr_median_ = fill["lvcr"]
-        self.fill_values_ = {
-            c: (self._scale(c, np.array([v]))[0] if c in _CONTINUOUS else v) for c, v in fill.items()
-        }
+        self.fill_values_ = {c: (self._scale(c, np.array([v]))[0] if c in _CONTINUOUS else v) for c, v in fill.items()}
         return self
 
     # ------------------------------------------------------------------ encoding
@@ -308,8 +317,10 @@ class ClinicalEncoder:
                 "impute='median' to use the training median / mode."
             )
         if imputed:
-            warnings.warn(f"ClinicalEncoder.transform: imputed {imputed} missing value(s) with training medians/modes.",
-                          stacklevel=2)
+            warnings.warn(
+                f"ClinicalEncoder.transform: imputed {imputed} missing value(s) with training medians/modes.",
+                stacklevel=2,
+            )
         if outside:
             warnings.warn(
                 "ClinicalEncoder.transform: value(s) far outside the training range were clipped to [0, 1]: "
@@ -350,12 +361,14 @@ class ClinicalEncoder:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClinicalEncoder":
+    def from_dict(cls, d: Mapping[str, Any]) -> ClinicalEncoder:
         """Rebuild an encoder saved with :meth:`to_dict`."""
         if not isinstance(d, Mapping) or d.get("type") != "ClinicalEncoder":
             raise ValueError("Not a ClinicalEncoder state: expected a dict with type='ClinicalEncoder'.")
         if list(d.get("columns", [])) != list(COLUMNS):
-            raise ValueError(f"ClinicalEncoder state has columns {d.get('columns')!r}; this version expects {list(COLUMNS)}.")
+            raise ValueError(
+                f"ClinicalEncoder state has columns {d.get('columns')!r}; this version expects {list(COLUMNS)}."
+            )
         try:
             ranges = {k: (float(d["ranges"][k][0]), float(d["ranges"][k][1])) for k in _CONTINUOUS}
             fill = {k: float(d["fill_values"][k]) for k in COLUMNS}

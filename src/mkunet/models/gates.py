@@ -99,7 +99,12 @@ class ImmuneAttentionGate(nn.Module):
             conv_only=True,
         )
         self.phi_g = Convolution(
-            spatial_dims=3, in_channels=g_channels, out_channels=inter_channels, kernel_size=1, padding=0, conv_only=True
+            spatial_dims=3,
+            in_channels=g_channels,
+            out_channels=inter_channels,
+            kernel_size=1,
+            padding=0,
+            conv_only=True,
         )
         self.norm: nn.Module = nn.Identity()
         if norm is not None:

@@ -38,7 +38,7 @@ connections), ``in_channels=1`` (intensity channel only).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,12 @@ def _norm_arg(value: object, name: str) -> tuple | str | None:
     """Accept a MONAI layer-factory argument as a name or (name, kwargs); JSON lists become tuples."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], dict):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], dict)
+    ):
         return (value[0], dict(value[1]))
     raise ValueError(f"`{name}` must be a layer name such as 'INSTANCE' or a (name, kwargs) pair, got {value!r}.")
 
@@ -227,11 +232,20 @@ class MKUNet(nn.Module):
         def block(cin: int, cout: int, strides: int) -> nn.Module:
             if num_res_units > 0:
                 return ResidualUnit(
-                    3, cin, cout, strides=strides, kernel_size=kernel_size, subunits=num_res_units,
-                    act=act, norm=norm, dropout=dropout,
+                    3,
+                    cin,
+                    cout,
+                    strides=strides,
+                    kernel_size=kernel_size,
+                    subunits=num_res_units,
+                    act=act,
+                    norm=norm,
+                    dropout=dropout,
                 )
             return nn.Sequential(
-                Convolution(3, cin, cout, strides=strides, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout),
+                Convolution(
+                    3, cin, cout, strides=strides, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout
+                ),
                 Convolution(3, cout, cout, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout),
             )
 
@@ -248,8 +262,19 @@ class MKUNet(nn.Module):
         for i in range(len(channels) - 1):  # level i receives from level i + 1
             c_skip, c_low = channels[i], channels[i + 1]
             if upsample == "transpose":
-                ups.append(Convolution(3, c_low, c_skip, strides=2, kernel_size=2, padding=0, output_padding=0,
-                                       is_transposed=True, conv_only=True))
+                ups.append(
+                    Convolution(
+                        3,
+                        c_low,
+                        c_skip,
+                        strides=2,
+                        kernel_size=2,
+                        padding=0,
+                        output_padding=0,
+                        is_transposed=True,
+                        conv_only=True,
+                    )
+                )
             else:
                 ups.append(
                     nn.Sequential(
@@ -329,4 +354,3 @@ class MKUNet(nn.Module):
             f"channels={self.channels}, gate={self.gate!r}, clinical_fusion={self.clinical_fusion}, "
             f"upsample={self.upsample!r}, down_factor={self.down_factor}"
         )
-

@@ -9,8 +9,8 @@ within ``halo`` rows (along y) gives exactly the same result as on the whole vol
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 

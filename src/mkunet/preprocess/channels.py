@@ -122,9 +122,7 @@ def _symmetric_fir(a: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
     if n == 1 or radius == 0:
         return a.astype(np.float32, copy=True)
     moved = np.moveaxis(a, axis, 0)
-    pad = np.concatenate(
-        [np.repeat(moved[:1], radius, axis=0), moved, np.repeat(moved[-1:], radius, axis=0)], axis=0
-    )
+    pad = np.concatenate([np.repeat(moved[:1], radius, axis=0), moved, np.repeat(moved[-1:], radius, axis=0)], axis=0)
     out = pad[radius : radius + n] * np.float32(taps[0])
     tmp = np.empty_like(out)
     for k in range(1, radius + 1):

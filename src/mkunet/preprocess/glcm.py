@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
@@ -68,9 +69,7 @@ def _check_levels(levels: int) -> int:
     return int(levels)
 
 
-def quantise(
-    array: np.ndarray, levels: int = 256, value_range: tuple[float, float] | None = None
-) -> np.ndarray:
+def quantise(array: np.ndarray, levels: int = 256, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Quantise intensities linearly to ``levels`` grey levels (IBSI fixed bin number).
 
     .. math:: g = \\min\\left(\\left\\lfloor L\\,\\frac{v - lo}{hi - lo}\\right\\rfloor, L - 1\\right),
@@ -226,9 +225,7 @@ def glcm_contrast(
     half = int(window) // 2
     shape = grey.shape
     # exact integer accumulator: the largest window sum is (#pairs in a window) * (levels - 1)^2
-    max_pairs = sum(
-        math.prod(window - abs(x) for x in d) for d in GLCM_DIRECTIONS
-    )
+    max_pairs = sum(math.prod(window - abs(x) for x in d) for d in GLCM_DIRECTIONS)
     acc = np.int32 if max_pairs * (levels - 1) ** 2 < 2**31 - 1 else np.int64
     core = _merged if directions == "merged" else _averaged
     dtype = np.dtype(dtype)
@@ -303,7 +300,9 @@ def _pair_counts(shape: tuple[int, ...], half: int, dtype: np.dtype) -> np.ndarr
     """N(c) = sum_d prod_a n_a(c_a; |d_a|), pairs of all directions in the window and the volume."""
     planes = {False: np.zeros(shape[1:], dtype=np.int64), True: np.zeros(shape[1:], dtype=np.int64)}
     for d in GLCM_DIRECTIONS:
-        planes[bool(d[0])] += np.outer(_axis_counts(shape[1], half, bool(d[1])), _axis_counts(shape[2], half, bool(d[2])))
+        planes[bool(d[0])] += np.outer(
+            _axis_counts(shape[1], half, bool(d[1])), _axis_counts(shape[2], half, bool(d[2]))
+        )
     counts = np.multiply.outer(_axis_counts(shape[0], half, False), planes[False]).astype(dtype)
     counts += np.multiply.outer(_axis_counts(shape[0], half, True), planes[True]).astype(dtype)
     return counts

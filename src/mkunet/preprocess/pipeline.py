@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,12 @@ class Preprocessor:
         window: tuple[float, float] = DEFAULT_WINDOW,
     ):
         if channels not in (1, 4) or isinstance(channels, bool):
-            raise ValueError(f"Preprocessor: `channels` must be 4 (four-channel input) or 1 (intensity only), got {channels!r}.")
+            raise ValueError(
+                f"Preprocessor: `channels` must be 4 (four-channel input) or 1 (intensity only), got {channels!r}."
+            )
         if adaptive_window is not None and not isinstance(adaptive_window, AdaptiveWindow):
             raise ValueError(
-                f"Preprocessor: `adaptive_window` must be an AdaptiveWindow or None, got {type(adaptive_window).__name__}."
+                f"Preprocessor: `adaptive_window` must be an AdaptiveWindow or None, got {type(adaptive_window).__name__}."  # noqa: E501
             )
         self.channels = int(channels)
         self.adaptive_window = adaptive_window
@@ -45,7 +48,7 @@ class Preprocessor:
         """Number of channels the model receives (4 or 1)."""
         return self.channels
 
-    def fit(self, volumes: Iterable[Volume | np.ndarray], masks: Iterable[np.ndarray]) -> "Preprocessor":
+    def fit(self, volumes: Iterable[Volume | np.ndarray], masks: Iterable[np.ndarray]) -> Preprocessor:
         """Fit the adaptive window (if any) on training volumes and tumour masks; returns self."""
         if self.adaptive_window is not None:
             self.adaptive_window.fit(volumes, masks)
@@ -79,7 +82,7 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocessor":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
         """Rebuild from :meth:`to_dict` output."""
         if not isinstance(data, dict):
             raise ValueError(f"Preprocessor.from_dict expects a dict, got {type(data).__name__}.")

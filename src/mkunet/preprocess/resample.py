@@ -7,7 +7,8 @@ Used by training (to the model's spacing) and inference (back onto the input gri
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -47,7 +48,9 @@ def _spacing(spacing_zyx: Sequence[float]) -> tuple[float, float, float]:
 def _run(image, reference, interpolator: str, default_value: float):
     import SimpleITK as sitk
 
-    return sitk.Resample(image, reference, sitk.Transform(), _interpolator(interpolator), float(default_value), sitk.sitkFloat32)
+    return sitk.Resample(
+        image, reference, sitk.Transform(), _interpolator(interpolator), float(default_value), sitk.sitkFloat32
+    )
 
 
 def resample(
@@ -76,7 +79,9 @@ def resample(
     spacing = _spacing(spacing_zyx)
     import SimpleITK as sitk
 
-    size_zyx = [max(1, math.ceil(n * s_old / s_new - 1e-6)) for n, s_old, s_new in zip(volume.shape, volume.spacing, spacing)]
+    size_zyx = [
+        max(1, math.ceil(n * s_old / s_new - 1e-6)) for n, s_old, s_new in zip(volume.shape, volume.spacing, spacing)
+    ]
     reference = sitk.Image([int(s) for s in reversed(size_zyx)], sitk.sitkUInt8)
     reference.SetSpacing(tuple(reversed(spacing)))
     reference.SetOrigin(volume.origin)
@@ -138,7 +143,12 @@ def resample_to(
         data = data.astype(np.float32)
     if default_value is None:
         default_value = float(data.min()) if data.size else 0.0
-    out = _run(source_volume.to_sitk(data.astype(np.float32, copy=False)), target.to_sitk(np.zeros(target.shape, np.uint8)), interpolator, default_value)
+    out = _run(
+        source_volume.to_sitk(data.astype(np.float32, copy=False)),
+        target.to_sitk(np.zeros(target.shape, np.uint8)),
+        interpolator,
+        default_value,
+    )
     import SimpleITK as sitk
 
     return target.with_array(sitk.GetArrayFromImage(out).astype(np.float32, copy=False))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -15,6 +16,7 @@ __all__ = ["AdaptiveWindow", "NotFittedError"]
 
 class NotFittedError(ValueError, RuntimeError):
     """An adaptive window (or preprocessor) used before it was fitted."""
+
 
 _MODES = ("symmetric", "paper")
 
@@ -52,7 +54,9 @@ class AdaptiveWindow:
             k = float(k)
             background = float(background)
         except (TypeError, ValueError):
-            raise ValueError(f"AdaptiveWindow: `k` and `background` must be numbers, got k={k!r}, background={background!r}.") from None
+            raise ValueError(
+                f"AdaptiveWindow: `k` and `background` must be numbers, got k={k!r}, background={background!r}."
+            ) from None
         if not (math.isfinite(k) and k > 0):
             raise ValueError(f"AdaptiveWindow: `k` must be a finite number > 0 (standard deviations), got {k!r}.")
         if not math.isfinite(background):
@@ -67,7 +71,7 @@ class AdaptiveWindow:
         self.n_voxels_: int = 0
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, volumes: Iterable[Volume | np.ndarray], masks: Iterable[np.ndarray]) -> "AdaptiveWindow":
+    def fit(self, volumes: Iterable[Volume | np.ndarray], masks: Iterable[np.ndarray]) -> AdaptiveWindow:
         """Learn :math:`\\mu, \\sigma` of tumour HU over all training scans (streaming).
 
         Per-scan count, mean and sum of squared deviations are combined with Chan et
@@ -184,14 +188,16 @@ class AdaptiveWindow:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdaptiveWindow":
+    def from_dict(cls, data: dict[str, Any]) -> AdaptiveWindow:
         """Rebuild from :meth:`to_dict` output."""
         if not isinstance(data, dict):
             raise ValueError(f"AdaptiveWindow.from_dict expects a dict, got {type(data).__name__}.")
         unknown = set(data) - {"k", "mode", "background", "mean", "std", "n_voxels"}
         if unknown:
             raise ValueError(f"AdaptiveWindow.from_dict: unknown keys {sorted(unknown)}.")
-        window = cls(k=data.get("k", 1.5), mode=data.get("mode", "symmetric"), background=data.get("background", -1000.0))
+        window = cls(
+            k=data.get("k", 1.5), mode=data.get("mode", "symmetric"), background=data.get("background", -1000.0)
+        )
         mean, std = data.get("mean"), data.get("std")
         if (mean is None) != (std is None):
             raise ValueError("AdaptiveWindow.from_dict: give both 'mean' and 'std' or neither.")

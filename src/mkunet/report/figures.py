@@ -97,8 +97,9 @@ def patient_overview(patient_id: str, timepoints: Sequence[Mapping[str, Any]], f
         ax = axes[0, j]
         ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
         if m.any():
-            ax.contour(m.astype(np.float32), levels=[0.5], colors=["#ff3030"], linewidths=1.0, extent=extent,
-                       origin="upper")
+            ax.contour(
+                m.astype(np.float32), levels=[0.5], colors=["#ff3030"], linewidths=1.0, extent=extent, origin="upper"
+            )
         vol_txt = f"{tp.get('volume_cm3', 0.0) or 0.0:.2f} cm³" if mask.any() else "no tumour found"
         ax.set_title(f"{tp.get('label', '')}\n{vol_txt}, slice z={cz}", fontsize=7)
         _scale_bar(ax, extent)
@@ -107,15 +108,28 @@ def patient_overview(patient_id: str, timepoints: Sequence[Mapping[str, Any]], f
             ax2.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest")
             att = tp.get("attention")
             if att is not None:
-                im = ax2.imshow(np.asarray(att)[cz, y0:y1, x0:x1], cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.5,
-                                extent=extent, interpolation="bilinear")
+                im = ax2.imshow(
+                    np.asarray(att)[cz, y0:y1, x0:x1],
+                    cmap="inferno",
+                    vmin=0.0,
+                    vmax=1.0,
+                    alpha=0.5,
+                    extent=extent,
+                    interpolation="bilinear",
+                )
                 if j == n - 1:
                     cb = fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.02)
                     cb.ax.tick_params(labelsize=6)
                     cb.set_label("attention (0-1)", fontsize=6)
             if m.any():
-                ax2.contour(m.astype(np.float32), levels=[0.5], colors=["#30c0ff"], linewidths=0.7, extent=extent,
-                            origin="upper")
+                ax2.contour(
+                    m.astype(np.float32),
+                    levels=[0.5],
+                    colors=["#30c0ff"],
+                    linewidths=0.7,
+                    extent=extent,
+                    origin="upper",
+                )
             ax2.set_title("attention (finest gate)", fontsize=7)
             ax2.set_xticks([])
             ax2.set_yticks([])
@@ -123,8 +137,7 @@ def patient_overview(patient_id: str, timepoints: Sequence[Mapping[str, Any]], f
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"{patient_id}: axial CT, lung window W {LUNG_WINDOW[1]:g} / L {LUNG_WINDOW[0]:g} HU, "
-        f"{field_mm:g} mm field",
+        f"{patient_id}: axial CT, lung window W {LUNG_WINDOW[1]:g} / L {LUNG_WINDOW[0]:g} HU, {field_mm:g} mm field",
         fontsize=8,
     )
     fig.tight_layout()
@@ -205,8 +218,15 @@ def km_plot(curves: Any, stats: Mapping[str, Any], title: str = "Overall surviva
     for label, g in curves.groupby("group", sort=False):
         days, surv = g["days"].to_numpy(float), g["survival"].to_numpy(float)
         (line,) = ax.step(days, surv, where="post", label=str(label))
-        ax.fill_between(days, g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float), step="post",
-                        alpha=0.25, color=line.get_color(), lw=0)
+        ax.fill_between(
+            days,
+            g["ci_low"].to_numpy(float),
+            g["ci_high"].to_numpy(float),
+            step="post",
+            alpha=0.25,
+            color=line.get_color(),
+            lw=0,
+        )
         cens = g["censored"].to_numpy(float) > 0
         ax.plot(days[cens], surv[cens], "+", ms=8, color=line.get_color())
     ax.set_xlabel("days since first scan")

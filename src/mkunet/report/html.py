@@ -78,7 +78,8 @@ COLUMN_LABELS = {
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1150px;padding:0 18px 40px;
 color:#1b1b1b;line-height:1.4;font-size:14px}
-h1{font-size:24px;margin:18px 0 4px}h2{font-size:19px;border-bottom:2px solid #1f4e79;padding-bottom:3px;margin-top:30px}
+h1{font-size:24px;margin:18px 0 4px}
+h2{font-size:19px;border-bottom:2px solid #1f4e79;padding-bottom:3px;margin-top:30px}
 h3{font-size:16px;margin:18px 0 6px}
 .banner{background:#fff3cd;border:1px solid #e0b400;border-left:6px solid #e0a800;padding:10px 14px;margin:14px 0;
 font-size:14px}
@@ -146,7 +147,9 @@ def _table(df: pd.DataFrame, *, index: bool = False, left: Sequence[str] = (), m
 
 
 def _kv(items: Sequence[tuple[str, Any]]) -> str:
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v) if not isinstance(v, str) else v)}</td></tr>" for k, v in items)
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v) if not isinstance(v, str) else v)}</td></tr>" for k, v in items
+    )
     return f'<table class="kv">{rows}</table>'
 
 
@@ -219,12 +222,30 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
     df = patients.copy()
     if {"lvcr_ci_low", "lvcr_ci_high"} <= set(df.columns):
         df["lvcr_ci"] = [
-            "—" if _num(a) is None else f"{float(a):.4f} to {float(b):.4f}" for a, b in zip(df.lvcr_ci_low, df.lvcr_ci_high)
+            "—" if _num(a) is None else f"{float(a):.4f} to {float(b):.4f}"
+            for a, b in zip(df.lvcr_ci_low, df.lvcr_ci_high)
         ]
     df = df.rename(columns={"sphericity": "sphericity_baseline"})
-    cols = [c for c in ("patient_id", "n_scans", "baseline_volume_cm3", "last_volume_cm3", "lvcr_per_day", "lvcr_ci",
-                        "vdt_days", "sphericity_baseline", "last_response", "ies", "ies_imaging_only", "ies_group",
-                        "mean_dice_vs_reference", "status") if c in df.columns]
+    cols = [
+        c
+        for c in (
+            "patient_id",
+            "n_scans",
+            "baseline_volume_cm3",
+            "last_volume_cm3",
+            "lvcr_per_day",
+            "lvcr_ci",
+            "vdt_days",
+            "sphericity_baseline",
+            "last_response",
+            "ies",
+            "ies_imaging_only",
+            "ies_group",
+            "mean_dice_vs_reference",
+            "status",
+        )
+        if c in df.columns
+    ]
     n_lvcr = int(df["lvcr_per_day"].notna().sum()) if "lvcr_per_day" in df else 0
     stats = []
     if n_lvcr:
@@ -232,7 +253,9 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
         stats.append(f"median LVCR {lv.median():.4f} /day (range {lv.min():.4f} to {lv.max():.4f}), n = {n_lvcr}")
     if "mean_dice_vs_reference" in df and df["mean_dice_vs_reference"].notna().any():
         d = df["mean_dice_vs_reference"].dropna()
-        stats.append(f"Dice of the automatic masks against the reference masks: mean {d.mean():.3f} (min {d.min():.3f})")
+        stats.append(
+            f"Dice of the automatic masks against the reference masks: mean {d.mean():.3f} (min {d.min():.3f})"
+        )
     text = "".join(f"<li>{_e(s)}</li>" for s in stats)
     return (
         '<h2 id="cohort-summary">Cohort summary</h2>'
@@ -266,10 +289,10 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
         g = groups.loc["IES"]
         figs.append(_img(figures.km_plot(km.loc[["IES"]], g), "Kaplan-Meier curves by IES group"))
         parts.append(
-            f'<p>IES high (&gt; {float(g["cutoff"]):.4g}, the cohort median) vs low: log-rank p = '
-            f'{float(g["logrank_p"]):.3g}; HR {float(g["hr"]):.2f} (95% CI {float(g["hr_ci_low"]):.2f}-'
-            f'{float(g["hr_ci_high"]):.2f}); n = {int(g["n_high"])} / {int(g["n_low"])}, events '
-            f'{int(g["events_high"])} / {int(g["events_low"])}; median OS {_fmt(float(g["median_high"]))} / '
+            f"<p>IES high (&gt; {float(g['cutoff']):.4g}, the cohort median) vs low: log-rank p = "
+            f"{float(g['logrank_p']):.3g}; HR {float(g['hr']):.2f} (95% CI {float(g['hr_ci_low']):.2f}-"
+            f"{float(g['hr_ci_high']):.2f}); n = {int(g['n_high'])} / {int(g['n_low'])}, events "
+            f"{int(g['events_high'])} / {int(g['events_low'])}; median OS {_fmt(float(g['median_high']))} / "
             f"{_fmt(float(g['median_low']))} days.</p>"
         )
     else:
@@ -293,16 +316,23 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
     parts.append("<h3>ROC for PD-L1 positivity</h3>")
     if roc is not None and not roc.empty:
         curves = []
-        for label, key in (("full IES (contains PD-L1: circular)", "IES (contains PD-L1: circular)"),
-                           ("imaging-only IES", "imaging-only IES")):
+        for label, key in (
+            ("full IES (contains PD-L1: circular)", "IES (contains PD-L1: circular)"),
+            ("imaging-only IES", "imaging-only IES"),
+        ):
             if key not in roc.index:
                 continue
             row = auc.loc[key] if auc is not None and key in auc.index else {}
-            curves.append({
-                "label": label, "fpr": roc.loc[[key], "fpr"].to_numpy(float),
-                "tpr": roc.loc[[key], "tpr"].to_numpy(float), "auc": float(row.get("auc", float("nan"))),
-                "ci_low": _num(row.get("ci_low")), "ci_high": _num(row.get("ci_high")),
-            })
+            curves.append(
+                {
+                    "label": label,
+                    "fpr": roc.loc[[key], "fpr"].to_numpy(float),
+                    "tpr": roc.loc[[key], "tpr"].to_numpy(float),
+                    "auc": float(row.get("auc", float("nan"))),
+                    "ci_low": _num(row.get("ci_low")),
+                    "ci_high": _num(row.get("ci_high")),
+                }
+            )
         parts.append(_img(figures.roc_plot(curves), "ROC curves for PD-L1 positivity"))
         parts.append(
             '<p class="note"><strong>Circularity:</strong> the full IES contains the PD-L1+ area ratio, so its AUC '
@@ -312,11 +342,16 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
         if auc is not None:
             parts.append(_table(auc, index=True, left=("score",)))
     elif pts is not None and "pdl1_positive" in pts:
-        parts.append('<p class="note">No ROC: only one PD-L1 class present, or the AUC could not be computed '
-                     "(see the notes).</p>")
+        parts.append(
+            '<p class="note">No ROC: only one PD-L1 class present, or the AUC could not be computed '
+            "(see the notes).</p>"
+        )
     else:
         parts.append('<p class="note">No PD-L1 status in the outcomes: no ROC.</p>')
-    for name, title in (("concordance", "Concordance (Harrell's C, risk scores)"), ("correlations", "Spearman correlations")):
+    for name, title in (
+        ("concordance", "Concordance (Harrell's C, risk scores)"),
+        ("correlations", "Spearman correlations"),
+    ):
         t = _read_csv(cdir / f"{name}.csv")
         if t is not None:
             parts.append(f"<h3>{_e(title)}</h3>" + _table(t, left=("risk_score", "x", "y")))
@@ -332,13 +367,18 @@ def _model_section(meta: Mapping[str, Any], model_tables: Path | None) -> str:
     model = meta.get("model", {}) or {}
     md = model.get("metadata", {}) or {}
     flat = [(k, v) for k, v in md.items() if isinstance(v, (str, int, float, bool)) or v is None]
-    parts = ['<h2 id="model">Model</h2>', _kv([
-        ("name", model.get("model_name")),
-        ("version / label", model.get("model_version")),
-        ("source", model.get("model_source")),
-        ("weights sha256 (state dict)", model.get("weights_sha256")),
-        ("identity sha256 (weights + configuration)", model.get("identity_sha256")),
-    ])]
+    parts = [
+        '<h2 id="model">Model</h2>',
+        _kv(
+            [
+                ("name", model.get("model_name")),
+                ("version / label", model.get("model_version")),
+                ("source", model.get("model_source")),
+                ("weights sha256 (state dict)", model.get("weights_sha256")),
+                ("identity sha256 (weights + configuration)", model.get("identity_sha256")),
+            ]
+        ),
+    ]
     if flat:
         parts.append("<h3>Bundle metadata</h3>" + _kv(flat[:40]))
     if model_tables is not None:
@@ -358,8 +398,10 @@ def _errors(errors: pd.DataFrame) -> str:
     head = '<h2 id="errors">Problems</h2>'
     if errors.empty:
         return head + "<p>None: every scan was read, segmented and measured.</p>"
-    return head + '<p class="warn">These cases were skipped or kept with a quantity missing:</p>' + _table(
-        errors, left=("patient_id", "stage", "error", "action")
+    return (
+        head
+        + '<p class="warn">These cases were skipped or kept with a quantity missing:</p>'
+        + _table(errors, left=("patient_id", "stage", "error", "action"))
     )
 
 
@@ -391,17 +433,39 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows.iloc[0:0]
     if len(ok):
         png = figures.growth_curve(
-            pid, ok["days"].to_numpy(float), ok["volume_cm3"].to_numpy(float),
-            {k: _num(prow.get(k)) for k in ("lvcr_per_day", "lvcr_ci_low", "lvcr_ci_high", "lvcr_intercept_log_cm3",
-                                             "vdt_days")} if lv is not None else None,
+            pid,
+            ok["days"].to_numpy(float),
+            ok["volume_cm3"].to_numpy(float),
+            {
+                k: _num(prow.get(k))
+                for k in ("lvcr_per_day", "lvcr_ci_low", "lvcr_ci_high", "lvcr_intercept_log_cm3", "vdt_days")
+            }
+            if lv is not None
+            else None,
             list(ok["response"]) if "response" in ok else None,
         )
         parts.append(_img(png, f"growth curve of {pid}"))
     overview = out_dir / "patients" / patient_folder_name(pid) / "overview.png"
     if overview.is_file():
         parts.append(_img(overview.read_bytes(), f"axial overlays of {pid}"))
-    cols = [c for c in ("timepoint", "days", "scan_date", "status", "volume_cm3", "longest_axial_diameter_mm",
-                        "sphericity", "mean_hu", "response", "dice_vs_reference", "roi", "series_uid") if c in rows]
+    cols = [
+        c
+        for c in (
+            "timepoint",
+            "days",
+            "scan_date",
+            "status",
+            "volume_cm3",
+            "longest_axial_diameter_mm",
+            "sphericity",
+            "mean_hu",
+            "response",
+            "dice_vs_reference",
+            "roi",
+            "series_uid",
+        )
+        if c in rows
+    ]
     parts.append(_table(rows[cols], left=("status", "response", "roi", "series_uid", "scan_date")))
     parts.append("</div>")
     return "".join(parts)
@@ -423,13 +487,21 @@ def render_report(run: Any, *, model_tables: str | Path | None = None, title: st
         results = results.assign(patient_id=results["patient_id"].astype(str))
     if "patient_id" in patients:
         patients = patients.assign(patient_id=patients["patient_id"].astype(str))
-    title = title or ("mkunet report — synthetic demonstration cohort" if meta.get("synthetic") else "mkunet cohort report")
+    title = title or (
+        "mkunet report — synthetic demonstration cohort" if meta.get("synthetic") else "mkunet cohort report"
+    )
     pids = sorted(set(results["patient_id"])) if "patient_id" in results else []
     prows = {r["patient_id"]: r for r in patients.to_dict("records")} if len(patients) else {}
     nav = " ".join(
         f'<a href="#{a}">{t}</a>'
-        for a, t in (("summary", "Run"), ("cohort-summary", "Cohort"), ("statistics", "Statistics"),
-                     ("model", "Model"), ("errors", "Problems"), ("patients", "Patients"))
+        for a, t in (
+            ("summary", "Run"),
+            ("cohort-summary", "Cohort"),
+            ("statistics", "Statistics"),
+            ("model", "Model"),
+            ("errors", "Problems"),
+            ("patients", "Patients"),
+        )
     )
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -451,13 +523,14 @@ def render_report(run: Any, *, model_tables: str | Path | None = None, title: st
 
     body.append(f'<p class="note">Generated by mkunet {_e(__version__)}. Units: mm, HU, days, cm³, per day.</p>')
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
     )
 
 
-def write_report(run: Any, path: str | Path | None = None, *, model_tables: str | Path | None = None,
-                 title: str | None = None) -> Path:
+def write_report(
+    run: Any, path: str | Path | None = None, *, model_tables: str | Path | None = None, title: str | None = None
+) -> Path:
     """Write ONE self-contained ``report.html`` for a cohort run.
 
     Args:

@@ -13,7 +13,17 @@ Arrays are (z, y, x); spacing (z, y, x) mm; origin (x, y, z) mm (LPS).
 from mkunet.synth.cohort import Cohort, Patient, Scan, iter_patients, make_case, make_cohort
 from mkunet.synth.outcomes import OutcomeModel, simulate_outcomes
 
-__all__ = ["Cohort", "Patient", "Scan", "make_cohort", "make_case", "iter_patients", "write_cohort", "OutcomeModel", "simulate_outcomes"]
+__all__ = [
+    "Cohort",
+    "Patient",
+    "Scan",
+    "make_cohort",
+    "make_case",
+    "iter_patients",
+    "write_cohort",
+    "OutcomeModel",
+    "simulate_outcomes",
+]
 
 
 def __getattr__(name: str):

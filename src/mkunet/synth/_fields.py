@@ -67,7 +67,7 @@ def _upsample_axis(a: np.ndarray, axis: int, factor: int, n_out: int) -> np.ndar
     if factor == 1:
         return np.take(a, np.arange(n_out), axis=axis)
     a = np.moveaxis(a, axis, -1)
-    w = (np.arange(factor, dtype=np.float32) / factor)
+    w = np.arange(factor, dtype=np.float32) / factor
     lo = a[..., :-1, None]
     hi = a[..., 1:, None]
     out = lo + (hi - lo) * w

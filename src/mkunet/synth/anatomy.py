@@ -197,7 +197,10 @@ def _grow_tree(
         keep = ok | (depth == 0) | True
         m = min(int(keep.sum()), max_segments - total)
         idx = np.flatnonzero(keep)[:m]
-        out["p0"].append(p[idx]); out["p1"].append(q[idx]); out["r0"].append(r[idx]); out["r1"].append(r_end[idx])
+        out["p0"].append(p[idx])
+        out["p1"].append(q[idx])
+        out["r0"].append(r[idx])
+        out["r1"].append(r_end[idx])
         out["depth"].append(np.full(len(idx), depth))
         total += len(idx)
         grow = idx[(ok[idx]) & (r_end[idx] * 0.72 >= min_radius)]
@@ -210,7 +213,9 @@ def _grow_tree(
         d2 = np.cos(a2)[:, None] * dsel[grow] - np.sin(a2)[:, None] * pp
         p = np.concatenate([q[grow], q[grow]])
         d = np.concatenate([d1, d2])
-        r = np.concatenate([r_end[grow] * rng.uniform(0.7, 0.85, len(grow)), r_end[grow] * rng.uniform(0.6, 0.8, len(grow))])
+        r = np.concatenate(
+            [r_end[grow] * rng.uniform(0.7, 0.85, len(grow)), r_end[grow] * rng.uniform(0.6, 0.8, len(grow))]
+        )
         depth += 1
     if not out["p0"]:
         z = np.zeros((0, 3))
@@ -307,7 +312,12 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
         bron1.append(hil)
         br0.append(rt * 0.75)
         br1.append(rt * 0.65)
-        for d in ((0.3 * sgn, u(-0.3, 0.3), 1.0), (sgn, u(-0.5, 0.1), u(-0.3, 0.1)), (0.4 * sgn, u(0.0, 0.5), -1.0), (0.5 * sgn, u(-0.8, -0.4), -0.4)):
+        for d in (
+            (0.3 * sgn, u(-0.3, 0.3), 1.0),
+            (sgn, u(-0.5, 0.1), u(-0.3, 0.1)),
+            (0.4 * sgn, u(0.0, 0.5), -1.0),
+            (0.5 * sgn, u(-0.8, -0.4), -0.4),
+        ):
             d = np.asarray(d) / np.linalg.norm(d)
             vessel_roots.append((hil + rng.normal(0, 2, 3), d, u(4.5, 6.5)))
             airway_roots.append((hil, d + rng.normal(0, 0.15, 3), u(3.0, 4.5)))
@@ -323,7 +333,13 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
     canal_y = vy + p.vert_r + 9.0
     sp0 = np.array([[0.0, canal_y + 6.0, 400.0], [-8.0, canal_y, 400.0], [8.0, canal_y, 400.0]])
     sp1 = np.array([[0.0, canal_y + 30.0, -400.0], [-30.0, canal_y + 4.0, -400.0], [30.0, canal_y + 4.0, -400.0]])
-    p.bones = {"p0": sp0, "p1": sp1, "r0": np.array([5.0, 4.5, 4.5]), "r1": np.array([5.0, 4.5, 4.5]), "canal_y": canal_y}
+    p.bones = {
+        "p0": sp0,
+        "p1": sp1,
+        "r0": np.array([5.0, 4.5, 4.5]),
+        "r1": np.array([5.0, 4.5, 4.5]),
+        "canal_y": canal_y,
+    }
     return p
 
 
@@ -387,7 +403,9 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     paint2(body, hu_t["fat"], 6.0)
     paint2(ramp(s_body + p.fat, sxy), hu_t["muscle"], 8.0)
     s_cav = _ellipse_sd(x2, y2, p.cavity_a, p.cavity_b)
-    s_cav = np.maximum(s_cav, -(y2 - (p.vert_y - p.vert_r - 2.0)) * (np.abs(x2) < p.vert_r + 12) - 1e3 * (np.abs(x2) >= p.vert_r + 12))
+    s_cav = np.maximum(
+        s_cav, -(y2 - (p.vert_y - p.vert_r - 2.0)) * (np.abs(x2) < p.vert_r + 12) - 1e3 * (np.abs(x2) >= p.vert_r + 12)
+    )
     cav = ramp(s_cav, sxy)
     paint2(cav, hu_t["mediastinal_fat"], 6.0, cav=True)
     st = _ellipse_sd(x2, y2 + p.cavity_b + 0.5 * p.rib_band, 14.0, 5.5)
@@ -426,7 +444,9 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
 
     # ---------------- ribs: only the pixels of the rib band
     s_band = s_cav - (p.rib_band * 0.5 + 0.5)
-    band = (np.abs(np.broadcast_to(s_band, (ny, nx))) < 0.5 * p.rib_thick + 2 * sxy) & np.broadcast_to((np.abs(x2) > 22.0) | (y2 > 0), (ny, nx))
+    band = (np.abs(np.broadcast_to(s_band, (ny, nx))) < 0.5 * p.rib_thick + 2 * sxy) & np.broadcast_to(
+        (np.abs(x2) > 22.0) | (y2 > 0), (ny, nx)
+    )
     idx = np.flatnonzero(band)
     if len(idx):
         yy = np.broadcast_to(y2, (ny, nx)).reshape(-1)[idx][None, :]
@@ -447,7 +467,14 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
         del phase, dz_perp, rho, vals, tex, occ
 
     # ---------------- posterior vertebral elements (bone tubes)
-    render_segments(grid, p.bones["p0"], p.bones["p1"], p.bones["r0"], p.bones["r1"], paint=(img, hu_t["cortical"] * 0.35 + 0.65 * hu_t["cancellous"]))
+    render_segments(
+        grid,
+        p.bones["p0"],
+        p.bones["p1"],
+        p.bones["r0"],
+        p.bones["r1"],
+        paint=(img, hu_t["cortical"] * 0.35 + 0.65 * hu_t["cancellous"]),
+    )
 
     # ---------------- heart (its box only): epicardial fat, myocardium, blood pool
     hx, hy, hz, ha, hb, hc = p.heart
@@ -488,7 +515,15 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     # ---------------- pulmonary vessels (blood) inside the thoracic cavity
     v = p.vessels
     cav_full = np.ascontiguousarray(np.broadcast_to(cav, (ny, nx)))
-    render_segments(grid, v["p0"], v["p1"], v["r0"], v["r1"], paint=(img, hu_t["blood"] * 0.85 + 0.15 * hu_t["soft"]), weight2d=cav_full)
+    render_segments(
+        grid,
+        v["p0"],
+        v["p1"],
+        v["r0"],
+        v["r1"],
+        paint=(img, hu_t["blood"] * 0.85 + 0.15 * hu_t["soft"]),
+        weight2d=cav_full,
+    )
 
     # ---------------- airways: soft-tissue wall then air lumen
     a = p.airways

@@ -7,8 +7,9 @@ Conventions: arrays (z, y, x); spacing tuples (z, y, x) in mm; origins (x, y, z)
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,16 @@ from mkunet.synth.scanner import apply_scanner, sample_scanner
 from mkunet.synth.tumour import TumourParams, place_tumour, render_tumour, sample_tumour
 from mkunet.volume import Volume
 
-__all__ = ["Scan", "Patient", "Cohort", "make_case", "make_cohort", "iter_patients", "tumour_sphericity", "SLICE_THICKNESSES"]
+__all__ = [
+    "Scan",
+    "Patient",
+    "Cohort",
+    "make_case",
+    "make_cohort",
+    "iter_patients",
+    "tumour_sphericity",
+    "SLICE_THICKNESSES",
+]
 
 SLICE_THICKNESSES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 
@@ -144,7 +154,15 @@ def tumour_sphericity(tumour: TumourParams, n: int = 40) -> float:
     return float(np.pi ** (1 / 3) * (6 * vol) ** (2 / 3) / area)
 
 
-def _grid_for(centre: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float], anatomy: AnatomyParams, extent: float, rng: np.random.Generator, centre_body: bool) -> Grid:
+def _grid_for(
+    centre: np.ndarray,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    anatomy: AnatomyParams,
+    extent: float,
+    rng: np.random.Generator,
+    centre_body: bool,
+) -> Grid:
     """A scan grid of ``shape``/``spacing`` containing the tumour (centre, radius ``extent`` mm)."""
     nz, ny, nx = shape
     sz, sy, sx = spacing
@@ -168,7 +186,9 @@ def _check_shape_spacing(shape, spacing) -> None:
         raise ValueError(f"`spacing` must be (z, y, x) mm, all > 0, or None (random), got {spacing!r}.")
 
 
-def _draw_spacing(rng: np.random.Generator, shape, spacing, fit_body: AnatomyParams | None, max_diameter: float) -> tuple[float, float, float]:
+def _draw_spacing(
+    rng: np.random.Generator, shape, spacing, fit_body: AnatomyParams | None, max_diameter: float
+) -> tuple[float, float, float]:
     if spacing is not None:
         return tuple(float(s) for s in spacing)  # type: ignore[return-value]
     nz = shape[0]
@@ -245,11 +265,26 @@ def make_case(
     mask = render_tumour(tumour, vol, grid, hu, a.lung, rng)
     scanner = sample_scanner(rng, sp, wide=wide_scanner)
     out = apply_scanner(hu, sp, scanner, rng)
-    volume = Volume(out, spacing=sp, origin=grid.origin, patient_id="synthetic", meta={"Modality": "CT", "synthetic": True, "tumour_kind": tumour.kind, "diameter_mm": d, "scanner": scanner.to_dict()})
+    volume = Volume(
+        out,
+        spacing=sp,
+        origin=grid.origin,
+        patient_id="synthetic",
+        meta={
+            "Modality": "CT",
+            "synthetic": True,
+            "tumour_kind": tumour.kind,
+            "diameter_mm": d,
+            "scanner": scanner.to_dict(),
+        },
+    )
     if not mask.any():
         import warnings
 
-        warnings.warn(f"make_case: the tumour (diameter {d:.1f} mm) left no voxel >= half filled on spacing {sp}; the mask is empty.", stacklevel=2)
+        warnings.warn(
+            f"make_case: the tumour (diameter {d:.1f} mm) left no voxel >= half filled on spacing {sp}; the mask is empty.",  # noqa: E501
+            stacklevel=2,
+        )
     return volume, mask
 
 
@@ -282,7 +317,22 @@ def iter_patients(
         raise ValueError(f"`n_patients` must be >= 1, got {n_patients!r}.")
     _check_shape_spacing(shape, spacing)
     children = np.random.SeedSequence(int(seed)).spawn(int(n_patients))
-    args = [(i, ss, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, measurement_sigma, reposition_mm, wide_scanner) for i, ss in enumerate(children)]
+    args = [
+        (
+            i,
+            ss,
+            shape,
+            spacing,
+            timepoints,
+            diameter_mm,
+            interval_days,
+            responder_fraction,
+            measurement_sigma,
+            reposition_mm,
+            wide_scanner,
+        )
+        for i, ss in enumerate(children)
+    ]
     if workers <= 1 or n_patients == 1:
         for a in args:
             yield _make_patient(*a)
@@ -294,7 +344,7 @@ def iter_patients(
         yield from pool.map(_patient_job, [(a, on_patient) for a in args])
 
 
-def _patient_job(job) -> "Patient":
+def _patient_job(job) -> Patient:
     args, on_patient = job
     patient = _make_patient(*args)
     if on_patient is not None:
@@ -302,7 +352,19 @@ def _patient_job(job) -> "Patient":
     return patient
 
 
-def _make_patient(i, ss, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, sigma, reposition_mm, wide_scanner) -> Patient:
+def _make_patient(
+    i,
+    ss,
+    shape,
+    spacing,
+    timepoints,
+    diameter_mm,
+    interval_days,
+    responder_fraction,
+    sigma,
+    reposition_mm,
+    wide_scanner,
+) -> Patient:
     rng = np.random.default_rng(ss)
     anat = sample_anatomy(rng)
     tumour = sample_tumour(rng, diameter_mm=float(np.sqrt(diameter_mm[0] * diameter_mm[1])))
@@ -318,7 +380,17 @@ def _make_patient(i, ss, shape, spacing, timepoints, diameter_mm, interval_days,
     clinical = sample_clinical(rng, d0)
     base_date = _dt.date(2015, 1, 1) + _dt.timedelta(days=int(rng.integers(0, 3000)))
     pid = f"SYN{i + 1:04d}"
-    patient = Patient(pid, clinical, float(lvcr), bool(responder), tumour_sphericity(tumour), tumour, anat, sp, seed_entropy=int(ss.entropy) if isinstance(ss.entropy, int) else 0)
+    patient = Patient(
+        pid,
+        clinical,
+        float(lvcr),
+        bool(responder),
+        tumour_sphericity(tumour),
+        tumour,
+        anat,
+        sp,
+        seed_entropy=int(ss.entropy) if isinstance(ss.entropy, int) else 0,
+    )
     sz, sy, sx = sp
     for k, day in enumerate(days):
         if k == 0 or reposition_mm <= 0:
@@ -332,9 +404,26 @@ def _make_patient(i, ss, shape, spacing, timepoints, diameter_mm, interval_days,
         scanner = sample_scanner(rng, sp, wide=wide_scanner)
         img = apply_scanner(hu, sp, scanner, rng)
         date = base_date + _dt.timedelta(days=int(day))
-        vol = Volume(img, spacing=sp, origin=grid.origin, patient_id=pid, meta={"Modality": "CT", "StudyDate": date.strftime("%Y%m%d"), "synthetic": True})
+        vol = Volume(
+            img,
+            spacing=sp,
+            origin=grid.origin,
+            patient_id=pid,
+            meta={"Modality": "CT", "StudyDate": date.strftime("%Y%m%d"), "synthetic": True},
+        )
         patient.scans.append(
-            Scan(k, int(day), date, vol, mask, float(v_true[k]), float(v_rend[k]), float(mask.sum() * np.prod(sp)), scanner.to_dict(), tuple(float(v) for v in shift_xyz))
+            Scan(
+                k,
+                int(day),
+                date,
+                vol,
+                mask,
+                float(v_true[k]),
+                float(v_rend[k]),
+                float(mask.sum() * np.prod(sp)),
+                scanner.to_dict(),
+                tuple(float(v) for v in shift_xyz),
+            )
         )
     return patient
 
@@ -380,11 +469,34 @@ def make_cohort(
         Cohort (patients with scans, clinical covariates, outcomes; ``truth()``).
     """
     model = outcome_model or OutcomeModel()
-    params = generator_params(n_patients, seed, shape=shape, spacing=spacing, timepoints=timepoints, diameter_mm=diameter_mm, interval_days=interval_days,
-                              responder_fraction=responder_fraction, measurement_sigma=measurement_sigma, reposition_mm=reposition_mm, wide_scanner=wide_scanner)
+    params = generator_params(
+        n_patients,
+        seed,
+        shape=shape,
+        spacing=spacing,
+        timepoints=timepoints,
+        diameter_mm=diameter_mm,
+        interval_days=interval_days,
+        responder_fraction=responder_fraction,
+        measurement_sigma=measurement_sigma,
+        reposition_mm=reposition_mm,
+        wide_scanner=wide_scanner,
+    )
     patients = []
-    for p in iter_patients(n_patients, seed=seed, shape=shape, spacing=spacing, timepoints=timepoints, diameter_mm=diameter_mm, interval_days=interval_days,
-                           responder_fraction=responder_fraction, measurement_sigma=measurement_sigma, reposition_mm=reposition_mm, wide_scanner=wide_scanner, workers=workers):
+    for p in iter_patients(
+        n_patients,
+        seed=seed,
+        shape=shape,
+        spacing=spacing,
+        timepoints=timepoints,
+        diameter_mm=diameter_mm,
+        interval_days=interval_days,
+        responder_fraction=responder_fraction,
+        measurement_sigma=measurement_sigma,
+        reposition_mm=reposition_mm,
+        wide_scanner=wide_scanner,
+        workers=workers,
+    ):
         patients.append(p)
         if progress is not None:
             progress(len(patients), int(n_patients))
@@ -392,21 +504,47 @@ def make_cohort(
     return Cohort(patients, params, model)
 
 
-def generator_params(n_patients: int, seed: int, *, shape, spacing, timepoints, diameter_mm, interval_days, responder_fraction, measurement_sigma, reposition_mm, wide_scanner) -> dict[str, Any]:
+def generator_params(
+    n_patients: int,
+    seed: int,
+    *,
+    shape,
+    spacing,
+    timepoints,
+    diameter_mm,
+    interval_days,
+    responder_fraction,
+    measurement_sigma,
+    reposition_mm,
+    wide_scanner,
+) -> dict[str, Any]:
     """The generator parameters recorded in truth.json."""
     return {
-        "n_patients": int(n_patients), "seed": int(seed), "shape_zyx": list(shape), "spacing_zyx_mm": None if spacing is None else list(spacing),
-        "timepoints": list(timepoints), "diameter_mm": list(diameter_mm), "interval_days": list(interval_days),
-        "responder_fraction": responder_fraction, "measurement_sigma_lnV": measurement_sigma, "reposition_sd_mm": reposition_mm,
-        "wide_scanner": wide_scanner, "volume_model": "V(t) = V0 * exp(LVCR * t); rendered V_k = V(t_k) * exp(N(0, measurement_sigma))",
-        "mask_rule": "voxel is tumour when its analytic tumour occupancy (body or spicule, clipped to the lung) is >= 0.5",
+        "n_patients": int(n_patients),
+        "seed": int(seed),
+        "shape_zyx": list(shape),
+        "spacing_zyx_mm": None if spacing is None else list(spacing),
+        "timepoints": list(timepoints),
+        "diameter_mm": list(diameter_mm),
+        "interval_days": list(interval_days),
+        "responder_fraction": responder_fraction,
+        "measurement_sigma_lnV": measurement_sigma,
+        "reposition_sd_mm": reposition_mm,
+        "wide_scanner": wide_scanner,
+        "volume_model": "V(t) = V0 * exp(LVCR * t); rendered V_k = V(t_k) * exp(N(0, measurement_sigma))",
+        "mask_rule": "voxel is tumour when its analytic tumour occupancy (body or spicule, clipped to the lung) is >= 0.5",  # noqa: E501
         "slice_thickness_choices_mm": list(SLICE_THICKNESSES),
     }
 
 
 def _attach_outcomes(patients: list[Patient], model: OutcomeModel, seed: int) -> None:
     table = pd.DataFrame(
-        {"lvcr": [p.lvcr for p in patients], "sphericity": [p.sphericity for p in patients], "age": [p.clinical["age"] for p in patients], "stage": [p.clinical["stage"] for p in patients]}
+        {
+            "lvcr": [p.lvcr for p in patients],
+            "sphericity": [p.sphericity for p in patients],
+            "age": [p.clinical["age"] for p in patients],
+            "stage": [p.clinical["stage"] for p in patients],
+        }
     )
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x0C0C]))
     out = simulate_outcomes(table, rng, model)

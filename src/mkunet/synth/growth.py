@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sample_lvcr", "sample_schedule", "baseline_diameter", "volumes", "diameter_to_volume", "volume_to_diameter", "DEFAULT_MEASUREMENT_SIGMA"]
+__all__ = [
+    "sample_lvcr",
+    "sample_schedule",
+    "baseline_diameter",
+    "volumes",
+    "diameter_to_volume",
+    "volume_to_diameter",
+    "DEFAULT_MEASUREMENT_SIGMA",
+]
 
 DEFAULT_MEASUREMENT_SIGMA = 0.07
 _VDT_FACTOR = {"solid": 1.0, "part-solid": 2.0, "ground-glass": 3.0}
@@ -40,7 +48,9 @@ def sample_lvcr(rng: np.random.Generator, kind: str = "solid", responder_fractio
     return np.log(2.0) / vdt, False
 
 
-def sample_schedule(rng: np.random.Generator, timepoints: tuple[int, int] = (2, 5), interval_days: tuple[int, int] = (42, 84)) -> np.ndarray:
+def sample_schedule(
+    rng: np.random.Generator, timepoints: tuple[int, int] = (2, 5), interval_days: tuple[int, int] = (42, 84)
+) -> np.ndarray:
     """Scan days since baseline: 0, then intervals uniform in ``interval_days`` +- 7 d jitter.
 
     Args:
@@ -55,7 +65,9 @@ def sample_schedule(rng: np.random.Generator, timepoints: tuple[int, int] = (2, 
     return np.concatenate([[0], np.cumsum(np.maximum(gaps, 14))]).astype(int)
 
 
-def baseline_diameter(rng: np.random.Generator, lvcr: float, last_day: float, diameter_mm: tuple[float, float]) -> float:
+def baseline_diameter(
+    rng: np.random.Generator, lvcr: float, last_day: float, diameter_mm: tuple[float, float]
+) -> float:
     """Baseline equivalent diameter (mm), log-uniform, such that every diameter over
     ``[0, last_day]`` stays within ``diameter_mm`` when possible (else clipped)."""
     dmin, dmax = diameter_mm
@@ -69,7 +81,9 @@ def baseline_diameter(rng: np.random.Generator, lvcr: float, last_day: float, di
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def volumes(v0_mm3: float, lvcr: float, days: np.ndarray, sigma: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def volumes(
+    v0_mm3: float, lvcr: float, days: np.ndarray, sigma: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """(true volumes V0 exp(LVCR t), rendered volumes with per-scan log-normal noise ``sigma``), mm^3."""
     if sigma < 0:
         raise ValueError(f"`measurement_sigma` must be >= 0, got {sigma!r}.")

@@ -39,7 +39,9 @@ _STAGES = ("I", "II", "III", "IV")
 class OutcomeModel:
     """Parameters of the outcome model (see module docstring)."""
 
-    beta: dict[str, float] = field(default_factory=lambda: {"lvcr_z": 0.5, "irregularity_z": 0.3, "age_per10": 0.2, "stage": 0.35})
+    beta: dict[str, float] = field(
+        default_factory=lambda: {"lvcr_z": 0.5, "irregularity_z": 0.3, "age_per10": 0.2, "stage": 0.35}
+    )
     weibull_shape: float = 1.2
     weibull_scale_days: float = 900.0  # lambda = 1 / scale^shape
     lvcr_ref: tuple[float, float] = (0.002, 0.004)  # mean, sd (per day)
@@ -72,7 +74,9 @@ def covariate_matrix(table: pd.DataFrame, model: OutcomeModel) -> pd.DataFrame:
     ``lvcr`` (/day), ``sphericity`` (0..1), ``age`` (years), ``stage`` (I..IV)."""
     missing = [c for c in ("lvcr", "sphericity", "age", "stage") if c not in table.columns]
     if missing:
-        raise ValueError(f"simulate_outcomes: the table lacks column(s) {missing}; it needs lvcr, sphericity, age, stage.")
+        raise ValueError(
+            f"simulate_outcomes: the table lacks column(s) {missing}; it needs lvcr, sphericity, age, stage."
+        )
     stage = table["stage"].map({s: i for i, s in enumerate(_STAGES)})
     if stage.isna().any():
         bad = table["stage"][stage.isna()].unique().tolist()
@@ -80,7 +84,8 @@ def covariate_matrix(table: pd.DataFrame, model: OutcomeModel) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "lvcr_z": (table["lvcr"].to_numpy(float) - model.lvcr_ref[0]) / model.lvcr_ref[1],
-            "irregularity_z": ((1.0 - table["sphericity"].to_numpy(float)) - model.irregularity_ref[0]) / model.irregularity_ref[1],
+            "irregularity_z": ((1.0 - table["sphericity"].to_numpy(float)) - model.irregularity_ref[0])
+            / model.irregularity_ref[1],
             "age_per10": (table["age"].to_numpy(float) - 65.0) / 10.0,
             "stage": stage.to_numpy(float),
         },
@@ -116,10 +121,18 @@ def simulate_outcomes(table: pd.DataFrame, rng: np.random.Generator, model: Outc
     f0, f1, _ = model.pdl1_fractions
     cuts = norm.ppf([f0, f0 + f1])
     cat = np.searchsorted(cuts, latent)
-    tps = np.where(cat == 0, np.where(rng.random(n) < 0.7, 0.0, rng.uniform(0.0, 0.99, n)), np.where(cat == 1, rng.uniform(1.0, 49.0, n), rng.uniform(50.0, 100.0, n)))
+    tps = np.where(
+        cat == 0,
+        np.where(rng.random(n) < 0.7, 0.0, rng.uniform(0.0, 0.99, n)),
+        np.where(cat == 1, rng.uniform(1.0, 49.0, n), rng.uniform(50.0, 100.0, n)),
+    )
     tps = np.round(tps, 1)
     area = np.clip(tps / 100.0 * rng.uniform(0.5, 1.0, n) + rng.normal(0, 0.02, n), 0.0, 1.0)
-    cd8 = np.exp(model.cd8_log_mean - model.cd8_sphericity_slope * x["irregularity_z"].to_numpy() + model.cd8_log_sd * rng.standard_normal(n))
+    cd8 = np.exp(
+        model.cd8_log_mean
+        - model.cd8_sphericity_slope * x["irregularity_z"].to_numpy()
+        + model.cd8_log_sd * rng.standard_normal(n)
+    )
     return pd.DataFrame(
         {
             "os_days": np.round(os_days, 1),

@@ -47,9 +47,16 @@ def sample_scanner(rng: np.random.Generator, spacing: tuple[float, float, float]
     sz = spacing[0]
     if wide:
         s_xy = rng.uniform(0.3, 1.6)
-        return ScannerParams((float(rng.uniform(0.15, 0.5) * sz), s_xy, s_xy), float(rng.uniform(5, 60)), float(rng.normal(0, 12)), float(rng.uniform(0.97, 1.03)))
+        return ScannerParams(
+            (float(rng.uniform(0.15, 0.5) * sz), s_xy, s_xy),
+            float(rng.uniform(5, 60)),
+            float(rng.normal(0, 12)),
+            float(rng.uniform(0.97, 1.03)),
+        )
     s_xy = rng.uniform(0.4, 1.0)
-    return ScannerParams((float(rng.uniform(0.2, 0.4) * sz), s_xy, s_xy), float(rng.uniform(10, 40)), float(rng.normal(0, 3)), 1.0)
+    return ScannerParams(
+        (float(rng.uniform(0.2, 0.4) * sz), s_xy, s_xy), float(rng.uniform(10, 40)), float(rng.normal(0, 3)), 1.0
+    )
 
 
 def _kernel_norm(sigma_vox: float) -> float:
@@ -65,7 +72,9 @@ def _kernel_norm(sigma_vox: float) -> float:
     return float(np.sqrt(np.sum(k * k)))
 
 
-def apply_scanner(hu: np.ndarray, spacing: tuple[float, float, float], params: ScannerParams, rng: np.random.Generator) -> np.ndarray:
+def apply_scanner(
+    hu: np.ndarray, spacing: tuple[float, float, float], params: ScannerParams, rng: np.random.Generator
+) -> np.ndarray:
     """Blur, add correlated noise, apply gain/offset, clip and round.
 
     Args:

@@ -132,13 +132,19 @@ def sample_tumour(
         necrosis: necrotic core; random when None (30 % of solid tumours >= 20 mm).
         diameter_mm: the typical (largest) equivalent diameter, used for the necrosis draw.
     """
-    for name, value, allowed in (("kind", kind, KINDS), ("contact", contact, CONTACTS), ("surface", surface, ("lobulated", "spiculated"))):
+    for name, value, allowed in (
+        ("kind", kind, KINDS),
+        ("contact", contact, CONTACTS),
+        ("surface", surface, ("lobulated", "spiculated")),
+    ):
         if value is not None and value not in allowed:
             raise ValueError(f"Tumour `{name}` must be one of {allowed}, got {value!r}.")
     if kind is None:
         kind = str(rng.choice(KINDS, p=[0.6, 0.25, 0.15]))
     if surface is None:
-        surface = "lobulated" if kind == "ground-glass" else str(rng.choice(["lobulated", "spiculated"], p=[0.65, 0.35]))
+        surface = (
+            "lobulated" if kind == "ground-glass" else str(rng.choice(["lobulated", "spiculated"], p=[0.65, 0.35]))
+        )
     if contact is None:
         contact = str(rng.choice(CONTACTS, p=[0.4, 0.3, 0.15, 0.15]))
     # lobes: a few broad ones (overall shape) and several narrow ones (lobulation)
@@ -175,12 +181,16 @@ def sample_tumour(
         texture_mm=float(rng.uniform(3, 8)),
         solid_offset=rng.uniform(-0.25, 0.25, 3),
         solid_scale=float(rng.uniform(0.3, 0.7)),
-        necrosis=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0, 20)), float(rng.uniform(10, 40))) if necrosis else None,
+        necrosis=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0, 20)), float(rng.uniform(10, 40)))
+        if necrosis
+        else None,
         spicules=spic,
     )
 
 
-def place_tumour(tumour: TumourParams, anatomy: AnatomyParams, extent_mm: float, rng: np.random.Generator) -> np.ndarray:
+def place_tumour(
+    tumour: TumourParams, anatomy: AnatomyParams, extent_mm: float, rng: np.random.Generator
+) -> np.ndarray:
     """Choose the tumour centre (x, y, z) mm inside a lung according to ``tumour.contact``.
 
     ``extent_mm`` is the tumour's largest radius over all time points. "none": the whole
@@ -192,7 +202,9 @@ def place_tumour(tumour: TumourParams, anatomy: AnatomyParams, extent_mm: float,
     n = 6000
     a, b = anatomy.cavity_a, anatomy.cavity_b
     zlo = min(anatomy.dome_z) + 10.0
-    pts = np.stack([rng.uniform(-a, a, n), rng.uniform(-b, b, n), rng.uniform(zlo, anatomy.apex_z - 10.0, n)], 1).astype(np.float32)
+    pts = np.stack(
+        [rng.uniform(-a, a, n), rng.uniform(-b, b, n), rng.uniform(zlo, anatomy.apex_z - 10.0, n)], 1
+    ).astype(np.float32)
     lat, ver = anatomy.lung_sd(pts[:, 0], pts[:, 1], pts[:, 2])
     sd = np.maximum(lat, ver)
     cav = _ellipse_sd(pts[:, 0], pts[:, 1], a, b) + 1.5
@@ -294,9 +306,9 @@ def render_tumour(
     if len(tumour.spicules.get("dir", ())):
         d = tumour.spicules["dir"]
         base_unit = tumour.radius_unit(d.astype(np.float32))[:, None] * d
-        to_world = (tumour.rotation * tumour.stretch[None, :])
+        to_world = tumour.rotation * tumour.stretch[None, :]
         base = c + (r0 * base_unit * 0.9) @ to_world.T
-        wdir = (d @ to_world.T)
+        wdir = d @ to_world.T
         wdir /= np.linalg.norm(wdir, axis=1, keepdims=True)
         tip = base + wdir * (tumour.spicules["length"] * r0 + 3.0)[:, None]
         rad = tumour.spicules["radius"]
@@ -320,7 +332,9 @@ def render_tumour(
             qs = [q[i] - o[i] * r0 for i in range(3)]
             rs = np.sqrt(qs[0] ** 2 + qs[1] ** 2 + qs[2] ** 2) + np.float32(1e-6)
             us = np.stack([qs[0] / rs, qs[1] / rs, qs[2] / rs], axis=-1)
-            f_solid = ramp((rs - tumour.solid_scale * r0 * tumour.radius_unit(us)) * scale, width) * np.minimum(f_body * 2, 1)
+            f_solid = ramp((rs - tumour.solid_scale * r0 * tumour.radius_unit(us)) * scale, width) * np.minimum(
+                f_body * 2, 1
+            )
             f_solid = np.maximum(f_solid, f_spic)
             img += f_solid * (solid_val - img)
         f = np.maximum(f_body, f_spic)

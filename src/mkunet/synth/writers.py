@@ -21,13 +21,14 @@ the same UIDs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mkunet.synth.cohort import Cohort, Patient, Scan, _attach_outcomes, iter_patients
+from mkunet.synth.cohort import Cohort, Patient, _attach_outcomes, iter_patients
 from mkunet.synth.outcomes import OutcomeModel
 from mkunet.volume import Volume
 
@@ -78,7 +79,7 @@ def write_ct_series(
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,9 @@ def write_ct_series(
     frame_uid = frame_of_reference_uid or _uid(*ent, "frame")
     sz, sy, sx = volume.spacing
     if not np.allclose(volume.direction, np.eye(3), atol=1e-6):
-        raise ValueError(f"write_ct_series writes axial volumes with identity direction; got {volume.direction.tolist()} for patient {patient_id!r}.")
+        raise ValueError(
+            f"write_ct_series writes axial volumes with identity direction; got {volume.direction.tolist()} for patient {patient_id!r}."  # noqa: E501
+        )
     pixels = np.clip(np.rint(volume.array), -32768, 32767).astype("<i2")
     nz, ny, nx = pixels.shape
     meta = FileMetaDataset()
@@ -162,16 +165,18 @@ def _encode(ds) -> bytes:
     return buf.getvalue()
 
 
-def _write_slices(ds, pixels: np.ndarray, directory: Path, ent: tuple, origin: tuple[float, float, float], sz: float) -> list[Path]:
+def _write_slices(
+    ds, pixels: np.ndarray, directory: Path, ent: tuple, origin: tuple[float, float, float], sz: float
+) -> list[Path]:
     """Write one file per slice fast: the constant elements are encoded once, in tag-ordered
     chunks between the per-slice elements (SOP Instance UID, Instance Number, Image
     Position, Slice Location, Pixel Data), so each slice only encodes those."""
     import struct
 
     import pydicom
-    from pydicom.filewriter import write_file_meta_info
-    from pydicom.filebase import DicomBytesIO
     from pydicom.datadict import tag_for_keyword
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
 
     ox, oy, oz = origin
     cuts = [tag_for_keyword(k) for k in _VARYING] + [0x7FE00010]
@@ -233,7 +238,16 @@ def _write_patient(p: Patient, out: Path, formats: tuple[str, ...], seed: int) -
     for s in p.scans:
         d = out / p.patient_id / f"T{s.timepoint}"
         d.mkdir(parents=True, exist_ok=True)
-        row = {"patient_id": p.patient_id, "timepoint": s.timepoint, "scan_date": s.date.isoformat(), "days": s.days, "image": "", "mask": "", "dicom": "", "series_uid": ""}
+        row = {
+            "patient_id": p.patient_id,
+            "timepoint": s.timepoint,
+            "scan_date": s.date.isoformat(),
+            "days": s.days,
+            "image": "",
+            "mask": "",
+            "dicom": "",
+            "series_uid": "",
+        }
         ent = (seed, p.patient_id, s.timepoint)
         series_uid = _uid(*ent, "series")
         study_uid = _uid(*ent, "study")
@@ -246,9 +260,19 @@ def _write_patient(p: Patient, out: Path, formats: tuple[str, ...], seed: int) -
             row["mask"] = f"{p.patient_id}/T{s.timepoint}/mask.nii.gz"
         if "dicom" in formats:
             write_ct_series(
-                s.volume, d / "dicom", patient_id=p.patient_id, patient_name=f"SYNTHETIC^{p.patient_id}", birth_date=birth,
-                sex=p.clinical["sex"], study_date=s.study_date, study_uid=study_uid, series_uid=series_uid,
-                frame_of_reference_uid=frame_uid, uid_entropy=ent, study_id=f"T{s.timepoint}", series_number=1,
+                s.volume,
+                d / "dicom",
+                patient_id=p.patient_id,
+                patient_name=f"SYNTHETIC^{p.patient_id}",
+                birth_date=birth,
+                sex=p.clinical["sex"],
+                study_date=s.study_date,
+                study_uid=study_uid,
+                series_uid=series_uid,
+                frame_of_reference_uid=frame_uid,
+                uid_entropy=ent,
+                study_id=f"T{s.timepoint}",
+                series_number=1,
             )
             row["dicom"] = f"{p.patient_id}/T{s.timepoint}/dicom"
         row["series_uid"] = series_uid
@@ -283,25 +307,43 @@ def _write_lesions(patients: list[Patient], lesion_rows: list[dict[str, Any] | N
 
     missing = [p.patient_id for p, r in zip(patients, lesion_rows) if r is None]
     if missing:
-        warnings.warn(f"synthetic patient(s) {missing} have an empty baseline mask: no row in lesions.csv "
-                      "(mkunet run --lesions segments them on the whole volume).", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"synthetic patient(s) {missing} have an empty baseline mask: no row in lesions.csv "
+            "(mkunet run --lesions segments them on the whole volume).",
+            UserWarning,
+            stacklevel=3,
+        )
     cols = ["patient_id", "lesion_id", "x_mm", "y_mm", "z_mm"]
     pd.DataFrame([r for r in lesion_rows if r is not None], columns=cols).to_csv(out / "lesions.csv", index=False)
 
 
 def _write_tables(
-    patients: list[Patient], params: dict, model: OutcomeModel, out: Path, scan_rows: list[dict],
+    patients: list[Patient],
+    params: dict,
+    model: OutcomeModel,
+    out: Path,
+    scan_rows: list[dict],
     lesion_rows: list[dict[str, Any] | None],
 ) -> None:
     from mkunet.synth.cohort import _patient_truth
 
     clinical = pd.DataFrame(
-        [{"patient_id": p.patient_id, **p.clinical, "first_scan_date": p.scans[0].date.isoformat(), "scan_dates": ";".join(s.date.isoformat() for s in p.scans)} for p in patients]
+        [
+            {
+                "patient_id": p.patient_id,
+                **p.clinical,
+                "first_scan_date": p.scans[0].date.isoformat(),
+                "scan_dates": ";".join(s.date.isoformat() for s in p.scans),
+            }
+            for p in patients
+        ]
     )
     clinical.to_csv(out / "clinical.csv", index=False)
     pd.DataFrame(scan_rows).to_csv(out / "scans.csv", index=False)
     cols = ["os_days", "event", "pdl1_tps", "pdl1_positive", "pdl1_area_ratio", "cd8_density", "response"]
-    pd.DataFrame([{"patient_id": p.patient_id, **{c: p.outcomes[c] for c in cols}} for p in patients]).to_csv(out / "outcomes.csv", index=False)
+    pd.DataFrame([{"patient_id": p.patient_id, **{c: p.outcomes[c] for c in cols}} for p in patients]).to_csv(
+        out / "outcomes.csv", index=False
+    )
     truth = {"generator": params, "outcome_model": model.to_dict(), "patients": [_patient_truth(p) for p in patients]}
     (out / "truth.json").write_text(json.dumps(truth, indent=1, default=_json_default))
     _write_lesions(patients, lesion_rows, out)
@@ -317,7 +359,12 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def write_cohort(cohort: Cohort, out_dir: str | Path, formats: Sequence[str] = FORMATS, progress: Callable[[int, int], None] | None = None) -> Path:
+def write_cohort(
+    cohort: Cohort,
+    out_dir: str | Path,
+    formats: Sequence[str] = FORMATS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Write ``cohort`` in the layout of the module docstring; returns ``out_dir``.
 
     Args:
@@ -351,12 +398,29 @@ class _PatientWriter:
         p.__dict__["_lesion"] = baseline_lesion(p)
         for s in p.scans:
             v = s.volume
-            s.volume = Volume(np.zeros((1, 1, 1), np.float32), v.spacing, v.origin, patient_id=p.patient_id, series_uid=v.series_uid, study_uid=v.study_uid, frame_of_reference_uid=v.frame_of_reference_uid, meta=v.meta)
+            s.volume = Volume(
+                np.zeros((1, 1, 1), np.float32),
+                v.spacing,
+                v.origin,
+                patient_id=p.patient_id,
+                series_uid=v.series_uid,
+                study_uid=v.study_uid,
+                frame_of_reference_uid=v.frame_of_reference_uid,
+                meta=v.meta,
+            )
             s.mask = np.zeros((1, 1, 1), bool)
         p.__dict__["_rows"] = rows
 
 
-def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequence[str] = FORMATS, progress: Callable[[int, int], None] | None = None, **options: Any) -> Cohort:
+def synthesise(
+    out_dir: str | Path,
+    n_patients: int,
+    *,
+    seed: int,
+    formats: Sequence[str] = FORMATS,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> Cohort:
     """Generate and write a cohort patient by patient (pixel data released after writing,
     so memory stays bounded). Same files as ``write_cohort(make_cohort(...))``.
 
@@ -374,7 +438,9 @@ def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequ
     model = options.pop("outcome_model", None) or OutcomeModel()
     from mkunet.synth.cohort import generator_params
 
-    probe = {k: v for k, v in make_cohort.__kwdefaults__.items() if k not in ("seed", "outcome_model", "progress", "workers")}
+    probe = {
+        k: v for k, v in make_cohort.__kwdefaults__.items() if k not in ("seed", "outcome_model", "progress", "workers")
+    }
     probe.update({k: v for k, v in options.items() if k != "workers"})
     params = generator_params(n_patients, seed, **probe)
     patients: list[Patient] = []
@@ -383,7 +449,9 @@ def synthesise(out_dir: str | Path, n_patients: int, *, seed: int, formats: Sequ
     gen_opts = {k: v for k, v in options.items()}
     workers = int(gen_opts.pop("workers", 1))
     writer = _PatientWriter(out, formats, seed)
-    for p in iter_patients(n_patients, seed=seed, workers=workers, on_patient=writer if workers > 1 else None, **gen_opts):
+    for p in iter_patients(
+        n_patients, seed=seed, workers=workers, on_patient=writer if workers > 1 else None, **gen_opts
+    ):
         if workers <= 1:
             writer(p)
         rows += p.__dict__.pop("_rows")

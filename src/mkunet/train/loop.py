@@ -29,9 +29,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,7 +206,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys raise a ValueError)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -214,7 +215,7 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, **overrides: Any) -> "TrainConfig":
+    def from_run(cls, run_dir: str | Path, **overrides: Any) -> TrainConfig:
         """The config stored in ``run_dir/config.json`` with ``overrides``, set to resume."""
         path = Path(run_dir) / "config.json"
         if not path.is_file():
@@ -516,8 +517,9 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             epoch_start = time.monotonic()
             if config.lr_schedule == "poly":
                 _set_poly_lr(config, opt.optimizer, epoch, opt.elapsed_before + epoch_start - session_start, budget_s)
-            train_loss = _train_epoch(config, net, data.train_cases, opt, epoch, samples, augment, dist, device,
-                                      amp, needs_clinical)
+            train_loss = _train_epoch(
+                config, net, data.train_cases, opt, epoch, samples, augment, dist, device, amp, needs_clinical
+            )
             train_time = time.monotonic() - epoch_start
 
             elapsed_now = opt.elapsed_before + (time.monotonic() - session_start)
@@ -533,22 +535,35 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             if improved:
                 opt.best_metric, opt.best_epoch = float(metric), epoch + 1
             elapsed = opt.elapsed_before + (time.monotonic() - session_start)
-            opt.history.append({
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "val_dice": val_dice,
-                "best_val_dice": opt.best_metric if data.val_cases else None,
-                "lr": opt.optimizer.param_groups[0]["lr"],
-                "epoch_time_s": time.monotonic() - epoch_start,
-                "elapsed_s": elapsed,
-            })
+            opt.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "val_dice": val_dice,
+                    "best_val_dice": opt.best_metric if data.val_cases else None,
+                    "lr": opt.optimizer.param_groups[0]["lr"],
+                    "epoch_time_s": time.monotonic() - epoch_start,
+                    "elapsed_s": elapsed,
+                }
+            )
             if dist.main:
-                _save_epoch(config, run_dir, model, opt, bundles, epoch, train_loss, val_dice, improved, elapsed,
-                            amp, dist)
+                _save_epoch(
+                    config, run_dir, model, opt, bundles, epoch, train_loss, val_dice, improved, elapsed, amp, dist
+                )
                 if callback is not None:
                     eta = _eta_s(config, opt.start_epoch, epoch, elapsed, budget_s)
-                    callback({"event": "epoch", "epoch": epoch + 1, "epochs": config.epochs, "loss": train_loss,
-                              "val_dice": val_dice, "best": opt.best_metric, "elapsed_s": elapsed, "eta_s": eta})
+                    callback(
+                        {
+                            "event": "epoch",
+                            "epoch": epoch + 1,
+                            "epochs": config.epochs,
+                            "loss": train_loss,
+                            "val_dice": val_dice,
+                            "best": opt.best_metric,
+                            "elapsed_s": elapsed,
+                            "eta_s": eta,
+                        }
+                    )
             _barrier(dist)
             logger.info("epoch %d/%d loss %.4f val dice %s", epoch + 1, config.epochs, train_loss, val_dice)
             if over_budget and epoch + 1 < config.epochs:
@@ -567,8 +582,16 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             elapsed_s=opt.elapsed_before + (time.monotonic() - session_start),
         )
         if callback is not None and dist.main:
-            callback({"event": "end", "epoch": result.epochs_completed, "epochs": config.epochs,
-                      "stopped": stopped, "best": result.best_metric, "elapsed_s": result.elapsed_s})
+            callback(
+                {
+                    "event": "end",
+                    "epoch": result.epochs_completed,
+                    "epochs": config.epochs,
+                    "stopped": stopped,
+                    "best": result.best_metric,
+                    "elapsed_s": result.elapsed_s,
+                }
+            )
         logger.info("training finished in %.1f s (%s)", time.monotonic() - wall_start, stopped)
         return result
     finally:
@@ -630,14 +653,23 @@ def _split_step(config: TrainConfig, run_dir: Path, records: Sequence[ScanRecord
     if dist.main:
         write_json(
             split_file,
-            {**split, "seed": config.seed, "val_fraction": config.val_fraction,
-             "test_fraction": config.test_fraction, "data": str(data_dir)},
+            {
+                **split,
+                "seed": config.seed,
+                "val_fraction": config.val_fraction,
+                "test_fraction": config.test_fraction,
+                "data": str(data_dir),
+            },
         )
     return split
 
 
 def _data_step(
-    config: TrainConfig, run_dir: Path, records: Sequence[ScanRecord], split: dict[str, Any], needs_clinical: bool,
+    config: TrainConfig,
+    run_dir: Path,
+    records: Sequence[ScanRecord],
+    split: dict[str, Any],
+    needs_clinical: bool,
     dist: _Dist,
 ) -> _TrainData:
     """Load the train / val scans, resample them, fit (or restore) the preprocessing and prepare the cases.
@@ -669,7 +701,9 @@ def _data_step(
     if config.resume:
         restored = ModelBundle.load(run_dir / "last")
         preprocessor, encoder, default_clinical = (
-            restored.preprocessor, restored.clinical_encoder, restored.default_clinical,
+            restored.preprocessor,
+            restored.clinical_encoder,
+            restored.default_clinical,
         )
     else:
         window = AdaptiveWindow(k=config.window_k, mode=config.window_mode) if config.adaptive_window else None
@@ -682,8 +716,13 @@ def _data_step(
     for rec in wanted:  # preprocess one by one, releasing each resampled volume
         margin = config.crop_margin_mm if rec.patient_id in train_ids else None
         cases[rec.key] = prepare_case_from_resampled(
-            rec, resampled.pop(rec.key), preprocessor, vectors.get(rec.patient_id), lvcrs.get(rec.patient_id),
-            crop_margin_mm=margin, spacing=config.target_spacing,
+            rec,
+            resampled.pop(rec.key),
+            preprocessor,
+            vectors.get(rec.patient_id),
+            lvcrs.get(rec.patient_id),
+            crop_margin_mm=margin,
+            spacing=config.target_spacing,
             lung_samples=config.lung_fraction > 0 and rec.patient_id in train_ids,
         )
     train_cases = [cases[r.key] for r in wanted if r.patient_id in train_ids]
@@ -715,7 +754,10 @@ def _fit_clinical_encoder(
 
 
 def _clinical_vectors(
-    config: TrainConfig, patients: Sequence[str], lvcrs: dict[str, float | None], encoder: Any,
+    config: TrainConfig,
+    patients: Sequence[str],
+    lvcrs: dict[str, float | None],
+    encoder: Any,
     default_clinical: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
     """Encoded clinical vector per patient (LVCR replaced by the training median when ``use_lvcr`` is off)."""
@@ -749,26 +791,44 @@ def _optimiser_step(config: TrainConfig, run_dir: Path, model: torch.nn.Module, 
             opt.scaler.load_state_dict(info["scaler"])
         log_path = run_dir / "log.json"
         if log_path.exists():
-            opt.history = [
-                h for h in json.loads(log_path.read_text(encoding="utf-8")) if h["epoch"] <= opt.start_epoch
-            ]
+            opt.history = [h for h in json.loads(log_path.read_text(encoding="utf-8")) if h["epoch"] <= opt.start_epoch]
     return opt
 
 
 def _train_epoch(
-    config: TrainConfig, net: torch.nn.Module, train_cases: Sequence[PreparedCase], opt: _Optimisation, epoch: int,
-    samples: int, augment: Callable[[int], Callable] | None, dist: _Dist, device: torch.device, amp: bool,
+    config: TrainConfig,
+    net: torch.nn.Module,
+    train_cases: Sequence[PreparedCase],
+    opt: _Optimisation,
+    epoch: int,
+    samples: int,
+    augment: Callable[[int], Callable] | None,
+    dist: _Dist,
+    device: torch.device,
+    amp: bool,
     needs_clinical: bool,
 ) -> float:
     """One epoch of ``samples`` patches (seeded from (seed, epoch)); returns the mean loss over every process."""
     torch.manual_seed(int(np.random.default_rng([config.seed, epoch, 1]).integers(2**62)))
     dataset = PatchDataset(
-        train_cases, config.patch_size, samples, config.seed, epoch, dist.rank, dist.world_size,
-        config.tumour_fraction, augment, config.lung_fraction,
+        train_cases,
+        config.patch_size,
+        samples,
+        config.seed,
+        epoch,
+        dist.rank,
+        dist.world_size,
+        config.tumour_fraction,
+        augment,
+        config.lung_fraction,
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
-        drop_last=False, pin_memory=device.type == "cuda",
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.num_workers,
+        drop_last=False,
+        pin_memory=device.type == "cuda",
     )
     net.train()
     loss_sum, n_batches = 0.0, 0
@@ -864,8 +924,18 @@ class _BundleMaker:
 
 
 def _save_epoch(
-    config: TrainConfig, run_dir: Path, model: torch.nn.Module, opt: _Optimisation, bundles: _BundleMaker,
-    epoch: int, train_loss: float, val_dice: float | None, improved: bool, elapsed: float, amp: bool, dist: _Dist,
+    config: TrainConfig,
+    run_dir: Path,
+    model: torch.nn.Module,
+    opt: _Optimisation,
+    bundles: _BundleMaker,
+    epoch: int,
+    train_loss: float,
+    val_dice: float | None,
+    improved: bool,
+    elapsed: float,
+    amp: bool,
+    dist: _Dist,
 ) -> None:
     """Rank 0 after each epoch: ``last/`` (and ``best/`` when improved), the resumable state and the log."""
     from mkunet import __version__
@@ -875,7 +945,9 @@ def _save_epoch(
     if improved:
         bundles({**metrics, "best_val_dice": opt.best_metric}).save(run_dir / "best")
     _save_state(
-        run_dir, model, opt.optimizer,
+        run_dir,
+        model,
+        opt.optimizer,
         {
             "epoch": epoch + 1,
             "best_metric": opt.best_metric if np.isfinite(opt.best_metric) else None,
