@@ -59,6 +59,13 @@ ABLATION: dict[str, tuple[str, ...]] = {
 }
 
 
+_LVCR_NOTE = (
+    "LVCR input (cases): where the LVCR fed to the network came from, as a user would have it: "
+    "clinical.csv's value when given, else the fixed-point estimate from the network's own masks "
+    "(mkunet.infer.segment_timepoints), else unknown (training median)."
+)
+
+
 def format_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
     """``"0.812 ± 0.034"`` (``"n/a"`` when the mean is not finite; SD shown as n/a with one case)."""
     if not np.isfinite(mean):
@@ -109,9 +116,10 @@ class Evaluation:
                     for m, s, k in zip(self.table1["hd95_mean"], self.table1["hd95_sd"], self.table1["hd95_n_inf"])
                 ],
                 "parameters": self.table1["parameters"],
+                "LVCR input (cases)": self.table1.get("lvcr_source", ""),
             }
         )
-        parts += [_markdown(t1), ""]
+        parts += [_markdown(t1), "", _LVCR_NOTE, ""]
         parts += ["## Table 2: ablation (paired t-tests against the full model)", ""]
         if self.table2.empty:
             parts += [
@@ -130,6 +138,7 @@ class Evaluation:
                     ],
                     "Dice p vs full": [_p(p) for p in self.table2["dice_p"]],
                     "HD95 p vs full": [_p(p) for p in self.table2["hd95_p"]],
+                    "LVCR input (cases)": self.table2.get("lvcr_source", ""),
                 }
             )
             parts += [_markdown(t2), ""]
@@ -146,9 +155,10 @@ class Evaluation:
                     "HD95 (mm)": [
                         format_mean_sd(m, s, 2) for m, s in zip(self.table3["hd95_mean"], self.table3["hd95_sd"])
                     ],
+                    "LVCR input (cases)": self.table3.get("lvcr_source", ""),
                 }
             )
-            parts += [_markdown(t3), ""]
+            parts += [_markdown(t3), "", "Groups by the ground-truth LVCR; " + _LVCR_NOTE, ""]
         return "\n".join(parts)
 
     def write(self, out: str | Path) -> dict[str, Path]:
@@ -208,8 +218,9 @@ def evaluate_runs(
     all_cases: bool = False,
     lvcr_cutoff: float | None = None,
     checkpoint: str = "best",
-    overlap: float = 0.5,
+    overlap: float = 0.25,
     keep: str = "component",
+    max_iter: int = 5,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Evaluation:
     """Segment the test cases of each run and tabulate (see the module docstring).
@@ -221,7 +232,8 @@ def evaluate_runs(
         lvcr_cutoff: high/low LVCR cut-off (per day) for Table 3; default the median of the
             evaluated patients' LVCR.
         checkpoint: ``"best"`` or ``"last"``.
-        overlap: sliding-window overlap.
+        overlap: sliding-window overlap (default 0.25, :func:`mkunet.infer.segment`'s).
+        max_iter: fixed-point LVCR passes after the first (:func:`mkunet.infer.segment_timepoints`).
         keep: ``"component"`` (the post-processing of :func:`mkunet.infer.segment`),
             ``"all"`` (every component) or ``"none"`` (the raw thresholded map).
         progress: called as ``progress(run_label, done, total)`` after every case.
@@ -229,18 +241,17 @@ def evaluate_runs(
     Returns:
         :class:`Evaluation`.
     """
-    from mkunet.bundle import ModelBundle, predict_probability
-    from mkunet.infer import check_keep, keep_tumour_component
-    from mkunet.lung import lung_region
+    from mkunet.bundle import ModelBundle
+    from mkunet.infer import check_keep, segment, segment_timepoints
+    from mkunet.kinetics import KineticsError, lvcr_from_masks
     from mkunet.metrics import dice, hd95, iou
     from mkunet.models import count_parameters
-    from mkunet.train.data import load_scan, patient_lvcr, read_clinical, read_scans
+    from mkunet.train.data import CLINICAL_COLUMNS, load_scan, read_clinical, read_scans
 
     if not runs:
         raise ValueError("No runs to evaluate: give at least one --runs RUN_DIR.")
     check_keep(keep)
     data = Path(data)
-    regions: dict[str, np.ndarray] = {}
     records = read_scans(data)
     clinical_table = read_clinical(data, required=False)
     cache: dict[str, tuple[Any, np.ndarray]] = {}
@@ -250,24 +261,38 @@ def evaluate_runs(
             cache[rec.key] = load_scan(rec)
         return cache[rec.key]
 
-    # per-patient LVCR from the ground truth of all its scans
     by_patient: dict[str, list] = {}
     for rec in records:
         by_patient.setdefault(rec.patient_id, []).append(rec)
-    lvcr_cache: dict[str, float | None] = {}
+    truth_lvcr: dict[str, float | None] = {}
 
-    def lvcr_of(pid: str) -> float | None:
-        if pid not in lvcr_cache:
+    def truth_lvcr_of(pid: str) -> float | None:
+        """The stratifier of Table 3: the LVCR of the ground-truth masks (the one definition)."""
+        if pid not in truth_lvcr:
             recs = by_patient[pid]
-            if len(recs) < 2:
-                lvcr_cache[pid] = None
-            else:
-                vols = []
-                for r in recs:
-                    v, m = load(r)
-                    vols.append(float(m.sum()) * v.voxel_volume_mm3 / 1000.0)
-                lvcr_cache[pid] = patient_lvcr([r.days for r in recs], vols, pid)
-        return lvcr_cache[pid]
+            value = None
+            if len(recs) >= 2 and all(r.days is not None for r in recs):
+                pairs = [load(r) for r in recs]
+                try:
+                    value = lvcr_from_masks(
+                        [r.days for r in recs], [m for _, m in pairs], [v.spacing for v, _ in pairs], patient_id=pid
+                    ).lvcr_per_day
+                except (KineticsError, ValueError):
+                    value = None
+            truth_lvcr[pid] = value
+        return truth_lvcr[pid]
+
+    def clinical_of(pid: str) -> tuple[dict[str, Any] | None, float | None]:
+        """The clinical.csv row (the user's values) and its LVCR when the table gives one."""
+        if clinical_table is None or pid not in clinical_table.index:
+            return None, None
+        row = clinical_table.loc[pid]
+        values: dict[str, Any] = {c: row[c] for c in CLINICAL_COLUMNS}
+        given = row["lvcr"] if "lvcr" in clinical_table.columns else None
+        given_ok = given is not None and bool(np.isfinite(float(given)))
+        if given_ok:
+            values["lvcr"] = float(given)
+        return values, (float(given) if given_ok else None)
 
     rows: list[dict[str, Any]] = []
     table1_rows: list[dict[str, Any]] = []
@@ -291,52 +316,91 @@ def evaluate_runs(
                 raise ValueError(
                     f"Run '{run}' has no test patients in '{data}' (split.json 'test' is empty); use --all."
                 )
-        for i, rec in enumerate(chosen):
-            volume, truth = load(rec)
-            lv = lvcr_of(rec.patient_id)
-            clinical = None
-            if (
-                bundle.clinical_encoder is not None
-                and clinical_table is not None
-                and rec.patient_id in clinical_table.index
-            ):
-                values = {c: clinical_table.loc[rec.patient_id, c] for c in ("age", "sex", "smoking", "grade", "stage")}
-                values["lvcr"] = lv
-                values["patient_id"] = rec.patient_id
-                clinical = bundle.clinical_vector(values)
-            prob = predict_probability(bundle, volume, clinical, overlap=overlap)
-            pred = prob >= bundle.threshold
-            if keep == "component" and rec.key not in regions:
-                regions[rec.key] = lung_region(volume.array, volume.spacing)
-            pred = keep_tumour_component(pred, volume.spacing, keep=keep, probability=prob, region=regions.get(rec.key))
+        chosen_by_patient: dict[str, list] = {}
+        for rec in chosen:
+            chosen_by_patient.setdefault(rec.patient_id, []).append(rec)
+        done = 0
+        for pid, recs in chosen_by_patient.items():
+            pairs = [load(r) for r in recs]
+            clinical, given = clinical_of(pid)
+            day_list = [r.days for r in recs]
+            timed = (
+                len(recs) >= 2
+                and all(d is not None for d in day_list)
+                and all(b > a for a, b in zip(day_list, day_list[1:]))
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                scores = {
-                    "dice": dice(pred, truth),
-                    "iou": iou(pred, truth),
-                    "hd95_mm": hd95(pred, truth, volume.spacing),
-                }
-            rows.append(
-                {
-                    "run": str(run),
-                    "label": label,
-                    "model": bundle.model_name,
-                    "patient_id": rec.patient_id,
-                    "timepoint": rec.timepoint,
-                    "scan": rec.key,
-                    **scores,
-                    "lvcr_per_day": lv if lv is not None else math.nan,
-                    "truth_cm3": float(truth.sum()) * volume.voxel_volume_mm3 / 1000.0,
-                    "predicted_cm3": float(pred.sum()) * volume.voxel_volume_mm3 / 1000.0,
-                }
-            )
-            if progress is not None:
-                progress(label, i + 1, len(chosen))
+                if timed:  # one patient's scans: the LVCR a user would have (fixed point or clinical.csv)
+                    longi = segment_timepoints(
+                        [v for v, _ in pairs],
+                        [float(r.days) - float(recs[0].days) for r in recs],
+                        bundle,
+                        clinical,
+                        method="network",
+                        overlap=overlap,
+                        keep=keep,
+                        max_iter=max_iter,
+                    )
+                    segs, lvcr_est, iterated = longi.segmentations, longi.lvcr_per_day, bool(longi.trace)
+                else:  # no usable series: each scan alone, LVCR from clinical.csv or unknown
+                    segs = [
+                        segment(v, bundle, clinical, None, method="network", overlap=overlap, keep=keep)  # type: ignore[arg-type]
+                        for v, _ in pairs
+                    ]
+                    lvcr_est, iterated = None, False
+            if bundle.clinical_encoder is None:
+                source, lv_in = "not used (no clinical input)", math.nan
+            elif given is not None:
+                source, lv_in = "clinical.csv", given
+            elif iterated and lvcr_est is not None:
+                source, lv_in = "fixed-point estimate", lvcr_est
+            elif iterated:
+                source, lv_in = "fixed-point stopped (empty mask)", math.nan
+            else:
+                source, lv_in = "unknown (training median)", math.nan
+            lv_truth = truth_lvcr_of(pid)
+            for rec, (volume, truth), seg in zip(recs, pairs, segs):
+                pred = seg.mask
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    scores = {
+                        "dice": dice(pred, truth),
+                        "iou": iou(pred, truth),
+                        "hd95_mm": hd95(pred, truth, volume.spacing),
+                    }
+                rows.append(
+                    {
+                        "run": str(run),
+                        "label": label,
+                        "model": bundle.model_name,
+                        "patient_id": rec.patient_id,
+                        "timepoint": rec.timepoint,
+                        "scan": rec.key,
+                        **scores,
+                        "lvcr_per_day": lv_truth if lv_truth is not None else math.nan,
+                        "lvcr_input_per_day": seg.lvcr_used if seg.lvcr_used is not None else lv_in,
+                        "lvcr_source": source,
+                        "truth_cm3": float(truth.sum()) * volume.voxel_volume_mm3 / 1000.0,
+                        "predicted_cm3": float(np.count_nonzero(pred)) * volume.voxel_volume_mm3 / 1000.0,
+                    }
+                )
+                done += 1
+                if progress is not None:
+                    progress(label, done, len(chosen))
         table1_rows.append(
             {"run": str(run), "label": label, "model": bundle.model_name, "parameters": count_parameters(bundle.model)}
         )
     per_case = pd.DataFrame(rows)
     return _tables(per_case, pd.DataFrame(table1_rows), lvcr_cutoff)
+
+
+def _sources(part: pd.DataFrame) -> str:
+    """``"fixed-point estimate: 8; clinical.csv: 2"``: where the LVCR fed to the network came from."""
+    if "lvcr_source" not in part.columns or part.empty:
+        return ""
+    counts = part["lvcr_source"].value_counts(sort=False)
+    return "; ".join(f"{k}: {int(n)}" for k, n in counts.items())
 
 
 def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | None) -> Evaluation:
@@ -360,6 +424,7 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
                 "hd95_sd": h["sd"],
                 "hd95_n_inf": h["n_inf"],
                 "parameters": int(run["parameters"]),
+                "lvcr_source": _sources(sub),
             }
         )
     table1 = pd.DataFrame(t1)
@@ -390,6 +455,7 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
             "hd95_t": math.nan,
             "hd95_p": math.nan,
             "n_paired": 0,
+            "lvcr_source": _sources(sub),
         }
         if full is not None and key != "full model":
             common = sub.index.intersection(full.index)
@@ -418,6 +484,7 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
             "hd95_t",
             "hd95_p",
             "n_paired",
+            "lvcr_source",
         ],
     )
 
@@ -448,6 +515,7 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
                         "hd95_mean": h["mean"],
                         "hd95_sd": h["sd"],
                         "lvcr_cutoff": cutoff,
+                        "lvcr_source": _sources(part),
                     }
                 )
     table3 = pd.DataFrame(
@@ -463,6 +531,7 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
             "hd95_mean",
             "hd95_sd",
             "lvcr_cutoff",
+            "lvcr_source",
         ],
     )
     return Evaluation(per_case, table1, table2, table3, cutoff)

@@ -1024,10 +1024,14 @@ def _touches_inner_face(sub_mask: np.ndarray, box: BoxIdx, shape: Sequence[int])
 # ----------------------------------------------------------------------------- fixed-point LVCR
 
 
-def _estimate_lvcr(days: Sequence[float], volumes_cm3: Sequence[float]) -> float:
-    from mkunet.kinetics import lvcr
+def _estimate_lvcr(days: Sequence[float], segs: Sequence[Segmentation], weights: str = "interval") -> float:
+    """LVCR (/day) of the segmentations by the one definition, :func:`mkunet.kinetics.lvcr_from_masks`.
 
-    result = lvcr(list(days), list(volumes_cm3))
+    Mesh volumes (as the pipeline's ``volume_cm3``) and the user's ``weights`` (``lvcr_weights``).
+    """
+    from mkunet.kinetics import lvcr_from_masks
+
+    result = lvcr_from_masks(list(days), [s.mask for s in segs], [s.volume.spacing for s in segs], weights=weights)  # type: ignore[arg-type]
     return float(result.lvcr_per_day)
 
 
@@ -1162,6 +1166,7 @@ def segment_timepoints(
     max_iter: int = 5,
     previous_mask_roi: bool = False,
     margin_mm: float = 15.0,
+    lvcr_weights: Literal["interval", "inverse_variance", "uniform"] = "interval",
     **segment_kwargs: Any,
 ) -> LongitudinalSegmentation:
     """Segment one patient's timepoints: the same lesion in every scan, LVCR by fixed point when needed.
@@ -1207,6 +1212,8 @@ def segment_timepoints(
             timepoint k-1's mask grown by ``margin_mm`` as timepoint k's ROI (voxel
             correspondence by scanner coordinates). Refinement passes also restrict each
             timepoint to its own previous-pass mask grown by ``margin_mm``.
+        lvcr_weights: weights of the LVCR estimate (:func:`mkunet.kinetics.lvcr_from_masks`:
+            mesh volumes, as the pipeline's kinetics).
         **segment_kwargs: passed to :func:`segment` (threshold, keep, return_attention, ...).
     """
     volumes = list(volumes)
@@ -1287,7 +1294,7 @@ def segment_timepoints(
         segs = one_pass(float(given) if given_ok else None)
         lvcr_est = None
         if len(volumes) >= 2 and not given_ok and all(not s.empty for s in segs):
-            lvcr_est = _estimate_lvcr(days_list, [s.volume_cm3 for s in segs])
+            lvcr_est = _estimate_lvcr(days_list, segs, lvcr_weights)
         elif len(volumes) >= 2 and not given_ok:
             notes.append("no lesion at some timepoint: LVCR not estimated")
         return LongitudinalSegmentation(segs, days_list, lvcr_est, True, [], notes, tracked)
@@ -1309,7 +1316,7 @@ def segment_timepoints(
                 f"Fixed-point LVCR stopped: empty segmentation at timepoint(s) {empty_tp}.", UserWarning, stacklevel=2
             )
             return LongitudinalSegmentation(segs, days_list, None, False, trace, notes, tracked)
-        lvcr_out = _estimate_lvcr(days_list, vols)
+        lvcr_out = _estimate_lvcr(days_list, segs, lvcr_weights)
         change = None if lvcr_in is None else abs(lvcr_out - lvcr_in)
         entry.update(lvcr_out=lvcr_out, change=change)
         trace.append(entry)

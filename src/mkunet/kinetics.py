@@ -35,6 +35,16 @@ n - 2 degrees of freedom) is available too (``se_method="residual"``), and
 Note that interval weights (w_i = t_i - t_{i-1}, the baseline scan getting the
 first interval) have no error model behind them (DOMAIN section 7.4); with a
 constant sigma(ln V) the minimum-variance choice is uniform weights.
+
+**One LVCR definition.** :func:`lvcr_from_masks` is the one place where an LVCR is
+computed from masks (inference's fixed point, training's clinical LVCR, evaluation): the
+volume is the IBSI mesh volume of :func:`mask_volume_cm3` (what
+:func:`mkunet.measure.shape_features` reports as ``volume_cm3`` and the pipeline uses),
+the weights are the caller's (default ``"interval"``), the error model is
+:data:`DEFAULT_SIGMA_LOG_VOLUME`. ``se_method="auto"`` (its default) is the interval
+for automatic masks: the error-model SE with two scans, the larger of the error-model
+and the residual SE (``"max"``) with three or more, because the residual scatter of
+automatic volumes can exceed the repeat-scan error the model assumes.
 """
 
 from __future__ import annotations
@@ -52,6 +62,8 @@ __all__ = [
     "lvcr",
     "LVCRFitter",
     "lvcr_table",
+    "lvcr_from_masks",
+    "mask_volume_cm3",
     "vdt_days",
     "LesionMatch",
     "MatchResult",
@@ -65,7 +77,8 @@ __all__ = [
 DEFAULT_SIGMA_LOG_VOLUME = 0.08
 
 WeightScheme = Literal["interval", "inverse_variance", "uniform"]
-SEMethod = Literal["error_model", "residual", "max"]
+SEMethod = Literal["error_model", "residual", "max", "auto"]
+SE_METHODS = ("error_model", "residual", "max", "auto")
 
 
 class KineticsError(ValueError):
@@ -187,7 +200,10 @@ def lvcr(
             ``sigmas`` is not given (default 0.08; see the module docstring for sources).
         se_method: ``"error_model"`` (propagated measurement error, normal CI; default),
             ``"residual"`` (classical WLS SE from the residuals, t CI with n - 2 df;
-            needs >= 3 scans) or ``"max"`` (the larger of the two, t CI when residual wins).
+            needs >= 3 scans), ``"max"`` (the larger of the two, t CI when residual wins) or
+            ``"auto"`` (``"error_model"`` with two scans, ``"max"`` with three or more: the
+            interval for automatic masks, default of :func:`lvcr_from_masks`). The result's
+            ``se_method`` is the resolved one.
         ci_level: confidence level of the interval (0 < level < 1).
 
     Returns:
@@ -233,8 +249,10 @@ def lvcr(
         w = np.ones(n)
     else:
         raise KineticsError(f"weights must be 'interval', 'inverse_variance' or 'uniform', got {weights!r}.")
-    if se_method not in ("error_model", "residual", "max"):
-        raise KineticsError(f"se_method must be 'error_model', 'residual' or 'max', got {se_method!r}.")
+    if se_method not in SE_METHODS:
+        raise KineticsError(f"se_method must be one of {', '.join(SE_METHODS)}, got {se_method!r}.")
+    if se_method == "auto":
+        se_method = "max" if n >= 3 else "error_model"
     w = w / w.sum()
     y = np.log(v)
     t_bar = float(np.sum(w * t))
@@ -284,6 +302,62 @@ def lvcr(
     )
 
 
+def mask_volume_cm3(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Tumour volume (cm^3) of one mask by the LVCR's volume measure: the IBSI mesh volume.
+
+    The same number as ``mkunet.measure.shape_features(mask, spacing)["volume_cm3"]``
+    (marching cubes at level 0.5, cropped to the mask), without the other features.
+    0.0 for an empty mask.
+
+    Args:
+        mask: bool (or 0/1) array (z, y, x).
+        spacing: voxel size (z, y, x) in mm.
+    """
+    from mkunet.measure import _mesh_volume_area, mesh
+
+    mask = np.asarray(mask) != 0
+    if not mask.any():
+        return 0.0
+    verts, faces = mesh(mask, [float(s) for s in spacing])
+    return _mesh_volume_area(verts, faces)[0] / 1000.0
+
+
+def lvcr_from_masks(
+    days: Sequence[float],
+    masks: Sequence[np.ndarray],
+    spacings: Sequence[Sequence[float]],
+    weights: WeightScheme = "interval",
+    se_method: SEMethod = "auto",
+    patient_id: str | None = None,
+    **kwargs: Any,
+) -> LVCRResult:
+    """The one LVCR from masks: mesh volumes (:func:`mask_volume_cm3`) and :func:`lvcr`.
+
+    Used by inference (the fixed point of :func:`mkunet.infer.segment_timepoints`),
+    training (the clinical LVCR from ground-truth masks) and evaluation.
+
+    Args:
+        days: scan days, strictly increasing.
+        masks: one tumour mask (z, y, x) per scan, none empty.
+        spacings: one voxel size (z, y, x) in mm per scan (or one per scan of anything
+            with a ``spacing`` attribute, e.g. the :class:`~mkunet.volume.Volume`).
+        weights: as in :func:`lvcr` (the user's ``lvcr_weights``).
+        se_method: as in :func:`lvcr`; default ``"auto"`` (error model with two scans, the
+            larger of error model and residual SE with three or more: automatic masks).
+        patient_id: named in errors.
+        **kwargs: passed to :func:`lvcr` (sigma_log_volume, ci_level, sigmas).
+
+    Raises:
+        KineticsError: mismatched lengths, an empty mask, or what :func:`lvcr` raises.
+    """
+    masks = list(masks)
+    spacings = [getattr(s, "spacing", s) for s in spacings]
+    if len(masks) != len(spacings):
+        raise KineticsError(f"{_who(patient_id)}: {len(masks)} masks but {len(spacings)} spacings.")
+    vols = [mask_volume_cm3(m, s) for m, s in zip(masks, spacings)]
+    return lvcr(days, vols, weights=weights, se_method=se_method, patient_id=patient_id, **kwargs)
+
+
 class LVCRFitter:
     """sklearn/lifelines-style wrapper around :func:`lvcr` (validate in ``__init__``, ``fit`` returns self).
 
@@ -301,8 +375,8 @@ class LVCRFitter:
     ) -> None:
         if weights not in ("interval", "inverse_variance", "uniform"):
             raise ValueError(f"weights must be 'interval', 'inverse_variance' or 'uniform', got {weights!r}.")
-        if se_method not in ("error_model", "residual", "max"):
-            raise ValueError(f"se_method must be 'error_model', 'residual' or 'max', got {se_method!r}.")
+        if se_method not in SE_METHODS:
+            raise ValueError(f"se_method must be one of {', '.join(SE_METHODS)}, got {se_method!r}.")
         if not sigma_log_volume > 0:
             raise ValueError(f"sigma_log_volume must be > 0, got {sigma_log_volume!r}.")
         self.weights, self.sigma_log_volume, self.se_method, self.ci_level = (

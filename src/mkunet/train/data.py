@@ -22,8 +22,10 @@ same layout works too)::
                       Optional: only needed for models with clinical input.
 
 The LVCR of each patient (column 6 of the clinical vector) is computed from the
-ground-truth mask volumes across timepoints with :func:`mkunet.kinetics.lvcr`
-(interval weights), exactly what a user with annotated serial scans can compute;
+ground-truth mask volumes across timepoints by the one LVCR definition: mesh volumes
+(:func:`mkunet.kinetics.mask_volume_cm3`) and :func:`mkunet.kinetics.lvcr` (interval weights),
+as :func:`mkunet.kinetics.lvcr_from_masks` and inference do, exactly what a user with
+annotated serial scans can compute;
 patients with a single scan get "LVCR unknown" (the encoder's training median).
 """
 
@@ -193,7 +195,8 @@ def read_clinical(data_dir: str | Path, required: bool) -> pd.DataFrame | None:
 def patient_lvcr(days: Sequence[float | None], volumes_cm3: Sequence[float], patient_id: str) -> float | None:
     """LVCR (/day) of one patient from ground-truth tumour volumes, or None when not computable.
 
-    Uses :func:`mkunet.kinetics.lvcr` (interval weights). Returns None (LVCR unknown)
+    ``volumes_cm3`` are :func:`mkunet.kinetics.mask_volume_cm3` mesh volumes (the one LVCR
+    volume measure). Uses :func:`mkunet.kinetics.lvcr` (interval weights). Returns None (LVCR unknown)
     with fewer than two scans, missing days or an empty mask at some timepoint.
     """
     if len(volumes_cm3) < 2 or any(d is None for d in days) or min(volumes_cm3) <= 0:

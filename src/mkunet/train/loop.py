@@ -13,9 +13,12 @@ Run folder (``config.out``)::
     log.csv, log.json   one row per epoch: loss, validation Dice, times
 
 Validation Dice is computed on whole validation cases at the model's spacing (sliding
-window, Gaussian blending, overlap 0.25, threshold 0.5) against the resampled masks: the
-same inference as :func:`mkunet.bundle.predict_probability` without the final resampling
-back to the scan grid (cheaper; the selection criterion, not the reported figure).
+window, Gaussian blending, overlap 0.25, threshold 0.5, then the component rule of
+:func:`mkunet.infer.segment`, :func:`mkunet.infer.keep_tumour_component`) against the
+resampled masks: the steps of :func:`mkunet.infer.segment` without the final resampling
+back to the scan grid (cheaper; the selection criterion, not the reported figure; see
+``_validate``). The patients' LVCR (clinical input) comes from the ground-truth masks by
+the one LVCR definition, :func:`mkunet.kinetics.lvcr_from_masks`'s mesh volumes.
 """
 
 from __future__ import annotations
@@ -431,18 +434,42 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------------------------- validation
 def _validate(
-    model: torch.nn.Module, cases: Sequence[PreparedCase], patch: Sequence[int], overlap: float, amp: bool
+    model: torch.nn.Module,
+    cases: Sequence[PreparedCase],
+    patch: Sequence[int],
+    overlap: float,
+    amp: bool,
+    spacing: Sequence[float] | None = None,
+    threshold: float = 0.5,
+    keep: str = "component",
 ) -> tuple[float, int]:
-    """Sum of Dice over ``cases`` (at the model spacing) and the number of cases."""
+    """Sum of Dice over ``cases`` (at the model spacing) and the number of cases.
+
+    Not :func:`mkunet.infer.segment` itself: that needs a saved bundle, re-reads and
+    re-resamples every scan and resamples the probability back to the scan grid, which
+    costs more per epoch than the validation is worth (it picks the checkpoint; the reported
+    figures come from :mod:`mkunet.evaluate`, which calls ``segment``). It runs the same
+    steps on the cached, already resampled and preprocessed case: the sliding window of
+    :func:`mkunet.bundle.predict_probability`, the threshold, and the component rule of
+    ``segment`` without an ROI (:func:`mkunet.infer.keep_tumour_component` with the
+    probability; the lung region is not recomputed here, so the score is the probability mass).
+    """
     from mkunet.bundle import sliding_window_probability
+    from mkunet.infer import keep_tumour_component
     from mkunet.metrics import dice
 
     total = 0.0
     for case in cases:
         prob = sliding_window_probability(model, case.channels, patch, case.clinical, overlap=overlap, amp=amp)
+        pred = keep_tumour_component(
+            prob >= threshold,
+            tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0),
+            keep=keep,  # type: ignore[arg-type]
+            probability=prob,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = float(dice(prob >= 0.5, case.label))
+            value = float(dice(pred, case.label))
         total += value if np.isfinite(value) else 0.0
     return total, len(cases)
 
@@ -677,6 +704,7 @@ def _data_step(
     Only the resampled copies stay in memory; each is released once preprocessed.
     """
     from mkunet.bundle import ModelBundle
+    from mkunet.kinetics import mask_volume_cm3
     from mkunet.preprocess import AdaptiveWindow, Preprocessor
 
     data_dir = Path(config.data)
@@ -688,7 +716,8 @@ def _data_step(
         volume, mask = load_scan(rec)
         if not mask.any():
             warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=3)
-        by_patient.setdefault(rec.patient_id, []).append((rec, float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0))
+        # the one LVCR volume measure (mesh volume, kinetics.mask_volume_cm3), as inference and the pipeline
+        by_patient.setdefault(rec.patient_id, []).append((rec, mask_volume_cm3(mask, volume.spacing)))
         resampled[rec.key] = _resampled(volume, mask, config.target_spacing)
         del volume, mask
     lvcrs = {
@@ -867,7 +896,7 @@ def _val_dice(
 ) -> float:
     """Mean validation Dice over every process (each validates its share of the cases)."""
     mine = val_cases[dist.rank :: dist.world_size]
-    total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp)
+    total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp, spacing=config.target_spacing)
     total, count = _all_reduce_sum([total, count], dist)
     return total / max(count, 1)
 
