@@ -139,3 +139,48 @@ def test_evaluate_cli(two_runs, tmp_path):
         app, ["evaluate", "--runs", str(tmp_path / "x"), "--data", str(data), "--out", str(tmp_path / "o2")]
     )
     assert bad.exit_code == 2
+
+
+def test_evaluation_is_infer_segment_with_the_users_lvcr(two_runs, tmp_path):
+    """The scores are those of mkunet.infer.segment (network, whole volume) with the LVCR a user has."""
+    import shutil
+
+    from mkunet.bundle import ModelBundle
+    from mkunet.infer import segment, segment_timepoints
+    from mkunet.metrics import dice
+    from mkunet.train.data import load_scan, read_scans
+
+    data, full, base = two_runs
+    ev = evaluate_runs([full, base], data, all_cases=True)
+    assert {"lvcr_source", "lvcr_input_per_day"} <= set(ev.per_case.columns)
+    by_label = ev.per_case.groupby("label")["lvcr_source"].unique()
+    assert list(by_label["full model"]) == ["fixed-point estimate"]  # two scans, no LVCR in clinical.csv
+    assert list(by_label["baseline"]) == ["not used (no clinical input)"]
+    assert ev.table1.set_index("label").loc["full model", "lvcr_source"] == "fixed-point estimate: 8"
+    assert "lvcr_source" in ev.table3.columns and "LVCR input" in ev.to_markdown()
+    # the full model's first patient: exactly segment_timepoints(..., method="network") of its scans
+    recs = [r for r in read_scans(data) if r.patient_id == ev.per_case["patient_id"].iloc[0]]
+    pairs = [load_scan(r) for r in recs]
+    bundle = ModelBundle.load(full / "best")
+    clinical_row = pd.read_csv(data / "clinical.csv", dtype={"patient_id": str}).set_index("patient_id")
+    clinical = {c: clinical_row.loc[recs[0].patient_id, c] for c in ("age", "sex", "smoking", "grade", "stage")}
+    longi = segment_timepoints([v for v, _ in pairs], [r.days for r in recs], bundle, clinical, method="network")
+    rows = ev.per_case[(ev.per_case["label"] == "full model") & (ev.per_case["patient_id"] == recs[0].patient_id)]
+    for (_, truth), seg, score in zip(pairs, longi.segmentations, rows["dice"]):
+        assert dice(seg.mask, truth) == pytest.approx(score, abs=1e-12)
+    assert rows["lvcr_input_per_day"].iloc[0] == pytest.approx(longi.segmentations[0].lvcr_used)
+    # clinical.csv with an LVCR column: that value is fed, and said so
+    data2 = tmp_path / "data"
+    shutil.copytree(data, data2)
+    table = pd.read_csv(data2 / "clinical.csv", dtype={"patient_id": str})
+    table["lvcr"] = 0.0123
+    table.to_csv(data2 / "clinical.csv", index=False)
+    ev2 = evaluate_runs([full], data2, all_cases=True)
+    assert set(ev2.per_case["lvcr_source"]) == {"clinical.csv"}
+    assert np.allclose(ev2.per_case["lvcr_input_per_day"], 0.0123)
+    volume, truth = pairs[0]
+    seg = segment(volume, bundle, dict(clinical, lvcr=0.0123), None, method="network")
+    row = ev2.per_case[ev2.per_case["scan"] == recs[0].key].iloc[0]
+    assert dice(seg.mask, truth) == pytest.approx(row["dice"], abs=1e-12)
+    # the Table 3 stratifier stays the ground-truth LVCR
+    assert np.allclose(ev2.per_case["lvcr_per_day"], ev.per_case[ev.per_case["label"] == "full model"]["lvcr_per_day"])

@@ -476,3 +476,26 @@ def test_real_bundle_round_trip_with_attention(tmp_path):
     assert seg.lvcr_used == 0.003 and any("smoking" in n for n in seg.notes)
     assert seg.attention is not None and len(seg.attention) >= 1
     assert all(a.shape == vol.shape and a.dtype == np.float32 for a in seg.attention)
+
+
+def test_estimate_lvcr_is_the_one_kinetics_definition():
+    """Fixed-point LVCR: mesh volumes (as the pipeline) and the user's weights, not voxel counts."""
+    from types import SimpleNamespace
+
+    from mkunet import kinetics
+    from mkunet.infer import _estimate_lvcr
+    from mkunet.measure import shape_features
+
+    spacing = (2.0, 0.8, 0.8)
+    z, y, x = np.indices((16, 40, 40))
+    masks = [(z - 8) ** 2 * 4 + ((y - 20) ** 2 + (x - 20) ** 2) * 0.64 <= r**2 for r in (5.0, 6.5, 9.0)]
+    segs = [SimpleNamespace(mask=m, volume=SimpleNamespace(spacing=spacing)) for m in masks]
+    days = [0.0, 20.0, 100.0]
+    mesh = [shape_features(m, spacing)["volume_cm3"] for m in masks]
+    voxels = [m.sum() * 1.28 / 1000 for m in masks]
+    for weights in ("interval", "uniform"):
+        got = _estimate_lvcr(days, segs, weights)
+        assert got == pytest.approx(kinetics.lvcr(days, mesh, weights=weights).lvcr_per_day, rel=1e-12)
+        assert got != pytest.approx(kinetics.lvcr(days, voxels, weights=weights).lvcr_per_day, rel=1e-6)
+    assert _estimate_lvcr(days, segs) == pytest.approx(_estimate_lvcr(days, segs, "interval"))
+    assert _estimate_lvcr(days, segs, "uniform") != pytest.approx(_estimate_lvcr(days, segs, "interval"), rel=1e-6)

@@ -195,3 +195,61 @@ def test_cutoff_default_median_never_hidden_constant():
     assert high.sum() == 1 and cut == 0.15
     with pytest.raises(ValueError, match="median"):
         kinetics.split_by_cutoff(vals, "optimal")
+
+
+# ----------------------------------------------------------------------------- se_method="auto", lvcr_from_masks
+def test_auto_se_two_scans_is_the_error_model_formula():
+    r = lvcr([0, 60], [1.0, 2.0], se_method="auto")
+    assert r.se_method == "error_model"
+    assert r.se == pytest.approx(math.sqrt(2) * 0.08 / 60, rel=1e-12)
+    assert r.ci_high - r.lvcr_per_day == pytest.approx(1.959964 * r.se, rel=1e-6)
+
+
+def test_auto_se_three_scans_residual_larger_than_error_model():
+    # uniform weights, days 0/30/60, ln V = 0, 0.5, 0.6: slope 0.01, residuals (-1, 2, -1)/15
+    r = lvcr([0, 30, 60], np.exp([0.0, 0.5, 0.6]), weights="uniform", se_method="auto")
+    assert r.se_method == "max" and r.lvcr_per_day == pytest.approx(0.01, rel=1e-12)
+    assert r.se_error_model == pytest.approx(math.sqrt(2) * 0.08 / 60, rel=1e-12)
+    assert r.se_residual == pytest.approx(math.sqrt(1 / 67500), rel=1e-9)
+    assert r.se == pytest.approx(math.sqrt(1 / 67500), rel=1e-9)  # the residual wins
+    assert r.ci_high - r.lvcr_per_day == pytest.approx(12.7062047 * r.se, rel=1e-6)  # t, 1 df
+    assert lvcr([0, 30, 60], np.exp([0.0, 0.5, 0.6]), weights="uniform").se == pytest.approx(r.se_error_model)
+
+
+def test_auto_se_three_scans_residual_smaller_than_error_model():
+    # ln V = 0, 0.31, 0.6: residuals (-1, 2, -1)/300, SE 1/sqrt(27e6) < the error model's
+    r = lvcr([0, 30, 60], np.exp([0.0, 0.31, 0.6]), weights="uniform", se_method="auto")
+    assert r.se_residual == pytest.approx(math.sqrt(1 / 27e6), rel=1e-9)
+    assert r.se == pytest.approx(math.sqrt(2) * 0.08 / 60, rel=1e-12)  # the error model wins
+    assert r.ci_high - r.lvcr_per_day == pytest.approx(1.959964 * r.se, rel=1e-6)  # normal
+    with pytest.raises(ValueError, match="se_method must be one of"):
+        lvcr([0, 1, 2], [1, 2, 3], se_method="bogus")
+
+
+def _ball(shape, centre, radius):
+    z, y, x = np.indices(shape)
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
+
+
+def test_lvcr_from_masks_uses_mesh_volumes_and_the_given_weights():
+    from mkunet.measure import shape_features
+
+    spacing = (2.0, 1.0, 1.0)
+    masks = [_ball((20, 40, 40), (10, 20, 20), r) for r in (4, 5, 7)]
+    days = [0, 10, 90]
+    mesh = [shape_features(m, spacing)["volume_cm3"] for m in masks]
+    voxels = [m.sum() * 2.0 / 1000 for m in masks]
+    assert kinetics.mask_volume_cm3(masks[0], spacing) == pytest.approx(mesh[0], rel=1e-12)
+    assert kinetics.mask_volume_cm3(np.zeros((3, 3, 3), bool), spacing) == 0.0
+    for weights in ("interval", "uniform"):
+        r = kinetics.lvcr_from_masks(days, masks, [spacing] * 3, weights=weights)
+        assert r.lvcr_per_day == pytest.approx(lvcr(days, mesh, weights=weights).lvcr_per_day, rel=1e-12)
+        assert r.lvcr_per_day != pytest.approx(lvcr(days, voxels, weights=weights).lvcr_per_day, rel=1e-6)
+        assert r.method == weights and r.se_method == "max"  # automatic masks, 3 scans
+    assert kinetics.lvcr_from_masks(days, masks, [spacing] * 3, weights="uniform").lvcr_per_day != pytest.approx(
+        kinetics.lvcr_from_masks(days, masks, [spacing] * 3).lvcr_per_day, rel=1e-6
+    )
+    with pytest.raises(ValueError, match="> 0"):
+        kinetics.lvcr_from_masks([0, 30], [masks[0], np.zeros_like(masks[0])], [spacing] * 2)
+    with pytest.raises(ValueError, match="spacings"):
+        kinetics.lvcr_from_masks([0, 30], masks[:2], [spacing])

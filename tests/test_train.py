@@ -386,3 +386,24 @@ def test_train_cli_runs_and_resumes(cohort, tmp_path):
         app, ["train", "--data", str(cohort), "--out", str(tmp_path / "b"), "--patch", "10", "32", "32"]
     )
     assert bad.exit_code == 2 and "multiples of 16" in bad.output
+
+
+def test_validation_uses_threshold_and_the_component_rule(monkeypatch):
+    """_validate: the sliding window, the threshold, then infer's component rule (not the raw map)."""
+    from types import SimpleNamespace
+
+    import mkunet.bundle
+    from mkunet.train.loop import _validate
+
+    label = np.zeros((12, 12, 12), bool)
+    label[2:6, 2:6, 2:6] = True
+    prob = np.zeros(label.shape, np.float32)
+    prob[2:6, 2:6, 2:6] = 0.9  # the tumour (largest probability mass)
+    prob[8:10, 8:10, 8:10] = 0.6  # a false positive blob
+    prob[0, 0, 0] = 0.45  # below the threshold
+    monkeypatch.setattr(mkunet.bundle, "sliding_window_probability", lambda *a, **k: prob)
+    case = SimpleNamespace(channels=np.zeros((1, *label.shape), np.float32), clinical=None, label=label)
+    total, n = _validate(None, [case], (16, 16, 16), 0.25, False, spacing=(1.0, 1.0, 1.0))  # type: ignore[arg-type]
+    assert n == 1 and total == pytest.approx(1.0)  # the blob is dropped
+    raw, _ = _validate(None, [case], (16, 16, 16), 0.25, False, keep="none")  # type: ignore[arg-type]
+    assert raw == pytest.approx(2 * 64 / (64 + 72))

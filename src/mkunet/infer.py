@@ -1299,13 +1299,15 @@ def segment_timepoints(
             notes.append("no lesion at some timepoint: LVCR not estimated")
         return LongitudinalSegmentation(segs, days_list, lvcr_est, True, [], notes, tracked)
 
+    from mkunet.kinetics import mask_volume_cm3
+
     trace: list[dict[str, Any]] = []
     lvcr_in: float | None = None
     converged = False
     segs = []
     for iteration in range(max_iter + 1):
         segs = one_pass(lvcr_in, segs)
-        vols = [s.volume_cm3 for s in segs]
+        vols = [mask_volume_cm3(s.mask, s.volume.spacing) for s in segs]  # the LVCR's volume measure (mesh)
         entry: dict[str, Any] = {"iteration": iteration, "lvcr_in": lvcr_in, "volumes_cm3": vols}
         if any(s.empty for s in segs):
             empty_tp = [k for k, s in enumerate(segs) if s.empty]
