@@ -209,9 +209,33 @@ def _slice_hulls(mask2d_stack: np.ndarray) -> np.ndarray:
 
 
 def _edt(mask: np.ndarray, g: float) -> np.ndarray:
+    """Distance (mm) from each True voxel to the nearest False one (0 outside), computed on the
+    mask's bounding box only (exact: the box is padded by one background voxel)."""
     from scipy import ndimage
 
-    return ndimage.distance_transform_edt(mask, sampling=(g, g, g)).astype(np.float32)
+    out = np.zeros(mask.shape, np.float32)
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    if not boxes:
+        return out
+    box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(boxes[0], mask.shape))
+    sub = np.pad(mask[box], 1, constant_values=False)
+    out[box] = ndimage.distance_transform_edt(sub, sampling=(g, g, g))[1:-1, 1:-1, 1:-1]
+    return out
+
+
+def _within(mask: np.ndarray, g: float, reach_mm: float) -> np.ndarray:
+    """Voxels within ``reach_mm`` (mm) of ``mask`` (a dilation by a ball), computed on the
+    mask's bounding box grown by the reach only."""
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    out = np.zeros(mask.shape, bool)
+    if not boxes:
+        return out
+    r = int(math.ceil(reach_mm / g)) + 1
+    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, n in zip(boxes[0], mask.shape))
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=(g, g, g)) <= reach_mm
+    return out
 
 
 def _component_at(binary: np.ndarray, point: Sequence[int]) -> np.ndarray:
@@ -345,10 +369,15 @@ def _part_solid_union(
     the lung hull, opened to cut vessels and star-constrained like the core.
     """
     from scipy import ndimage
-    from scipy import ndimage as ndi
 
-    # in-plane distance (thick slices put lung above and below any core)
-    outside = ndi.distance_transform_edt(~obj, sampling=(1e3, g, g)).astype(np.float32)
+    # in-plane distance (thick slices put lung above and below any core), on the core's box only
+    boxes = ndimage.find_objects(obj.astype(np.uint8))
+    r = int(math.ceil(4.0 / g)) + 1
+    box = (boxes[0][0],) + tuple(
+        slice(max(0, b.start - r), min(n, b.stop + r)) for b, n in zip(boxes[0][1:], obj.shape[1:])
+    )
+    outside = np.full(obj.shape, np.inf, np.float32)
+    outside[box] = ndimage.distance_transform_edt(~obj[box], sampling=(1e3, g, g))
     # below the solid iso-level only: chest wall or mediastinum touching the core is not ground glass
     shell = (outside > 1.0) & (outside <= 4.0) & hull & (iso < t)
     if shell.sum() < 10:
@@ -366,7 +395,7 @@ def _part_solid_union(
     r_open = float(np.clip(p.open_fraction * float(depth.max()), p.open_min_mm, p.open_max_mm))
     eroded = depth > r_open
     if eroded.any():
-        union &= _edt(~_component_at(eroded, seed), g) <= r_open + 0.5 * g
+        union &= _within(_component_at(eroded, seed), g, r_open + 0.5 * g)
     union = _component_at(_star_constraint(union | obj, core, g, p, iso, t_ggo), seed)
     gain = np.count_nonzero(union & ~obj)
     if gain > p.ggo_min_gain * np.count_nonzero(obj):
@@ -445,7 +474,7 @@ def _model_on_crop(
     eroded = depth > r_open
     if eroded.any():
         core_comp = _component_at(eroded, seed)
-        opened = _edt(~core_comp, g) <= r_open + 0.5 * g
+        opened = _within(core_comp, g, r_open + 0.5 * g)
         obj = comp & opened
     else:
         obj = comp
