@@ -117,6 +117,8 @@ class LesionParams:
     ggo_smooth_mm: float = 1.0
     ggo_max_crop_mm: float = 120.0
     max_grow_steps: int = 6
+    window_rin_factor: float = 12.0
+    small_rin_mm: float = 6.0
     grow_before_star: bool = True
     rin_climb_steps: int = 8
     initial_crop_mm: float = 60.0
@@ -413,6 +415,7 @@ def _model_on_crop(
     window: np.ndarray | None = None,
     cage: np.ndarray | None = None,
     hu: tuple[float, float] | None = None,
+    info: dict[str, float] | None = None,
 ):
     """The lesion on one isotropic crop; returns (mask, t, hu_lesion, hu_lung, kind, core)."""
     from scipy import ndimage
@@ -470,6 +473,8 @@ def _model_on_crop(
             break
         local = nxt
     r_in = float(depth[tuple(local)]) if p.rin_climb_steps > 0 else float(depth.max())
+    if info is not None:
+        info["r_in"] = r_in
     r_open = float(np.clip(p.open_fraction * r_in, p.open_min_mm, p.open_max_mm))
     eroded = depth > r_open
     if eroded.any():
@@ -651,6 +656,7 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
     context = np.ceil(p.context_mm / sp)
     hu: tuple[float, float] | None = None
     steps = 0
+    info: dict[str, float] = {}
     while True:
         box = tuple(
             (int(max(0, np.floor(a - c))), int(min(n, np.ceil(b + c) + 1)))
@@ -677,11 +683,19 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         if p.use_rib_cage:
             cage_in = rib_cage(volume, box[0])[:, box[1][0] : box[1][1], box[2][0] : box[2][1]]
             cage = resample_mask(cage_in, sub, iso_vol, method="nearest")
-        obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(iso, seed_iso, g, p, notes, window, cage, hu)
+        obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(
+            iso, seed_iso, g, p, notes, window, cage, hu, info
+        )
         hu = (hu_lesion, hu_lung)
         steps += 1
         # ground glass is rarely larger than a few cm and leaks easily: a smaller largest window
         max_edge = p.max_crop_mm if kind == "solid" else min(p.max_crop_mm, p.ggo_max_crop_mm)
+        # ...and around a small nodule a window far larger than its inscribed ball only follows vessels
+        by_size = False
+        if info.get("r_in", np.inf) < p.small_rin_mm:  # a small nodule: what reaches the window is vessels
+            size_edge = max(p.initial_crop_mm, p.window_rin_factor * info["r_in"])
+            by_size = size_edge < max_edge
+            max_edge = min(max_edge, size_edge)
         if obj is None:  # the seed is not inside the local lung hull: look wider
             if edge >= max_edge or steps >= p.max_grow_steps:
                 obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(
@@ -706,7 +720,8 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         if not (at_lo.any() or at_hi.any()):
             break
         if edge >= max_edge or steps >= p.max_grow_steps:
-            notes.append(f"the lesion reaches the largest window ({edge:.0f} mm): it may be cut")
+            if not by_size:  # at the size cap, what still touches is vessels the star constraint cut
+                notes.append(f"the lesion reaches the largest window ({edge:.0f} mm): it may be cut")
             break
         # grow: the object's box plus hull_margin_mm on every side (at least grow_factor x the window)
         margin = p.hull_margin_mm / sp

@@ -485,6 +485,7 @@ def _segment_timepoints(
             return_attention=True,
             threshold=work.params["threshold"],
             method=work.params.get("method", "auto"),
+            lvcr_weights=work.params["lvcr_weights"],
         )
     for w in caught:
         logger.info("patient %s: %s", work.pid, w.message)
@@ -890,6 +891,7 @@ def _kinetics_step(work: _PatientWork) -> None:
                 [r["volume_cm3"] for r in ok],
                 weights=work.params["lvcr_weights"],
                 patient_id=pid,
+                se_method="auto",  # automatic masks: the larger of the error-model and residual SE (>= 3 scans)
             )
             patient.update(
                 lvcr_per_day=res.lvcr_per_day,
@@ -956,6 +958,7 @@ def _lesion_kinetics_step(work: _PatientWork, lesions: Sequence[TargetLesion]) -
                     [r["volume_cm3"] for r in ok],
                     weights=work.params["lvcr_weights"],
                     patient_id=who,
+                    se_method="auto",
                 )
                 kin = {
                     "lesion_lvcr_per_day": res.lvcr_per_day,
