@@ -1,6 +1,12 @@
-"""Inference: segment a lung tumour in a CT volume with a trained model bundle.
+"""Inference: segment a lung tumour in a CT volume.
 
-Pipeline of :func:`segment` (all outputs on the *input* grid)::
+Methods of :func:`segment` (``method=``): ``"auto"`` (default) runs the image-driven lesion
+model of :mod:`mkunet.lesion` when there is a seed, a box or a previous mask (measured better
+on real CT: README "One-click segmentation"), and the network below for the whole volume;
+``"image"`` and ``"network"`` force one. :func:`segment_timepoints` follows a lesion clicked on
+the baseline into later scans by registration (:mod:`mkunet.register`).
+
+Network path of :func:`segment` (all outputs on the *input* grid)::
 
     Volume (z, y, x) HU ──► ROI crop (Box / Seed / PreviousMask; without a ROI the
                             patient's in-plane bounding box, see body_box)
@@ -875,34 +881,9 @@ def _segment_network(
     lung_prior: bool = True,
     progress: ProgressHook | None = None,
 ) -> Segmentation:
-    """The network path of :func:`segment` (one crop; see there for the arguments).
+    """The network path of :func:`segment` on one crop (see there for the arguments).
 
-    Args:
-        volume: the CT (HU), any spacing; outputs come back on its grid.
-        model: None (the shipped model, cached), a ``ModelBundle``, or a bundle /
-            run directory.
-        clinical: mapping with any of ``age`` (years), ``sex`` (M|F), ``smoking``
-            (never|former|current), ``grade`` (1-3), ``stage`` (I-IV), ``lvcr`` (per
-            day); or an already encoded vector (6,); or None. An unknown LVCR is
-            encoded as the training median (the encoder's documented default);
-            other unknown fields are imputed with the training median and a note
-            says so. Ignored (with a note) when the model takes no clinical input.
-        roi: None (whole volume, sliding window), :class:`Box`, :class:`Seed` or
-            :class:`PreviousMask` (faster: only the crop is run).
-        threshold: probability threshold; default the bundle's (0.5).
-        return_attention: also return attention maps (when the model has gates).
-        keep: component rule, see :func:`keep_tumour_component` and the module doc.
-        min_component_cm3: for ``keep="all"``.
-        overlap: sliding-window overlap fraction.
-        body_crop: without a ROI, run only on the patient's in-plane bounding box
-            (:func:`body_box`: the air around the body, often a third of a 512 x 512
-            field of view, cannot hold a lung tumour); the probability is 0 outside.
-        lung_prior: without a seed or previous mask, prefer the component in the lung
-            region (see the module doc).
-        progress: optional callback called with a step name as each step starts.
-
-    Returns:
-        :class:`Segmentation` on ``volume``'s grid.
+    Sets ``touches_roi_edge`` so that :func:`segment` can grow a seed's cube.
     """
     if not isinstance(volume, Volume):
         raise ValueError(f"`volume` must be a mkunet Volume, got {type(volume).__name__} (use mkunet.io.read_volume).")
