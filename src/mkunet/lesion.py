@@ -374,6 +374,8 @@ def _part_solid_union(
 
     # in-plane distance (thick slices put lung above and below any core), on the core's box only
     boxes = ndimage.find_objects(obj.astype(np.uint8))
+    if not boxes:  # nothing left after the star constraint
+        return obj, t
     r = int(math.ceil(4.0 / g)) + 1
     box = (boxes[0][0],) + tuple(
         slice(max(0, b.start - r), min(n, b.stop + r)) for b, n in zip(boxes[0][1:], obj.shape[1:])
