@@ -877,6 +877,17 @@ def _check_overlaps(work: _PatientWork, timepoint: int, parts: Sequence[tuple], 
 # ---------------------------------------------------------------------------- kinetics
 
 
+def _rows_lvcr(rows: Sequence[Mapping[str, Any]], params: Mapping[str, Any], who: str) -> Any:
+    """:func:`mkunet.kinetics.lvcr` of scan rows (``days``, ``volume_cm3``) with the run's weights; the
+    masks are automatic, so the CI uses ``se_method="auto"`` (the larger of the error-model and
+    residual SE with 3 scans or more)."""
+    from mkunet import kinetics
+
+    days = [r["days"] for r in rows]
+    volumes = [r["volume_cm3"] for r in rows]
+    return kinetics.lvcr(days, volumes, weights=params["lvcr_weights"], patient_id=who, se_method="auto")
+
+
 def _kinetics_step(work: _PatientWork) -> None:
     """LVCR / VDT on the scans with a tumour (``status="ok"``), response categories, baseline summary."""
     from mkunet import kinetics
@@ -886,13 +897,7 @@ def _kinetics_step(work: _PatientWork) -> None:
     seg_rows = [by_tp[s.timepoint] for s in work.readable if by_tp[s.timepoint]["status"] in ("ok", "empty")]
     if len(ok) >= 2:
         try:
-            res = kinetics.lvcr(
-                [r["days"] for r in ok],
-                [r["volume_cm3"] for r in ok],
-                weights=work.params["lvcr_weights"],
-                patient_id=pid,
-                se_method="auto",  # automatic masks: the larger of the error-model and residual SE (>= 3 scans)
-            )
+            res = _rows_lvcr(ok, work.params, pid)
             patient.update(
                 lvcr_per_day=res.lvcr_per_day,
                 lvcr_se=res.se,
@@ -953,13 +958,7 @@ def _lesion_kinetics_step(work: _PatientWork, lesions: Sequence[TargetLesion]) -
         kin: dict[str, Any] = {}
         if len(ok) >= 2:
             try:
-                res = kinetics.lvcr(
-                    [r["days"] for r in ok],
-                    [r["volume_cm3"] for r in ok],
-                    weights=work.params["lvcr_weights"],
-                    patient_id=who,
-                    se_method="auto",
-                )
+                res = _rows_lvcr(ok, work.params, who)
                 kin = {
                     "lesion_lvcr_per_day": res.lvcr_per_day,
                     "lesion_lvcr_se": res.se,
