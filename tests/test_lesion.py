@@ -466,7 +466,6 @@ def test_hilar_lesion_of_the_4dct_phase_does_not_take_the_mediastinum(data_dir):
         warnings.simplefilter("ignore")
         seg = segment(vol, None, roi=Seed(tuple(vol.index_to_physical((63.0, 244.0, 201.0)))), method="image")
     assert seg.volume_cm3 <= 6.0  # the README's lesion is 2-3 cm^3; the mediastinum is far more
-    assert seg.empty == (not seg.mask.any())
     if seg.empty:
         assert any("no" in n and "found" in n for n in seg.notes), seg.notes
 
