@@ -3,41 +3,45 @@
 Given a point inside a lung lesion, :func:`segment_lesion` returns its mask on the
 input grid. It needs no model and no size: the crop grows until the lesion fits.
 
-Algorithm (all distances in mm; work on a crop resampled to an isotropic grid of
-``grid_mm``, chosen from the lesion's size; arrays (z, y, x)):
+Algorithm (all distances in mm; the work is done on a crop resampled to an isotropic grid of
+``grid_mm``, chosen from the window's size; arrays (z, y, x)):
 
 1. **Lesion and lung HU.** ``hu_lesion`` = median HU in a 4 mm ball around the seed
-   (smaller for a nodule smaller than that: 0.7 x the seed's distance to lung);
-   ``hu_lung`` = median of the aerated-lung voxels (< -400 HU) more than 10 mm from the
-   seed, clipped to [-950, -750]. A seed in air (median of its 3 x 3 x 3 voxels below
-   -800 HU) or in bone (above 500 HU) is refused with an error naming the point.
-2. **Iso-level.** The boundary is the HU iso-level
-   ``t = hu_lung + iso_fraction * (min(hu_lesion, cap) - hu_lung)`` (default
-   ``iso_fraction = 0.5``: halfway between lung and lesion, the 50 % partial-volume
-   edge; ``cap = 40`` HU so that a contrast-enhanced or calcified seed does not lift the
-   edge into the lesion). Foreground = ``t <= HU <= bone_hu``.
-3. **Ground-glass and part-solid lesions.** When the seed is ground glass
-   (``hu_lesion`` < -300) the foreground is closed and its holes filled, so the patchy
-   interior of a ground-glass nodule is one object; when the seed is solid, the
-   ground-glass rim attached to it (voxels within ``ggo_rim_mm`` of the solid part above
-   the ground-glass iso-level) joins it: the part-solid union.
-4. **Local lung hull.** In each axial slice, the convex hull of the aerated lung within
-   the crop; the lesion must lie inside it. A tumour on the chest wall or mediastinum
-   dents the lung, and the hull bridges the dent, so the wall and mediastinum stay out.
-5. **Seed component**, then a **morphological opening** by a ball of radius
-   ``open_fraction x`` the lesion's inscribed radius (clipped to [``open_min_mm``,
-   ``open_max_mm``]), which cuts vessels and thin bridges to the hilum; the component
-   holding the lesion core is kept and its surface restored within the radius.
-6. **Star-shape constraint** from the lesion core: rays in ``n_rays`` directions; a ray
-   longer than ``star_ratio`` times the median of its neighbours (directions within
-   ``star_angle_deg``) is cut there. Leakage into the hilum or mediastinum is a long,
-   narrow ray bundle; a lobulated lesion is not.
-7. **Holes filled**; when the object touches a face of the crop that is not the scan's
-   border, the crop grows by ``grow_factor`` and everything is redone (up to
-   ``max_crop_mm``).
-8. The mask is brought back to the input grid by linear interpolation of the 0/1 mask
-   (>= 0.5), intersected with the iso-level on the input grid, so the volume follows
-   the ``t`` iso-level of the input voxels.
+   (smaller for a nodule smaller than that: 0.7 x the seed's distance to aerated lung);
+   when most of the 4 mm ball is ground glass (-760..-300 HU), the ground glass's median
+   (a vessel through the nodule does not make it solid). ``hu_lung`` = median of the lung
+   (< -400 HU, above room air) more than 10 mm from the seed, clipped to [-950, -750]. Both
+   are measured once, on the first window. A seed in air or aerated lung (median of its
+   3 x 3 x 3 voxels below -800 HU) or in bone (above 500 HU) is refused with an error
+   naming the point in mm and as a voxel index.
+2. **Iso-level.** ``t = hu_lung + iso_fraction * (min(hu_lesion, cap) - hu_lung)`` (default
+   halfway: the 50 % partial-volume edge; ``cap = 40`` HU so that contrast or calcium does
+   not lift the edge into the lesion). Foreground = ``t <= HU <= bone_hu``; a ground-glass
+   lesion is thresholded on a 1 mm-smoothed image, closed and hole-filled.
+3. **Local lung hull.** In each axial slice, the convex hull of the aerated lung inside the
+   current window (on a smoothed image, so room air next to a cropped chest wall is not
+   lung), intersected with the hull of the slice's bone (inside the rib cage). A lesion on
+   the chest wall or mediastinum dents the lung and the hull bridges the dent.
+4. **Seed component**, **opening** by a ball of ``open_fraction x`` the lesion's own
+   inscribed radius (the largest ball reached by climbing the distance map from the seed,
+   not the component's: a leak into the mediastinum is thicker), core component kept and its
+   surface restored within the radius. Vessels and thin bridges are cut.
+5. **Star-shape constraint** from the lesion core: a ray longer than ``star_ratio`` x the
+   median of its neighbours, or ``star_global_ratio`` x the median of the rays that end on
+   lung, is cut there (leakage into the hilum, mediastinum or diaphragm).
+6. **Part-solid lesions.** When ground glass surrounds a solid core (the in-plane shell
+   1-4 mm outside it, below ``t``, has its 25th percentile >= lung + 150 HU), the ground
+   glass connected to the core is joined at its own iso-level (halfway between lung and the
+   shell's median), opened and star-constrained like the core.
+7. **Growing window.** The first window is at least ``initial_crop_mm`` and 1.5 x twice the
+   seed's distance to lung; while the object (before the star constraint) touches a face
+   that is not the scan's border, the window becomes the object's box + ``hull_margin_mm``
+   (at most ``max_crop_mm``; around a small nodule at most 12 x its inscribed radius: only
+   vessels reach farther). A 10 cm mass is not cut.
+8. **Re-seeding.** The whole model runs again from the lesion's core, so that the result
+   does not depend on where in the lesion the user clicked.
+9. The mask is brought back to the input grid by linear interpolation of the 0/1 mask
+   (>= 0.5), intersected with the iso-level on the input voxels, holes filled.
 
 Partial volume: the volume follows the HU iso-level ``t`` (halfway between lesion and
 lung at the default ``iso_fraction``). Readers outline a little outside it; a lower
@@ -81,9 +85,30 @@ class LesionParams:
         ggo_iso_fraction: iso-level of that ground glass (fraction from lung HU to the shell's HU).
         ggo_min_gain: the ground glass is joined when it adds at least this fraction of the core.
         aerated_hu: below this is aerated lung (ground glass is above).
+        room_air_hu: on a 1.5 mm-smoothed image, below this is room air, not lung (HU).
+        ggo_smooth_mm: a ground-glass lesion is thresholded on an image smoothed this much (mm).
+        ggo_max_crop_mm: largest window for a ground-glass lesion (mm).
+        use_hull, use_rib_cage: the local lung-hull constraint, and its limit to the rib cage.
         open_fraction, open_min_mm, open_max_mm: opening radius = fraction x inscribed radius, clipped.
-        n_rays, star_ratio, star_angle_deg: the star-shape constraint.
-        initial_crop_mm, grow_factor, max_crop_mm: the growing crop (cube edge, mm).
+        rin_climb_steps: climbing steps on the distance map from the seed to the lesion's own
+            inscribed ball (its radius scales the opening).
+        n_rays, star_ratio, star_angle_deg: rays from the core; a ray longer than ``star_ratio``
+            x the median of its neighbours within ``star_angle_deg`` is cut.
+        star_global_ratio, star_global_quantile, star_free_rays: every ray is also cut at
+            ``star_global_ratio`` x that quantile of the rays ending on lung ("free"; all rays
+            when fewer than 10 % are free).
+        star_passes: the core is recomputed from the star-shaped result this many times.
+        initial_crop_mm, air_window_factor: the first window's edge (mm): at least
+            ``initial_crop_mm``, and ``air_window_factor`` x twice the seed's distance to lung.
+        hull_margin_mm, context_mm: a grown window is the object's box + ``hull_margin_mm``;
+            the crop adds ``context_mm`` of context around the window.
+        grow_before_star: the object before the star constraint decides the growth.
+        grow_factor, max_crop_mm, max_grow_steps: growth when the seed is outside the lung
+            hull, the largest window edge (mm), the most growth steps.
+        small_rin_mm, window_rin_factor: around a nodule of inscribed radius below
+            ``small_rin_mm`` the window stays within ``window_rin_factor`` x that radius.
+        reseed, reseed_max_growth: run again from the lesion's core (click independence),
+            unless that grows the lesion more than this factor (a leak).
         grid_mm: isotropic work grid; None = from the lesion's size (0.6 to 1.5 mm).
     """
 
@@ -95,14 +120,20 @@ class LesionParams:
     bone_hu: float = 400.0
     air_seed_hu: float = -800.0
     bone_seed_hu: float = 500.0
+    aerated_hu: float = -760.0
+    room_air_hu: float = -950.0
     ggo_hu: float = -300.0
+    ggo_smooth_mm: float = 1.0
     ggo_contrast_hu: float = 150.0
     ggo_iso_fraction: float = 0.5
     ggo_min_gain: float = 0.25
-    aerated_hu: float = -760.0
+    ggo_max_crop_mm: float = 120.0
+    use_hull: bool = True
+    use_rib_cage: bool = True
     open_fraction: float = 0.35
     open_min_mm: float = 1.0
     open_max_mm: float = 10.0
+    rin_climb_steps: int = 8
     n_rays: int = 512
     star_ratio: float = 1.35
     star_angle_deg: float = 45.0
@@ -110,27 +141,19 @@ class LesionParams:
     star_global_quantile: float = 0.5
     star_free_rays: bool = True
     star_passes: int = 2
-    reseed: bool = True
-    reseed_max_growth: float = 10.0
-    climb_steps: int = 0
-    room_air_hu: float = -950.0
-    ggo_smooth_mm: float = 1.0
-    ggo_max_crop_mm: float = 120.0
-    max_grow_steps: int = 6
-    window_rin_factor: float = 12.0
-    small_rin_mm: float = 6.0
-    grow_before_star: bool = True
-    rin_climb_steps: int = 8
     initial_crop_mm: float = 60.0
     air_window_factor: float = 1.5
-    grow_factor: float = 1.6
-    max_crop_mm: float = 260.0
-    grid_mm: float | None = None
-    hull_slab_mm: float = 0.0
-    use_hull: bool = True
-    use_rib_cage: bool = True
     hull_margin_mm: float = 30.0
     context_mm: float = 12.0
+    grow_before_star: bool = True
+    grow_factor: float = 1.6
+    max_crop_mm: float = 260.0
+    max_grow_steps: int = 6
+    small_rin_mm: float = 6.0
+    window_rin_factor: float = 12.0
+    reseed: bool = True
+    reseed_max_growth: float = 10.0
+    grid_mm: float | None = None
 
 
 @dataclass(eq=False)
@@ -176,14 +199,6 @@ def _ball_offsets(radius_vox: float) -> np.ndarray:
     r = int(math.ceil(radius_vox))
     g = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1].reshape(3, -1).T
     return g[(g**2).sum(1) <= radius_vox**2 + 1e-9]
-
-
-def _crop_box(volume: Volume, centre_zyx: np.ndarray, edge_mm: float):
-    shape = np.asarray(volume.shape)
-    half = 0.5 * edge_mm / np.asarray(volume.spacing)
-    lo = np.clip(np.floor(centre_zyx - half).astype(int), 0, shape)
-    hi = np.clip(np.ceil(centre_zyx + half).astype(int) + 1, 0, shape)
-    return tuple((int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def _sub_volume(volume: Volume, box) -> Volume:
@@ -446,12 +461,7 @@ def _model_on_crop(
     if window is not None:
         lung &= window
         fg &= window
-    k = int(round(p.hull_slab_mm / g))
-    if k > 0:
-        lung_slab = ndimage.maximum_filter1d(lung.astype(np.uint8), size=2 * k + 1, axis=0).astype(bool)
-    else:
-        lung_slab = lung
-    hull = _slice_hulls(lung_slab) if p.use_hull else np.ones_like(lung)
+    hull = _slice_hulls(lung) if p.use_hull else np.ones_like(lung)
     hull |= ndimage.binary_dilation(lung, iterations=1)
     if cage is not None:
         hull &= cage
@@ -490,11 +500,6 @@ def _model_on_crop(
     # then the deepest point of the star-shaped result
     depth = _edt(obj, g)
     core = _deepest_near(depth, seed, float(depth[tuple(seed)]) + 2.0, g)
-    for _ in range(p.climb_steps):  # climb the distance map towards the lesion's centre
-        nxt = _deepest_near(depth, np.rint(core).astype(int), float(depth[tuple(np.rint(core).astype(int))]) + 2.0, g)
-        if depth[tuple(np.rint(nxt).astype(int))] <= depth[tuple(np.rint(core).astype(int))] + 0.5 * g:
-            break
-        core = nxt
     base = obj
     for _ in range(p.star_passes):
         obj = _star_constraint(base, core, g, p, iso, t)
@@ -545,13 +550,6 @@ def _distance_to_lung(volume: Volume, seed: np.ndarray, limit_mm: float, fractio
     cum = np.cumsum(air[order]) / np.arange(1, order.size + 1)
     ok = np.flatnonzero((cum >= fraction) & (dist[order] >= 2.0))
     return float(dist[order][ok[0]]) if ok.size else float(limit_mm)
-
-
-def _touches_inner_face(mask: np.ndarray, box, shape) -> bool:
-    for axis, ((lo, hi), n) in enumerate(zip(box, shape)):
-        if (lo > 0 and np.take(mask, 0, axis=axis).any()) or (hi < n and np.take(mask, -1, axis=axis).any()):
-            return True
-    return False
 
 
 def check_seed(
