@@ -1065,6 +1065,9 @@ def _follow_lesion(
     """
     from scipy import ndimage
 
+    if baseline.empty or not baseline.mask.any():
+        record = TrackedLesion(np.full(3, np.nan), False, "none", ["no lesion on the baseline scan to follow"])
+        return None, record, None
     core = _core_mm(baseline)
     notes: list[str] = []
     mapped_mask = None
@@ -1104,7 +1107,8 @@ def _follow_lesion(
         return None, TrackedLesion(point, False, kind, notes), mapped_mask
     depth = ndimage.distance_transform_edt(dense, sampling=sp)
     # a vessel crossing where the lesion was is thin: the lesion must keep some thickness
-    base_depth = float(ndimage.distance_transform_edt(baseline.mask, sampling=baseline.volume.spacing).max())
+    box = _grown_box(baseline.mask, 1)  # the inscribed radius needs only the mask's box, not the whole scan
+    base_depth = float(ndimage.distance_transform_edt(baseline.mask[box], sampling=baseline.volume.spacing).max())
     need = max(TRACK_MIN_DEPTH_MM, TRACK_MIN_DEPTH_FRACTION * base_depth)
     if float(depth.max()) < need:
         notes.append(
@@ -1115,6 +1119,15 @@ def _follow_lesion(
     k = np.asarray(np.unravel_index(int(np.argmax(depth)), dense.shape)) + lo
     seed_xyz = followup.index_to_physical(k.astype(np.float64))
     return Seed(tuple(float(v) for v in seed_xyz)), TrackedLesion(point, True, kind, notes), mapped_mask
+
+
+def _grown_box(mask: np.ndarray, pad: int | np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of a non-empty bool (z, y, x) mask grown by ``pad`` voxels per axis, clipped."""
+    from scipy import ndimage
+
+    pads = np.broadcast_to(np.asarray(pad, dtype=int), (3,))
+    (bbox,) = ndimage.find_objects(mask.astype(np.uint8))
+    return tuple(slice(max(0, b.start - q), min(n, b.stop + q)) for b, q, n in zip(bbox, pads, mask.shape))
 
 
 def _same_lesion(seg: Segmentation, mapped: np.ndarray | None, margin_mm: float = 5.0) -> bool:
@@ -1129,7 +1142,9 @@ def _same_lesion(seg: Segmentation, mapped: np.ndarray | None, margin_mm: float 
     if mapped is None or not mapped.any() or not seg.mask.any():
         return bool(seg.mask.any())
     covered = np.count_nonzero(seg.mask & mapped) / np.count_nonzero(mapped)
-    near = ndimage.distance_transform_edt(~mapped, sampling=seg.volume.spacing) <= margin_mm
+    near = np.zeros(mapped.shape, bool)
+    box = _grown_box(mapped, np.ceil(margin_mm / np.asarray(seg.volume.spacing)).astype(int) + 1)
+    near[box] = ndimage.distance_transform_edt(~mapped[box], sampling=seg.volume.spacing) <= margin_mm
     inside = np.count_nonzero(seg.mask & near) / np.count_nonzero(seg.mask)
     return covered >= 0.2 or inside >= 0.5
 
@@ -1322,7 +1337,8 @@ def segment_timepoints(
 
 def _not_found(volume: Volume, record: TrackedLesion | None, seg: Segmentation | None = None) -> Segmentation:
     """An empty segmentation for a tracked lesion that was not found (complete response, or lost)."""
-    point = "" if record is None else f" at {np.round(record.point_xyz, 1).tolist()} mm"
+    known = record is not None and bool(np.all(np.isfinite(record.point_xyz)))
+    point = f" at {np.round(record.point_xyz, 1).tolist()} mm" if known else ""  # type: ignore[union-attr]
     note = f"lesion not found at its tracked position{point}: complete response, or the lesion was lost"
     extra = [] if record is None else list(record.notes)
     warnings.warn(f"Tracked lesion not found in {volume!r}{point}; the mask is empty.", UserWarning, stacklevel=3)
