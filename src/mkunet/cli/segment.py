@@ -11,6 +11,11 @@ from typing import Any
 import typer
 
 ROI_KINDS = ("box", "seed", "previous-mask")
+PACS_CREDENTIALS_HELP = (
+    "Credentials are never command-line arguments: set MKUNET_DICOMWEB_TOKEN (bearer) or MKUNET_DICOMWEB_USER and "
+    "MKUNET_DICOMWEB_PASSWORD (basic) in the environment, or MKUNET_DICOMWEB_CONFIG=file.toml (token = ... or "
+    "username = ... and password = ...; chmod 600)."
+)
 
 
 def parse_clinical(items: list[str] | None) -> dict[str, Any] | None:
@@ -81,12 +86,73 @@ def _build_roi(
     return PreviousMask(read_volume(previous_mask), margin_mm=margin_mm)
 
 
+def _pacs_source(
+    input: Path | None, url: str | None, study: str | None, series: str | None, push: bool, timeout: float
+):
+    """The :class:`mkunet.pacs.DicomWebSource` of ``--dicomweb`` (None for a local INPUT), options checked."""
+    if (input is None) == (url is None):
+        raise ValueError(
+            "Give the CT either as INPUT (a folder or file) or as --dicomweb URL --study UID, not "
+            + ("both." if input is not None else "neither.")
+        )
+    if url is None:
+        given = [name for name, v in (("--study", study), ("--series", series), ("--push", push)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --dicomweb URL (the CT from a PACS).")
+        return None
+    if not study:
+        raise ValueError(f"--dicomweb {url} needs --study STUDY_UID (the StudyInstanceUID of the CT).")
+    from mkunet.pacs import DicomWebSource
+
+    return DicomWebSource(url, timeout_s=timeout)
+
+
+def _read_from_pacs(pacs, study: str, series: str | None, cache: Path | None, bar):
+    """Choose / check the series, retrieve it (into CACHE/<study>/<series>/ or a temporary folder) and read it.
+
+    Returns (volume, the temporary folder to clean up or None)."""
+    import tempfile
+
+    from mkunet.pacs import SeriesChoice, open_series
+
+    tmp = None
+    if cache is None:
+        tmp = tempfile.TemporaryDirectory(prefix="mkunet-pacs-")
+        cache = Path(tmp.name)
+    bar.update(bar.task_ids[0], description=f"retrieving study {study}")
+    volume, choice = open_series(pacs, study, series, cache)
+    if isinstance(choice, SeriesChoice):
+        typer.echo(f"series: {choice.chosen.describe()}\n  why: {choice.reason}")
+    else:
+        typer.echo(f"series: {choice.describe()} (given with --series)")
+    return volume, tmp
+
+
+def _push(pacs, written: dict[str, Path], result) -> None:
+    """STOW-RS the written SEG / RTSTRUCT into the CT's study and print their SOP Instance UIDs."""
+    files = [written[k] for k in ("seg", "rtstruct") if k in written]
+    if not files:
+        raise ValueError("--push sends the SEG and RTSTRUCT, but --formats wrote neither; add seg,rtstruct.")
+    if result.empty:
+        raise ValueError(
+            "No tumour was found: nothing was pushed to the PACS (an empty SEG would be misleading there). "
+            "The local files are written; check the seed or region of interest."
+        )
+    stored = pacs.store_results(files, result.volume)
+    for kind in ("seg", "rtstruct"):
+        if kind in written:
+            uid = stored[written[kind].name]
+            typer.echo(f"pushed {kind}: SOP Instance UID {uid} (study {result.volume.study_uid})")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``segment`` to ``app``."""
 
     @app.command("segment")
     def segment_command(
-        input: Path = typer.Argument(..., help="CT: a DICOM series folder, a .dcm file, or a NIfTI/NRRD file."),
+        input: Path | None = typer.Argument(
+            None, help="CT: a DICOM series folder, a .dcm file, or a NIfTI/NRRD file (or --dicomweb instead)."
+        ),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (created)."),
         model: Path | None = typer.Option(
             None, "--model", help="Trained bundle / run folder (default: the shipped model)."
@@ -140,21 +206,55 @@ def register(app: typer.Typer) -> None:
             help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask "
             "(the default, measured better on real CT), the network for the whole volume.",
         ),
+        dicomweb: str | None = typer.Option(
+            None,
+            "--dicomweb",
+            help="Read the CT from a PACS: its DICOMweb root URL (e.g. http://127.0.0.1:8042/dicom-web), with "
+            "--study. " + PACS_CREDENTIALS_HELP,
+        ),
+        study: str | None = typer.Option(None, "--study", help="--dicomweb: the StudyInstanceUID."),
+        series: str | None = typer.Option(
+            None,
+            "--series",
+            help="--dicomweb: the SeriesInstanceUID (default: the study's axial CT series with the most, then "
+            "thinnest, slices, not a localiser; the choice is printed).",
+        ),
+        push: bool = typer.Option(
+            False, "--push", help="--dicomweb: store the SEG and RTSTRUCT in the same study (STOW-RS) once written."
+        ),
+        cache: Path | None = typer.Option(
+            None,
+            "--cache",
+            help="--dicomweb: keep the retrieved series in CACHE/<study>/<series>/ and reuse it (default: a temporary "
+            "folder, removed). The files carry patient identity.",
+        ),
+        timeout: float = typer.Option(
+            30.0, "--timeout", help="--dicomweb: seconds to wait for the server per request."
+        ),
     ) -> None:
-        """Segment the lung tumour of one CT and write mask, probability, DICOM SEG and RTSTRUCT on its grid."""
+        """Segment the lung tumour of one CT and write mask, probability, DICOM SEG and RTSTRUCT on its grid.
+
+        The CT is INPUT (a folder or file) or, with --dicomweb URL --study UID, a series retrieved from a PACS
+        over DICOMweb (--push stores the SEG and RTSTRUCT back into that study).
+        """
         from mkunet.cli._common import console, progress, user_errors
 
         with user_errors():
             from mkunet import infer
             from mkunet.io import read_volume
 
+            pacs = _pacs_source(input, dicomweb, study, series, push, timeout)
+            tmp_dir = None
             clinical_values = parse_clinical(clinical)
             region = _build_roi(roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm)
             infer.check_keep(keep)
             infer.resolve_method(method, region)
             with progress() as bar:
                 task = bar.add_task("reading", total=4)
-                volume = read_volume(input)
+                if input is not None:
+                    volume = read_volume(input)
+                else:  # --dicomweb (checked by _pacs_source)
+                    volume, tmp_dir = _read_from_pacs(pacs, study or "", series, cache, bar)
                 if formats is None:
                     fmts = ("nifti", "seg", "rtstruct") if infer.is_dicom_volume(volume) else ("nifti",)
                 else:
@@ -199,3 +299,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"region: {result.roi}; {result.timings['total']:.1f} s")
             for name, path in written.items():
                 typer.echo(f"{name}: {path}")
+            if pacs is not None and push:
+                _push(pacs, written, result)
+            if pacs is not None and tmp_dir is not None:
+                tmp_dir.cleanup()
