@@ -26,7 +26,8 @@ fixed-point LVCR iteration when clinical.csv gives no LVCR); per scan the output
 ``OUT/patients/<pid>/T<k>/``: ``mask.nii.gz`` (uint8), ``probability.nii.gz``
 (float32), ``attention.nii.gz`` (float32, the finest attention gate; when the model has
 gates), ``seg.dcm`` and ``rtstruct.dcm`` (DICOM inputs only), and
-``OUT/patients/<pid>/overview.png`` (axial overlays for the report). Shape and
+``OUT/patients/<pid>/overview.png`` (axial overlays for the report) and ``viewer.json`` (the
+slice viewer's cropped CT, masks and maps: :mod:`mkunet.report.viewer`). Shape and
 intensity features (:mod:`mkunet.measure`), LVCR with its 95 % CI, VDT and the
 response category per scan (:mod:`mkunet.kinetics`) follow. The steps are named
 functions: read (:func:`_read_step`) -> segment -> measure -> kinetics.
@@ -159,7 +160,14 @@ from mkunet.inputs import (
     read_outcomes,
 )
 from mkunet.run_store import ERROR_COLUMNS, CohortRun, load_run, patient_folder_name
-from mkunet.utils import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text, to_jsonable
+from mkunet.utils import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_parquet,
+    atomic_write_text,
+    is_missing,
+    to_jsonable,
+)
 from mkunet.volume import Volume
 
 __all__ = [
@@ -411,6 +419,7 @@ def _process_patient(
     if lesions:
         _lesion_kinetics_step(work, lesions)
     _overview_step(work)
+    _viewer_step(work)
     return work.record(usable=True)
 
 
@@ -486,6 +495,7 @@ def _segment_timepoints(
             threshold=work.params["threshold"],
             method=work.params.get("method", "auto"),
             lvcr_weights=work.params["lvcr_weights"],
+            uncertainty=work.params.get("uncertainty", "on"),
         )
     for w in caught:
         logger.info("patient %s: %s", work.pid, w.message)
@@ -666,6 +676,7 @@ def _measure_step(work: _PatientWork, longi: Any) -> None:
                 row["status"] = "error"
             else:
                 row.update(feats)
+                row.update(_uncertainty_fields(seg, row["volume_cm3"]))
         row["volume_voxels_cm3"] = seg.volume_cm3
         _reference_step(work, row, s, vol, seg.mask)
         work.overlays.append(
@@ -675,6 +686,12 @@ def _measure_step(work: _PatientWork, longi: Any) -> None:
                 "attention": att,
                 "label": f"T{s.timepoint}, day {s.days:g}",
                 "volume_cm3": row.get("volume_cm3", 0.0),
+                # for the slice viewer (_viewer_step)
+                "timepoint": s.timepoint,
+                "days": s.days,
+                "lesions": {"GTV": seg.mask},
+                "probability": seg.probability,
+                "tracked": False,
             }
         )
 
@@ -735,6 +752,7 @@ def _measure_lesion(
             row["status"] = "error"
         else:
             row.update(feats)
+            row.update(_uncertainty_fields(seg, row["volume_cm3"]))
     if s.timepoint == les.timepoint:
         idx = np.rint(vol.physical_to_index(np.asarray(les.point_xyz_mm, np.float64))).astype(int)
         inside = bool(np.all(idx >= 0) and np.all(idx < np.asarray(vol.shape)) and seg.mask[tuple(idx)])
@@ -769,6 +787,8 @@ def _measure_lesions_step(work: _PatientWork, lesions: Sequence[TargetLesion], s
                 parts.append((les, seg, lrow, _measure_lesion(work, les, s, work.volumes[j], seg, lrow)))
         if j is not None:
             _combine_lesions(work, by_tp[s.timepoint], s, work.volumes[j], parts)
+            tracked = [longi.tracked[j] for longi in segs.values() if longi is not None and len(longi.tracked) > j]
+            work.overlays[-1]["tracked"] = any(t is not None and t.registration != "none" for t in tracked)
 
 
 def _combine_lesions(
@@ -839,6 +859,13 @@ def _combine_lesions(
         for key in _ADDITIVE:
             row[key] = sum((f or {}).get(key, 0) for *_, f in parts)
         row["volume_cm3"] = total
+        ses = [lrow.get("volume_se_cm3") for _, _, lrow, _ in parts if lrow["status"] == "ok"]
+        if total > 0 and ses and not any(is_missing(x) for x in ses):
+            se = float(np.sqrt(np.sum(np.square(ses))))  # independent lesions
+            row.update(volume_se_cm3=se, sigma_log_volume_seg=se / total)
+        else:
+            row.pop("volume_se_cm3", None)
+            row.pop("sigma_log_volume_seg", None)
         if total > 0 and row.get("surface_area_mm2"):
             row["surface_to_volume_per_mm"] = row["surface_area_mm2"] / row["mesh_volume_mm3"]
         row["sum_longest_axial_diameter_mm"] = float(
@@ -855,6 +882,13 @@ def _combine_lesions(
             "attention": attention,
             "label": f"T{s.timepoint}, day {s.days:g}",
             "volume_cm3": row.get("volume_cm3", 0.0),
+            # for the slice viewer (_viewer_step)
+            "timepoint": s.timepoint,
+            "days": s.days,
+            "lesions": {les.lesion_id: seg.mask for les, seg, _, _ in parts},
+            "lesion_volumes_cm3": {les.lesion_id: lrow.get("volume_cm3") for les, _, lrow, _ in parts},
+            "probability": probability,
+            "tracked": False,
         }
     )
 
@@ -877,15 +911,31 @@ def _check_overlaps(work: _PatientWork, timepoint: int, parts: Sequence[tuple], 
 # ---------------------------------------------------------------------------- kinetics
 
 
+def _uncertainty_fields(seg: Any, volume_cm3: float) -> dict[str, Any]:
+    """The row's segmentation-uncertainty columns (:class:`mkunet.uncertainty.VolumeUncertainty`), the SE
+    on the row's (mesh) volume: ``volume_se_cm3``, ``sigma_log_volume_seg``, ``sigma_edge``, ``sigma_click``,
+    ``sigma_probability``, ``uncertainty_seconds``; none when switched off."""
+    u = getattr(seg, "uncertainty", None)
+    if u is None:
+        return {}
+    fields = u.as_dict()
+    fields["volume_se_cm3"] = u.sigma_log_volume * float(volume_cm3)
+    return fields
+
+
 def _rows_lvcr(rows: Sequence[Mapping[str, Any]], params: Mapping[str, Any], who: str) -> Any:
     """:func:`mkunet.kinetics.lvcr` of scan rows (``days``, ``volume_cm3``) with the run's weights; the
     masks are automatic, so the CI uses ``se_method="auto"`` (the larger of the error-model and
-    residual SE with 3 scans or more)."""
+    residual SE with 3 scans or more), and each scan's segmentation uncertainty
+    (``sigma_log_volume_seg``, 0 where absent) joins the error model."""
     from mkunet import kinetics
 
     days = [r["days"] for r in rows]
     volumes = [r["volume_cm3"] for r in rows]
-    return kinetics.lvcr(days, volumes, weights=params["lvcr_weights"], patient_id=who, se_method="auto")
+    seg = [0.0 if is_missing(r.get("sigma_log_volume_seg")) else float(r["sigma_log_volume_seg"]) for r in rows]
+    return kinetics.lvcr(
+        days, volumes, weights=params["lvcr_weights"], patient_id=who, se_method="auto", sigma_segmentation=seg
+    )
 
 
 def _kinetics_step(work: _PatientWork) -> None:
@@ -906,6 +956,8 @@ def _kinetics_step(work: _PatientWork) -> None:
                 vdt_days=res.vdt_days,
                 lvcr_n_scans=res.n_scans,
                 lvcr_intercept_log_cm3=res.intercept_log_cm3,
+                growth=kinetics.growth_call(res.ci_low, res.ci_high),
+                lvcr_sigma_seg_max=max(res.sigma_segmentation, default=0.0),
             )
         except ValueError as err:
             work.error(None, "kinetics", err, "no LVCR / VDT / IES for this patient")
@@ -966,6 +1018,7 @@ def _lesion_kinetics_step(work: _PatientWork, lesions: Sequence[TargetLesion]) -
                     "lesion_lvcr_ci_high": res.ci_high,
                     "lesion_vdt_days": res.vdt_days,
                     "lesion_lvcr_n_scans": res.n_scans,
+                    "lesion_growth": kinetics.growth_call(res.ci_low, res.ci_high),
                 }
             except ValueError as err:
                 work.error(None, "kinetics", err, f"no LVCR for lesion {les.lesion_id!r}")
@@ -1010,6 +1063,40 @@ def _overview_step(work: _PatientWork) -> None:
         work.error(None, "figure", err, "no overlay figure in the report")
 
 
+def _viewer_step(work: _PatientWork) -> None:
+    """``viewer.json``: the slice viewer's payload (:func:`mkunet.report.viewer.viewer_payload`) for the report.
+
+    The scans are cropped around the lesions while they are in memory; follow-ups that were
+    tracked by registration are registered to the baseline again for the view
+    (:func:`mkunet.report.viewer.register_followups`), the others are shown by scanner coordinates.
+    """
+    from mkunet.report import viewer
+
+    try:
+        tps = [
+            viewer.ViewerTimepoint(
+                volume=o["volume"],
+                lesions=o.get("lesions") or {"GTV": o["mask"]},
+                label=f"T{o.get('timepoint', j)}",
+                timepoint=int(o.get("timepoint", j)),
+                days=float(o.get("days", 0.0)),
+                volume_cm3=o.get("volume_cm3"),
+                lesion_volumes_cm3={k: v for k, v in (o.get("lesion_volumes_cm3") or {}).items() if v is not None},
+                probability=o.get("probability"),
+                attention=o.get("attention"),
+            )
+            for j, o in enumerate(work.overlays)
+        ]
+        tracked = [bool(o.get("tracked")) for o in work.overlays]
+        if any(tracked[1:]):
+            tps = viewer.register_followups(tps, which=tracked)
+        payload = viewer.viewer_payload(tps, patient_id=work.pid)
+        atomic_write_text(work.stage_dir / "viewer.json", json.dumps(payload, separators=(",", ":")))
+    except Exception as err:  # noqa: BLE001 - a viewer never costs the results
+        logger.exception("patient %s: viewer failed", work.pid)
+        work.error(None, "viewer", err, "no slice viewer for this patient in the report")
+
+
 # ============================================================================ the cohort
 
 
@@ -1022,8 +1109,10 @@ def _params(
     lvcr_tol: float,
     lvcr_max_iter: int,
     method: str = "auto",
+    uncertainty: str = "on",
 ) -> dict[str, Any]:
     from mkunet import __version__
+    from mkunet.uncertainty import check_uncertainty
 
     fmts = [f.strip().lower() for f in formats if f.strip()]
     bad = [f for f in fmts if f not in ("nifti", "seg", "rtstruct")]
@@ -1040,6 +1129,7 @@ def _params(
     check_method(method)
     return {
         "method": method,
+        "uncertainty": check_uncertainty(uncertainty),
         "formats": sorted(set(fmts) | {"nifti"}),
         "roi": roi,
         "margin_mm": float(margin_mm),
@@ -1075,6 +1165,7 @@ def run_cohort(
     progress: ProgressCallback | None = None,
     lesions: str | Path | Sequence[TargetLesion] | None = None,
     method: str = "auto",
+    uncertainty: str = "on",
 ) -> CohortRun:
     """Run the whole pipeline on a cohort (see the module docstring).
 
@@ -1105,6 +1196,9 @@ def run_cohort(
             "Target lesions"); None: the whole-volume path for every patient.
         method: :func:`mkunet.infer.segment` method: ``"auto"`` (the image lesion model from each
             click, box or previous mask; the network for the whole volume), ``"image"`` or ``"network"``.
+        uncertainty: ``"on"`` (default): each scan's segmentation uncertainty (:mod:`mkunet.uncertainty`;
+            ``volume_se_cm3`` and ``sigma_log_volume_seg`` columns) widens the LVCR interval
+            (``kinetics.lvcr(..., sigma_segmentation=...)``); ``"off"``: the repeat-scan error model only.
 
     Returns:
         :class:`CohortRun`; the tables are also written under ``out_dir``.
@@ -1114,7 +1208,7 @@ def run_cohort(
             patient, lesion or column) -- before any patient is processed.
     """
     t_start = time.perf_counter()
-    params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter, method)
+    params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter, method, uncertainty)
     inputs = _discover_step(cohort_dir, clinical, outcomes, model, lesions, params, synthetic)
     out = _prepare_out_dir(out_dir)
     done = _process_step(inputs, out, resume, progress or (lambda done, n, desc: None))

@@ -13,7 +13,10 @@ URL. Sections (ids in brackets):
 6. problems [errors] (``errors.csv``);
 7. one section per patient [patient-<id>]: growth curve (volume cm^3 vs days, log scale,
    LVCR fit and 95 % CI), LVCR, VDT and response per scan, axial overlays of the contour
-   and the attention map through the tumour centroid at each scan.
+   and the attention map through the tumour centroid at each scan, and a link to the patient's
+   slice viewer ``patient/<id>.html`` (:mod:`mkunet.report.viewer`, written beside the report;
+   each scan number in the per-scan table opens it at that scan). The viewer pages carry the
+   only script; the report itself has none.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mkunet import kinetics
 from mkunet.run_store import CohortRun, load_run, patient_folder_name
 from mkunet.utils import atomic_write_text
 
-__all__ = ["write_report", "render_report", "COLUMN_LABELS"]
+__all__ = ["write_report", "render_report", "write_patient_viewers", "COLUMN_LABELS"]
 
 #: Display names (with units) of table columns.
 COLUMN_LABELS = {
@@ -44,6 +48,8 @@ COLUMN_LABELS = {
     "baseline_volume_cm3": "baseline volume (cm³)",
     "last_volume_cm3": "last volume (cm³)",
     "volume_cm3": "volume (cm³)",
+    "volume_se_cm3": "volume SE (cm³, segmentation)",
+    "growth": "growth (95% CI of LVCR)",
     "lvcr_per_day": "LVCR (/day)",
     "lvcr_ci": "LVCR 95% CI (/day)",
     "vdt_days": "VDT (days)",
@@ -129,7 +135,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(df: pd.DataFrame, *, index: bool = False, left: Sequence[str] = (), max_rows: int = 500) -> str:
+def _table(
+    df: pd.DataFrame,
+    *,
+    index: bool = False,
+    left: Sequence[str] = (),
+    max_rows: int = 500,
+    row_links: Sequence[str | None] | None = None,
+) -> str:
+    """An HTML table; ``row_links`` (one href or None per row) makes each row's first cell a link."""
     if df is None or df.empty:
         return '<p class="note">(empty)</p>'
     frame = df.reset_index() if index else df
@@ -137,9 +151,13 @@ def _table(df: pd.DataFrame, *, index: bool = False, left: Sequence[str] = (), m
     cols = list(frame.columns)
     head = "".join(f'<th class="{"l" if c in left else ""}">{_e(COLUMN_LABELS.get(str(c), c))}</th>' for c in cols)
     body = []
-    for _, row in frame.iterrows():
+    for i, (_, row) in enumerate(frame.iterrows()):
+        texts = [_e(_fmt(row[c])) for c in cols]
+        link = row_links[i] if row_links is not None and i < len(row_links) else None
+        if link and texts:
+            texts[0] = f'<a href="{_e(link)}" title="open this scan in the slice viewer">{texts[0]}</a>'
         cells = "".join(
-            f'<td class="{"l" if c in left or isinstance(row[c], str) else ""}">{_e(_fmt(row[c]))}</td>' for c in cols
+            f'<td class="{"l" if c in left or isinstance(row[c], str) else ""}">{t}</td>' for c, t in zip(cols, texts)
         )
         body.append(f"<tr>{cells}</tr>")
     more = f'<p class="note">first {max_rows} of {len(df)} rows shown</p>' if len(df) > max_rows else ""
@@ -405,7 +423,10 @@ def _errors(errors: pd.DataFrame) -> str:
     )
 
 
-def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path) -> str:
+def _patient(
+    pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path, viewer: str | None = None
+) -> str:
+    """One patient's section; ``viewer``: relative href of its slice viewer page (links in the text and the table)."""
     from mkunet.report import figures
 
     anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
@@ -418,6 +439,9 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
             f"LVCR {lv:.4f} /day (95% CI {_num(prow.get('lvcr_ci_low')) or float('nan'):.4f} to "
             f"{_num(prow.get('lvcr_ci_high')) or float('nan'):.4f} /day)"
         )
+        call = kinetics.growth_call(_num(prow.get("lvcr_ci_low")), _num(prow.get("lvcr_ci_high")))
+        if call is not None:
+            facts.append(call + (": the interval contains 0" if call == "growth not established" else ""))
         vdt = _num(prow.get("vdt_days"))
         if vdt is not None:
             facts.append(f"VDT {vdt:.0f} days" if vdt > 0 else f"volume halving time {-vdt:.0f} days (shrinking)")
@@ -443,11 +467,18 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
             if lv is not None
             else None,
             list(ok["response"]) if "response" in ok else None,
+            volume_se_cm3=ok["volume_se_cm3"].to_numpy(float) if "volume_se_cm3" in ok else None,
         )
         parts.append(_img(png, f"growth curve of {pid}"))
     overview = out_dir / "patients" / patient_folder_name(pid) / "overview.png"
     if overview.is_file():
         parts.append(_img(overview.read_bytes(), f"axial overlays of {pid}"))
+    if viewer:
+        parts.append(
+            f'<p><a class="viewer-link" href="{_e(viewer)}">Open the slice viewer of {_e(pid)}</a> '
+            '<span class="note">(every slice through the lesions, lung and mediastinal windows, contours, '
+            "maps, all scans side by side; a scan number in the table below opens it at that scan)</span></p>"
+        )
     cols = [
         c
         for c in (
@@ -456,6 +487,7 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
             "scan_date",
             "status",
             "volume_cm3",
+            "volume_se_cm3",
             "longest_axial_diameter_mm",
             "sphericity",
             "mean_hu",
@@ -466,7 +498,10 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
         )
         if c in rows
     ]
-    parts.append(_table(rows[cols], left=("status", "response", "roi", "series_uid", "scan_date")))
+    links = None
+    if viewer and "timepoint" in rows:
+        links = [None if _num(t) is None else f"{viewer}#t={int(float(t))}" for t in rows["timepoint"]]
+    parts.append(_table(rows[cols], left=("status", "response", "roi", "series_uid", "scan_date"), row_links=links))
     parts.append("</div>")
     return "".join(parts)
 
@@ -474,8 +509,15 @@ def _patient(pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_d
 # ============================================================================ entry points
 
 
-def render_report(run: Any, *, model_tables: str | Path | None = None, title: str | None = None) -> str:
-    """The report as an HTML string (see :func:`write_report`)."""
+def render_report(
+    run: Any,
+    *,
+    model_tables: str | Path | None = None,
+    title: str | None = None,
+    viewers: Mapping[str, str] | None = None,
+) -> str:
+    """The report as an HTML string (see :func:`write_report`); ``viewers``: patient id -> relative href
+    of the patient's slice viewer page (:func:`write_report` writes them), linked from its section."""
     if not isinstance(run, CohortRun):
         run = load_run(run)
     out_dir = Path(run.out_dir)
@@ -518,7 +560,9 @@ def render_report(run: Any, *, model_tables: str | Path | None = None, title: st
         "centroid at each scan, contour in red, attention map (finest immune-aware gate, 0-1) below.</p>",
     ]
     for pid in pids:
-        body.append(_patient(pid, prows.get(pid), results[results["patient_id"] == pid], out_dir))
+        body.append(
+            _patient(pid, prows.get(pid), results[results["patient_id"] == pid], out_dir, (viewers or {}).get(pid))
+        )
     from mkunet import __version__
 
     body.append(f'<p class="note">Generated by mkunet {_e(__version__)}. Units: mm, HU, days, cm³, per day.</p>')
@@ -543,8 +587,44 @@ def write_report(
 
     Returns:
         The path written (atomically: temporary file, then rename).
+
+    Beside it, ``patient/<patient>.html``: one self-contained slice viewer per patient whose run
+    folder holds ``viewer.json`` (:mod:`mkunet.report.viewer`), linked from the patient's section.
     """
     out_dir = Path(run.out_dir) if isinstance(run, CohortRun) else Path(run)
     target = Path(path) if path is not None else out_dir / "report.html"
-    text = render_report(run, model_tables=model_tables, title=title)
+    viewers = write_patient_viewers(out_dir, target)
+    text = render_report(run, model_tables=model_tables, title=title, viewers=viewers)
     return atomic_write_text(target, text)
+
+
+def write_patient_viewers(out_dir: str | Path, report_path: str | Path) -> dict[str, str]:
+    """Write ``patient/<patient>.html`` beside ``report_path`` for every ``OUT/patients/*/viewer.json``.
+
+    Returns:
+        patient id -> the page's href relative to the report. A payload that cannot be read is
+        skipped with a warning (the report then has no link for that patient).
+    """
+    import warnings
+    from urllib.parse import quote
+
+    from mkunet.report.viewer import write_viewer
+
+    out: dict[str, str] = {}
+    report_path = Path(report_path)
+    for payload_file in sorted(Path(out_dir).glob("patients/*/viewer.json")):
+        name = payload_file.parent.name
+        try:
+            payload = json.loads(payload_file.read_text(encoding="utf-8"))
+            pid = str(payload["patient_id"])
+            anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
+            write_viewer(
+                report_path.parent / "patient" / f"{name}.html",
+                payload,
+                back_link=f"../{quote(report_path.name)}#{anchor}",
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"slice viewer of {payload_file.parent.name!r} not written: {err}", stacklevel=2)
+            continue
+        out[pid] = f"patient/{quote(name)}.html"
+    return out

@@ -60,7 +60,10 @@ __all__ = [
     "ViewerTimepoint",
     "decode_array",
     "encode_array",
+    "payload_bytes",
+    "register_followups",
     "render_viewer",
+    "viewer_grid",
     "viewer_payload",
     "write_viewer",
 ]
@@ -99,8 +102,8 @@ class ViewerTimepoint:
         timepoint: the scan's index in the patient's series (``T<k>``; the page's ``#t=<k>``).
         days: days since the first scan.
         volume_cm3: the scan's tumour volume (cm³) as the run measured it (None: unknown).
-        lesion_volumes_cm3: lesion id -> volume (cm³) as measured (missing: computed from the mask
-            by voxel counting).
+        lesion_volumes_cm3: lesion id -> volume (cm³) as measured (missing: ``volume_cm3`` when there
+            is one lesion, else the mask's voxel count x voxel volume).
         probability: float (z, y, x) in [0, 1] on ``volume``'s grid, or None.
         attention: float (z, y, x) in [0, 1] on ``volume``'s grid (finest attention gate), or None.
         registration: :class:`mkunet.register.Registration` from the baseline (the first
@@ -119,6 +122,45 @@ class ViewerTimepoint:
     attention: np.ndarray | None = None
     registration: Any = None
     note: str = ""
+
+
+def register_followups(
+    timepoints: Sequence[ViewerTimepoint], which: Sequence[bool] | None = None
+) -> list[ViewerTimepoint]:
+    """Copies of ``timepoints`` whose follow-ups carry a registration to the baseline (the first).
+
+    :func:`mkunet.register.register` (global rigid + affine, then the local stage around the
+    centroid of the baseline's masks, as the tracking of :func:`mkunet.infer.segment_timepoints`
+    runs it). A follow-up whose registration fails keeps ``registration=None`` (shown "not
+    registered") and gets a note.
+
+    Args:
+        timepoints: the scans, baseline first.
+        which: per timepoint, whether to register it (default: every follow-up); the baseline
+            is never registered.
+    """
+    from dataclasses import replace
+
+    from mkunet.register import register
+
+    out = list(timepoints)
+    if len(out) < 2:
+        return out
+    base = out[0]
+    union = np.zeros(base.volume.shape, bool)
+    for m in base.lesions.values():
+        union |= np.asarray(m, dtype=bool)
+    centre = base.volume.index_to_physical(np.argwhere(union).mean(axis=0)) if union.any() else None
+    for j in range(1, len(out)):
+        if which is not None and not which[j]:
+            continue
+        try:
+            reg = register(base.volume, out[j].volume, centre_xyz=centre)
+        except Exception as err:  # noqa: BLE001 - the view falls back to scanner coordinates, labelled
+            out[j] = replace(out[j], note="; ".join(filter(None, [out[j].note, f"registration failed: {err}"])))
+            continue
+        out[j] = replace(out[j], registration=reg)
+    return out
 
 
 # ============================================================================ encoding
@@ -402,6 +444,8 @@ def viewer_payload(
                 lesion_slices[lid] = None
                 lesion_centres[lid] = None
             given = _num(tp.lesion_volumes_cm3.get(lid))
+            if given is None and len(tp.lesions) == 1 and lid in tp.lesions:
+                given = _num(tp.volume_cm3)  # one lesion: the scan's measured volume
             m = tp.lesions.get(lid)
             if given is None and m is not None:
                 given = float(np.count_nonzero(m)) * tp.volume.voxel_volume_mm3 / 1000.0
