@@ -1,5 +1,5 @@
 /* mkunet slice viewer: written for mkunet (no library). Reads the JSON payload of
-   mkunet.report.viewer.viewer_payload from <script id="mk-data">, inflates the arrays with the
+   mkunet.report.viewer.viewer_payload from the JSON script element #mk-data, inflates the arrays with the
    browser's DecompressionStream and draws axial slices on canvases. Fetches nothing.
    Arrays are (z, y, x), row-major; HU int16; masks uint8 bit fields (bit i = lesion i);
    maps uint8 (value x 255). */

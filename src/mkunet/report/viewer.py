@@ -536,7 +536,7 @@ def _asset(name: str) -> str:
 def render_viewer(payload: Mapping[str, Any], *, back_link: str | None = None, back_text: str = "report") -> str:
     """The viewer page as an HTML string (see :func:`write_viewer`)."""
     title = str(payload.get("title") or "mkunet viewer")
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    data = json.dumps(payload, separators=(",", ":")).replace("<", "\\u003c")  # no "</script>" or "<!--" inside
     back = (
         f'<a id="mk-back" href="{html.escape(back_link)}">&larr; back to the {html.escape(back_text)}</a>'
         if back_link
