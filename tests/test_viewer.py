@@ -194,3 +194,33 @@ def test_payload_size_of_a_real_ct(shared_data):
     assert sizes["T0"] < 3_000_000, sizes
     zs = np.nonzero(mask.any(axis=(1, 2)))[0]
     assert p["baseline_slices"] == [max(int(zs.min()) - 4, 0), min(int(zs.max()) + 1 + 4, ct.shape[0])]
+
+
+def test_segment_cli_writes_a_viewer(tmp_path, monkeypatch):
+    """``mkunet segment --viewer`` writes viewer.html for the single run, with the same code as the report
+    (the model is test_segment_cli's oracle: HU > -300 is tumour)."""
+    from mkunet import infer
+    from mkunet.io import write_volume
+    from test_segment_cli import SPACING as SEG_SPACING
+    from test_segment_cli import Bundle, phantom
+    from test_segment_cli import run as cli
+
+    monkeypatch.setattr(infer, "load_model", lambda model=None: Bundle())
+
+    hu, large, _ = phantom()
+    path = write_volume(Volume(hu.astype(np.float32), spacing=SEG_SPACING), tmp_path / "ct.nii.gz")
+    res = cli([path, "--out", tmp_path / "out", "--attention", "--viewer"])
+    assert res.exit_code == 0, res.output
+    page = tmp_path / "out" / "viewer.html"
+    assert f"viewer: {page}" in res.output
+    text = page.read_text(encoding="utf-8")
+    blob = re.search(r'<script type="application/json" id="mk-data">(.*?)</script>', text, re.S).group(1)
+    payload = json.loads(blob)
+    (tp,) = payload["timepoints"]
+    assert [les["id"] for les in payload["lesions"]] == ["GTV"]
+    assert decode_array(tp["mask"]).astype(bool).sum() == large.sum()
+    assert tp["probability"] is not None and tp["attention"] is not None
+    assert tp["volume_cm3"] == pytest.approx(large.sum() * np.prod(SEG_SPACING) / 1000.0)
+    # without --viewer, no page
+    assert cli([path, "--out", tmp_path / "plain"]).exit_code == 0
+    assert not (tmp_path / "plain" / "viewer.html").exists()

@@ -200,6 +200,12 @@ def register(app: typer.Typer) -> None:
             0.25, "--overlap", help="Sliding-window overlap fraction (0.125 is ~1/3 faster on a whole CT)."
         ),
         attention: bool = typer.Option(False, "--attention", help="Also write attention_<k>.nii.gz maps."),
+        viewer: bool = typer.Option(
+            False,
+            "--viewer",
+            help="Also write viewer.html: a self-contained slice viewer (offline) of the CT around the contour, "
+            "lung / mediastinal windows, probability map (and attention map with --attention).",
+        ),
         method: str = typer.Option(
             "auto",
             "--method",
@@ -284,6 +290,10 @@ def register(app: typer.Typer) -> None:
                 )
                 bar.update(task, advance=1, description="writing")
                 written = infer.save_segmentation(result, out, fmts, attention=attention)
+                if viewer:
+                    from mkunet.report.viewer import write_segmentation_viewer
+
+                    written["viewer"] = write_segmentation_viewer(result, out / "viewer.html")
                 bar.update(task, advance=1, description="done")
             for note in result.notes:
                 console.print(f"[yellow]note:[/] {note}")

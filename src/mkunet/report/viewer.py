@@ -65,6 +65,7 @@ __all__ = [
     "render_viewer",
     "viewer_grid",
     "viewer_payload",
+    "write_segmentation_viewer",
     "write_viewer",
 ]
 
@@ -585,3 +586,26 @@ def write_viewer(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(target, render_viewer(payload, back_link=back_link, back_text=back_text))
+
+
+def write_segmentation_viewer(segmentation: Any, path: str | Path, *, title: str | None = None) -> Path:
+    """The viewer of one :class:`mkunet.infer.Segmentation` (``mkunet segment --viewer``): its CT, the
+    contour (``GTV``), the probability map and, when computed, the finest attention map.
+
+    Returns:
+        The path written (:func:`write_viewer`).
+    """
+    vol = segmentation.volume
+    att = segmentation.attention[0] if segmentation.attention else None
+    tp = ViewerTimepoint(
+        volume=vol,
+        lesions={"GTV": np.asarray(segmentation.mask, dtype=bool)},
+        label="scan",
+        volume_cm3=float(segmentation.volume_cm3),
+        probability=segmentation.probability,
+        attention=att,
+        note="; ".join(segmentation.notes),
+    )
+    name = vol.patient_id or (Path(vol.source[0]).name if vol.source else "")
+    payload = viewer_payload([tp], patient_id=name or "", title=title or f"mkunet segment: {name or 'scan'}")
+    return write_viewer(path, payload)
