@@ -101,6 +101,7 @@ __all__ = [
     "DicomWebSource",
     "check_results",
     "open_series",
+    "push_cohort",
     "WorklistEntry",
     "WORKLIST_COLUMNS",
     "read_worklist",
@@ -640,9 +641,7 @@ class DicomWebSource:
         where = f"study {study_uid}" + (f", series {series_uid}" if series_uid else "")
         found = self._call(
             f"Listing the instances of {where}",
-            lambda: self._client.search_for_instances(
-                study_uid, series_uid, fields=["SOPClassUID", "Modality", "SeriesInstanceUID"]
-            ),
+            lambda: self._client.search_for_instances(study_uid, series_uid),
         )
         return [
             {
@@ -713,17 +712,21 @@ class DicomWebSource:
     def fetch_series(self, study_uid: str, series_uid: str, dest: str | Path) -> Path:
         """WADO-RS: retrieve every instance of a series into ``dest`` (``<SOPInstanceUID>.dcm``, one per slice).
 
-        Files already in ``dest`` under their SOP Instance UID are kept (a cache); ``.dcm`` files of
-        instances the server no longer lists are removed, so ``dest`` holds exactly the series.
-        Each file is written under a temporary name and renamed. Read the folder with
-        :func:`mkunet.io.read_volume`.
+        The instances are listed first (QIDO-RS); files already in ``dest`` under their SOP Instance
+        UID are kept (a cache) and ``.dcm`` files of instances the server no longer lists are
+        removed, so ``dest`` holds exactly the series. The series is retrieved in one request;
+        instances still missing are retrieved one by one, and any that fails is named. When the
+        server cannot list the instances, the whole series is retrieved and its count checked
+        against the series' NumberOfSeriesRelatedInstances. Each file is written under a temporary
+        name and renamed. Read the folder with :func:`mkunet.io.read_volume`.
 
         Returns:
             ``dest``.
 
         Raises:
-            PacsNotFoundError: no such series.
-            PacsRetrieveError: an instance the server lists cannot be retrieved (named).
+            PacsNotFoundError: no such study or series.
+            PacsRetrieveError: an instance the server lists cannot be retrieved (named), or fewer
+                instances than the series has.
             PacsError: unreachable server, timeout, authentication (see the class docstring).
         """
         import pydicom
@@ -731,39 +734,71 @@ class DicomWebSource:
         study_uid = _check_uid(study_uid, "study")
         series_uid = _check_uid(series_uid, "series")
         dest = Path(dest)
-        listed = self.list_instances(study_uid, series_uid)
-        if not listed:
-            raise PacsNotFoundError(
-                f"Series {series_uid} of study {study_uid} has no instance on {self.url}; check the UIDs "
-                "(leave out --series to let mkunet choose)."
-            )
-        expected = {i["sop_uid"] for i in listed}
-        bad = sorted(u for u in expected if not _is_uid(u))
-        if bad:
-            raise PacsRetrieveError(f"Series {series_uid} on {self.url} lists invalid SOP Instance UIDs {bad[:3]}.")
-        dest.mkdir(parents=True, exist_ok=True)
-        for stale in dest.glob("*.dcm"):
-            if stale.stem not in expected and _is_uid(stale.stem):
-                stale.unlink()
-        missing = sorted(u for u in expected if not (dest / f"{u}.dcm").is_file())
         where = f"study {study_uid}, series {series_uid}"
+        records = [r for r in self.search_series(study_uid) if _value(r, _T_SERIES_UID) == series_uid]
+        if not records:
+            raise PacsNotFoundError(
+                f"Series {series_uid} is not in study {study_uid} on {self.url}; check the SeriesInstanceUID "
+                "(or leave out --series to let mkunet choose)."
+            )
+        count = _value(records[0], _T_N_INSTANCES)
+        n_series = int(count) if count not in (None, "") else None
+        expected: set[str] | None
+        listing_error: PacsError | None = None
+        try:
+            expected = {i["sop_uid"] for i in self.list_instances(study_uid, series_uid)}
+        except (PacsServerError, PacsNotFoundError) as err:  # some servers read every file to list them
+            expected, listing_error = None, err
+        if expected is not None and not expected:
+            raise PacsNotFoundError(f"Series {series_uid} of study {study_uid} has no instance on {self.url}.")
+        dest.mkdir(parents=True, exist_ok=True)
+        received: set[str] = set()
 
         def save(ds: Any) -> None:
             uid = str(ds.get("SOPInstanceUID", ""))
-            if uid not in expected or str(ds.get("SeriesInstanceUID", "")) != series_uid:
-                return  # not one of ours (a server sending more than asked): ignore
+            if not _is_uid(uid) or str(ds.get("SeriesInstanceUID", "")) != series_uid:
+                return  # not one of ours: ignore
+            if expected is not None and uid not in expected:
+                return
             tmp = dest / f".{uid}.dcm.part"
             ds.save_as(tmp, enforce_file_format=True)
             tmp.replace(dest / f"{uid}.dcm")
+            received.add(uid)
 
-        if len(missing) == len(expected):  # nothing cached: the whole series in one request
+        def retrieve_all() -> PacsError | None:
             try:
                 for ds in self._call(
                     f"Retrieving {where}", lambda: self._client.retrieve_series(study_uid, series_uid)
                 ):
                     save(ds)
-            except (PacsServerError, PacsNotFoundError, PacsRetrieveError):
-                pass  # one bad instance can fail the whole request: retry instance by instance below
+            except (PacsServerError, PacsNotFoundError, PacsRetrieveError) as err:
+                return err  # one bad instance can fail the whole request
+            return None
+
+        if expected is None:
+            error = retrieve_all()
+            if n_series is None or len(received) < n_series or error is not None:
+                raise PacsRetrieveError(
+                    f"{where}: {self.url} delivered {len(received)} of "
+                    f"{n_series if n_series is not None else 'an unknown number of'} slice(s) and cannot list the "
+                    f"others ({listing_error}"
+                    + (f"; {error}" if error is not None else "")
+                    + "). Check the series on the server (or resend it), or choose another series with --series."
+                )
+            for stale in dest.glob("*.dcm"):
+                if stale.stem not in received and _is_uid(stale.stem):
+                    stale.unlink()
+            return dest
+
+        bad = sorted(u for u in expected if not _is_uid(u))
+        if bad:
+            raise PacsRetrieveError(f"Series {series_uid} on {self.url} lists invalid SOP Instance UIDs {bad[:3]}.")
+        for stale in dest.glob("*.dcm"):
+            if stale.stem not in expected and _is_uid(stale.stem):
+                stale.unlink()
+        missing = sorted(u for u in expected if not (dest / f"{u}.dcm").is_file())
+        if len(missing) == len(expected):  # nothing cached: the whole series in one request
+            retrieve_all()
             missing = sorted(u for u in expected if not (dest / f"{u}.dcm").is_file())
         failures: list[str] = []
         for uid in missing:
@@ -863,7 +898,7 @@ class DicomWebSource:
         """
         datasets = check_results(paths, volume)
         uids = self.store(list(datasets.values()), study_uid=volume.study_uid)
-        return dict(zip(datasets.keys(), uids, strict=True))
+        return {Path(p).name: uid for p, uid in zip(datasets.keys(), uids, strict=True)}
 
 
 def open_series(
@@ -928,43 +963,130 @@ def _check_uid(uid: str, what: str) -> str:
     return uid
 
 
-def check_results(paths: Sequence[str | Path], volume: Volume) -> dict[str, Any]:
+def _identity_of(reference: Volume | str | Path) -> tuple[str, str | None, str | None]:
+    """(study UID, patient ID, frame-of-reference UID) of a CT volume or of one CT DICOM file."""
+    if isinstance(reference, Volume):
+        ref_study, patient, frame = reference.study_uid, reference.patient_id, reference.frame_of_reference_uid
+        where = "The CT"
+    else:
+        import pydicom
+
+        try:
+            head = pydicom.dcmread(reference, stop_before_pixels=True)
+        except (OSError, pydicom.errors.InvalidDicomError) as err:
+            raise PacsStoreError(f"Cannot read the CT file '{reference}' ({err}); nothing was sent.") from err
+        ref_study = str(head.get("StudyInstanceUID", "")) or None
+        patient = str(head.get("PatientID", "")) if "PatientID" in head else None
+        frame = str(head.get("FrameOfReferenceUID", "")) or None
+        where = f"The CT file '{reference}'"
+    if not ref_study:
+        raise PacsStoreError(f"{where} has no StudyInstanceUID: SEG / RTSTRUCT cannot be stored in its study.")
+    return ref_study, patient, frame
+
+
+def _frames_of(ds: Any) -> set[str]:
+    frames = {str(ds.get("FrameOfReferenceUID", ""))}
+    for item in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
+        frames.add(str(item.get("FrameOfReferenceUID", "")))
+    return frames - {""}
+
+
+def check_results(paths: Sequence[str | Path], reference: Volume | str | Path) -> dict[str, Any]:
     """Read back SEG / RTSTRUCT files before they are sent: each must be a whole DICOM file of SOP class
-    SEG or RTSTRUCT, in ``volume``'s study, for ``volume``'s patient, referencing its frame of reference.
+    SEG or RTSTRUCT, in the CT's study, for the CT's patient, on the CT's frame of reference.
+
+    Args:
+        paths: the files.
+        reference: the CT (a :class:`~mkunet.volume.Volume` read from DICOM, or one of its DICOM files).
 
     Returns:
-        file name -> ``pydicom.Dataset``, in the order given.
+        file path (str) -> ``pydicom.Dataset``, in the order given.
 
     Raises:
         PacsStoreError: the first problem, naming the file (nothing is sent).
     """
     import pydicom
 
-    if not volume.study_uid:
-        raise PacsStoreError("The CT has no StudyInstanceUID: SEG / RTSTRUCT cannot be stored in its study.")
+    study, patient, frame = _identity_of(reference)
     out: dict[str, Any] = {}
     for p in paths:
         path = Path(p)
+        if str(path) in out:
+            raise PacsStoreError(f"'{path}' is given twice; nothing was sent.")
         try:
             ds = pydicom.dcmread(path)
         except (OSError, pydicom.errors.InvalidDicomError) as err:
             raise PacsStoreError(f"'{path}' cannot be read back ({err}); nothing was sent to the PACS.") from err
-        kind = _RESULT_CLASSES.get(str(ds.get("SOPClassUID", "")))
         problems = []
-        if kind is None:
+        if str(ds.get("SOPClassUID", "")) not in _RESULT_CLASSES:
             problems.append(f"SOP class {ds.get('SOPClassUID', '?')} is neither SEG nor RTSTRUCT")
-        if str(ds.get("StudyInstanceUID", "")) != volume.study_uid:
-            problems.append(f"study {ds.get('StudyInstanceUID', '?')} is not the CT's study {volume.study_uid}")
-        if volume.patient_id is not None and str(ds.get("PatientID", "")) != str(volume.patient_id):
-            problems.append(f"patient {ds.get('PatientID', '?')!r} is not the CT's patient {volume.patient_id!r}")
-        if volume.frame_of_reference_uid and str(ds.get("FrameOfReferenceUID", "")) != volume.frame_of_reference_uid:
-            problems.append("its frame of reference is not the CT's")
+        if str(ds.get("StudyInstanceUID", "")) != study:
+            problems.append(f"study {ds.get('StudyInstanceUID', '?')} is not the CT's study {study}")
+        if patient is not None and str(ds.get("PatientID", "")) != str(patient):
+            problems.append(f"patient {ds.get('PatientID', '?')!r} is not the CT's patient {patient!r}")
+        if frame and frame not in _frames_of(ds):
+            problems.append(f"it is not on the CT's frame of reference {frame}")
+        if not str(ds.get("SOPInstanceUID", "")):
+            problems.append("it has no SOP Instance UID")
         if problems:
             raise PacsStoreError(f"'{path}' is not a result for this CT: {'; '.join(problems)}. Nothing was sent.")
-        if path.name in out:
-            raise PacsStoreError(f"'{path}' is given twice (by name); nothing was sent.")
-        out[path.name] = ds
+        out[str(path)] = ds
     return out
+
+
+def push_cohort(source: DicomWebSource, results: Any, out_dir: str | Path) -> list[dict[str, Any]]:
+    """STOW-RS the SEG and RTSTRUCT of every segmented scan of a cohort run into each scan's study.
+
+    Every scan of ``results`` (:attr:`mkunet.run_store.CohortRun.results`) with ``status == "ok"``
+    has its ``OUT/patients/<patient>/T<k>/seg.dcm`` and ``rtstruct.dcm`` pushed (scans without a
+    tumour or with an error are not: an empty SEG would mislead in a PACS). All files are checked
+    first (:func:`check_results` against the scan's CT file, ``input_path``) and nothing is sent
+    when one is wrong; then one STOW-RS request per study.
+
+    Returns:
+        one dict per object stored: ``patient_id``, ``timepoint``, ``kind`` (seg | rtstruct),
+        ``study_uid``, ``sop_uid``, ``path``.
+
+    Raises:
+        PacsStoreError: a missing or invalid file (nothing sent), or the server refused an object.
+    """
+    from mkunet.run_store import patient_folder_name
+
+    out = Path(out_dir)
+    plan: dict[str, list[dict[str, Any]]] = {}
+    for row in results.to_dict("records"):
+        if row.get("status") != "ok":
+            continue
+        folder = out / "patients" / patient_folder_name(str(row["patient_id"])) / f"T{int(row['timepoint'])}"
+        files = {k: folder / f"{k}.dcm" for k in ("seg", "rtstruct") if (folder / f"{k}.dcm").is_file()}
+        if not files:
+            raise PacsStoreError(
+                f"Patient {row['patient_id']!r} T{int(row['timepoint'])}: no seg.dcm or rtstruct.dcm in '{folder}'; "
+                "run with --formats including seg,rtstruct. Nothing was sent."
+            )
+        ct_dir = Path(str(row.get("input_path", "")))
+        cts = sorted(ct_dir.glob("*.dcm")) if ct_dir.is_dir() else [ct_dir]
+        checked = check_results(list(files.values()), cts[0] if cts else ct_dir)
+        for (kind, path), ds in zip(files.items(), checked.values(), strict=True):
+            plan.setdefault(str(ds.StudyInstanceUID), []).append(
+                {
+                    "patient_id": str(row["patient_id"]),
+                    "timepoint": int(row["timepoint"]),
+                    "kind": kind,
+                    "path": path,
+                    "dataset": ds,
+                }
+            )
+    stored: list[dict[str, Any]] = []
+    for study, items in plan.items():
+        try:
+            uids = source.store([i["dataset"] for i in items], study_uid=study)
+        except PacsError as err:
+            done = ", ".join(f"{i['patient_id']} T{i['timepoint']} {i['kind']}" for i in stored) or "nothing"
+            raise type(err)(f"{err} Already stored in earlier studies: {done}.") from err
+        for item, uid in zip(items, uids, strict=True):
+            stored.append({k: v for k, v in item.items() if k != "dataset"} | {"study_uid": study, "sop_uid": uid})
+    return stored
 
 
 # ============================================================================ worklists

@@ -19,8 +19,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run_command(
-        cohort_dir: Path = typer.Argument(
-            ..., help="Cohort folder: scans.csv (synthetic layout) or <patient_id>/<scan>/ DICOM series folders."
+        cohort_dir: Path | None = typer.Argument(
+            None,
+            help="Cohort folder: scans.csv (synthetic layout) or <patient_id>/<scan>/ DICOM series folders (or "
+            "--dicomweb with --worklist instead).",
         ),
         clinical: Path = typer.Option(
             ..., "--clinical", help="clinical.csv: patient_id, age, sex, smoking, grade, stage[, lvcr per day]."
@@ -58,6 +60,31 @@ def register(app: typer.Typer) -> None:
         ),
         no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every patient (ignore the cache)."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
+        dicomweb: str | None = typer.Option(
+            None,
+            "--dicomweb",
+            help="Take the scans from a PACS: its DICOMweb root URL (e.g. http://127.0.0.1:8042/dicom-web), with "
+            "--worklist. Credentials are never command-line arguments: set MKUNET_DICOMWEB_TOKEN (bearer) or "
+            "MKUNET_DICOMWEB_USER and MKUNET_DICOMWEB_PASSWORD (basic), or MKUNET_DICOMWEB_CONFIG=file.toml.",
+        ),
+        worklist: Path | None = typer.Option(
+            None,
+            "--worklist",
+            help="--dicomweb: worklist.csv, one row per scan: patient_id, study_uid[, series_uid], scan_date "
+            "(YYYY-MM-DD; without series_uid the study's CT series is chosen and printed).",
+        ),
+        push: bool = typer.Option(
+            False, "--push", help="--dicomweb: store each segmented scan's SEG and RTSTRUCT in its study (STOW-RS)."
+        ),
+        cache: Path | None = typer.Option(
+            None,
+            "--cache",
+            help="--dicomweb: folder for the retrieved series, reused by reruns (default OUT/pacs_inputs). The files "
+            "carry patient identity.",
+        ),
+        timeout: float = typer.Option(
+            30.0, "--timeout", help="--dicomweb: seconds to wait for the server per request."
+        ),
     ) -> None:
         """Segment every scan of a cohort, measure, compute LVCR / VDT / response / IES and the statistics."""
         from mkunet.cli._common import console, progress, user_errors
@@ -66,6 +93,36 @@ def register(app: typer.Typer) -> None:
             from mkunet.pipeline import read_lesions, run_cohort
             from mkunet.report import write_report
 
+            source = None
+            if cohort_dir is not None and dicomweb is None:
+                if worklist is not None or push:
+                    raise ValueError("--worklist and --push only apply with --dicomweb URL (scans from a PACS).")
+                cohort = cohort_dir
+            elif cohort_dir is None and dicomweb is not None:
+                from mkunet.pacs import DicomWebSource, SeriesChoice, fetch_worklist, read_worklist
+
+                if worklist is None:
+                    raise ValueError(f"--dicomweb {dicomweb} needs --worklist CSV (patient_id, study_uid, scan_date).")
+                if push and not {"seg", "rtstruct"} & {f.strip().lower() for f in formats.split(",")}:
+                    raise ValueError(f"--push sends SEG and RTSTRUCT, but --formats {formats} writes neither.")
+                entries = read_worklist(worklist)
+                source = DicomWebSource(dicomweb, timeout_s=timeout)
+                with progress() as bar:
+                    task = bar.add_task("retrieving", total=len(entries))
+                    cohort, chosen = fetch_worklist(
+                        source,
+                        entries,
+                        cache if cache is not None else out / "pacs_inputs",
+                        progress=lambda done, total, what: bar.update(task, completed=done, description=what),
+                    )
+                for entry, choice in zip(entries, chosen, strict=True):
+                    if isinstance(choice, SeriesChoice):
+                        typer.echo(f"{entry.patient_id} {entry.scan_date}: {choice.chosen.describe()}; {choice.reason}")
+            else:
+                raise ValueError(
+                    "Give the scans either as COHORT_DIR or as --dicomweb URL --worklist CSV, not "
+                    + ("both." if cohort_dir is not None else "neither.")
+                )
             if lesions is not None:  # parse early: format errors before any work, unused columns shown
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -81,7 +138,7 @@ def register(app: typer.Typer) -> None:
                     bar.update(task, completed=done, total=total, description=description)
 
                 run = run_cohort(
-                    cohort_dir,
+                    cohort,
                     clinical,
                     out,
                     model=model,
@@ -105,5 +162,13 @@ def register(app: typer.Typer) -> None:
                 )
                 console.print(f"[yellow]warning:[/] {where} ({e['stage']}): {e['error']} -> {e['action']}")
             typer.echo(run.summary())
+            if source is not None and push:
+                from mkunet.pacs import push_cohort
+
+                for item in push_cohort(source, run.results, out):
+                    typer.echo(
+                        f"pushed {item['patient_id']} T{item['timepoint']} {item['kind']}: SOP Instance UID "
+                        f"{item['sop_uid']} (study {item['study_uid']})"
+                    )
             if path is not None:
                 typer.echo(f"report: {path}")
