@@ -48,6 +48,7 @@ origins (x, y, z) in mm (DICOM LPS), see :mod:`mkunet.volume`.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import time
@@ -62,7 +63,8 @@ import numpy as np
 from mkunet.bundle import predict_probability
 from mkunet.lesion import LesionParams, LesionResult, SeedError, check_seed, segment_lesion
 from mkunet.lung import lung_region
-from mkunet.utils import is_missing
+from mkunet.uncertainty import UncertaintyParams, VolumeUncertainty, check_uncertainty
+from mkunet.utils import atomic_write_text, is_missing, to_jsonable
 from mkunet.volume import Volume, same_grid
 
 __all__ = [
@@ -90,6 +92,7 @@ __all__ = [
     "check_formats",
     "is_dicom_volume",
     "save_segmentation",
+    "segmentation_summary",
     "load_model",
     "FORMATS",
 ]
@@ -243,6 +246,11 @@ class Segmentation:
         method: ``"image"`` (the lesion model of :mod:`mkunet.lesion`) or ``"network"``.
         lesion: the image model's details (HU iso-level, lesion kind, crop), None for the network.
         touches_roi_edge: the kept tumour reaches a face of the crop that is not the scan's border.
+        uncertainty: the volume's segmentation uncertainty (:mod:`mkunet.uncertainty`: σ(ln V), SE in
+            cm³), None when switched off (``uncertainty="off"``) or the mask is empty.
+        candidates: whole-volume network runs: the ranked candidate components
+            (:class:`mkunet.candidates.Candidate`, best first; the first is the kept mask
+            when the lung prior is on); empty for runs with a region of interest.
     """
 
     mask: np.ndarray
@@ -259,6 +267,8 @@ class Segmentation:
     method: str = "network"
     lesion: LesionResult | None = None
     touches_roi_edge: bool = False
+    uncertainty: VolumeUncertainty | None = None
+    candidates: list[Any] = field(default_factory=list)
 
     @property
     def volume_cm3(self) -> float:
@@ -642,6 +652,8 @@ def segment(
     body_crop: bool = True,
     lung_prior: bool = True,
     lesion_params: LesionParams | None = None,
+    uncertainty: Literal["on", "off"] = "on",
+    uncertainty_params: UncertaintyParams | None = None,
     progress: ProgressHook | None = None,
 ) -> Segmentation:
     """Segment the lung tumour in one CT volume.
@@ -684,6 +696,11 @@ def segment(
         lung_prior: without a seed or previous mask, prefer the component in the lung
             region (see the module doc).
         lesion_params: parameters of the image model (default :class:`mkunet.lesion.LesionParams`).
+        uncertainty: ``"on"`` (default) estimates the volume's segmentation uncertainty
+            (``Segmentation.uncertainty``; :mod:`mkunet.uncertainty`: the edge iso-level, one
+            extra segmentation from another click with the image model, the probability edge
+            with the network); ``"off"`` skips it (the image model's time then halves).
+        uncertainty_params: :class:`mkunet.uncertainty.UncertaintyParams` (default values).
         progress: optional callback called with a step name as each step starts.
 
     Returns:
@@ -696,10 +713,41 @@ def segment(
     if not isinstance(volume, Volume):
         raise ValueError(f"`volume` must be a mkunet Volume, got {type(volume).__name__} (use mkunet.io.read_volume).")
     resolved = resolve_method(method, roi)
+    check_uncertainty(uncertainty)
     params = lesion_params or LesionParams()
     if isinstance(roi, Seed):
         roi_crop_box(volume, roi)  # malformed seeds and points outside the image fail here
         check_seed(volume, roi.index_zyx(volume), roi.describe(), params)  # in air or bone
+    seg = _segment_dispatch(
+        volume, model, clinical, roi, resolved, params,
+        threshold=threshold, return_attention=return_attention, keep=keep, min_component_cm3=min_component_cm3,
+        overlap=overlap, body_crop=body_crop, lung_prior=lung_prior, progress=progress,
+    )  # fmt: skip
+    if uncertainty == "on" and not seg.empty:
+        seg.uncertainty = _volume_uncertainty(seg, roi, params, uncertainty_params or UncertaintyParams())
+        seg.timings["uncertainty"] = seg.uncertainty.seconds
+        seg.timings["total"] = seg.timings.get("total", 0.0) + seg.uncertainty.seconds
+    return seg
+
+
+def _segment_dispatch(
+    volume: Volume,
+    model: Any,
+    clinical: Any,
+    roi: Roi | None,
+    resolved: str,
+    params: LesionParams,
+    *,
+    threshold: float | None,
+    return_attention: bool,
+    keep: Literal["component", "all", "none"],
+    min_component_cm3: float,
+    overlap: float,
+    body_crop: bool,
+    lung_prior: bool,
+    progress: ProgressHook | None,
+) -> Segmentation:
+    """The method-specific part of :func:`segment` (arguments as there, validated)."""
     if resolved == "image":
         return _segment_image(
             volume,
@@ -737,6 +785,64 @@ def segment(
                 warnings.warn(w.message, w.category, stacklevel=2)
             return seg
         size = min(size * 1.6, largest)
+
+
+def _volume_uncertainty(seg: Segmentation, roi: Roi | None, params: LesionParams, up: UncertaintyParams):
+    """The segmentation uncertainty of ``seg``'s volume (:mod:`mkunet.uncertainty`).
+
+    Image model: the HU edge term (iso-level SD = ``up.edge_fraction`` of the lesion-lung
+    contrast) and the click term (``up.click_shifts`` extra runs of the lesion model from
+    other seeds inside the mask, clipped to a :class:`Box` like the first). Network: the
+    probability edge term (threshold SD ``up.probability_delta``).
+    """
+    from mkunet import uncertainty as unc
+
+    t0 = time.perf_counter()
+    volume = seg.volume
+    n = int(np.count_nonzero(seg.mask))
+    comps: dict[str, float] = {}
+    notes: list[str] = []
+    if seg.method == "image" and seg.lesion is not None:
+        les = seg.lesion
+        delta = up.edge_fraction * abs(les.hu_lesion - les.hu_lung)
+        comps["edge"] = unc.edge_sigma(seg.mask, volume.array, les.threshold_hu, delta, up.band_voxels)
+        if up.click_shifts > 0:
+            rng = np.random.default_rng(up.seed)
+            clip = roi_crop_box(volume, roi)[0] if isinstance(roi, Box) else None
+            pairs = []
+            for _ in range(int(up.click_shifts)):
+                other_seed = unc.click_seed(seg.mask, volume.spacing, up.click_depth_mm, rng)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        other = segment_lesion(volume, other_seed, params, describe="second click").mask
+                except SeedError:
+                    other = np.zeros(volume.shape, bool)
+                if clip is not None:
+                    inside = np.zeros(volume.shape, bool)
+                    inside[tuple(slice(a, b) for a, b in clip)] = True
+                    other &= inside
+                pairs.append(unc.click_sigma(n, int(np.count_nonzero(other))))
+            comps["click"] = float(np.sqrt(np.mean(np.square(pairs))))
+            if comps["click"] > 0.1:
+                notes.append(
+                    f"the volume depends on the click (sigma(ln V) {comps['click']:.2f} between two clicks): "
+                    "check the contour"
+                )
+    elif seg.method == "network":
+        comps["probability"] = unc.edge_sigma(
+            seg.mask, seg.probability, seg.threshold, up.probability_delta, up.band_voxels
+        )
+    sigma = unc.combine(comps)
+    vol = seg.volume_cm3
+    return VolumeUncertainty(
+        volume_cm3=vol,
+        sigma_log_volume=sigma,
+        se_cm3=sigma * vol,
+        components=comps,
+        seconds=time.perf_counter() - t0,
+        notes=tuple(notes),
+    )
 
 
 def _seed_in_box(volume: Volume, box: BoxIdx, soft_hu: float = -400.0, bone_hu: float = 300.0) -> np.ndarray:
@@ -950,6 +1056,15 @@ def _segment_network(
     )
     mask = np.zeros(volume.shape, bool)
     mask[sl] = sub_mask
+    candidates: list[Any] = []
+    if roi is None and keep == "component" and sub_binary.any():  # whole volume: the ranked candidates
+        from mkunet.candidates import list_candidates
+
+        full_region = None
+        if region is not None:
+            full_region = np.zeros(volume.shape, bool)
+            full_region[sl] = region
+        candidates = list_candidates(volume, probability, threshold=thr, region=full_region)
     timings["postprocess"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
 
@@ -989,6 +1104,7 @@ def _segment_network(
         timings=timings,
         method="network",
         touches_roi_edge=bool(touches),
+        candidates=candidates,
     )
 
 
@@ -1386,6 +1502,35 @@ def check_formats(formats: Sequence[str], volume: Volume) -> tuple[str, ...]:
     return fmts
 
 
+def segmentation_summary(segmentation: Segmentation) -> dict[str, Any]:
+    """What the NIfTI sidecar (``mask.json``) records of a segmentation.
+
+    Keys: ``volume_cm3`` (voxel counting), ``volume_se_cm3`` and ``sigma_log_volume_seg`` (the
+    segmentation uncertainty, None when switched off or empty), ``uncertainty_components``
+    (σ(ln V) per component), ``method``, ``roi``, ``roi_box`` ((z0, z1), (y0, y1), (x0, x1) voxels),
+    ``threshold``, ``empty``, ``notes``, ``seconds``; with the image model also ``edge_hu``,
+    ``lesion_hu``, ``lung_hu`` and ``lesion_kind``.
+    """
+    u = segmentation.uncertainty
+    out: dict[str, Any] = {
+        "volume_cm3": segmentation.volume_cm3,
+        "volume_se_cm3": None if u is None else u.se_cm3,
+        "sigma_log_volume_seg": None if u is None else u.sigma_log_volume,
+        "uncertainty_components": None if u is None else dict(u.components),
+        "method": segmentation.method,
+        "roi": segmentation.roi,
+        "roi_box": segmentation.roi_box,
+        "threshold": segmentation.threshold,
+        "empty": segmentation.empty,
+        "notes": list(segmentation.notes) + ([] if u is None else list(u.notes)),
+        "seconds": segmentation.timings.get("total"),
+    }
+    les = segmentation.lesion
+    if les is not None:
+        out.update(edge_hu=les.threshold_hu, lesion_hu=les.hu_lesion, lung_hu=les.hu_lung, lesion_kind=les.kind)
+    return out
+
+
 def save_segmentation(
     segmentation: Segmentation,
     out_dir: str | Path,
@@ -1396,10 +1541,12 @@ def save_segmentation(
 ) -> dict[str, Path]:
     """Write a segmentation on its input grid.
 
-    Files: ``mask.nii.gz`` (uint8) and ``probability.nii.gz`` (float32) for
-    ``nifti``; ``seg.dcm`` (DICOM SEG) for ``seg``; ``rtstruct.dcm`` for
+    Files: ``mask.nii.gz`` (uint8), ``probability.nii.gz`` (float32) and the sidecar
+    ``mask.json`` (:func:`segmentation_summary`: volume, its segmentation SE and σ(ln V), method,
+    region, notes) for ``nifti``; ``seg.dcm`` (DICOM SEG) for ``seg``; ``rtstruct.dcm`` for
     ``rtstruct``; ``attention_<k>.nii.gz`` (float32, k = 0, 1, ...) when
-    ``attention`` and maps exist.
+    ``attention`` and maps exist; ``candidates.csv`` (:func:`mkunet.candidates.write_candidates`)
+    when the segmentation lists candidates (whole-volume network runs).
 
     Returns:
         dict name -> path of every file written.
@@ -1414,6 +1561,9 @@ def save_segmentation(
     if "nifti" in fmts:
         written["mask"] = write_mask(segmentation.mask, vol, out / "mask.nii.gz")
         written["probability"] = write_volume(vol, out / "probability.nii.gz", segmentation.probability)
+        written["sidecar"] = atomic_write_text(
+            out / "mask.json", json.dumps(to_jsonable(segmentation_summary(segmentation)), indent=1)
+        )
     if "seg" in fmts:
         from mkunet.dicom_out import write_seg
 
@@ -1422,6 +1572,10 @@ def save_segmentation(
         from mkunet.dicom_out import write_rtstruct
 
         written["rtstruct"] = Path(write_rtstruct(segmentation.mask, vol, out / "rtstruct.dcm", roi_name=label))
+    if segmentation.candidates:
+        from mkunet.candidates import write_candidates
+
+        written["candidates"] = write_candidates(segmentation.candidates, out / "candidates.csv")
     if attention and segmentation.attention:
         for k, amap in enumerate(segmentation.attention):
             written[f"attention_{k}"] = write_volume(vol, out / f"attention_{k}.nii.gz", amap)

@@ -65,6 +65,8 @@ __all__ = [
     "lvcr_from_masks",
     "mask_volume_cm3",
     "vdt_days",
+    "growth_call",
+    "GROWTH_CALLS",
     "LesionMatch",
     "MatchResult",
     "match_lesions",
@@ -105,7 +107,9 @@ class LVCRResult:
         se_method: "error_model" (normal CI), "residual" (t CI, n-2 df) or "max".
         se_error_model: SE from the measurement-error model.
         se_residual: residual-based SE (None with two scans: the fit is exact).
-        sigma_log_volume: per-scan sigma(ln V) of the error model (tuple, one per scan).
+        sigma_log_volume: per-scan total sigma(ln V) the error-model SE used (tuple, one per scan):
+            the repeat-scan error combined with the segmentation's, sqrt(sigma_err^2 + sigma_seg^2).
+        sigma_segmentation: per-scan segmentation sigma(ln V) that went into it (zeros when none given).
         intercept_log_cm3: fitted ln V at day 0.
         patient_id: who (may be None).
     """
@@ -125,6 +129,7 @@ class LVCRResult:
     intercept_log_cm3: float
     ci_level: float = 0.95
     patient_id: str | None = None
+    sigma_segmentation: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Flat dict (for a table row); tuples are dropped except ``n_scans``."""
@@ -146,6 +151,26 @@ def vdt_days(lvcr_per_day: float) -> float:
     if lvcr_per_day == 0:
         return math.inf
     return math.log(2.0) / lvcr_per_day
+
+
+#: The three growth calls of :func:`growth_call`.
+GROWTH_CALLS = ("growing", "shrinking", "growth not established")
+
+
+def growth_call(ci_low: float | None, ci_high: float | None) -> str | None:
+    """What the LVCR interval establishes: ``"growing"`` (the whole CI > 0), ``"shrinking"`` (< 0) or
+    ``"growth not established"`` (the CI contains 0); None when there is no interval (NaN / None).
+
+    Args:
+        ci_low, ci_high: the LVCR confidence limits (per day).
+    """
+    if ci_low is None or ci_high is None or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return None
+    if ci_low > 0:
+        return "growing"
+    if ci_high < 0:
+        return "shrinking"
+    return "growth not established"
 
 
 def _validate(days, volumes, patient_id):
@@ -183,6 +208,7 @@ def lvcr(
     sigma_log_volume: float = DEFAULT_SIGMA_LOG_VOLUME,
     se_method: SEMethod = "error_model",
     ci_level: float = 0.95,
+    sigma_segmentation: Sequence[float] | None = None,
 ) -> LVCRResult:
     """Log volume change rate: weighted least-squares slope of ln V on t.
 
@@ -191,7 +217,7 @@ def lvcr(
         volumes_cm3: tumour volumes in cm^3, > 0, one per scan.
         weights: ``"interval"`` (w_i = t_i - t_{i-1}, the baseline scan gets the first
             interval; the paper's choice), ``"inverse_variance"`` (w_i = 1/sigma_i^2,
-            needs ``sigmas``) or ``"uniform"`` (ordinary least squares).
+            needs ``sigmas`` or ``sigma_segmentation``) or ``"uniform"`` (ordinary least squares).
         sigmas: per-scan SD of ln V (≈ the volume's coefficient of variation), used for
             inverse-variance weights and for the error-model SE. Default: ``sigma_log_volume``
             for every scan.
@@ -205,6 +231,11 @@ def lvcr(
             interval for automatic masks, default of :func:`lvcr_from_masks`). The result's
             ``se_method`` is the resolved one.
         ci_level: confidence level of the interval (0 < level < 1).
+        sigma_segmentation: per-scan SD of ln V of the *segmentation* (e.g.
+            ``Segmentation.uncertainty.sigma_log_volume``, :mod:`mkunet.uncertainty`), >= 0, one
+            per scan. Independent of the repeat-scan error, so each scan's total is
+            sigma_i = sqrt(sigma_err,i^2 + sigma_seg,i^2), used by the error-model
+            SE and by inverse-variance weights. None or zeros give exactly the interval without it.
 
     Returns:
         :class:`LVCRResult` (per day).
@@ -235,14 +266,25 @@ def lvcr(
             raise KineticsError(
                 f"{who}: `sigmas` must be {n} positive SDs of ln V (one per scan), got {np.asarray(sigmas).tolist()}."
             )
+    if sigma_segmentation is None:
+        seg = np.zeros(n)
+    else:
+        seg = np.asarray(sigma_segmentation, dtype=np.float64).ravel()
+        if seg.size != n or not np.all(np.isfinite(seg)) or np.any(seg < 0):
+            raise KineticsError(
+                f"{who}: `sigma_segmentation` must be {n} SDs of ln V >= 0 (one per scan), got "
+                f"{np.asarray(sigma_segmentation).tolist()}; use 0 for a scan without an estimate."
+            )
+        if np.any(seg > 0):
+            sig = np.sqrt(sig**2 + seg**2)
     if weights == "interval":
         dt = np.diff(t)
         w = np.concatenate([dt[:1], dt])
     elif weights == "inverse_variance":
-        if sigmas is None:
+        if sigmas is None and sigma_segmentation is None:
             raise KineticsError(
-                f"{who}: weights='inverse_variance' needs `sigmas` (per-scan SD of ln V); with one common "
-                "sigma it is identical to weights='uniform'."
+                f"{who}: weights='inverse_variance' needs `sigmas` or `sigma_segmentation` (per-scan SD of "
+                "ln V); with one common sigma it is identical to weights='uniform'."
             )
         w = 1.0 / sig**2
     elif weights == "uniform":
@@ -299,6 +341,7 @@ def lvcr(
         intercept_log_cm3=float(intercept),
         ci_level=ci_level,
         patient_id=patient_id,
+        sigma_segmentation=tuple(float(x) for x in seg),
     )
 
 

@@ -158,11 +158,14 @@ def growth_curve(
     volumes_cm3: Sequence[float],
     lvcr: Mapping[str, Any] | None = None,
     responses: Sequence[str | None] | None = None,
+    volume_se_cm3: Sequence[float] | None = None,
 ) -> bytes:
     """Tumour volume (cm^3, log scale) against days, with the LVCR fit and its 95 % CI band.
 
     Args:
         days, volumes_cm3: the measurable scans (volume > 0).
+        volume_se_cm3: the segmentation SE of each volume (cm^3; NaN where none): drawn as 95 %
+            error bars V exp(+-1.96 sigma), sigma = SE / V (log-normal, so they stay positive).
         lvcr: mapping with ``lvcr_per_day``, ``lvcr_ci_low``, ``lvcr_ci_high``,
             ``lvcr_intercept_log_cm3`` and ``vdt_days`` (None: points only).
         responses: response category per scan (annotated next to the points).
@@ -174,6 +177,12 @@ def growth_curve(
     v = np.asarray(volumes_cm3, float)
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
     ax.semilogy(t, v, "o", color="#1f4e79", label="segmented volume")
+    if volume_se_cm3 is not None:
+        sig = np.asarray(volume_se_cm3, float) / v
+        if np.isfinite(sig).any():
+            sig = np.where(np.isfinite(sig), sig, 0.0)
+            err = np.stack([v - v * np.exp(-1.96 * sig), v * np.exp(1.96 * sig) - v])
+            ax.errorbar(t, v, yerr=err, fmt="none", ecolor="#1f4e79", elinewidth=0.8, capsize=2)
     title = patient_id
     if lvcr is not None and lvcr.get("lvcr_per_day") is not None and len(t) >= 2:
         slope = float(lvcr["lvcr_per_day"])
