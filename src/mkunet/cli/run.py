@@ -58,6 +58,12 @@ def register(app: typer.Typer) -> None:
             help="auto | image | network. auto: the image-driven lesion model from each lesions.csv click (tracked "
             "into later scans by registration) and from the previous mask; the network for whole volumes.",
         ),
+        uncertainty: str = typer.Option(
+            "on",
+            "--uncertainty",
+            help="on | off. on: each scan's segmentation SE (volume_se_cm3, sigma_log_volume_seg) widens the LVCR "
+            "interval; a patient whose interval contains 0 is 'growth not established'. off: repeat-scan error only.",
+        ),
         no_resume: bool = typer.Option(False, "--no-resume", help="Recompute every patient (ignore the cache)."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
         dicomweb: str | None = typer.Option(
@@ -151,6 +157,7 @@ def register(app: typer.Typer) -> None:
                     progress=hook,
                     lesions=lesions,
                     method=method,
+                    uncertainty=uncertainty,
                 )
                 path = None
                 if report:

@@ -212,6 +212,12 @@ def register(app: typer.Typer) -> None:
             help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask "
             "(the default, measured better on real CT), the network for the whole volume.",
         ),
+        uncertainty: str = typer.Option(
+            "on",
+            "--uncertainty",
+            help="on | off. on: the volume's segmentation SE and sigma(ln V) (partial-volume edge; the network's "
+            "probability edge), printed and stored in mask.json; off: skip it.",
+        ),
         dicomweb: str | None = typer.Option(
             None,
             "--dicomweb",
@@ -248,6 +254,7 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             from mkunet import infer
             from mkunet.io import read_volume
+            from mkunet.uncertainty import check_uncertainty
 
             pacs = _pacs_source(input, dicomweb, study, series, push, timeout)
             tmp_dir = None
@@ -255,6 +262,7 @@ def register(app: typer.Typer) -> None:
             region = _build_roi(roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm)
             infer.check_keep(keep)
             infer.resolve_method(method, region)
+            check_uncertainty(uncertainty)
             with progress() as bar:
                 task = bar.add_task("reading", total=4)
                 if input is not None:
@@ -287,6 +295,7 @@ def register(app: typer.Typer) -> None:
                     lung_prior=lung_prior,
                     overlap=overlap,
                     method=method,  # type: ignore[arg-type]
+                    uncertainty=uncertainty,  # type: ignore[arg-type]
                 )
                 bar.update(task, advance=1, description="writing")
                 written = infer.save_segmentation(result, out, fmts, attention=attention)
@@ -297,7 +306,12 @@ def register(app: typer.Typer) -> None:
                 bar.update(task, advance=1, description="done")
             for note in result.notes:
                 console.print(f"[yellow]note:[/] {note}")
-            typer.echo(f"tumour volume: {result.volume_cm3:.3f} cm^3" + (" (no tumour found)" if result.empty else ""))
+            unc = result.uncertainty
+            typer.echo(
+                f"tumour volume: {result.volume_cm3:.3f} cm^3"
+                + (" (no tumour found)" if result.empty else "")
+                + ("" if unc is None else f" +- {unc.se_cm3:.3f} (SE; sigma(ln V) {unc.sigma_log_volume:.3f})")
+            )
             if result.lesion is not None:
                 les = result.lesion
                 typer.echo(
