@@ -256,6 +256,11 @@ def test_a_slice_deleted_from_orthanc_storage_is_reported(orthanc, tmp_path):
     with pytest.raises(PacsRetrieveError, match=r"delivered \d of 5 slice\(s\)") as err:
         src.fetch_series(study, uid, tmp_path / "dest")
     assert study in str(err.value) and uid in str(err.value) and "--series" in str(err.value)
+    # the series choice skips the damaged series (its metadata cannot be read) and takes a sound one
+    good, _, good_files = ct_series(tmp_path / "good", study_uid=study, n=3, seed=1, description="sound")
+    src.store(good_files)
+    choice = src.find_ct_series(study)
+    assert choice.chosen.series_uid == good and "metadata cannot be retrieved" in choice.reason
 
 
 def test_a_slice_the_server_lists_but_cannot_deliver_is_named(orthanc, tmp_path):

@@ -62,6 +62,7 @@ date): keep the cache and output folders where patient data may be kept.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import math
@@ -364,18 +365,35 @@ def _values(item: Mapping[str, Any], tag: str) -> list[Any]:
     return list((item.get(tag) or {}).get("Value") or [])
 
 
+def _number(value: Any, kind: type = float) -> Any:
+    """``kind(value)``, or None when the value is missing or not a number."""
+    try:
+        return None if value in (None, "") else kind(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _series_line(record: Mapping[str, Any]) -> str:
+    """One line for a QIDO-RS series record: number, description, UID, modality, instances."""
+    number = _value(record, _T_SERIES_NUMBER)
+    description = _value(record, _T_SERIES_DESCRIPTION)
+    return (
+        f"series {number if number is not None else '?'} {description or ''!r} ({_value(record, _T_SERIES_UID)}): "
+        f"{_value(record, _T_MODALITY) or '?'}, {_value(record, _T_N_INSTANCES) or '?'} instance(s)"
+    )
+
+
+def _same_orientation(a: Sequence[float], b: Sequence[float], atol: float = 1e-3) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= atol for x, y in zip(a, b, strict=True))
+
+
 def _summarise_series(summary: Mapping[str, Any], metadata: Sequence[Mapping[str, Any]] | None) -> SeriesSummary:
     """A :class:`SeriesSummary` from the QIDO-RS series record and (CT only) the instances' metadata."""
     uid = str(_value(summary, _T_SERIES_UID) or "")
     modality = str(_value(summary, _T_MODALITY) or "")
     description = str(_value(summary, _T_SERIES_DESCRIPTION) or "")
-    number = _value(summary, _T_SERIES_NUMBER)
-    try:
-        series_number = int(number) if number not in (None, "") else None
-    except (TypeError, ValueError):
-        series_number = None
-    n = _value(summary, _T_N_INSTANCES)
-    n_instances = int(n) if n not in (None, "") else 0
+    series_number = _number(_value(summary, _T_SERIES_NUMBER), int)
+    n_instances = _number(_value(summary, _T_N_INSTANCES), int) or 0
     if metadata is None:
         return SeriesSummary(
             modality=modality,
@@ -396,20 +414,20 @@ def _summarise_series(summary: Mapping[str, Any], metadata: Sequence[Mapping[str
         )
     modalities = sorted({str(_value(m, _T_MODALITY) or "?") for m in metadata})
     classes = sorted({str(_value(m, _T_SOP_CLASS) or "?") for m in metadata})
-    orientations = {tuple(round(float(v), 3) for v in _values(m, _T_ORIENTATION)) for m in metadata}
+    orientations: list[tuple[float, ...]] = []  # distinct within 1e-3
+    for m in metadata:
+        iop = tuple(_number(v) for v in _values(m, _T_ORIENTATION))
+        iop = iop if len(iop) == 6 and None not in iop else ()
+        if not any(_same_orientation(iop, o) for o in orientations):
+            orientations.append(iop)  # type: ignore[arg-type]
     sizes = {(_value(m, _T_ROWS), _value(m, _T_COLUMNS)) for m in metadata}
-    thicknesses = {_value(m, _T_THICKNESS) for m in metadata}
+    thicknesses = {_number(_value(m, _T_THICKNESS)) for m in metadata}
     localizer = any("LOCALIZER" in [str(v).upper() for v in _values(m, _T_IMAGE_TYPE)] for m in metadata)
-    multiframe = any(int(_value(m, _T_NUMBER_OF_FRAMES) or 1) > 1 for m in metadata)
-    thickness = None
-    if len(thicknesses) == 1 and None not in thicknesses:
-        try:
-            thickness = float(next(iter(thicknesses)))
-        except (TypeError, ValueError):
-            thickness = None
+    multiframe = any((_number(_value(m, _T_NUMBER_OF_FRAMES), int) or 1) > 1 for m in metadata)
+    thickness = next(iter(thicknesses)) if len(thicknesses) == 1 else None
     axial = None
     if len(orientations) == 1:
-        iop = next(iter(orientations))
+        iop = orientations[0]
         if len(iop) == 6:
             r, c = iop[:3], iop[3:]
             nz = r[0] * c[1] - r[1] * c[0]
@@ -653,24 +671,18 @@ class DicomWebSource:
             for r in found
         ]
 
-    def describe_series(self, study_uid: str, series_uid: str) -> SeriesSummary:
-        """One series as the series choice sees it (CT series: from every instance's metadata)."""
-        records = [r for r in self.search_series(study_uid) if _value(r, _T_SERIES_UID) == series_uid]
-        if not records:
-            raise PacsNotFoundError(
-                f"Series {series_uid} is not in study {study_uid} on {self.url}. Leave out --series to let mkunet "
-                "choose the CT series, or check the SeriesInstanceUID."
-            )
-        return self._summary(study_uid, records[0])
-
     def _summary(self, study_uid: str, record: Mapping[str, Any]) -> SeriesSummary:
         uid = str(_value(record, _T_SERIES_UID) or "")
         if str(_value(record, _T_MODALITY) or "") != "CT":
             return _summarise_series(record, None)
-        metadata = self._call(
-            f"Retrieving the metadata of study {study_uid}, series {uid}",
-            lambda: self._client.retrieve_series_metadata(study_uid, uid),
-        )
+        try:
+            metadata = self._call(
+                f"Retrieving the metadata of study {study_uid}, series {uid}",
+                lambda: self._client.retrieve_series_metadata(study_uid, uid),
+            )
+        except (PacsServerError, PacsNotFoundError) as err:  # this series only: the others may do
+            summary = _summarise_series(record, None)
+            return dataclasses.replace(summary, problem=f"its metadata cannot be retrieved ({_reason(err)})")
         return _summarise_series(record, metadata)
 
     def find_ct_series(self, study_uid: str) -> SeriesChoice:
@@ -689,13 +701,12 @@ class DicomWebSource:
 
         Raises:
             PacsNotFoundError: no such study or series.
-            PacsSeriesError: the series is not a usable CT series (the message says why and lists the CT
-                series of the study that can be used instead).
+            PacsSeriesError: the series is not a usable CT series (the message says why).
         """
         records = self.search_series(study_uid)
         chosen = [r for r in records if _value(r, _T_SERIES_UID) == series_uid]
         if not chosen:
-            listing = "\n".join(f"  {_summarise_series(r, []).describe().split(' -- ')[0]}" for r in records)
+            listing = "\n".join(f"  {_series_line(r)}" for r in records)
             raise PacsNotFoundError(
                 f"Series {series_uid} is not in study {study_uid} on {self.url}. Series of the study:\n{listing}\n"
                 "Leave out --series to let mkunet choose the CT series, or check the SeriesInstanceUID."
