@@ -689,3 +689,14 @@ def test_worklist_scan_dates_become_the_cohort_days(orthanc, multi_study, tmp_pa
     assert read_volume(scans[0].path).series_uid == series["thin"][0]  # 2024-01-01 first
     assert [c.series_uid for c in chosen] == [series["thick"][0], series["thin"][0]]  # type: ignore[union-attr]
     assert [s.scan_date for s in scans] == ["2024-01-01", "2024-03-01"]
+
+
+def test_segment_push_without_dicom_outputs_stops_before_segmenting(orthanc, multi_study, tmp_path):
+    study, series = multi_study
+    res = CliRunner().invoke(
+        app,
+        ["segment", "--dicomweb", orthanc.dicomweb_url, "--study", study, "--series", series["thick"][0]]
+        + ["--out", str(tmp_path / "o"), "--formats", "nifti", "--push", "--seed-point", "0", "0", "25"],
+    )
+    assert res.exit_code == 2 and "--formats nifti writes neither" in res.output
+    assert not (tmp_path / "o").exists()

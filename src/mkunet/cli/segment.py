@@ -274,6 +274,8 @@ def register(app: typer.Typer) -> None:
                 else:
                     fmts = tuple(f for f in formats.split(","))
                 fmts = infer.check_formats(fmts, volume)  # fail before the slow part
+                if push and not {"seg", "rtstruct"} & set(fmts):
+                    raise ValueError(f"--push sends the SEG and RTSTRUCT, but --formats {formats} writes neither.")
                 if region is not None and isinstance(region, infer.Seed):  # a bad seed fails before any work
                     infer.roi_crop_box(volume, region)
                     infer.check_seed(volume, region.index_zyx(volume), region.describe(), infer.LesionParams())
