@@ -361,3 +361,27 @@ def test_demo_passes_the_synthetic_lesions_to_the_run(tmp_path, monkeypatch):
         pipeline.run_demo(tmp_path, n_patients=2, shape=(12, 40, 40), timepoints=(2, 2))
     assert seen["lesions"] == tmp_path / "cohort" / "lesions.csv" and seen["lesions"].is_file()
     assert len(read_lesions(seen["lesions"], discover_scans(tmp_path / "cohort"))) == 2
+
+
+def test_segmentation_uncertainty_columns_and_the_interval_they_give(lesion_run):
+    """Each measured scan carries its segmentation SE; the sum's SE adds the lesions' in quadrature; the
+    patient's interval is kinetics.lvcr with those sigmas (se_method "auto", as the pipeline); growth call."""
+    _, out, _, _ = lesion_run
+    les = pd.read_csv(out / "lesion_results.csv", dtype={"patient_id": str, "lesion_id": str})
+    ok = les[les.status == "ok"]
+    assert ok.volume_se_cm3.notna().all() and (ok.sigma_log_volume_seg >= 0).all()
+    np.testing.assert_allclose(ok.volume_se_cm3, ok.sigma_log_volume_seg * ok.volume_cm3, rtol=1e-9)
+    res = pd.read_csv(out / "results.csv", dtype={"patient_id": str}).set_index(["patient_id", "timepoint"])
+    for k in range(3):
+        parts = ok[(ok.patient_id == "P00") & (ok.timepoint == k)]
+        assert res.loc[("P00", k), "volume_se_cm3"] == pytest.approx(
+            math.sqrt((parts.volume_se_cm3**2).sum()), rel=1e-9
+        )
+    p0 = res.loc["P00"]
+    ref = kinetics.lvcr(
+        p0.days.tolist(), p0.volume_cm3.tolist(), se_method="auto", sigma_segmentation=p0.sigma_log_volume_seg.tolist()
+    )
+    pts = pd.read_csv(out / "patients.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert pts.loc["P00", "lvcr_ci_high"] == pytest.approx(ref.ci_high, rel=1e-9)
+    assert pts.loc["P00", "growth"] == kinetics.growth_call(ref.ci_low, ref.ci_high)
+    assert set(pts.growth.dropna()) <= set(kinetics.GROWTH_CALLS)
