@@ -6,11 +6,14 @@ Public API::
                 diameter_mm=(5, 60), ...) -> Cohort
     write_cohort(cohort, out_dir, formats=("nifti", "dicom"), progress=None) -> Path
     make_case(seed, **options) -> (Volume, bool mask)
+    insert_tumours(volume, lungs, rng, ...) -> (Volume, uint8 labels)   # into real CT
+    growth_series(volume, lungs, rng, days, lvcr_per_day, ...) -> [(Volume, labels), ...]
 
 Arrays are (z, y, x); spacing (z, y, x) mm; origin (x, y, z) mm (LPS).
 """
 
 from mkunet.synth.cohort import Cohort, Patient, Scan, iter_patients, make_case, make_cohort
+from mkunet.synth.insert import IGNORE_LABEL, growth_series, insert_tumours
 from mkunet.synth.outcomes import OutcomeModel, simulate_outcomes
 
 __all__ = [
@@ -23,6 +26,9 @@ __all__ = [
     "write_cohort",
     "OutcomeModel",
     "simulate_outcomes",
+    "insert_tumours",
+    "growth_series",
+    "IGNORE_LABEL",
 ]
 
 

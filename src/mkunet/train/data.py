@@ -56,7 +56,15 @@ __all__ = [
     "load_scan",
     "PatchDataset",
     "sample_patch",
+    "Background",
+    "read_backgrounds",
+    "background_folds",
+    "unseen_model",
+    "IGNORE_VALUE",
 ]
+
+IGNORE_VALUE = 2
+"""Value of ignored voxels in a training patch's label (the loss gets weight 0 there)."""
 
 CLINICAL_COLUMNS = ("age", "sex", "smoking", "grade", "stage")
 
@@ -91,7 +99,11 @@ class PreparedCase:
         lvcr: the patient's LVCR (/day) used in the clinical vector, or None.
         lung: flat indices (int64) of non-tumour voxels of the lung region
             (:func:`mkunet.lung.lung_region`; every 4th one), where the hard negatives are:
-            vessels, pleura, dense lung.
+            vessels, pleura, dense lung. For real-background cases, the lungs and a 25 mm
+            shell around them (heart, hilum, vessels, diaphragm, chest wall).
+        ignore: bool (z, y, x) voxels the loss skips (real tumours, unknown regions of a
+            real background), or None.
+        background: the real background's name, or None for a cohort scan.
     """
 
     record: ScanRecord
@@ -101,6 +113,136 @@ class PreparedCase:
     foreground: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     lvcr: float | None = None
     lung: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ignore: np.ndarray | None = None
+    background: str | None = None
+
+
+@dataclass(frozen=True)
+class Background:
+    """A real CT used as anatomy for inserted tumours (:mod:`mkunet.synth.insert`).
+
+    Attributes:
+        name: unique name (the unit of leave-one-background-out splitting).
+        image: the CT (NIfTI/NRRD file or DICOM folder).
+        ignore: mask of voxels never trained as background (real tumours, unknown regions;
+            non-zero = ignore), or None.
+        insert: False: no tumour is inserted (a tumour-free negative, e.g. a scan that is
+            not a chest).
+    """
+
+    name: str
+    image: Path
+    ignore: Path | None = None
+    insert: bool = True
+
+
+def read_backgrounds(source: str | Path | Sequence[str | Path]) -> list[Background]:
+    """Real backgrounds from a folder with ``backgrounds.csv``, that CSV file itself, or a list of images.
+
+    ``backgrounds.csv`` columns: ``name``, ``image`` (relative to the CSV's folder or absolute);
+    optional ``ignore`` (mask path; non-zero = ignore) and ``insert`` (1/0, default 1). A list
+    of image paths gives backgrounds named after the files, with no ignore mask.
+
+    Raises:
+        FileNotFoundError: the folder, CSV or an image is missing.
+        ValueError: a column is missing, or a name is given twice.
+    """
+    if isinstance(source, (list, tuple)):
+        out = []
+        for item in source:
+            path = Path(item)
+            if not path.exists():
+                raise FileNotFoundError(f"Real background '{path}' does not exist.")
+            name = path.name.split(".")[0]
+            out.append(Background(name, path))
+        names = [b.name for b in out]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Real backgrounds {names} repeat a name; give a backgrounds.csv with unique names.")
+        return out
+    path = Path(source)  # type: ignore[arg-type]
+    csv_path = path / "backgrounds.csv" if path.is_dir() else path
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"No backgrounds table at '{csv_path}': --real-backgrounds takes a folder with backgrounds.csv "
+            "(name, image[, ignore, insert]), that CSV, or a list of CT files."
+        )
+    table = pd.read_csv(csv_path, dtype={"name": str})
+    missing = [c for c in ("name", "image") if c not in table.columns]
+    if missing:
+        raise ValueError(f"'{csv_path}' lacks column(s) {missing}; found {list(table.columns)}.")
+    if table["name"].duplicated().any():
+        raise ValueError(
+            f"'{csv_path}' repeats background name(s) {table.loc[table['name'].duplicated(), 'name'].tolist()}."
+        )
+    base = csv_path.parent
+    out = []
+    for idx, row in table.iterrows():
+        line = int(idx) + 2  # type: ignore[call-overload]
+        image = _resolve(base, row["image"], "image", line)
+        if image is None or not image.exists():
+            raise FileNotFoundError(f"'{csv_path}' line {line}: image {row['image']!r} does not exist.")
+        ignore = _resolve(base, row.get("ignore"), "ignore", line) if "ignore" in table.columns else None
+        if ignore is not None and not ignore.exists():
+            raise FileNotFoundError(f"'{csv_path}' line {line}: ignore mask '{ignore}' does not exist.")
+        insert = True
+        if "insert" in table.columns and pd.notna(row["insert"]):
+            insert = bool(int(row["insert"]))
+        out.append(Background(str(row["name"]), image, ignore, insert))
+    return out
+
+
+def background_folds(names: Sequence[str], groups: Sequence[Sequence[str]]) -> list[dict[str, list[str]]]:
+    """Grouped leave-one-background-out folds: fold k scores group k, trains on every other group.
+
+    Args:
+        names: every background.
+        groups: a partition of ``names`` (each name in exactly one group; 2 or more groups).
+
+    Returns:
+        one ``{"train": [...], "score": [...]}`` per group (sorted lists): a background is
+        scored only by the fold whose training never saw it.
+
+    Raises:
+        ValueError: the groups do not partition ``names`` (a name missing, repeated or unknown).
+    """
+    all_names = sorted(set(str(n) for n in names))
+    seen: list[str] = [str(n) for g in groups for n in g]
+    if len(groups) < 2:
+        raise ValueError(f"Give at least 2 groups of backgrounds, got {len(groups)}.")
+    dup = sorted({n for n in seen if seen.count(n) > 1})
+    unknown = sorted(set(seen) - set(all_names))
+    missing = sorted(set(all_names) - set(seen))
+    if dup or unknown or missing:
+        raise ValueError(
+            f"The groups must partition the backgrounds {all_names}: repeated {dup}, unknown {unknown}, "
+            f"missing {missing}."
+        )
+    folds = []
+    for k, group in enumerate(groups):
+        score = sorted(str(n) for n in group)
+        train = sorted(str(n) for j, g in enumerate(groups) if j != k for n in g)
+        folds.append({"train": train, "score": score})
+    return folds
+
+
+def unseen_model(background: str, trained_on: dict[str, Sequence[str]]) -> str:
+    """The first model (in ``trained_on``'s order) whose training never saw ``background``.
+
+    Args:
+        background: the name of the scan's background.
+        trained_on: model name -> the backgrounds it was trained on (a bundle's
+            ``metadata["real_backgrounds"]``).
+
+    Raises:
+        ValueError: every model saw the background (scoring it would leak).
+    """
+    for name, seen in trained_on.items():
+        if str(background) not in {str(b) for b in seen}:
+            return name
+    raise ValueError(
+        f"Every model was trained on background {background!r} ({trained_on}); scoring it would leak. "
+        "Train a fold without it (leave-one-background-out)."
+    )
 
 
 def _resolve(base: Path, value: Any, column: str, row: int) -> Path | None:
@@ -279,7 +421,8 @@ def sample_patch(
     to lie inside the volume, and zero-padded where the volume is smaller.
 
     Returns:
-        image float32 (C, Z, Y, X) and label float32 (1, Z, Y, X), ``(Z, Y, X) = patch``.
+        image float32 (C, Z, Y, X) and label float32 (1, Z, Y, X), ``(Z, Y, X) = patch``:
+        1 tumour, 0 background, :data:`IGNORE_VALUE` where ``case.ignore`` is set.
     """
     shape = case.label.shape
     u = rng.random()
@@ -303,6 +446,8 @@ def sample_patch(
     label = np.zeros((1, *patch), np.float32)
     image[(slice(None), *dst)] = case.channels[(slice(None), *src)]
     label[(0, *dst)] = case.label[tuple(src)]
+    if case.ignore is not None:
+        label[(0, *dst)][case.ignore[tuple(src)]] = IGNORE_VALUE
     return image, label
 
 
@@ -315,6 +460,12 @@ class PatchDataset(torch.utils.data.Dataset):
     rank of a ``world_size`` DDP job takes samples ``rank, rank + world_size, ...``; the
     patches do not depend on the number of DataLoader workers, and a resumed run draws
     exactly the patches the uninterrupted run would have drawn.
+
+    With ``real_cases`` (tumours inserted into real backgrounds), sample ``i`` comes from a
+    uniformly drawn real case with probability ``real_fraction`` (a generator seeded with
+    ``(seed, e, i, 11)``, so the draws of the cohort cases are those of a run without them).
+    Items: ``image`` (C, Z, Y, X), ``label`` (1, Z, Y, X) in {0, 1}, ``weight`` (1, Z, Y, X)
+    in {0, 1} (0 on ignored voxels), ``clinical`` (6,).
     """
 
     def __init__(
@@ -329,6 +480,8 @@ class PatchDataset(torch.utils.data.Dataset):
         tumour_fraction: float = 2.0 / 3.0,
         augment: Callable[[int], Callable] | None = None,
         lung_fraction: float = 0.0,
+        real_cases: Sequence[PreparedCase] = (),
+        real_fraction: float = 0.0,
     ) -> None:
         if not cases:
             raise ValueError("No training cases: the training split is empty.")
@@ -342,6 +495,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self.lung_fraction = float(lung_fraction)
         self.augment = augment
         self._transform: Callable | None = None
+        self.real_cases = list(real_cases)
+        self.real_fraction = float(real_fraction) if self.real_cases else 0.0
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -350,6 +505,10 @@ class PatchDataset(torch.utils.data.Dataset):
         i = self.indices[k]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         case = self.cases[self.order[i % len(self.cases)]]
+        if self.real_fraction > 0:  # a separate stream: runs without real cases draw as before
+            pick = np.random.default_rng([self.seed, self.epoch, i, 11])
+            if pick.random() < self.real_fraction:
+                case = self.real_cases[int(pick.integers(len(self.real_cases)))]
         image, label = sample_patch(case, self.patch, rng, self.tumour_fraction, self.lung_fraction)
         if self.augment is not None:
             if self._transform is None:
@@ -359,11 +518,14 @@ class PatchDataset(torch.utils.data.Dataset):
                 transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
             out = transform({"image": image, "label": label})
             image = _to_numpy(out["image"])
-            label = (_to_numpy(out["label"]) > 0.5).astype(np.float32)
+            label = _to_numpy(out["label"])
+        weight = (label < IGNORE_VALUE - 0.5).astype(np.float32)
+        label = ((label > 0.5) & (weight > 0)).astype(np.float32)
         clinical = case.clinical if case.clinical is not None else np.zeros(6, np.float32)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             "label": torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)),
+            "weight": torch.from_numpy(weight),
             "clinical": torch.from_numpy(np.asarray(clinical, dtype=np.float32)),
         }
 

@@ -120,6 +120,14 @@ class TrainConfig:
         dice_batch: Dice over the whole batch as one volume (MONAI ``batch=True``): patches
             without tumour (1 in 3 by default) then do not give a Dice loss of ~1 each.
         resume: continue the run in ``out`` (its state.json) instead of starting afresh.
+        real_backgrounds: real CTs into which tumours are inserted (:mod:`mkunet.train.real`):
+            a folder with ``backgrounds.csv``, that CSV, or a list of image files
+            (:func:`mkunet.train.data.read_backgrounds`); None: the cohort only.
+        real_fraction: share of the patches drawn from the real-background cases.
+        real_cases_per_background: inserted-tumour cases made from each background.
+        real_max_tumours: at most this many lesions per real-background case (1 to n).
+        init_weights: a bundle folder whose network weights start the run (fine-tuning; same
+            model and constructor arguments), or None (seeded random initial weights).
         command: the command line that started the run (provenance, stored in bundles).
     """
 
@@ -161,6 +169,11 @@ class TrainConfig:
     bce_weight: float = 0.4
     dice_batch: bool = True
     resume: bool = False
+    real_backgrounds: str | list[str] | None = None
+    real_fraction: float = 0.5
+    real_cases_per_background: int = 4
+    real_max_tumours: int = 3
+    init_weights: str | None = None
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -200,6 +213,12 @@ class TrainConfig:
             raise ValueError(f"`time_budget_min` must be > 0 minutes, got {self.time_budget_min!r}.")
         if self.num_workers < 0:
             raise ValueError(f"`num_workers` must be >= 0, got {self.num_workers!r}.")
+        if not 0.0 <= self.real_fraction <= 1.0:
+            raise ValueError(f"`real_fraction` must lie in [0, 1], got {self.real_fraction!r}.")
+        for name in ("real_cases_per_background", "real_max_tumours"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of all fields."""
@@ -517,6 +536,8 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
         model_kwargs["in_channels"] = int(config.channels)
         model = build_model(config.model, **model_kwargs)
         needs_clinical = bool(getattr(model, "needs_clinical", False))
+        if config.init_weights and not config.resume:
+            _init_weights(model, config.init_weights)
         data = _data_step(config, run_dir, records, split, needs_clinical, dist)
 
         model.to(device)
@@ -530,6 +551,8 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             "data": str(Path(config.data)),
             "n_patients": {"train": len(split["train"]), "val": len(split["val"]), "test": len(split["test"])},
             "n_scans": {"train": len(data.train_cases), "val": len(data.val_cases)},
+            "real_backgrounds": sorted({c.background for c in data.real_cases if c.background}),
+            "n_real_cases": len(data.real_cases),
         }
         bundles = _BundleMaker(config, run_dir, model, model_kwargs, data, data_meta)
         samples = config.patches_per_epoch or 4 * len(data.train_cases)
@@ -545,7 +568,18 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
             if config.lr_schedule == "poly":
                 _set_poly_lr(config, opt.optimizer, epoch, opt.elapsed_before + epoch_start - session_start, budget_s)
             train_loss = _train_epoch(
-                config, net, data.train_cases, opt, epoch, samples, augment, dist, device, amp, needs_clinical
+                config,
+                net,
+                data.train_cases,
+                opt,
+                epoch,
+                samples,
+                augment,
+                dist,
+                device,
+                amp,
+                needs_clinical,
+                data.real_cases,
             )
             train_time = time.monotonic() - epoch_start
 
@@ -627,6 +661,20 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
 
 
 # ---------------------------------------------------------------------------------- train's steps
+def _init_weights(model: torch.nn.Module, folder: str | Path) -> None:
+    """Load the network weights of the bundle in ``folder`` into ``model`` (same architecture)."""
+    from mkunet.bundle import ModelBundle
+
+    source = ModelBundle.load(folder)
+    try:
+        model.load_state_dict(source.model.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"init_weights '{folder}' holds a {source.model_name} {source.model_kwargs} network that does not fit "
+            f"the one being trained; give a bundle of the same model and width ({err})."
+        ) from err
+
+
 @dataclass
 class _TrainData:
     """What :func:`_data_step` prepared: the fitted (or restored) preprocessing and the cases."""
@@ -636,6 +684,7 @@ class _TrainData:
     default_clinical: np.ndarray | None
     train_cases: list[PreparedCase]
     val_cases: list[PreparedCase]
+    real_cases: list[PreparedCase] = field(default_factory=list)
 
 
 @dataclass
@@ -760,7 +809,21 @@ def _data_step(
         raise ValueError(f"The training split of '{data_dir}' is empty; lower --val-fraction / test fraction.")
     if not val_cases and dist.main:
         warnings.warn("No validation patients: the 'best' checkpoint is chosen by training loss.", stacklevel=3)
-    return _TrainData(preprocessor, encoder, default_clinical, train_cases, val_cases)
+    real_cases: list[PreparedCase] = []
+    if config.real_backgrounds:
+        from mkunet.train.data import read_backgrounds
+        from mkunet.train.real import prepare_real_cases
+
+        real_cases = prepare_real_cases(
+            read_backgrounds(config.real_backgrounds),
+            preprocessor,
+            config.target_spacing,
+            config.seed,
+            cases_per_background=config.real_cases_per_background,
+            max_tumours=config.real_max_tumours,
+            clinical=default_clinical if needs_clinical else None,
+        )
+    return _TrainData(preprocessor, encoder, default_clinical, train_cases, val_cases, real_cases)
 
 
 def _fit_clinical_encoder(
@@ -803,12 +866,12 @@ def _clinical_vectors(
 
 def _optimiser_step(config: TrainConfig, run_dir: Path, model: torch.nn.Module, amp: bool) -> _Optimisation:
     """Adam, the GradScaler and the loss; on resume the weights, optimiser state, best metric and log."""
-    from mkunet.losses import DiceBCELoss
+    from mkunet.train.masked import MaskedDiceBCELoss
 
     opt = _Optimisation(
         torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay),
         torch.amp.GradScaler("cuda", enabled=amp),
-        DiceBCELoss(dice_weight=config.dice_weight, bce_weight=config.bce_weight, batch=config.dice_batch),
+        MaskedDiceBCELoss(dice_weight=config.dice_weight, bce_weight=config.bce_weight, batch=config.dice_batch),
     )
     if config.resume:
         info = _load_state(run_dir, model, opt.optimizer)
@@ -836,8 +899,13 @@ def _train_epoch(
     device: torch.device,
     amp: bool,
     needs_clinical: bool,
+    real_cases: Sequence[PreparedCase] = (),
 ) -> float:
-    """One epoch of ``samples`` patches (seeded from (seed, epoch)); returns the mean loss over every process."""
+    """One epoch of ``samples`` patches (seeded from (seed, epoch)); returns the mean loss over every process.
+
+    Ignored voxels (weight 0: real tumours and unknown regions of real backgrounds) do not
+    enter the loss (:class:`mkunet.train.masked.MaskedDiceBCELoss`).
+    """
     torch.manual_seed(int(np.random.default_rng([config.seed, epoch, 1]).integers(2**62)))
     dataset = PatchDataset(
         train_cases,
@@ -850,6 +918,8 @@ def _train_epoch(
         config.tumour_fraction,
         augment,
         config.lung_fraction,
+        real_cases,
+        config.real_fraction,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -865,12 +935,14 @@ def _train_epoch(
         image = batch["image"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
         clinical = batch["clinical"].to(device) if needs_clinical else None
+        weight = batch["weight"].to(device, non_blocking=True)
+        weight = None if bool((weight > 0).all()) else weight
         opt.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, enabled=amp):
             logits = net(image, clinical)
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
-        loss = opt.loss_fn(logits.float(), label)
+        loss = opt.loss_fn(logits.float(), label, weight)
         opt.scaler.scale(loss).backward()
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
