@@ -7,8 +7,10 @@ never the truth. From its ``results.csv`` each patient's LVCR interval is recomp
 pipeline's own rule (``kinetics.lvcr``, interval weights, ``se_method="auto"``) and
 
 * ``error model only``: today's interval (repeat-scan sigma(ln V) 0.08, residual SE with >= 3 scans);
-* ``+ segmentation (default)``: each scan's ``sigma_log_volume_seg`` joins the error model;
-* ``+ segmentation + click``: the same plus the click term (``--click-shifts 1``, off by default).
+* ``+ edge``, ``+ edge + contact (default)``: each scan's segmentation sigma(ln V), rebuilt from the
+  stored components (``sigma_edge``, ``sigma_contact``), joins the error model;
+* ``+ edge + contact + click``: the same plus the click term (``--click-shifts 1``; off by default);
+* ``--contact-scales``: calibration rows with the contact term scaled.
 
 Coverage = the share of patients whose 95 % CI contains the generator's true LVCR; its binomial
 SE is shown. Then the time cost per seeded segmentation (uncertainty on / off), and the one-click
@@ -71,35 +73,41 @@ def run_cohort_once(work: Path, n: int, seed: int, click_shifts: int) -> Path:
     return cohort
 
 
-def coverage_table(cohort: Path, results: pd.DataFrame) -> pd.DataFrame:
-    """Coverage of the true LVCR and mean CI width, per interval variant."""
+def _component(g: pd.DataFrame, name: str) -> np.ndarray:
+    col = f"sigma_{name}"
+    return g[col].fillna(0.0).to_numpy(float) if col in g else np.zeros(len(g))
+
+
+def coverage_table(cohort: Path, results: pd.DataFrame, contact_scales: tuple[float, ...] = ()) -> pd.DataFrame:
+    """Coverage of the true LVCR and mean CI width, per interval variant (the segmentation sigma rebuilt
+    from the stored components: edge, contact x scale, click)."""
     from mkunet import kinetics
 
     truth = {p["patient_id"]: p["lvcr_per_day"] for p in json.loads((cohort / "truth.json").read_text())["patients"]}
-    variants = {
-        "error model only": lambda g: np.zeros(len(g)),
-        "+ segmentation (default)": lambda g: (
-            g["sigma_log_volume_seg"].fillna(0.0).to_numpy(float)
-            if "sigma_click" not in g
-            else np.sqrt(
-                np.maximum(g["sigma_log_volume_seg"].fillna(0.0) ** 2 - g["sigma_click"].fillna(0.0) ** 2, 0.0)
-            )
-        ),
-        "+ segmentation + click": lambda g: g["sigma_log_volume_seg"].fillna(0.0).to_numpy(float),
-    }
     ok = results[results["status"] == "ok"]
+    has_click = "sigma_click" in ok and ok["sigma_click"].notna().any()
+    variants: dict[str, tuple[float, float, float]] = {  # weights of (edge, contact, click)
+        "error model only": (0.0, 0.0, 0.0),
+        "+ edge": (1.0, 0.0, 0.0),
+        "+ edge + contact (default)": (1.0, 1.0, 0.0),
+    }
+    for c in contact_scales:
+        variants[f"+ edge + {c:g} x contact"] = (1.0, c, 0.0)
+    if has_click:
+        variants["+ edge + contact + click"] = (1.0, 1.0, 1.0)
     rows = []
-    for name, sig in variants.items():
-        if name.endswith("click") and ("sigma_click" not in ok or ok["sigma_click"].isna().all()):
-            continue
+    for name, (we, wc, wk) in variants.items():
         hit, width, n = 0, [], 0
         for pid, g in ok.groupby("patient_id"):
             g = g.sort_values("days")
             if len(g) < 2:
                 continue
-            r = kinetics.lvcr(
-                g["days"], g["volume_cm3"], weights="interval", se_method="auto", sigma_segmentation=sig(g)
+            sig = np.sqrt(
+                (we * _component(g, "edge")) ** 2
+                + (wc * _component(g, "contact")) ** 2
+                + (wk * _component(g, "click")) ** 2
             )
+            r = kinetics.lvcr(g["days"], g["volume_cm3"], weights="interval", se_method="auto", sigma_segmentation=sig)
             n += 1
             hit += r.ci_low <= truth[str(pid)] <= r.ci_high
             width.append((r.ci_high - r.ci_low) * 1000.0)
@@ -168,6 +176,9 @@ def main() -> None:
     parser.add_argument("--click-shifts", type=int, default=1, help="for the '+ click' row (0: skip it)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats on the real tumours")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument(
+        "--contact-scales", type=float, nargs="*", default=[], help="calibration rows: contact term x these"
+    )
     args = parser.parse_args()
 
     work = args.work / f"seed{args.seed}_n{args.patients}_click{args.click_shifts}"
@@ -175,7 +186,8 @@ def main() -> None:
     results = pd.read_csv(work / "run" / "results.csv")
     pd.set_option("display.width", 200)
     print(f"\n## Coverage of the true LVCR by the 95 % CI (seed {args.seed}, {args.patients} patients, auto masks)")
-    print(coverage_table(cohort, results).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    table = coverage_table(cohort, results, tuple(args.contact_scales))
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     ok = results[results["status"] == "ok"]
     if "uncertainty_seconds" in ok:
         seg_s = ok["seconds_segment"].to_numpy(float)

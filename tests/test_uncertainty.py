@@ -20,7 +20,7 @@ import pytest
 from mkunet import kinetics
 from mkunet.infer import Seed, segment
 from mkunet.uncertainty import UncertaintyParams, click_seed, click_sigma, combine, edge_sigma
-from test_lesion import FREE, LESION_HU, ball, chest, inside_mask, render, seed_at
+from test_lesion import FREE, JUXTA, LESION_HU, ball, chest, inside_mask, render, seed_at
 
 # ----------------------------------------------------------------------------- edge term, analytic
 
@@ -88,14 +88,15 @@ def test_segmentation_carries_its_uncertainty_and_off_switches_it_off():
     np.testing.assert_array_equal(on.mask, off.mask)  # the estimate never changes the mask
     assert off.uncertainty is None and "uncertainty" not in off.timings
     u = on.uncertainty
-    assert u is not None and set(u.components) == {"edge"}  # click term off by default
+    assert u is not None and set(u.components) == {"edge", "contact"}  # click term off by default
+    assert u.components["contact"] < 0.01  # free in the lung: no cut surface (a few noisy voxels)
     assert 0.0 < u.sigma_log_volume < 0.2
     assert u.se_cm3 == pytest.approx(u.sigma_log_volume * on.volume_cm3)
     truth = inside_mask(vol, ball(FREE, 8.0))
     true_cm3 = truth.sum() * vol.voxel_volume_mm3 / 1000
     assert abs(math.log(on.volume_cm3 / true_cm3)) < 3 * u.sigma_log_volume  # the truth is within 3 SE
     clicked = segment(vol, roi=Seed(FREE), uncertainty_params=UncertaintyParams(click_shifts=1))
-    assert set(clicked.uncertainty.components) == {"edge", "click"}
+    assert set(clicked.uncertainty.components) == {"edge", "contact", "click"}
     assert clicked.uncertainty.components["click"] < 0.05  # the lesion model re-seeds at the core
     assert seed_at(vol, FREE) is not None
 
@@ -106,6 +107,28 @@ def test_blurrier_scans_and_smaller_lesions_are_less_certain():
     _, small = _sigma(4.5, 0.7)
     assert blurred.uncertainty.sigma_log_volume > 1.3 * sharp.uncertainty.sigma_log_volume
     assert small.uncertainty.sigma_log_volume > 1.3 * sharp.uncertainty.sigma_log_volume
+
+
+def test_a_lesion_on_the_chest_wall_has_a_contact_term():
+    _, free = _sigma(8.0, 0.7)
+    vol = render(chest() + [(ball(JUXTA, 8.0), LESION_HU)])
+    wall = segment(vol, roi=Seed((JUXTA[0] - 4.0, JUXTA[1], JUXTA[2])))
+    assert wall.uncertainty.components["contact"] > 0.02
+    assert wall.uncertainty.sigma_log_volume > free.uncertainty.sigma_log_volume
+
+
+def test_contact_sigma_by_hand():
+    from mkunet.uncertainty import contact_sigma
+
+    mask = np.zeros((10, 10, 10), bool)
+    mask[2:5, 2:5, 2:5] = True  # 27 voxels
+    hu = np.full(mask.shape, -850.0)
+    hu[mask] = 30.0
+    assert contact_sigma(mask, hu, -400.0) == 0.0
+    hu[2:5, 2:5, 5] = 30.0  # a 3 x 3 wall of dense tissue against the +x face: 9 shell voxels
+    assert contact_sigma(mask, hu, -400.0) == pytest.approx(0.5 * (math.log(36) - math.log(18)))
+    assert contact_sigma(mask, hu, -400.0, layers=0.5) == pytest.approx(0.5 * (math.log(31.5) - math.log(22.5)))
+    assert contact_sigma(mask, hu, -400.0, layers=0.0) == 0.0
 
 
 # ----------------------------------------------------------------------------- propagation into the LVCR

@@ -791,7 +791,8 @@ def _volume_uncertainty(seg: Segmentation, roi: Roi | None, params: LesionParams
     """The segmentation uncertainty of ``seg``'s volume (:mod:`mkunet.uncertainty`).
 
     Image model: the HU edge term (iso-level SD = ``up.edge_fraction`` of the lesion-lung
-    contrast) and the click term (``up.click_shifts`` extra runs of the lesion model from
+    contrast), the contact term (the cut surface against tissue as dense as the lesion) and the
+    click term (``up.click_shifts`` extra runs of the lesion model from
     other seeds inside the mask, clipped to a :class:`Box` like the first). Network: the
     probability edge term (threshold SD ``up.probability_delta``).
     """
@@ -806,6 +807,7 @@ def _volume_uncertainty(seg: Segmentation, roi: Roi | None, params: LesionParams
         les = seg.lesion
         delta = up.edge_fraction * abs(les.hu_lesion - les.hu_lung)
         comps["edge"] = unc.edge_sigma(seg.mask, volume.array, les.threshold_hu, delta, up.band_voxels)
+        comps["contact"] = unc.contact_sigma(seg.mask, volume.array, les.threshold_hu, up.contact_layers)
         if up.click_shifts > 0:
             rng = np.random.default_rng(up.seed)
             clip = roi_crop_box(volume, roi)[0] if isinstance(roi, Box) else None

@@ -25,6 +25,17 @@ of ln V:
 
     (volumes in voxels; the band is ``band_voxels`` voxels deep on each side, 26-connected).
     A first-order, one-threshold-pass estimate of re-segmenting at :math:`t \\pm \\delta`.
+``contact``
+    where the lesion touches other soft tissue (chest wall, mediastinum, a vessel, atelectasis)
+    its border is not an edge in the image but a cut made by the shape rules. The :math:`n_c`
+    voxels of the one-voxel shell outside the mask that are as dense as the lesion
+    (:math:`\\ge t`) are that cut surface; it may plausibly lie ``contact_layers`` voxel layers
+    further in or out:
+
+    .. math:: \\sigma_{contact} = \\tfrac12 \\left[\\ln(V + m n_c) - \\ln(V - m n_c)\\right],
+        \\quad m = \\text{contact\\_layers}.
+
+    Zero for a lesion free in the lung.
 ``click``
     test-time augmentation of the click: the lesion is segmented once more from another
     seed, a voxel drawn (seeded) among the mask's voxels at least ``click_depth_mm`` deep
@@ -63,6 +74,7 @@ __all__ = [
     "VolumeUncertainty",
     "check_uncertainty",
     "edge_sigma",
+    "contact_sigma",
     "click_sigma",
     "click_seed",
     "combine",
@@ -89,6 +101,8 @@ class UncertaintyParams:
             70 % iso-levels.
         probability_delta: SD of the probability threshold (network), in probability units.
         band_voxels: depth of the edge band on each side of the contour (voxels, 26-connected).
+        contact_layers: how many voxel layers the cut surface against other soft tissue may move
+            (image model; 0 switches the contact term off).
         click_shifts: extra segmentations from other seeds (default 0: the click term is off; 1 adds
             one lesion-model run, about 1x the seeded time).
         click_depth_mm: the other seeds lie at least this deep inside the mask (mm), or at half
@@ -99,6 +113,7 @@ class UncertaintyParams:
     edge_fraction: float = 0.10
     probability_delta: float = 0.10
     band_voxels: int = 2
+    contact_layers: float = 1.0
     click_shifts: int = 0
     click_depth_mm: float = 3.0
     seed: int = 0
@@ -110,6 +125,8 @@ class UncertaintyParams:
             raise ValueError(f"probability_delta must be in [0, 0.5), got {self.probability_delta!r}.")
         if int(self.band_voxels) < 1:
             raise ValueError(f"band_voxels must be >= 1, got {self.band_voxels!r}.")
+        if not self.contact_layers >= 0:
+            raise ValueError(f"contact_layers must be >= 0, got {self.contact_layers!r}.")
         if int(self.click_shifts) < 0:
             raise ValueError(f"click_shifts must be >= 0, got {self.click_shifts!r}.")
         if not self.click_depth_mm >= 0:
@@ -142,7 +159,7 @@ class VolumeUncertainty:
             "volume_se_cm3": self.se_cm3,
             "sigma_log_volume_seg": self.sigma_log_volume,
         }
-        for name in ("edge", "click", "probability"):
+        for name in ("edge", "contact", "click", "probability"):
             out[f"sigma_{name}"] = self.components.get(name)
         out["uncertainty_seconds"] = self.seconds
         return out
@@ -191,6 +208,38 @@ def edge_sigma(mask: np.ndarray, field_map: np.ndarray, level: float, delta: flo
     n_minus = int(np.count_nonzero(inner & (f >= level) & (f < level + delta)))
     n_minus = min(n_minus, n - 1)
     return 0.5 * (math.log(n + n_plus) - math.log(n - n_minus))
+
+
+def contact_sigma(mask: np.ndarray, hu: np.ndarray, level: float, layers: float = 1.0) -> float:
+    """σ(ln V) of the cut surface where the lesion touches tissue as dense as itself (module doc).
+
+    Args:
+        mask: bool (z, y, x), the lesion.
+        hu: the CT (HU), same shape.
+        level: the lesion's edge iso-level t (HU): shell voxels at or above it are "contact".
+        layers: voxel layers the cut may move (m), >= 0.
+
+    Returns:
+        ½ [ln(V + m n_c) − ln(V − m n_c)]; 0.0 for an empty mask, no contact or ``layers`` 0.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if mask.shape != np.shape(hu):
+        raise ValueError(f"mask {mask.shape} and CT {np.shape(hu)} must have the same (z, y, x) shape.")
+    if layers < 0 or not math.isfinite(layers):
+        raise ValueError(f"layers must be a finite value >= 0, got {layers!r}.")
+    n = int(np.count_nonzero(mask))
+    if n == 0 or layers == 0:
+        return 0.0
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - 1, 0)
+    hi = np.minimum(idx.max(0) + 2, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sub = mask[box]
+    shell = ndimage.binary_dilation(sub, np.ones((3, 3, 3), bool)) & ~sub
+    n_c = float(np.count_nonzero(shell & (np.asarray(hu)[box] >= level))) * float(layers)
+    return 0.5 * (math.log(n + n_c) - math.log(max(n - n_c, 1.0)))
 
 
 def click_seed(mask: np.ndarray, spacing: tuple[float, float, float], depth_mm: float, rng: np.random.Generator):
