@@ -199,7 +199,8 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(done, total, description)``: called as patients start and finish."""
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Part of every patient's cache key; 2: the patient folder holds ``viewer.json`` (older entries are recomputed)."""
 
 #: Demo cohort geometry: (z, y, x) voxels; spacing None lets the generator fit the body per patient.
 DEMO_SHAPE = (48, 128, 128)

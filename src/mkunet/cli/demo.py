@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the synthetic cohort."),
     ) -> None:
         """Make a synthetic cohort (3 scans per patient), run the whole pipeline with the shipped model,
-        write report.html.
+        write report.html and one slice viewer per patient (patient/<id>.html).
 
         Everything shown is synthetic, and the model is a research model trained on
         synthetic CT only: not a medical device.
@@ -40,4 +40,7 @@ def register(app: typer.Typer) -> None:
                 report = run_demo(out, n_patients=patients, seed=seed, progress=hook)
         minutes = (time.perf_counter() - start) / 60
         console.print(f"[green]done[/] in {minutes:.1f} min. Open the report: {report.resolve()}")
+        viewers = report.parent / "patient"
+        if viewers.is_dir():
+            console.print(f"slice viewers (one per patient, linked from the report): {viewers.resolve()}")
         typer.echo(str(report.resolve()))
