@@ -11,6 +11,7 @@ Orthanc's storage, plus two tiny local HTTP servers for a timeout and 5xx answer
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import socket
 import subprocess
@@ -475,6 +476,7 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
 
     script: list[int] = []
     seen: list[dict[str, str]] = []
+    stow: list[tuple[int, dict | None]] = []  # STOW-RS answers: (status, DICOM JSON body or None)
 
     def do_GET(self):  # noqa: N802 - http.server's name
         type(self).seen.append(dict(self.headers))
@@ -486,6 +488,17 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen.append(dict(self.headers))
+        status, body = type(self).stow.pop(0)
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def log_message(self, *args):
         pass
 
@@ -495,7 +508,7 @@ def scripted_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    _Scripted.script, _Scripted.seen = [], []
+    _Scripted.script, _Scripted.seen, _Scripted.stow = [], [], []
     yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
     server.shutdown()
     server.server_close()
@@ -700,3 +713,31 @@ def test_segment_push_without_dicom_outputs_stops_before_segmenting(orthanc, mul
     )
     assert res.exit_code == 2 and "--formats nifti writes neither" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_stow_answers_partial_refusal_and_no_body(scripted_server, tmp_path):
+    from mkunet.dicom_out import write_seg
+
+    vol = read_volume(ct_series(tmp_path / "ct", study_uid=new_uid("stow"))[2][0].parent)
+    mask = np.zeros(vol.shape, bool)
+    mask[2:4, 3:6, 3:6] = True
+    a = pydicom.dcmread(write_seg(mask, vol, tmp_path / "a.dcm"))
+    b = pydicom.dcmread(write_seg(mask, vol, tmp_path / "b.dcm"))
+
+    def ref(ds, reason=None):
+        item = {"00081155": {"vr": "UI", "Value": [str(ds.SOPInstanceUID)]}}
+        return item | ({"00081197": {"vr": "US", "Value": [reason]}} if reason else {})
+
+    src = DicomWebSource(scripted_server, credentials=Credentials(), retries=0)
+    _Scripted.stow = [
+        (202, {"00081199": {"vr": "SQ", "Value": [ref(a)]}, "00081198": {"vr": "SQ", "Value": [ref(b, 272)]}})
+    ]
+    with pytest.raises(PacsStoreError, match="did not store 1 of 2") as err:
+        src.store([a, b], study_uid=vol.study_uid)
+    assert f"{b.SOPInstanceUID} (reason 272)" in str(err.value) and "delete them by hand" in str(err.value)
+    _Scripted.stow = [(409, None)]
+    with pytest.raises(PacsStoreError, match="HTTP 409") as err:
+        src.store([a, b], study_uid=vol.study_uid)
+    assert str(a.SOPInstanceUID) in str(err.value)
+    _Scripted.stow = [(200, None)]  # no body: everything taken
+    assert src.store([a, b], study_uid=vol.study_uid) == [a.SOPInstanceUID, b.SOPInstanceUID]

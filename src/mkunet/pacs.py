@@ -874,15 +874,23 @@ class DicomWebSource:
             return []
         uids = [str(ds.SOPInstanceUID) for ds in items]
         study = study_uid or str(items[0].StudyInstanceUID)
-        result = self._call(
-            f"Storing {len(items)} object(s) in study {study}",
-            lambda: self._client.store_instances(items, study_instance_uid=study),
-        )
+        try:
+            result = self._call(
+                f"Storing {len(items)} object(s) in study {study}",
+                lambda: self._client.store_instances(items, study_instance_uid=study),
+            )
+        except (PacsServerError, PacsNotFoundError) as err:  # e.g. HTTP 409: some or all refused
+            raise PacsStoreError(
+                f"{err} STOW-RS did not confirm the {len(uids)} object(s) ({', '.join(uids)}): check which of them "
+                f"are in study {study} before sending again."
+            ) from err
         stored = {str(_get(r, "ReferencedSOPInstanceUID")) for r in result.get("ReferencedSOPSequence", [])}
         failed = {
             str(_get(r, "ReferencedSOPInstanceUID")): str(_get(r, "FailureReason"))
             for r in result.get("FailedSOPSequence", [])
         }
+        if "ReferencedSOPSequence" not in result and "FailedSOPSequence" not in result:
+            stored = set(uids)  # HTTP 200 without a response body: the server took everything
         not_stored = [u for u in uids if u not in stored or u in failed]
         if not_stored:
             raise PacsStoreError(
