@@ -616,13 +616,14 @@ def test_read_worklist_errors_name_line_and_column(tmp_path):
             read_worklist(path)
 
 
+@pytest.mark.slow  # two cohort runs (PACS and local folders): 6-14 s on 2 shared cores
 def test_run_from_a_worklist_pushes_every_segmented_scan(orthanc, tmp_path, monkeypatch):
     import pandas as pd
 
     import mkunet.infer
     from test_pipeline import OracleBundle, make_tiny_cohort, run
 
-    cohort = make_tiny_cohort(tmp_path / "cohort", n_patients=2, n_timepoints=2, shape=(12, 32, 32))
+    cohort = make_tiny_cohort(tmp_path / "cohort", n_patients=1, n_timepoints=2, shape=(12, 32, 32))
     scans = pd.read_csv(cohort.root / "scans.csv", dtype={"patient_id": str})
     src = source(orthanc)
     rows = []
@@ -642,7 +643,7 @@ def test_run_from_a_worklist_pushes_every_segmented_scan(orthanc, tmp_path, monk
     )
     assert res.exit_code == 0, res.output
     pushed = [line for line in res.output.splitlines() if line.startswith("pushed ")]
-    assert len(pushed) == 8  # 2 patients x 2 scans x (SEG, RTSTRUCT)
+    assert len(pushed) == 4  # 2 scans x (SEG, RTSTRUCT)
     for row in rows:
         modalities = sorted(i["modality"] for i in src.list_instances(row["study_uid"]))
         assert modalities.count("SEG") == 1 and modalities.count("RTSTRUCT") == 1
@@ -650,7 +651,7 @@ def test_run_from_a_worklist_pushes_every_segmented_scan(orthanc, tmp_path, monk
     # the same cohort from its local folders: identical masks
     local = run(cohort, tmp_path / "local", OracleBundle())
     got = pd.read_csv(tmp_path / "out" / "results.csv", dtype={"patient_id": str})
-    assert (got["status"] == "ok").all() and len(got) == 4
+    assert (got["status"] == "ok").all() and len(got) == 2
     for r in local.results.to_dict("records"):
         sub = Path("patients") / r["patient_id"] / f"T{r['timepoint']}" / "mask.nii.gz"
         ref = read_volume(r["input_path"])
@@ -663,7 +664,7 @@ def test_run_from_a_worklist_pushes_every_segmented_scan(orthanc, tmp_path, monk
     assert {p: p.stat().st_mtime_ns for p in cohort_dir.rglob("*.dcm")} == before
     assert all(isinstance(c, SeriesChoice) for c in chosen)
     again = push_cohort(src, got, tmp_path / "out")  # the same SOP instances: no duplicates in the study
-    assert len(again) == 8
+    assert len(again) == 4
     for row in rows:
         assert sorted(i["modality"] for i in src.list_instances(row["study_uid"])).count("SEG") == 1
 
