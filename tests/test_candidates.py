@@ -93,3 +93,25 @@ def test_csv(scene, tmp_path):
     assert rows[0]["location"] == "lung" and float(rows[0]["centroid_x_mm"]) == pytest.approx(50.0)
     lines = format_candidates(cands, top=2)
     assert len(lines) == 2 and lines[0].startswith("#1 ")
+
+
+@pytest.mark.slow
+def test_whole_volume_segment_lists_candidates_and_saves_them(tmp_path):
+    from mkunet.infer import Seed, save_segmentation, segment
+    from test_infer import StubBundle, chest_with_wall_blob
+
+    vol, tumour, _ = chest_with_wall_blob()
+    seg = segment(vol, StubBundle())
+    assert len(seg.candidates) >= 2  # the tumour and the trunk wall the oracle also fires on
+    top = seg.candidates[0]
+    # the top candidate is the kept mask: the tumour, in the lung
+    assert top.location == "lung"
+    assert top.volume_cm3 == pytest.approx(seg.volume_cm3, rel=1e-6)
+    assert np.allclose(top.centroid_zyx, np.argwhere(seg.mask).mean(0), atol=1e-6)
+    assert seg.candidates[1].score < top.score and seg.candidates[1].location != "lung"
+    written = save_segmentation(seg, tmp_path / "out")
+    assert written["candidates"] == tmp_path / "out" / "candidates.csv"
+    assert len(list(csv.DictReader(open(written["candidates"])))) == len(seg.candidates)
+    seeded = segment(vol, StubBundle(), roi=Seed((40, 40, 10), units="voxel"), method="network")
+    assert seeded.candidates == []  # ROI runs list no candidates
+    assert "candidates" not in save_segmentation(seeded, tmp_path / "seeded")

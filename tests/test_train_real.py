@@ -229,3 +229,23 @@ def test_tiny_training_run_with_real_backgrounds(backgrounds, tmp_path):
                 adaptive_window=False,
             )
         )
+
+
+@pytest.mark.slow
+def test_train_cli_takes_real_backgrounds(backgrounds, tmp_path):
+    from typer.testing import CliRunner
+
+    from mkunet.cli import app
+
+    data = tiny_cohort(tmp_path / "cohort")
+    out = tmp_path / "cli"
+    args = ["train", "--data", str(data), "--out", str(out), "--width", "2", "--epochs", "1", "--patch", "16", "32",
+            "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--patches-per-epoch", "2", "--channels", "1",
+            "--no-adaptive-window", "--real-backgrounds", str(backgrounds), "--real-fraction", "0.5", "--real-cases",
+            "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["real_backgrounds"] == str(backgrounds) and config["real_cases_per_background"] == 1
+    bad = CliRunner().invoke(app, [*args[:-6], "--real-fraction", "1.5", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "real_fraction" in bad.output

@@ -323,6 +323,12 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.echo(f"method: {result.method}; threshold {result.threshold:g}")
             typer.echo(f"region: {result.roi}; {result.timings['total']:.1f} s")
+            if result.candidates:  # whole-volume network run: the top candidates, to pick from
+                from mkunet.candidates import format_candidates
+
+                typer.echo("candidates (score = probability mass in the lung region x fraction inside, cm^3):")
+                for line in format_candidates(result.candidates, top=5):
+                    typer.echo(f"  {line}")
             for name, path in written.items():
                 typer.echo(f"{name}: {path}")
             if pacs is not None and push:

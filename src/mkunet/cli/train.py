@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -58,6 +59,21 @@ def train_command(
     time_budget: float | None = typer.Option(
         None, "--time-budget", help="Stop cleanly before MIN minutes of training are used."
     ),
+    real_backgrounds: list[str] | None = typer.Option(
+        None,
+        "--real-backgrounds",
+        help="Real CTs into which synthetic tumours are inserted (mkunet.synth.insert) and mixed with the cohort: "
+        "a folder with backgrounds.csv (name, image[, ignore, insert]), that CSV, or CT files (repeat the option).",
+    ),
+    real_fraction: float | None = typer.Option(
+        None, "--real-fraction", help="Share of patches from the real-background cases (default: 0.5)."
+    ),
+    real_cases: int | None = typer.Option(
+        None, "--real-cases", help="Inserted-tumour cases made from each real background (default: 4)."
+    ),
+    init: Path | None = typer.Option(
+        None, "--init", help="Start from the weights of this bundle folder (fine-tuning; same model and width)."
+    ),
     resume: Path | None = typer.Option(
         None,
         "--resume",
@@ -91,7 +107,7 @@ def train_command(
                 model_kwargs["clinical_fusion"] = False
             if gate is not None:
                 model_kwargs["gate"] = gate
-            options = {
+            options: dict[str, Any] = {
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "lr": lr,
@@ -111,7 +127,14 @@ def train_command(
                 "tumour_fraction": tumour_fraction,
                 "lung_fraction": lung_fraction,
                 "lr_schedule": lr_schedule,
+                "real_fraction": real_fraction,
+                "real_cases_per_background": real_cases,
+                "init_weights": None if init is None else str(init),
             }
+            if real_backgrounds:
+                options["real_backgrounds"] = (
+                    real_backgrounds[0] if len(real_backgrounds) == 1 else list(real_backgrounds)
+                )
             config = TrainConfig(
                 data=str(data),
                 out=str(out),

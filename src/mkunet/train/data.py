@@ -137,7 +137,7 @@ class Background:
 
 
 def read_backgrounds(source: str | Path | Sequence[str | Path]) -> list[Background]:
-    """Real backgrounds from a folder with ``backgrounds.csv``, that CSV file itself, or a list of images.
+    """Real backgrounds from a folder with ``backgrounds.csv``, that CSV file itself, or CT file(s).
 
     ``backgrounds.csv`` columns: ``name``, ``image`` (relative to the CSV's folder or absolute);
     optional ``ignore`` (mask path; non-zero = ignore) and ``insert`` (1/0, default 1). A list
@@ -160,6 +160,8 @@ def read_backgrounds(source: str | Path | Sequence[str | Path]) -> list[Backgrou
             raise ValueError(f"Real backgrounds {names} repeat a name; give a backgrounds.csv with unique names.")
         return out
     path = Path(source)  # type: ignore[arg-type]
+    if path.is_file() and path.suffix.lower() != ".csv":  # one CT file
+        return read_backgrounds([path])
     csv_path = path / "backgrounds.csv" if path.is_dir() else path
     if not csv_path.is_file():
         raise FileNotFoundError(
