@@ -343,3 +343,30 @@ def test_the_checks_can_fail(driver, tmp_path):
     time.sleep(0.5)
     assert any("127.0.0.1:9" in name for name in driver.execute_script(REQUESTS))
     assert any("boom-check" in e["message"] for e in severe(driver))
+
+
+def test_single_run_viewer_one_click_one_scroll(driver, tmp_path):
+    """The page of ``mkunet segment --viewer`` (write_segmentation_viewer): one panel, a scroll changes it."""
+    import numpy as np
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    from mkunet.infer import Segmentation
+    from mkunet.report.viewer import write_segmentation_viewer
+    from mkunet.volume import Volume
+
+    zz, yy, xx = np.meshgrid(np.arange(20), np.arange(60), np.arange(60), indexing="ij")
+    ball = ((zz - 10) * 2.0) ** 2 + ((yy - 30) * 0.8) ** 2 + ((xx - 28) * 0.8) ** 2 <= 8.0**2
+    hu = np.where(ball, 30.0, -820.0).astype(np.float32)
+    vol = Volume(hu, (2.0, 0.8, 0.8))
+    seg = Segmentation(mask=ball, probability=ball.astype(np.float32), volume=vol, method="image")
+    page = write_segmentation_viewer(seg, tmp_path / "viewer.html")
+    open_viewer(driver, page)
+    assert len(canvases(driver)) == 1
+    assert not driver.find_element("id", "mk-attention").is_enabled()  # no network: no attention map
+    assert "not available" in driver.find_element("id", "mk-attention-note").text
+    k0, img0 = int(attr(driver, "data-slice")), pixels(driver)
+    ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvases(driver)[0]), 0, 300).perform()
+    assert int(attr(driver, "data-slice")) == k0 + 1 and pixels(driver) != img0
+    assert driver.execute_script(REQUESTS) == [page.as_uri()]
+    assert severe(driver) == []
