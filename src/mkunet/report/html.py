@@ -101,6 +101,8 @@ tr:nth-child(even) td{background:#fafbfd}
 .patient{border-top:1px solid #ccd;margin-top:18px;padding-top:4px}
 .mono{font-family:Menlo,Consolas,monospace;font-size:11px;word-break:break-all}
 nav a{margin-right:10px}
+tr:has(> td > a.rowlink){position:relative}td a.rowlink::after{content:"";position:absolute;inset:0}
+tr:has(> td > a.rowlink):hover td{background:#e6f0ff}
 """
 
 
@@ -143,7 +145,8 @@ def _table(
     max_rows: int = 500,
     row_links: Sequence[str | None] | None = None,
 ) -> str:
-    """An HTML table; ``row_links`` (one href or None per row) makes each row's first cell a link."""
+    """An HTML table; ``row_links`` (one href or None per row) makes each row a link (CSS: the first cell's
+    link covers the row; no script)."""
     if df is None or df.empty:
         return '<p class="note">(empty)</p>'
     frame = df.reset_index() if index else df
@@ -155,7 +158,7 @@ def _table(
         texts = [_e(_fmt(row[c])) for c in cols]
         link = row_links[i] if row_links is not None and i < len(row_links) else None
         if link and texts:
-            texts[0] = f'<a href="{_e(link)}" title="open this scan in the slice viewer">{texts[0]}</a>'
+            texts[0] = f'<a class="rowlink" href="{_e(link)}" title="open this scan in the slice viewer">{texts[0]}</a>'
         cells = "".join(
             f'<td class="{"l" if c in left or isinstance(row[c], str) else ""}">{t}</td>' for c, t in zip(cols, texts)
         )
@@ -477,7 +480,7 @@ def _patient(
         parts.append(
             f'<p><a class="viewer-link" href="{_e(viewer)}">Open the slice viewer of {_e(pid)}</a> '
             '<span class="note">(every slice through the lesions, lung and mediastinal windows, contours, '
-            "maps, all scans side by side; a scan number in the table below opens it at that scan)</span></p>"
+            "maps, all scans side by side; a row of the table below opens it at that scan)</span></p>"
         )
     cols = [
         c
