@@ -15,7 +15,7 @@ URL. Sections (ids in brackets):
    LVCR fit and 95 % CI), LVCR, VDT and response per scan, axial overlays of the contour
    and the attention map through the tumour centroid at each scan, and a link to the patient's
    slice viewer ``patient/<id>.html`` (:mod:`mkunet.report.viewer`, written beside the report;
-   each scan number in the per-scan table opens it at that scan). The viewer pages carry the
+   each row of the per-scan table opens it at that scan). The viewer pages carry the
    only script; the report itself has none.
 """
 
