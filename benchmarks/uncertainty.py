@@ -75,7 +75,7 @@ def run_cohort_once(work: Path, n: int, seed: int, click_shifts: int) -> Path:
 
 def _component(g: pd.DataFrame, name: str) -> np.ndarray:
     col = f"sigma_{name}"
-    return g[col].fillna(0.0).to_numpy(float) if col in g else np.zeros(len(g))
+    return pd.to_numeric(g[col], errors="coerce").fillna(0.0).to_numpy(float) if col in g else np.zeros(len(g))
 
 
 def coverage_table(cohort: Path, results: pd.DataFrame, contact_scales: tuple[float, ...] = ()) -> pd.DataFrame:
@@ -102,11 +102,9 @@ def coverage_table(cohort: Path, results: pd.DataFrame, contact_scales: tuple[fl
             g = g.sort_values("days")
             if len(g) < 2:
                 continue
-            sig = np.sqrt(
-                (we * _component(g, "edge")) ** 2
-                + (wc * _component(g, "contact")) ** 2
-                + (wk * _component(g, "click")) ** 2
-            )
+            # the contact term is atanh(m n_c / V) for m layers: rescale it exactly from the stored m = default
+            contact = np.arctanh(np.minimum(wc * np.tanh(_component(g, "contact")), 1.0 - 1e-9))
+            sig = np.sqrt((we * _component(g, "edge")) ** 2 + contact**2 + (wk * _component(g, "click")) ** 2)
             r = kinetics.lvcr(g["days"], g["volume_cm3"], weights="interval", se_method="auto", sigma_segmentation=sig)
             n += 1
             hit += r.ci_low <= truth[str(pid)] <= r.ci_high
@@ -183,7 +181,9 @@ def main() -> None:
 
     work = args.work / f"seed{args.seed}_n{args.patients}_click{args.click_shifts}"
     cohort = run_cohort_once(work, args.patients, args.seed, args.click_shifts)
-    results = pd.read_csv(work / "run" / "results.csv")
+    # per target lesion (one per synthetic patient): its rows carry the uncertainty components
+    lesion_table = work / "run" / "lesion_results.csv"
+    results = pd.read_csv(lesion_table if lesion_table.is_file() else work / "run" / "results.csv")
     pd.set_option("display.width", 200)
     print(f"\n## Coverage of the true LVCR by the 95 % CI (seed {args.seed}, {args.patients} patients, auto masks)")
     table = coverage_table(cohort, results, tuple(args.contact_scales))

@@ -90,6 +90,10 @@ def test_repositioned_follow_up_is_found_and_segmented(grown_and_moved):
     assert res.tracked[1].found
     # measured: the mapped core is 0.74 mm from M(c)
     assert np.linalg.norm(np.asarray(res.tracked[1].point_xyz) - c1) <= 3.0
+    # the registration itself is kept (the slice viewer reuses it): it maps the baseline centre to c1
+    reg = res.tracked[1].result
+    assert reg is not None and reg.kind == res.tracked[1].registration
+    assert np.linalg.norm(np.asarray(reg.map_point(np.asarray(FREE, float))) - c1) <= 3.0
     # measured: Dice 0.991 (baseline), 0.980 (follow-up)
     assert dice(s0.mask, inside_mask(base, ball(FREE, R))) >= 0.85
     assert dice(s1.mask, inside_mask(follow, ball(c1, r1))) >= 0.85
@@ -135,7 +139,7 @@ def test_tracking_none_warns_when_frames_of_reference_differ(two_static_scans):
     follow = b.with_array(b.array, frame_of_reference_uid="1.2.826.0.1.2")
     with pytest.warns(UserWarning, match="FrameOfReferenceUID"):
         res = segment_timepoints([base, follow], DAYS, rois=[Seed(FREE), None], tracking="none")
-    assert res.tracked[1].registration == "none"
+    assert res.tracked[1].registration == "none" and res.tracked[1].result is None
     assert any("FrameOfReferenceUID" in n for n in res.tracked[1].notes)
     # looked for at the same scanner coordinates, where the (unmoved) lesion is
     assert res.tracked[1].found

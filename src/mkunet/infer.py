@@ -1152,12 +1152,15 @@ class TrackedLesion:
         found: False when no lesion was found there (complete response, or lost).
         registration: kind of registration run (``"rigid+affine+local"``, ...), or ``"none"``.
         notes: what happened.
+        result: the :class:`mkunet.register.Registration` (baseline -> this scan) when one was run,
+            else None (the slice viewer reuses it to show the same anatomy side by side).
     """
 
     point_xyz: np.ndarray
     found: bool
     registration: str
     notes: list[str] = field(default_factory=list)
+    result: Any = None
 
 
 def _core_mm(seg: Segmentation) -> np.ndarray:
@@ -1189,6 +1192,7 @@ def _follow_lesion(
     core = _core_mm(baseline)
     notes: list[str] = []
     mapped_mask = None
+    reg = None
     if tracking == "register":
         from mkunet.register import register
 
@@ -1209,7 +1213,7 @@ def _follow_lesion(
     idx = followup.physical_to_index(point)
     if np.any(idx < -0.5) or np.any(idx > np.asarray(followup.shape) - 0.5):
         notes.append(f"the lesion maps outside the follow-up scan ({np.round(point, 1).tolist()} mm)")
-        return None, TrackedLesion(point, False, kind, notes), mapped_mask
+        return None, TrackedLesion(point, False, kind, notes, reg), mapped_mask
     radius = (3.0 * baseline.volume_cm3 * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0) + 3.0
     sp = np.asarray(followup.spacing)
     r_vox = np.ceil(radius / sp).astype(int)
@@ -1222,7 +1226,7 @@ def _follow_lesion(
     dense &= (zz**2 + yy**2 + xx**2) <= radius**2
     if not dense.any():
         notes.append(f"no soft tissue (>= {t:.0f} HU) within {radius:.1f} mm of the tracked position")
-        return None, TrackedLesion(point, False, kind, notes), mapped_mask
+        return None, TrackedLesion(point, False, kind, notes, reg), mapped_mask
     depth = ndimage.distance_transform_edt(dense, sampling=sp)
     # a vessel crossing where the lesion was is thin: the lesion must keep some thickness
     box = _grown_box(baseline.mask, 1)  # the inscribed radius needs only the mask's box, not the whole scan
@@ -1233,10 +1237,10 @@ def _follow_lesion(
             f"only thin soft tissue near the tracked position (deepest {float(depth.max()):.1f} mm < {need:.1f} mm, "
             f"{TRACK_MIN_DEPTH_FRACTION:g} x the baseline lesion's inscribed radius): a vessel, not the lesion"
         )
-        return None, TrackedLesion(point, False, kind, notes), mapped_mask
+        return None, TrackedLesion(point, False, kind, notes, reg), mapped_mask
     k = np.asarray(np.unravel_index(int(np.argmax(depth)), dense.shape)) + lo
     seed_xyz = followup.index_to_physical(k.astype(np.float64))
-    return Seed(tuple(float(v) for v in seed_xyz)), TrackedLesion(point, True, kind, notes), mapped_mask
+    return Seed(tuple(float(v) for v in seed_xyz)), TrackedLesion(point, True, kind, notes, reg), mapped_mask
 
 
 def _grown_box(mask: np.ndarray, pad: int | np.ndarray) -> tuple[slice, ...]:

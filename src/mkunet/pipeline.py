@@ -790,6 +790,8 @@ def _measure_lesions_step(work: _PatientWork, lesions: Sequence[TargetLesion], s
             _combine_lesions(work, by_tp[s.timepoint], s, work.volumes[j], parts)
             tracked = [longi.tracked[j] for longi in segs.values() if longi is not None and len(longi.tracked) > j]
             work.overlays[-1]["tracked"] = any(t is not None and t.registration != "none" for t in tracked)
+            # the first lesion's registration (baseline -> this scan), reused by the slice viewer
+            work.overlays[-1]["registration"] = next((t.result for t in tracked if t is not None and t.result), None)
 
 
 def _combine_lesions(
@@ -1068,9 +1070,12 @@ def _viewer_step(work: _PatientWork) -> None:
     """``viewer.json``: the slice viewer's payload (:func:`mkunet.report.viewer.viewer_payload`) for the report.
 
     The scans are cropped around the lesions while they are in memory; follow-ups that were
-    tracked by registration are registered to the baseline again for the view
-    (:func:`mkunet.report.viewer.register_followups`), the others are shown by scanner coordinates.
+    tracked by registration are shown through the tracking's own registration (baseline -> scan;
+    registered again with :func:`mkunet.report.viewer.register_followups` only where none was kept),
+    the others by scanner coordinates.
     """
+    from dataclasses import replace
+
     from mkunet.report import viewer
 
     try:
@@ -1088,9 +1093,14 @@ def _viewer_step(work: _PatientWork) -> None:
             )
             for j, o in enumerate(work.overlays)
         ]
-        tracked = [bool(o.get("tracked")) for o in work.overlays]
-        if any(tracked[1:]):
-            tps = viewer.register_followups(tps, which=tracked)
+        tps = [
+            replace(tp, registration=o.get("registration")) if j else tp
+            for j, (tp, o) in enumerate(zip(tps, work.overlays))
+        ]
+        # tracked follow-ups whose tracking left no registration to reuse are registered for the view
+        redo = [bool(o.get("tracked")) and o.get("registration") is None for o in work.overlays]
+        if any(redo[1:]):
+            tps = viewer.register_followups(tps, which=redo)
         payload = viewer.viewer_payload(tps, patient_id=work.pid)
         atomic_write_text(work.stage_dir / "viewer.json", json.dumps(payload, separators=(",", ":")))
     except Exception as err:  # noqa: BLE001 - a viewer never costs the results
