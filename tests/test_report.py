@@ -86,6 +86,15 @@ def test_report_has_every_section_and_figure(report):
         "/day",
     ):
         assert phrase in text, phrase
+    # each patient's LVCR interval gives a growth call, shown in the cohort table and the patient's section
+    calls = result.patients["growth"].dropna()
+    assert len(calls) and set(calls) <= {"growing", "shrinking", "growth not established"}
+    assert "growth (95% CI of LVCR)" in text
+    for pid, call in zip(result.patients.patient_id, result.patients.growth):
+        if not isinstance(call, str):
+            continue
+        section = text.split(f'id="patient-{pid}"')[1].split('class="patient"')[0]
+        assert call in section, (pid, call)
     imgs = images(text)
     # KM + forest + ROC + per patient (growth curve + overlays)
     assert len(imgs) == 3 + 2 * len(result.patients)

@@ -256,6 +256,7 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
             "last_volume_cm3",
             "lvcr_per_day",
             "lvcr_ci",
+            "growth",
             "vdt_days",
             "sphericity_baseline",
             "last_response",
@@ -282,9 +283,11 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
         '<h2 id="cohort-summary">Cohort summary</h2>'
         + (f"<ul>{text}</ul>" if text else "")
         + '<p class="note">LVCR: weighted least-squares slope of ln volume (cm³) against days (95% CI from the '
-        "measurement-error model); VDT = ln 2 / LVCR (negative: halving time); response: volumetric iRECIST-style "
+        "measurement-error model: repeat-scan error combined with each scan's segmentation uncertainty, when on); "
+        "growth: 'growing' or 'shrinking' when the whole CI is above or below 0, else 'growth not established'; "
+        "VDT = ln 2 / LVCR (negative: halving time); response: volumetric iRECIST-style "
         "category at the last scan; IES: immune evasion score (see statistics).</p>"
-        + _table(df[cols], left=("patient_id", "last_response", "status", "ies_group", "lvcr_ci"))
+        + _table(df[cols], left=("patient_id", "last_response", "status", "ies_group", "lvcr_ci", "growth"))
     )
 
 
