@@ -10,7 +10,7 @@ pipeline's own rule (``kinetics.lvcr``, interval weights, ``se_method="auto"``) 
 * ``+ edge``, ``+ edge + contact (default)``: each scan's segmentation sigma(ln V), rebuilt from the
   stored components (``sigma_edge``, ``sigma_contact``), joins the error model;
 * ``+ edge + contact + click``: the same plus the click term (``--click-shifts 1``; off by default);
-* ``--contact-scales``: calibration rows with the contact term scaled.
+* ``--contact-layers``: calibration rows with the contact term for other m (exact, from the stored term).
 
 Coverage = the share of patients whose 95 % CI contains the generator's true LVCR; its binomial
 SE is shown. Then the time cost per seeded segmentation (uncertainty on / off), and the one-click
@@ -78,10 +78,20 @@ def _component(g: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(g[col], errors="coerce").fillna(0.0).to_numpy(float) if col in g else np.zeros(len(g))
 
 
-def coverage_table(cohort: Path, results: pd.DataFrame, contact_scales: tuple[float, ...] = ()) -> pd.DataFrame:
+def coverage_table(
+    cohort: Path, results: pd.DataFrame, contact_layers: tuple[float, ...] = (), stored_layers: float | None = None
+) -> pd.DataFrame:
     """Coverage of the true LVCR and mean CI width, per interval variant (the segmentation sigma rebuilt
-    from the stored components: edge, contact x scale, click)."""
+    from the stored components: edge, contact with m layers, click).
+
+    ``stored_layers``: the ``contact_layers`` the run used (default: today's default); the contact term
+    for another m is exact: atanh(m n_c / V) = atanh((m / m_run) tanh(sigma_stored)).
+    """
     from mkunet import kinetics
+    from mkunet.uncertainty import UncertaintyParams
+
+    default_m = UncertaintyParams().contact_layers
+    m_run = default_m if stored_layers is None else stored_layers
 
     truth = {p["patient_id"]: p["lvcr_per_day"] for p in json.loads((cohort / "truth.json").read_text())["patients"]}
     ok = results[results["status"] == "ok"]
@@ -89,12 +99,13 @@ def coverage_table(cohort: Path, results: pd.DataFrame, contact_scales: tuple[fl
     variants: dict[str, tuple[float, float, float]] = {  # weights of (edge, contact, click)
         "error model only": (0.0, 0.0, 0.0),
         "+ edge": (1.0, 0.0, 0.0),
-        "+ edge + contact (default)": (1.0, 1.0, 0.0),
+        f"+ edge + contact m={default_m:g} (default)": (1.0, default_m / m_run, 0.0),
     }
-    for c in contact_scales:
-        variants[f"+ edge + {c:g} x contact"] = (1.0, c, 0.0)
+    for m in contact_layers:
+        if m != default_m:
+            variants[f"+ edge + contact m={m:g}"] = (1.0, m / m_run, 0.0)
     if has_click:
-        variants["+ edge + contact + click"] = (1.0, 1.0, 1.0)
+        variants[f"+ edge + contact m={default_m:g} + click"] = (1.0, default_m / m_run, 1.0)
     rows = []
     for name, (we, wc, wk) in variants.items():
         hit, width, n = 0, [], 0
@@ -175,7 +186,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats on the real tumours")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument(
-        "--contact-scales", type=float, nargs="*", default=[], help="calibration rows: contact term x these"
+        "--contact-layers", type=float, nargs="*", default=[], help="calibration rows: the contact term with m layers"
+    )
+    parser.add_argument(
+        "--stored-contact-layers", type=float, default=None, help="the run's m, if not today's default (a cached run)"
     )
     args = parser.parse_args()
 
@@ -186,7 +200,7 @@ def main() -> None:
     results = pd.read_csv(lesion_table if lesion_table.is_file() else work / "run" / "results.csv")
     pd.set_option("display.width", 200)
     print(f"\n## Coverage of the true LVCR by the 95 % CI (seed {args.seed}, {args.patients} patients, auto masks)")
-    table = coverage_table(cohort, results, tuple(args.contact_scales))
+    table = coverage_table(cohort, results, tuple(args.contact_layers), args.stored_contact_layers)
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     ok = results[results["status"] == "ok"]
     if "uncertainty_seconds" in ok:
