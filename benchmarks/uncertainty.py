@@ -169,6 +169,7 @@ def real_table(repeats: int) -> pd.DataFrame | None:
                 "SE cm3": u.se_cm3,
                 "sigma(ln V)": u.sigma_log_volume,
                 "|ln(V/true)| / sigma": abs(math.log(seg.volume_cm3 / true_cm3)) / max(u.sigma_log_volume, 1e-9),
+                "estimate s": u.seconds,
                 "s off": float(np.median(times["off"])),
                 "s on": float(np.median(times["on"])),
                 "ratio": float(np.median(times["on"]) / np.median(times["off"])),
