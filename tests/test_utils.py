@@ -82,3 +82,11 @@ def test_atomic_writes(tmp_path):
     atomic_write_parquet(df, tmp_path / "t.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), df)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "sub", "t.csv", "t.parquet"]  # no temporaries
+
+
+def test_finite_or_none():
+    from mkunet.utils import finite_or_none
+
+    assert finite_or_none("2.5") == 2.5 and finite_or_none(np.float32(1.0)) == 1.0 and finite_or_none(0) == 0.0
+    for bad in (None, float("nan"), float("inf"), "n/a", "", object()):
+        assert finite_or_none(bad) is None, bad

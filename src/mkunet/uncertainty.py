@@ -168,14 +168,19 @@ class VolumeUncertainty:
         return out
 
 
+def _mask_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+    """The bounding box of a non-empty ``mask`` grown by ``pad`` voxels, clipped to the array (z, y, x)."""
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
 def _bands(mask: np.ndarray, band_voxels: int) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
     """(outer band, inner band, box) on the mask's bounding box grown by the band (bool (z, y, x))."""
     from scipy import ndimage
 
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - band_voxels - 1, 0)
-    hi = np.minimum(idx.max(0) + band_voxels + 2, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = _mask_box(mask, band_voxels + 1)
     sub = mask[box]
     struct = np.ones((3, 3, 3), bool)
     grown = ndimage.binary_dilation(sub, struct, iterations=band_voxels)
@@ -235,10 +240,7 @@ def contact_sigma(mask: np.ndarray, hu: np.ndarray, level: float, layers: float 
     n = int(np.count_nonzero(mask))
     if n == 0 or layers == 0:
         return 0.0
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - 1, 0)
-    hi = np.minimum(idx.max(0) + 2, mask.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = _mask_box(mask, 1)
     sub = mask[box]
     shell = ndimage.binary_dilation(sub, np.ones((3, 3, 3), bool)) & ~sub
     n_c = float(np.count_nonzero(shell & (np.asarray(hu)[box] >= level))) * float(layers)

@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "MISSING_WORDS",
     "is_missing",
+    "finite_or_none",
     "to_jsonable",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -47,6 +48,15 @@ def is_missing(value: Any) -> bool:
         return value.strip().lower() in MISSING_WORDS
     # pandas.NA / pandas.NaT without importing pandas: both are singletons of their own type
     return type(value).__name__ in ("NAType", "NaTType")
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``float(value)`` when that is a finite number, else None (None, NaN, inf, text, ...)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def to_jsonable(value: Any, *, strict: bool = False) -> Any:

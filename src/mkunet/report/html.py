@@ -34,7 +34,7 @@ import pandas as pd
 
 from mkunet import kinetics
 from mkunet.run_store import CohortRun, load_run, patient_folder_name
-from mkunet.utils import atomic_write_text
+from mkunet.utils import atomic_write_text, finite_or_none
 
 __all__ = ["write_report", "render_report", "write_patient_viewers", "COLUMN_LABELS"]
 
@@ -183,14 +183,6 @@ def _read_csv(path: Path, index_col: int | None = None) -> pd.DataFrame | None:
         return None
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 # ============================================================================ sections
 
 
@@ -243,7 +235,7 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
     df = patients.copy()
     if {"lvcr_ci_low", "lvcr_ci_high"} <= set(df.columns):
         df["lvcr_ci"] = [
-            "—" if _num(a) is None else f"{float(a):.4f} to {float(b):.4f}"
+            "—" if finite_or_none(a) is None else f"{float(a):.4f} to {float(b):.4f}"
             for a, b in zip(df.lvcr_ci_low, df.lvcr_ci_high)
         ]
     df = df.rename(columns={"sphericity": "sphericity_baseline"})
@@ -353,8 +345,8 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
                     "fpr": roc.loc[[key], "fpr"].to_numpy(float),
                     "tpr": roc.loc[[key], "tpr"].to_numpy(float),
                     "auc": float(row.get("auc", float("nan"))),
-                    "ci_low": _num(row.get("ci_low")),
-                    "ci_high": _num(row.get("ci_high")),
+                    "ci_low": finite_or_none(row.get("ci_low")),
+                    "ci_high": finite_or_none(row.get("ci_high")),
                 }
             )
         parts.append(_img(figures.roc_plot(curves), "ROC curves for PD-L1 positivity"))
@@ -438,25 +430,25 @@ def _patient(
     anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
     parts = [f'<div class="patient" id="{_e(anchor)}"><h3>Patient {_e(pid)}</h3>']
     prow = prow or {}
-    lv = _num(prow.get("lvcr_per_day"))
+    lv = finite_or_none(prow.get("lvcr_per_day"))
     facts = []
     if lv is not None:
         facts.append(
-            f"LVCR {lv:.4f} /day (95% CI {_num(prow.get('lvcr_ci_low')) or float('nan'):.4f} to "
-            f"{_num(prow.get('lvcr_ci_high')) or float('nan'):.4f} /day)"
+            f"LVCR {lv:.4f} /day (95% CI {finite_or_none(prow.get('lvcr_ci_low')) or float('nan'):.4f} to "
+            f"{finite_or_none(prow.get('lvcr_ci_high')) or float('nan'):.4f} /day)"
         )
-        call = kinetics.growth_call(_num(prow.get("lvcr_ci_low")), _num(prow.get("lvcr_ci_high")))
+        call = kinetics.growth_call(finite_or_none(prow.get("lvcr_ci_low")), finite_or_none(prow.get("lvcr_ci_high")))
         if call is not None:
             facts.append(call + (": the interval contains 0" if call == "growth not established" else ""))
-        vdt = _num(prow.get("vdt_days"))
+        vdt = finite_or_none(prow.get("vdt_days"))
         if vdt is not None:
             facts.append(f"VDT {vdt:.0f} days" if vdt > 0 else f"volume halving time {-vdt:.0f} days (shrinking)")
     else:
         facts.append("LVCR not available (fewer than two scans with a tumour)")
     if prow.get("responses"):
         facts.append(f"response: {prow['responses']}")
-    if _num(prow.get("ies")) is not None:
-        facts.append(f"IES {_fmt(_num(prow.get('ies')))} ({prow.get('ies_group') or 'no group'})")
+    if finite_or_none(prow.get("ies")) is not None:
+        facts.append(f"IES {_fmt(finite_or_none(prow.get('ies')))} ({prow.get('ies_group') or 'no group'})")
     if prow.get("lvcr_source"):
         facts.append(f"LVCR fed to the model: {prow['lvcr_source']}")
     parts.append("<p>" + "; ".join(_e(f) for f in facts) + ".</p>")
@@ -467,7 +459,7 @@ def _patient(
             ok["days"].to_numpy(float),
             ok["volume_cm3"].to_numpy(float),
             {
-                k: _num(prow.get(k))
+                k: finite_or_none(prow.get(k))
                 for k in ("lvcr_per_day", "lvcr_ci_low", "lvcr_ci_high", "lvcr_intercept_log_cm3", "vdt_days")
             }
             if lv is not None
@@ -506,7 +498,7 @@ def _patient(
     ]
     links = None
     if viewer and "timepoint" in rows:
-        links = [None if _num(t) is None else f"{viewer}#t={int(float(t))}" for t in rows["timepoint"]]
+        links = [None if finite_or_none(t) is None else f"{viewer}#t={int(float(t))}" for t in rows["timepoint"]]
     parts.append(_table(rows[cols], left=("status", "response", "roi", "series_uid", "scan_date"), row_links=links))
     parts.append("</div>")
     return "".join(parts)

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from mkunet.utils import atomic_write_text
+from mkunet.utils import atomic_write_text, finite_or_none
 from mkunet.volume import Volume
 
 __all__ = [
@@ -367,14 +367,6 @@ def _check(timepoints: Sequence[ViewerTimepoint]) -> list[str]:
     return ids
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def viewer_payload(
     timepoints: Sequence[ViewerTimepoint],
     *,
@@ -444,9 +436,9 @@ def viewer_payload(
             else:
                 lesion_slices[lid] = None
                 lesion_centres[lid] = None
-            given = _num(tp.lesion_volumes_cm3.get(lid))
+            given = finite_or_none(tp.lesion_volumes_cm3.get(lid))
             if given is None and len(tp.lesions) == 1 and lid in tp.lesions:
-                given = _num(tp.volume_cm3)  # one lesion: the scan's measured volume
+                given = finite_or_none(tp.volume_cm3)  # one lesion: the scan's measured volume
             m = tp.lesions.get(lid)
             if given is None and m is not None:
                 given = float(np.count_nonzero(m)) * tp.volume.voxel_volume_mm3 / 1000.0
@@ -455,7 +447,7 @@ def viewer_payload(
             "label": tp.label or f"T{tp.timepoint}",
             "timepoint": int(tp.timepoint),
             "days": float(tp.days),
-            "volume_cm3": _num(tp.volume_cm3),
+            "volume_cm3": finite_or_none(tp.volume_cm3),
             "lesion_volumes_cm3": volumes,
             "lesion_slices": lesion_slices,
             "lesion_centres_yx": lesion_centres,
