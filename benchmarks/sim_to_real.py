@@ -200,6 +200,7 @@ def main() -> None:
                 "model": tag,
                 "lesion_rank": rank,
                 "lesion_is_top": rank == 1,
+                "lesion_max_probability": float(seg.probability[_ball(volume, centre, near_mm)].max()),
                 "fp_cm3_all_above_threshold": float((above & outside).sum()) * voxel(volume),
                 "fp_cm3_mask": float((seg.mask & outside).sum()) * voxel(volume),
                 "n_candidates": len(seg.candidates),
