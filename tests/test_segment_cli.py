@@ -211,3 +211,28 @@ def test_lung_prior_flag(tmp_path):
     assert res.exit_code == 0, res.output
     plain = read_mask(tmp_path / "plain" / "mask.nii.gz", read_volume(path))
     assert not (plain & tumour).any() and plain.sum() > tumour.sum()
+
+
+def test_uncertainty_option_and_sidecar(tmp_path):
+    import json
+
+    hu, large, small = phantom()
+    path = write_volume(
+        Volume(hu.astype(np.float32), spacing=SPACING, origin=(5.0, -3.0, 12.0)), tmp_path / "ct.nii.gz"
+    )
+    seed = ["--seed-point", 27, 30, 5, "--seed-units", "voxel"]
+    res = run([path, "--out", tmp_path / "on", *seed])
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "on" / "mask.json").read_text())
+    assert side["volume_cm3"] == pytest.approx(small.sum() * np.prod(SPACING) / 1000.0)
+    assert side["method"] == "image" and side["sigma_log_volume_seg"] >= 0.0
+    assert side["volume_se_cm3"] == pytest.approx(side["sigma_log_volume_seg"] * side["volume_cm3"])
+    assert set(side["uncertainty_components"]) == {"edge", "contact"}
+    assert f"+- {side['volume_se_cm3']:.3f} (SE; sigma(ln V) {side['sigma_log_volume_seg']:.3f})" in res.output
+    res = run([path, "--out", tmp_path / "off", *seed, "--uncertainty", "off"])
+    assert res.exit_code == 0, res.output
+    assert "+-" not in res.output
+    assert json.loads((tmp_path / "off" / "mask.json").read_text())["volume_se_cm3"] is None
+    res = run([path, "--out", tmp_path / "bad", *seed, "--uncertainty", "maybe"])
+    assert res.exit_code == 2 and "uncertainty must be one of on, off, got 'maybe'" in res.output
+    assert not (tmp_path / "bad").exists()
