@@ -697,9 +697,10 @@ def segment(
             region (see the module doc).
         lesion_params: parameters of the image model (default :class:`mkunet.lesion.LesionParams`).
         uncertainty: ``"on"`` (default) estimates the volume's segmentation uncertainty
-            (``Segmentation.uncertainty``; :mod:`mkunet.uncertainty`: the edge iso-level, one
-            extra segmentation from another click with the image model, the probability edge
-            with the network); ``"off"`` skips it (the image model's time then halves).
+            (``Segmentation.uncertainty``: σ(ln V) and SE in cm³; :mod:`mkunet.uncertainty`:
+            the edge iso-level and the contact surface with the image model, the probability
+            edge with the network; about 1 % of the segmentation's time); ``"off"`` skips it.
+            The estimate never changes the mask.
         uncertainty_params: :class:`mkunet.uncertainty.UncertaintyParams` (default values).
         progress: optional callback called with a step name as each step starts.
 
