@@ -385,3 +385,15 @@ def test_segmentation_uncertainty_columns_and_the_interval_they_give(lesion_run)
     assert pts.loc["P00", "lvcr_ci_high"] == pytest.approx(ref.ci_high, rel=1e-9)
     assert pts.loc["P00", "growth"] == kinetics.growth_call(ref.ci_low, ref.ci_high)
     assert set(pts.growth.dropna()) <= set(kinetics.GROWTH_CALLS)
+    # the scan's sidecar (union of the lesions) carries the sum's SE, the lesions' in quadrature
+    import json
+
+    for k in range(3):
+        side = json.loads((out / "patients" / "P00" / f"T{k}" / "mask.json").read_text())
+        parts = [
+            json.loads(p.read_text())
+            for p in sorted((out / "patients" / "P00" / f"T{k}").glob("lesion_*/mask.json"))
+            if not json.loads(p.read_text())["empty"]
+        ]
+        assert len(parts) == (2 if k < 2 else 1) and side["volume_se_cm3"] is not None
+        assert side["volume_se_cm3"] == pytest.approx(math.sqrt(sum(p["volume_se_cm3"] ** 2 for p in parts)), abs=1e-12)

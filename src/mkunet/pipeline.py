@@ -826,6 +826,7 @@ def _combine_lesions(
         roi="target lesions " + ", ".join(ids),
         threshold=parts[0][1].threshold if parts else float("nan"),
         empty=not union.any(),
+        uncertainty=_sum_uncertainty([seg for _, seg, _, _ in parts]),
     )
     written = _write_outputs(work, s.timepoint, combined, vol, work.stage_dir / f"T{s.timepoint}", attention=attention)
     statuses = [lrow["status"] for _, _, lrow, _ in parts]
@@ -893,6 +894,24 @@ def _combine_lesions(
             "probability": probability,
             "tracked": False,
         }
+    )
+
+
+def _sum_uncertainty(segs: Sequence[Any]) -> Any:
+    """The segmentation uncertainty of a sum of independent lesions (SEs in quadrature), for the
+    scan's sidecar; None when a non-empty lesion has no estimate (switched off) or all are empty."""
+    from mkunet.uncertainty import VolumeUncertainty
+
+    present = [seg for seg in segs if not seg.empty]
+    if not present or any(seg.uncertainty is None for seg in present):
+        return None
+    total = float(sum(seg.uncertainty.volume_cm3 for seg in present))
+    se = float(np.sqrt(sum(seg.uncertainty.se_cm3**2 for seg in present)))
+    return VolumeUncertainty(
+        volume_cm3=total,
+        sigma_log_volume=se / total if total > 0 else 0.0,
+        se_cm3=se,
+        seconds=float(sum(seg.uncertainty.seconds for seg in present)),
     )
 
 
