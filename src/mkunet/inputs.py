@@ -52,6 +52,8 @@ __all__ = [
     "TargetLesion",
     "check_lesions",
     "read_lesions",
+    "read_text_table",
+    "parse_scan_date",
     "lesion_folder_name",
 ]
 
@@ -93,7 +95,8 @@ def _kind_of(path: Path) -> str:
     return "dicom" if path.is_dir() or path.name.lower().endswith(".dcm") else "nifti"
 
 
-def _parse_date(value: Any, where: str) -> _dt.date:
+def parse_scan_date(value: Any, where: str) -> _dt.date:
+    """A scan date written YYYY-MM-DD (or DICOM YYYYMMDD); ``where`` (file, line) starts the error message."""
     text = str(value).strip()
     for fmt in ("%Y-%m-%d", "%Y%m%d"):
         try:
@@ -133,7 +136,7 @@ def _from_scans_csv(cohort_dir: Path, csv: Path) -> dict[str, list[ScanInput]]:
             date = (
                 None
                 if "scan_date" not in g.columns or is_missing(row.get("scan_date"))
-                else _parse_date(row["scan_date"], where)
+                else parse_scan_date(row["scan_date"], where)
             )
             if "days" in g.columns and not is_missing(row.get("days")):
                 days = float(row["days"])
@@ -170,7 +173,7 @@ def _dicom_date(folder: Path) -> tuple[_dt.date | None, Path | None]:
         for key in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
             value = str(ds.get(key, "") or "").strip()
             if value:
-                return _parse_date(value, f"'{f}' {key}"), f
+                return parse_scan_date(value, f"'{f}' {key}"), f
         return None, f
     return None, None
 
@@ -457,6 +460,47 @@ def check_lesions(
     return lesions
 
 
+def read_text_table(
+    path: str | Path,
+    what: str,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    *,
+    how: str = "",
+    **read_csv_kwargs: Any,
+) -> pd.DataFrame:
+    """A user's CSV table read as text (no value turned into NaN), header names stripped.
+
+    Args:
+        path: the CSV file.
+        what: its name in messages (``"lesions file"``, ``"worklist"``).
+        required: columns it must have; optional: columns it may have (named in the message).
+        how: what to do when the file is not a readable CSV (appended to the message).
+        **read_csv_kwargs: passed to :func:`pandas.read_csv`.
+
+    Raises:
+        FileNotFoundError: no such file (names it).
+        ValueError: not a readable CSV, or a required column missing (named, with the expected ones
+            and the file's own).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what[:1].upper()}{what[1:]} not found: '{path}'.")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, **read_csv_kwargs)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} '{path}' is not a readable CSV ({err}){'; ' + how if how else ''}.") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{what} '{path}' lacks column(s) {missing}; it needs {', '.join(required)}"
+            + (f" (and optionally {', '.join(optional)})" if optional else "")
+            + f"; its columns are {list(df.columns)}."
+        )
+    return df
+
+
 def read_lesions(path: str | Path, scans: Mapping[str, Sequence[ScanInput]] | None = None) -> list[TargetLesion]:
     """Read and check lesions.csv: one row per target lesion (at most 5 per patient, as RECIST 1.1).
 
@@ -494,22 +538,14 @@ def read_lesions(path: str | Path, scans: Mapping[str, Sequence[ScanInput]] | No
             a patient, unknown patients: the message names the file, line, patient and lesion.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Lesions table not found: '{path}'.")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"lesions file '{path}' is not a readable CSV ({err}); write a header row "
-            f"{','.join(LESION_COLUMNS)}[,timepoint,roi] and one row per lesion."
-        ) from err
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in LESION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"lesions file '{path}' lacks column(s) {missing}; it needs {', '.join(LESION_COLUMNS)} "
-            f"(and optionally {', '.join(LESION_OPTIONAL_COLUMNS)}); its columns are {list(df.columns)}."
-        )
+    df = read_text_table(
+        path,
+        "lesions file",
+        LESION_COLUMNS,
+        LESION_OPTIONAL_COLUMNS,
+        how=f"write a header row {','.join(LESION_COLUMNS)}[,timepoint,roi] and one row per lesion",
+        skip_blank_lines=False,
+    )
     extra = [c for c in df.columns if c not in LESION_COLUMNS + LESION_OPTIONAL_COLUMNS]
     if extra:
         warnings.warn(

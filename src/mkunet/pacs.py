@@ -1141,24 +1141,10 @@ def read_worklist(path: str | Path) -> list[WorklistEntry]:
         ValueError: a missing column, an empty or invalid value, a bad date, a study listed twice for a
             patient; the message names the file, line and column.
     """
-    import pandas as pd
-
-    from mkunet.inputs import _parse_date
+    from mkunet.inputs import parse_scan_date, read_text_table
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Worklist not found: '{path}'.")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"worklist '{path}' is not a readable CSV ({err}).") from err
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in WORKLIST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"worklist '{path}' lacks column(s) {missing}; it needs patient_id, study_uid, scan_date (and optionally "
-            f"series_uid); its columns are {list(df.columns)}."
-        )
+    df = read_text_table(path, "worklist", WORKLIST_COLUMNS, ("series_uid",))
     entries: list[WorklistEntry] = []
     seen: set[tuple[str, str, str | None]] = set()
     for i, rec in enumerate(df.to_dict("records")):
@@ -1173,7 +1159,7 @@ def read_worklist(path: str | Path) -> list[WorklistEntry]:
         for col in ("study_uid", "series_uid"):
             if values.get(col) and not _is_uid(values[col]):
                 raise ValueError(f"{where}: {col} {values[col]!r} is not a DICOM UID (digits and dots, <= 64 chars).")
-        date = _parse_date(values["scan_date"], where)
+        date = parse_scan_date(values["scan_date"], where)
         series = values.get("series_uid") or None
         key = (values["patient_id"], values["study_uid"], series)
         if key in seen:
