@@ -979,7 +979,6 @@ def _kinetics_step(work: _PatientWork) -> None:
                 lvcr_n_scans=res.n_scans,
                 lvcr_intercept_log_cm3=res.intercept_log_cm3,
                 growth=kinetics.growth_call(res.ci_low, res.ci_high),
-                lvcr_sigma_seg_max=max(res.sigma_segmentation, default=0.0),
             )
         except ValueError as err:
             work.error(None, "kinetics", err, "no LVCR / VDT / IES for this patient")

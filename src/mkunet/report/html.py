@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mkunet import kinetics
 from mkunet.run_store import CohortRun, load_run, patient_folder_name
 from mkunet.utils import atomic_write_text, finite_or_none
 
@@ -437,8 +436,8 @@ def _patient(
             f"LVCR {lv:.4f} /day (95% CI {finite_or_none(prow.get('lvcr_ci_low')) or float('nan'):.4f} to "
             f"{finite_or_none(prow.get('lvcr_ci_high')) or float('nan'):.4f} /day)"
         )
-        call = kinetics.growth_call(finite_or_none(prow.get("lvcr_ci_low")), finite_or_none(prow.get("lvcr_ci_high")))
-        if call is not None:
+        call = prow.get("growth")  # stored by the run (kinetics.growth_call); the report recomputes nothing
+        if isinstance(call, str) and call:
             facts.append(call + (": the interval contains 0" if call == "growth not established" else ""))
         vdt = finite_or_none(prow.get("vdt_days"))
         if vdt is not None:
