@@ -73,7 +73,7 @@ def test_tumour_free_and_small(scene):
     tiny[15, 30, 20] = 0.9  # 0.008 cm3 < the minimum volume
     assert 0.008 < MIN_VOLUME_CM3
     assert list_candidates(volume, tiny, region=region, lungs=lungs) == []
-    assert format_candidates([]) == ["no candidate component above the threshold"]
+    assert format_candidates([]) == ["no candidate lesion found"]
 
 
 def test_errors(scene):
@@ -101,7 +101,7 @@ def test_whole_volume_segment_lists_candidates_and_saves_them(tmp_path):
     from test_infer import StubBundle, chest_with_wall_blob
 
     vol, tumour, _ = chest_with_wall_blob()
-    seg = segment(vol, StubBundle())
+    seg = segment(vol, StubBundle(), method="network")
     assert len(seg.candidates) >= 2  # the tumour and the trunk wall the oracle also fires on
     top = seg.candidates[0]
     # the top candidate is the kept mask: the tumour, in the lung

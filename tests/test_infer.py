@@ -76,7 +76,7 @@ def two_blobs() -> tuple[Volume, np.ndarray, np.ndarray]:
 
 def test_whole_volume_keeps_largest(two_blobs):
     vol, big, small = two_blobs
-    seg = segment(vol, StubBundle())
+    seg = segment(vol, StubBundle(), method="network")
     assert seg.mask.shape == vol.shape and seg.mask.dtype == bool
     assert seg.probability.dtype == np.float32 and seg.probability.shape == vol.shape
     np.testing.assert_array_equal(seg.mask, big)
@@ -100,9 +100,9 @@ def chest_with_wall_blob() -> tuple[Volume, np.ndarray, np.ndarray]:
 def test_whole_volume_prefers_the_component_in_the_lung():
     """The oracle fires on the whole trunk wall (bigger) and the tumour; the lung prior picks the tumour."""
     vol, tumour, _ = chest_with_wall_blob()
-    seg = segment(vol, StubBundle())
+    seg = segment(vol, StubBundle(), method="network")
     assert 2 * (seg.mask & tumour).sum() / (seg.mask.sum() + tumour.sum()) > 0.95  # resampling blurs the edge
-    plain = segment(vol, StubBundle(), lung_prior=False)  # largest probability mass: the wall
+    plain = segment(vol, StubBundle(), lung_prior=False, method="network")  # largest probability mass: the wall
     assert not (plain.mask & tumour).any() and plain.mask.sum() > tumour.sum()
 
 
@@ -135,17 +135,17 @@ def test_body_box_skips_air_but_not_the_patient():
     assert infer.body_box(empty) == ((0, 3), (0, 8), (0, 8))
     # segmenting without ROI keeps the probability at 0 outside the body box
     arr[2:4, 20:25, 30:35] = 40.0
-    seg = segment(vol, StubBundle(target_spacing=(3.0, 1.0, 2.0)))
+    seg = segment(vol, StubBundle(target_spacing=(3.0, 1.0, 2.0)), method="network")
     assert seg.roi_box == ((0, 6), (0, 51), (15, 56)) and seg.roi == "whole volume"
     assert seg.probability[:, 55:57].max() == 0.0
 
 
 def test_keep_all_and_min_volume(two_blobs):
     vol, big, small = two_blobs
-    seg = segment(vol, StubBundle(), keep="all")
+    seg = segment(vol, StubBundle(), keep="all", method="network")
     np.testing.assert_array_equal(seg.mask, big | small)
     small_cm3 = small.sum() * 2.0 / 1000.0
-    seg = segment(vol, StubBundle(), keep="all", min_component_cm3=small_cm3 + 1e-6)
+    seg = segment(vol, StubBundle(), keep="all", min_component_cm3=small_cm3 + 1e-6, method="network")
     np.testing.assert_array_equal(seg.mask, big)
 
 
@@ -255,7 +255,7 @@ def test_previous_mask_picks_overlapping_component():
 
 def test_resampling_to_model_spacing(two_blobs):
     vol, big, small = two_blobs
-    seg = segment(vol, StubBundle(target_spacing=(3.0, 1.5, 1.5)))
+    seg = segment(vol, StubBundle(target_spacing=(3.0, 1.5, 1.5)), method="network")
     assert seg.mask.shape == vol.shape
     dice = 2 * (seg.mask & big).sum() / (seg.mask.sum() + big.sum())
     assert dice > 0.9
@@ -264,7 +264,7 @@ def test_resampling_to_model_spacing(two_blobs):
 def test_empty_input_warns_and_writes(tmp_path):
     vol = Volume(np.full((12, 40, 40), -1000.0, np.float32), spacing=(2.5, 0.8, 0.8))
     with pytest.warns(UserWarning, match="No tumour found"):
-        seg = segment(vol, StubBundle())
+        seg = segment(vol, StubBundle(), method="network")
     assert seg.empty and not seg.mask.any() and seg.volume_cm3 == 0.0
     assert any("no tumour found" in n for n in seg.notes)
     written = infer.save_segmentation(seg, tmp_path, ("nifti",))
@@ -304,25 +304,25 @@ def test_attention_maps_on_input_grid(two_blobs, tmp_path):
                 else (super().forward(image, clinical, False), [])
             )
 
-    seg2 = segment(vol, StubBundle(model=NoGates()), return_attention=True)
+    seg2 = segment(vol, StubBundle(model=NoGates()), return_attention=True, method="network")
     assert seg2.attention is None and any("no attention" in n for n in seg2.notes)
 
 
 def test_clinical_handling(two_blobs):
     vol, _, _ = two_blobs
     bundle = StubBundle(clinical_encoder=StubEncoder(), default_clinical=np.zeros(6, np.float32))
-    seg = segment(vol, bundle)
+    seg = segment(vol, bundle, method="network")
     assert seg.lvcr_used is None and any("training medians" in n for n in seg.notes)
-    seg = segment(vol, bundle, clinical={"age": 60, "lvcr": 0.01})
+    seg = segment(vol, bundle, clinical={"age": 60, "lvcr": 0.01}, method="network")
     assert seg.lvcr_used == 0.01 and any("imputed" in n and "sex" in n for n in seg.notes)
     full = {"age": 60, "sex": "M", "smoking": "never", "grade": 2, "stage": "II", "lvcr": 0.02}
-    seg = segment(vol, bundle, clinical=full)
+    seg = segment(vol, bundle, clinical=full, method="network")
     assert seg.lvcr_used == 0.02 and not any("imputed" in n for n in seg.notes)
     with pytest.raises(ValueError, match="Unknown clinical"):
-        segment(vol, bundle, clinical={"weight": 80})
+        segment(vol, bundle, clinical={"weight": 80}, method="network")
     with pytest.raises(ValueError, match="encoded vector"):
-        segment(vol, bundle, clinical=[1.0, 2.0])
-    seg = segment(vol, StubBundle(), clinical={"age": 60})  # model without clinical input
+        segment(vol, bundle, clinical=[1.0, 2.0], method="network")
+    seg = segment(vol, StubBundle(), clinical={"age": 60}, method="network")  # model without clinical input
     assert any("ignored" in n for n in seg.notes)
 
 
@@ -350,7 +350,7 @@ def test_fixed_point_lvcr_converges():
         patch_size=(32, 48, 48),
         default_clinical=np.zeros(6, np.float32),
     )
-    result = segment_timepoints(vols, days, bundle, tol=1e-4, max_iter=8)
+    result = segment_timepoints(vols, days, bundle, tol=1e-4, max_iter=8, method="network")
     assert result.converged and result.iterations >= 2
     t0 = result.trace[0]
     assert t0["lvcr_in"] is None and t0["change"] is None
@@ -364,7 +364,7 @@ def test_fixed_point_lvcr_converges():
     assert result.lvcr_per_day == pytest.approx(result.trace[-1]["lvcr_out"])
     assert all(s.lvcr_used == result.trace[-1]["lvcr_in"] for s in result.segmentations)
     # the fixed point: segmenting with the final LVCR reproduces it
-    again = [segment(v, bundle, {"lvcr": result.lvcr_per_day}).volume_cm3 for v in vols]
+    again = [segment(v, bundle, {"lvcr": result.lvcr_per_day}, method="network").volume_cm3 for v in vols]
     assert math.log(again[1] / again[0]) / 60.0 == pytest.approx(result.lvcr_per_day, abs=2e-4)
 
 
@@ -376,14 +376,14 @@ def test_fixed_point_not_run_when_lvcr_given_or_single_timepoint():
         target_spacing=(1.0, 1.0, 1.0),
         default_clinical=np.zeros(6, np.float32),
     )
-    res = segment_timepoints(vols, [0, 30], bundle, clinical={"lvcr": 0.005})
+    res = segment_timepoints(vols, [0, 30], bundle, clinical={"lvcr": 0.005}, method="network")
     assert res.trace == [] and all(s.lvcr_used == 0.005 for s in res.segmentations)
-    res1 = segment_timepoints(vols[:1], [0], bundle)
+    res1 = segment_timepoints(vols[:1], [0], bundle, method="network")
     assert res1.lvcr_per_day is None and any("single timepoint" in n for n in res1.notes)
     with pytest.raises(ValueError, match="strictly increasing"):
-        segment_timepoints(vols, [10, 10], bundle)
+        segment_timepoints(vols, [10, 10], bundle, method="network")
     with pytest.raises(ValueError, match="days"):
-        segment_timepoints(vols, [0], bundle)
+        segment_timepoints(vols, [0], bundle, method="network")
 
 
 def test_fixed_point_previous_mask_roi_and_empty_stop():
@@ -400,11 +400,11 @@ def test_fixed_point_previous_mask_roi_and_empty_stop():
     assert res.segmentations[1].roi.startswith("previous mask")
     assert res.converged and res.iterations >= 2
     assert res.segmentations[0].roi.startswith("previous mask")  # later passes: the earlier pass's own mask
-    plain = segment_timepoints(vols, [0, 60], bundle, max_iter=8)
+    plain = segment_timepoints(vols, [0, 60], bundle, max_iter=8, method="network")
     assert res.lvcr_per_day == pytest.approx(plain.lvcr_per_day, abs=1e-12)  # the crop lost nothing
     air = Volume(np.full((16, 32, 32), -1000.0, np.float32), spacing=(1.0, 1.0, 1.0))
     with pytest.warns(UserWarning):
-        res2 = segment_timepoints([vols[0], air], [0, 60], bundle)
+        res2 = segment_timepoints([vols[0], air], [0, 60], bundle, method="network")
     assert res2.lvcr_per_day is None and not res2.converged and len(res2.trace) == 1
     assert res2.segmentations[1].empty
 
@@ -423,7 +423,7 @@ def test_shipped_model_on_totalsegmentator_example(shared_data):
     vol = read_volume(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = segment(vol, bundle)
+        seg = segment(vol, bundle, method="network")
     assert seg.mask.shape == vol.shape
     assert np.isfinite(seg.probability).all() and 0.0 <= seg.probability.min() <= seg.probability.max() <= 1.0
     # what the component rule promises, checked independently of how segment computed it:
@@ -476,7 +476,12 @@ def test_real_bundle_round_trip_with_attention(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = segment(
-            vol, folder, clinical={"age": 64, "sex": "M", "lvcr": 0.003}, return_attention=True, threshold=0.5
+            vol,
+            folder,
+            clinical={"age": 64, "sex": "M", "lvcr": 0.003},
+            return_attention=True,
+            threshold=0.5,
+            method="network",
         )
     assert seg.mask.shape == vol.shape and seg.probability.shape == vol.shape
     assert 0.0 <= seg.probability.min() and seg.probability.max() <= 1.0

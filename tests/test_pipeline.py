@@ -194,7 +194,10 @@ def make_tiny_cohort(
 
 
 def run(cohort: TinyCohort, out: Path, bundle: Any, **kwargs):
+    """run_cohort with the oracle network on the whole volume (these tests check the pipeline's mechanics)."""
     import warnings
+
+    kwargs.setdefault("method", "network")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -106,7 +106,7 @@ def test_nifti_input_writes_nifti(tmp_path):
     hu, large, small = phantom()
     vol = Volume(hu.astype(np.float32), spacing=SPACING, origin=(5.0, -3.0, 12.0))
     path = write_volume(vol, tmp_path / "ct.nii.gz")
-    res = run([path, "--out", tmp_path / "out", "--attention"])
+    res = run([path, "--out", tmp_path / "out", "--attention", "--method", "network"])
     assert res.exit_code == 0, res.output
     assert "tumour volume:" in res.output and "mask.nii.gz" in res.output
     ref = read_volume(path)
@@ -162,7 +162,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 def test_dicom_input_writes_seg_and_rtstruct(tmp_path):
     hu, large, small = phantom()
     folder = write_series(tmp_path / "ct", hu)
-    res = run([folder, "--out", tmp_path / "out"])
+    res = run([folder, "--out", tmp_path / "out", "--method", "network"])
     assert res.exit_code == 0, res.output
     out = tmp_path / "out"
     for name in ("mask.nii.gz", "probability.nii.gz", "seg.dcm", "rtstruct.dcm"):
@@ -203,11 +203,11 @@ def test_lung_prior_flag(tmp_path):
     hu[tumour] = 40
     ref = Volume(hu.astype(np.float32), spacing=spacing)
     path = write_volume(ref, tmp_path / "chest.nii.gz")
-    res = run([path, "--out", tmp_path / "prior"])
+    res = run([path, "--out", tmp_path / "prior", "--method", "network"])
     assert res.exit_code == 0, res.output
     kept = read_mask(tmp_path / "prior" / "mask.nii.gz", read_volume(path))
     assert 2 * (kept & tumour).sum() / (kept.sum() + tumour.sum()) > 0.9
-    res = run([path, "--out", tmp_path / "plain", "--no-lung-prior"])
+    res = run([path, "--out", tmp_path / "plain", "--no-lung-prior", "--method", "network"])
     assert res.exit_code == 0, res.output
     plain = read_mask(tmp_path / "plain" / "mask.nii.gz", read_volume(path))
     assert not (plain & tumour).any() and plain.sum() > tumour.sum()

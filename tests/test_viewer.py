@@ -209,7 +209,7 @@ def test_segment_cli_writes_a_viewer(tmp_path, monkeypatch):
 
     hu, large, _ = phantom()
     path = write_volume(Volume(hu.astype(np.float32), spacing=SEG_SPACING), tmp_path / "ct.nii.gz")
-    res = cli([path, "--out", tmp_path / "out", "--attention", "--viewer"])
+    res = cli([path, "--out", tmp_path / "out", "--attention", "--viewer", "--method", "network"])
     assert res.exit_code == 0, res.output
     page = tmp_path / "out" / "viewer.html"
     assert f"viewer: {page}" in res.output

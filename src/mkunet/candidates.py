@@ -28,6 +28,37 @@ Fleischner and Lung-RADS guidance are 4-6 mm) are not listed, and a candidate is
 confident and inside the lung). A tumour-free scan therefore gives no candidate, or only
 small low-score ones.
 
+**Image-driven detection** (:func:`detect_lesions`, what :func:`mkunet.infer.segment` runs on a
+whole volume by default): a lung tumour is a compact soft-tissue mass with aerated lung around at
+least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smooth_mm`` Gaussian):
+
+1. ``dense`` = soft tissue, ``dense_hu[0] < HU < dense_hu[1]`` (solid and part-solid lesions;
+   fat, aerated lung and bone are out);
+2. the Euclidean distance transform of ``dense`` (mm) gives each dense voxel the radius of the
+   largest ball of soft tissue centred there; its local maxima (over ``peak_mm``) of at least
+   ``min_radius_mm`` inside the lung region (:func:`mkunet.lung.lung_region`) are the candidate
+   centres, radius r. A peak inside the inscribed ball of a larger one is dropped;
+3. ``air_fraction``: the fraction of ``shell_points`` points on the sphere of radius
+   r + ``shell_mm`` around the centre that lie in aerated lung (:func:`mkunet.lung.lung_mask`;
+   room air does not count). A nodule in the parenchyma scores about 0.6-1, a pleural or
+   mediastinal one about 0.2-0.5, the heart, liver and chest wall about 0;
+4. ``blobness`` = |lambda_3| / |lambda_1|, the ratio of the smallest to the largest eigenvalue
+   of the Hessian of the image at scale sigma = r / sqrt(3) (Li, Sone & Doi, Med Phys
+   30:2040, 2003: a ball has three equal negative curvatures, a vessel one near zero, a
+   plate two), 0 unless all three are negative;
+5. a candidate needs ``air_fraction >= min_air`` and ``blobness >= min_blobness``; its
+   **score** (cm^3) is the inscribed ball's volume, 4/3 pi r^3, times
+   ``min(1, blobness / 0.5) x min(1, air_fraction / 0.5)``: the larger, the rounder and the
+   more surrounded by lung, the more suspicious. ``reportable`` when r >= ``report_radius_mm``
+   (a nodule of 8 mm or more, the Fleischner size that calls for follow-up) and the score is
+   at least ``min_score_cm3``.
+
+Every parameter is set for a kind of lesion (the sizes above), none for a particular scan.
+Limits: pure ground-glass lesions (below ``dense_hu[0]`` after smoothing) and a tumour that
+merges with the mediastinum or chest wall over most of its surface (its centre then lies outside
+the lung region, or no aerated lung surrounds it) are not found; a tumour-free chest still lists
+vessel junctions of 6-9 mm (small scores) that a reader dismisses.
+
 Arrays are (z, y, x); spacings (z, y, x) mm; physical points (x, y, z) mm (LPS).
 """
 
@@ -44,6 +75,8 @@ from mkunet.volume import Volume
 
 __all__ = [
     "Candidate",
+    "DetectionParams",
+    "detect_lesions",
     "list_candidates",
     "write_candidates",
     "format_candidates",
@@ -59,19 +92,28 @@ LOCATIONS = ("lung", "pleura", "mediastinum", "outside")
 
 @dataclass
 class Candidate:
-    """One candidate component (module docstring for the definitions).
+    """One candidate lesion (module docstring for the definitions).
 
     Attributes:
         rank: 1 = best score.
-        score: ``mass_cm3 x inside^2`` (cm^3).
-        mass_cm3: probability mass (cm^3).
-        inside: fraction of the mass inside the lung region (0-1; 1 without a region).
-        volume_cm3: voxel count x voxel volume (cm^3).
-        max_probability, mean_probability: over the component's voxels.
-        centroid_zyx: voxel indices (z, y, x).
+        score: network candidates ``mass_cm3 x inside^2``; image candidates the inscribed
+            ball's volume x the blobness and air factors (cm^3).
+        mass_cm3: network: probability mass (cm^3); image: the inscribed ball's volume.
+        inside: fraction of the mass inside the lung region (0-1; 1 without a region, and for
+            image candidates, whose centre is in the region by construction).
+        volume_cm3: network: voxel count x voxel volume; image: the inscribed ball's volume
+            (a lower bound of the lesion's) (cm^3).
+        max_probability, mean_probability: over the component's voxels (network candidates;
+            None for image candidates).
+        centroid_zyx: voxel indices (z, y, x) (image candidates: the centre of the inscribed ball,
+            the deepest point of the lesion, where :func:`mkunet.infer.segment` seeds it).
         centroid_mm: physical point (x, y, z) mm.
         location: one of :data:`LOCATIONS`.
-        reportable: ``score >= min_score_cm3``.
+        reportable: see the module docstring.
+        source: ``"network"`` (:func:`list_candidates`) or ``"image"`` (:func:`detect_lesions`).
+        radius_mm: image candidates: the inscribed radius r (mm).
+        blobness: image candidates: |lambda_3| / |lambda_1| of the Hessian at scale r / sqrt(3).
+        air_fraction: image candidates: aerated lung on the sphere of radius r + ``shell_mm``.
     """
 
     rank: int
@@ -79,20 +121,48 @@ class Candidate:
     mass_cm3: float
     inside: float
     volume_cm3: float
-    max_probability: float
-    mean_probability: float
+    max_probability: float | None
+    mean_probability: float | None
     centroid_zyx: tuple[float, float, float]
     centroid_mm: tuple[float, float, float]
     location: str
     reportable: bool
+    source: str = "network"
+    radius_mm: float | None = None
+    blobness: float | None = None
+    air_fraction: float | None = None
 
     def describe(self) -> str:
         """One line: rank, score, volume, location, centroid."""
         x, y, z = self.centroid_mm
-        return (
-            f"#{self.rank} score {self.score:.3f} cm3, {self.volume_cm3:.2f} cm3, p max {self.max_probability:.2f} "
-            f"mean {self.mean_probability:.2f}, {self.location}, at ({x:.1f}, {y:.1f}, {z:.1f}) mm"
-        )
+        if self.source == "image":
+            what = (
+                f"inscribed radius {self.radius_mm:.1f} mm, blobness {self.blobness:.2f}, "
+                f"lung around {self.air_fraction:.2f}"
+            )
+        else:
+            what = f"{self.volume_cm3:.2f} cm3, p max {self.max_probability:.2f} mean {self.mean_probability:.2f}"
+        return f"#{self.rank} score {self.score:.3f} cm3, {what}, {self.location}, at ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+
+
+def _location(
+    in_lungs: float, in_region: float, size: float, centroid_x: float, lung_mid: float | None, lung_half: float | None
+) -> str:
+    """``lung`` / ``pleura`` / ``mediastinum`` / ``outside`` from the voxel counts (module docstring)."""
+    if in_lungs >= 0.5 * size:
+        return "lung"
+    if in_region >= 0.5 * size:
+        central = lung_mid is not None and abs(centroid_x - lung_mid) <= 0.2 * max(lung_half or 0.0, 1.0)
+        return "mediastinum" if central else "pleura"
+    return "outside"
+
+
+def _lung_midline(lungs: np.ndarray) -> tuple[float | None, float | None]:
+    """Centre and half-width of the lungs' left-right (x index) extent; (None, None) without lungs."""
+    xs = np.nonzero(lungs.any(axis=(0, 1)))[0]
+    if not xs.size:
+        return None, None
+    return 0.5 * float(xs.min() + xs.max()), 0.5 * float(xs.max() - xs.min())
 
 
 def list_candidates(
@@ -163,20 +233,15 @@ def list_candidates(
     in_region = np.bincount(flat, weights=region[binary].astype(np.float64), minlength=n + 1)
     pmax = ndimage.maximum(prob, labels, index=ids)
     centroids = ndimage.center_of_mass(binary, labels, index=ids)
-    xs = np.nonzero(lungs.any(axis=(0, 1)))[0]
-    mid, half = (0.5 * (xs.min() + xs.max()), 0.5 * (xs.max() - xs.min())) if xs.size else (None, None)
+    mid, half = _lung_midline(lungs)
     has_region = bool(region.any())
     out = []
     for k, c, m in zip(ids, centroids, pmax):
         total = float(mass[k])
         inside = float(mass_in[k] / total) if has_region and total > 0 else 1.0
-        if in_lungs[k] >= 0.5 * sizes[k]:
-            location = "lung"
-        elif has_region and in_region[k] >= 0.5 * sizes[k]:
-            central = mid is not None and abs(float(c[2]) - mid) <= 0.2 * max(half or 0.0, 1.0)
-            location = "mediastinum" if central else "pleura"
-        else:
-            location = "outside"
+        location = _location(
+            float(in_lungs[k]), float(in_region[k]) if has_region else 0.0, float(sizes[k]), float(c[2]), mid, half
+        )
         score = total * voxel_cm3 * inside * inside
         point = volume.index_to_physical(np.asarray(c, float))
         out.append(
@@ -201,10 +266,197 @@ def list_candidates(
     return out
 
 
+@dataclass(frozen=True)
+class DetectionParams:
+    """Parameters of :func:`detect_lesions` (module docstring; mm, HU, cm^3).
+
+    Attributes:
+        grid_mm: isotropic work grid (mm).
+        smooth_mm: Gaussian sigma applied to the HU before thresholding (mm).
+        dense_hu: (low, high) HU of soft tissue after smoothing.
+        min_radius_mm: smallest inscribed radius of a candidate (mm; 3 mm = a 6 mm nodule).
+        peak_mm: width of the neighbourhood a distance-transform peak is the maximum of (mm).
+        shell_mm: the air fraction is read this far outside the inscribed ball (mm).
+        shell_points: points on that sphere.
+        min_air: least aerated-lung fraction on the shell.
+        min_blobness: least |lambda_3| / |lambda_1|.
+        report_radius_mm: a candidate is reportable from this inscribed radius (mm; 4 mm = an 8 mm nodule).
+        min_score_cm3: and from this score (cm^3).
+        max_candidates: at most this many are returned (the best).
+    """
+
+    grid_mm: float = 2.0
+    smooth_mm: float = 1.0
+    dense_hu: tuple[float, float] = (-450.0, 300.0)
+    min_radius_mm: float = 3.0
+    peak_mm: float = 10.0
+    shell_mm: float = 3.0
+    shell_points: int = 256
+    min_air: float = 0.15
+    min_blobness: float = 0.2
+    report_radius_mm: float = 4.0
+    min_score_cm3: float = 0.1
+    max_candidates: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"DetectionParams.{name} must be > 0 mm, got {getattr(self, name)!r}.")
+        if float(self.smooth_mm) < 0:
+            raise ValueError(f"DetectionParams.smooth_mm must be >= 0 mm, got {self.smooth_mm!r}.")
+        lo, hi = self.dense_hu
+        if not lo < hi:
+            raise ValueError(f"DetectionParams.dense_hu must be (low, high) HU with low < high, got {self.dense_hu!r}.")
+        for name in ("min_air", "min_blobness"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"DetectionParams.{name} must be in [0, 1], got {getattr(self, name)!r}.")
+        if int(self.shell_points) < 16:
+            raise ValueError(f"DetectionParams.shell_points must be at least 16, got {self.shell_points!r}.")
+
+
+def _work_grid(volume: Volume, grid_mm: float) -> Volume:
+    """``volume`` resampled (linear) to ``grid_mm`` isotropic, cut to the extent its voxel centres cover.
+
+    The cut keeps resampling from padding the far faces with the image minimum, which would join
+    lungs that the scan's field of view cuts to the room air.
+    """
+    from mkunet.preprocess.resample import resample
+
+    grid = resample(volume, (grid_mm, grid_mm, grid_mm))
+    keep = [
+        min(m, int(np.floor((n - 1) * s / grid_mm + 1e-6)) + 1)
+        for n, s, m in zip(volume.shape, volume.spacing, grid.shape)
+    ]
+    if list(grid.shape) == keep:
+        return grid
+    return Volume(
+        np.ascontiguousarray(grid.array[: keep[0], : keep[1], : keep[2]]),
+        grid.spacing,
+        origin=grid.origin,
+        direction=grid.direction,
+    )
+
+
+def _hessian_eigenvalues(image: np.ndarray, point: np.ndarray, sigma_vox: float) -> np.ndarray:
+    """Eigenvalues (ascending) of the scale-normalised Hessian (sigma^2 H) of ``image`` at ``point`` (voxels)."""
+    from scipy import ndimage
+
+    half = int(np.ceil(3.0 * sigma_vox)) + 2
+    lo = np.maximum(point - half, 0)
+    hi = np.minimum(point + half + 1, image.shape)
+    crop = image[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    at = tuple(int(v) for v in point - lo)
+    h = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            value = ndimage.gaussian_filter(crop, sigma_vox, order=order, mode="nearest")[at]
+            h[i, j] = h[j, i] = float(value) * sigma_vox * sigma_vox
+    return np.linalg.eigvalsh(h)
+
+
+def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> list[Candidate]:
+    """Image-driven candidate lung lesions of a whole CT, ranked (module docstring, "Image-driven detection").
+
+    Args:
+        volume: the CT (HU), any spacing.
+        params: :class:`DetectionParams` (defaults: set for kinds of lesions).
+
+    Returns:
+        candidates with ``source="image"``, best score first, ranks 1, 2, ...; their
+        ``centroid_zyx`` are (z, y, x) indices on ``volume``'s grid. Empty when the scan shows
+        no lung or no soft-tissue ball in it qualifies.
+
+    Raises:
+        ValueError: ``volume`` is not a :class:`mkunet.volume.Volume`.
+    """
+    from scipy import ndimage
+
+    from mkunet.lesion import fibonacci_directions
+    from mkunet.lung import lung_mask, lung_region
+
+    if not isinstance(volume, Volume):
+        raise ValueError(f"`volume` must be a mkunet Volume, got {type(volume).__name__} (use mkunet.io.read_volume).")
+    p = params or DetectionParams()
+    g = float(p.grid_mm)
+    work = _work_grid(volume, g)
+    spacing = (g, g, g)
+    hu = work.array.astype(np.float32, copy=False)
+    smooth = ndimage.gaussian_filter(hu, p.smooth_mm / g) if p.smooth_mm > 0 else hu
+    aerated = lung_mask(hu, spacing)
+    if not aerated.any():
+        return []
+    region = lung_region(hu, spacing)
+    dense = (smooth > p.dense_hu[0]) & (smooth < p.dense_hu[1])
+    depth = ndimage.distance_transform_edt(dense, sampling=spacing).astype(np.float32)
+    size = max(3, 2 * int(round(0.5 * p.peak_mm / g)) + 1)
+    peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= p.min_radius_mm) & region
+    points = np.argwhere(peaks)
+    if not points.size:
+        return []
+    radii = depth[peaks]
+    order = np.argsort(-radii, kind="stable")
+    points, radii = points[order], radii[order]
+    directions = fibonacci_directions(int(p.shell_points))
+    shape = np.asarray(hu.shape)
+    filled = ndimage.binary_fill_holes(
+        aerated, structure=np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3], bool)
+    )
+    mid, half = _lung_midline(aerated)
+    kept: list[tuple[np.ndarray, float]] = []
+    found = []
+    for point, r in zip(points, radii):
+        r = float(r)
+        if any(float(np.linalg.norm((point - q) * g)) < rq for q, rq in kept):
+            continue  # inside a larger candidate's inscribed ball
+        kept.append((point, r))
+        shell = np.rint(point + directions * (r + p.shell_mm) / g).astype(int)
+        ok = np.all((shell >= 0) & (shell < shape), axis=1)
+        air = float(aerated[tuple(shell[ok].T)].sum()) / len(directions)
+        if air < p.min_air:
+            continue
+        lam = _hessian_eigenvalues(smooth, point, max(r / np.sqrt(3.0) / g, 1.0))
+        blob = float(abs(lam[2]) / abs(lam[0])) if lam[2] < 0 else 0.0
+        if blob < p.min_blobness:
+            continue
+        ball = 4.0 / 3.0 * np.pi * r**3 / 1000.0
+        score = ball * min(1.0, blob / 0.5) * min(1.0, air / 0.5)
+        phys = work.index_to_physical(point.astype(np.float64))
+        native = volume.physical_to_index(phys)
+        native = np.clip(native, 0, np.asarray(volume.shape) - 1)
+        location = _location(float(filled[tuple(point)]), float(region[tuple(point)]), 1.0, float(point[2]), mid, half)
+        found.append(
+            Candidate(
+                rank=0,
+                score=float(score),
+                mass_cm3=float(ball),
+                inside=1.0,
+                volume_cm3=float(ball),
+                max_probability=None,
+                mean_probability=None,
+                centroid_zyx=(float(native[0]), float(native[1]), float(native[2])),
+                centroid_mm=(float(phys[0]), float(phys[1]), float(phys[2])),
+                location=location,
+                reportable=bool(r >= p.report_radius_mm and score >= p.min_score_cm3),
+                source="image",
+                radius_mm=r,
+                blobness=blob,
+                air_fraction=air,
+            )
+        )
+    found.sort(key=lambda cand: -cand.score)
+    found = found[: max(int(p.max_candidates), 0)]
+    for rank, cand in enumerate(found, start=1):
+        cand.rank = rank
+    return found
+
+
 def format_candidates(candidates: Sequence[Candidate], top: int = 5) -> list[str]:
     """Lines for a report or the CLI: the ``top`` best candidates (or a line saying there are none)."""
     if not candidates:
-        return ["no candidate component above the threshold"]
+        return ["no candidate lesion found"]
     return [c.describe() + ("" if c.reportable else " (below the minimum score)") for c in list(candidates)[:top]]
 
 
@@ -227,6 +479,10 @@ def write_candidates(candidates: Sequence[Candidate], path: str | Path) -> Path:
         "centroid_z_mm",
         "location",
         "reportable",
+        "source",
+        "radius_mm",
+        "blobness",
+        "air_fraction",
     ]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -242,5 +498,5 @@ def write_candidates(candidates: Sequence[Candidate], path: str | Path) -> Path:
                 centroid_y_mm=xyz[1],
                 centroid_z_mm=xyz[2],
             )
-            writer.writerow(row)
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return path

@@ -61,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mkunet.bundle import predict_probability
+from mkunet.candidates import DetectionParams
 from mkunet.lesion import LesionParams, LesionResult, SeedError, check_seed, segment_lesion
 from mkunet.lung import lung_region
 from mkunet.uncertainty import UncertaintyParams, VolumeUncertainty, check_uncertainty
@@ -618,22 +619,19 @@ def check_method(method: str) -> str:
 
 
 def resolve_method(method: str, roi: Roi | None) -> str:
-    """The method :func:`segment` runs: ``"image"`` or ``"network"``.
+    """The method :func:`segment` runs: ``"image"``, ``"detect"`` or ``"network"``.
 
     ``"auto"`` is the image-driven lesion model when there is a seed, a box or a previous
-    mask to start from (measured better on real CT, see the README), and the network
-    for the whole volume. ``"image"`` without a region of interest is an error.
+    mask to start from, and ``"detect"`` for the whole volume: the image-driven detector
+    (:func:`mkunet.candidates.detect_lesions`) finds the lesion and the lesion model segments it
+    from the top candidate (both measured better on real CT than the network: README). ``"image"``
+    without a region of interest is ``"detect"`` too; ``"network"`` forces the network.
     """
     check_method(method)
     if method == "network":
         return "network"
     if roi is None:
-        if method == "image":
-            raise ValueError(
-                "method='image' needs a seed, a box or a previous mask (it segments the lesion at a point); "
-                "give roi=Seed(...) / --seed-point X Y Z, or use method='auto' or 'network' for the whole volume."
-            )
-        return "network"
+        return "detect"
     return "image"
 
 
@@ -652,6 +650,7 @@ def segment(
     body_crop: bool = True,
     lung_prior: bool = True,
     lesion_params: LesionParams | None = None,
+    detection: DetectionParams | None = None,
     uncertainty: Literal["on", "off"] = "on",
     uncertainty_params: UncertaintyParams | None = None,
     progress: ProgressHook | None = None,
@@ -669,8 +668,12 @@ def segment(
     * ``"network"``: the trained network's probability, thresholded, then the component
       rule (module doc). With a :class:`Seed` the cube around it grows by 1.6x while the
       tumour touches one of its faces.
-    * ``"auto"`` (default): ``"image"`` with a seed, box or previous mask, ``"network"``
-      for the whole volume.
+    * ``"auto"`` (default): ``"image"`` with a seed, box or previous mask; for the whole
+      volume, **detection**: :func:`mkunet.candidates.detect_lesions` ranks the compact
+      soft-tissue masses in the lungs (``Segmentation.candidates``) and the image model
+      segments the first reportable candidate from its centre (the next one when that gives
+      nothing). No reportable candidate: an empty mask, a note and a warning. ``"image"``
+      without a ROI does the same.
 
     Args:
         volume: the CT (HU), any spacing; outputs come back on its grid.
@@ -696,6 +699,8 @@ def segment(
         lung_prior: without a seed or previous mask, prefer the component in the lung
             region (see the module doc).
         lesion_params: parameters of the image model (default :class:`mkunet.lesion.LesionParams`).
+        detection: parameters of the whole-volume detector (default
+            :class:`mkunet.candidates.DetectionParams`).
         uncertainty: ``"on"`` (default) estimates the volume's segmentation uncertainty
             (``Segmentation.uncertainty``: σ(ln V) and SE in cm³; :mod:`mkunet.uncertainty`:
             the edge iso-level and the contact surface with the image model, the probability
@@ -719,9 +724,15 @@ def segment(
     if isinstance(roi, Seed):
         roi_crop_box(volume, roi)  # malformed seeds and points outside the image fail here
         check_seed(volume, roi.index_zyx(volume), roi.describe(), params)  # in air or bone
-    seg = _segment_dispatch(
-        volume, model, clinical, roi, resolved, params,
-        threshold=threshold, return_attention=return_attention, keep=keep, min_component_cm3=min_component_cm3,
+    if resolved == "detect":
+        seg, roi = _segment_detect(
+            volume, model, clinical, params, detection,
+            threshold=threshold, return_attention=return_attention, overlap=overlap, progress=progress,
+        )  # fmt: skip
+    else:
+        seg = _segment_dispatch(
+            volume, model, clinical, roi, resolved, params,
+            threshold=threshold, return_attention=return_attention, keep=keep, min_component_cm3=min_component_cm3,
         overlap=overlap, body_crop=body_crop, lung_prior=lung_prior, progress=progress,
     )  # fmt: skip
     if uncertainty == "on" and not seg.empty:
@@ -729,6 +740,76 @@ def segment(
         seg.timings["uncertainty"] = seg.uncertainty.seconds
         seg.timings["total"] = seg.timings.get("total", 0.0) + seg.uncertainty.seconds
     return seg
+
+
+def _segment_detect(
+    volume: Volume,
+    model: Any,
+    clinical: Any,
+    params: LesionParams,
+    detection: DetectionParams | None,
+    *,
+    threshold: float | None,
+    return_attention: bool,
+    overlap: float,
+    progress: ProgressHook | None,
+    tries: int = 3,
+) -> tuple[Segmentation, Seed | None]:
+    """Whole volume, image-driven: detect, then segment the best reportable candidate (see :func:`segment`).
+
+    Returns the segmentation (its ``candidates`` set, ``roi`` naming the candidate) and the seed
+    it came from (None when nothing was found).
+    """
+    from mkunet.candidates import detect_lesions
+
+    t0 = time.perf_counter()
+    (progress or (lambda name: None))("detect")
+    candidates = detect_lesions(volume, detection)
+    seconds = time.perf_counter() - t0
+    for cand in [c for c in candidates if c.reportable][: max(int(tries), 1)]:
+        seed = Seed(tuple(float(v) for v in cand.centroid_zyx[::-1]), units="voxel")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                seg = _segment_image(
+                    volume, seed, params, model=model, clinical=clinical, return_attention=return_attention,
+                    overlap=overlap, threshold=threshold, progress=progress,
+                )  # fmt: skip
+        except SeedError:
+            continue
+        if seg.empty:
+            continue
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+        x, y, z = cand.centroid_mm
+        seg.roi = f"whole volume: detected candidate #{cand.rank} at ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+        seg.notes.insert(0, f"whole volume: the lesion was detected ({cand.describe()}) and segmented from its centre")
+        seg.candidates = candidates
+        seg.timings["detect"] = seconds
+        seg.timings["total"] = seg.timings.get("total", 0.0) + seconds
+        return seg, seed
+    reportable = sum(c.reportable for c in candidates)
+    why = (
+        "no candidate lesion found"
+        if not candidates
+        else f"{len(candidates)} candidate(s), none reportable"
+        if not reportable
+        else f"the lesion model found nothing at the {min(reportable, tries)} best candidate(s)"
+    )
+    warnings.warn(f"No tumour found in {volume!r} ({why}); the mask is empty.", UserWarning, stacklevel=3)
+    seg = Segmentation(
+        mask=np.zeros(volume.shape, bool),
+        probability=np.zeros(volume.shape, np.float32),
+        volume=volume,
+        roi="whole volume",
+        threshold=0.5,
+        empty=True,
+        notes=[f"no tumour found: {why}; the mask is empty"],
+        timings={"detect": seconds, "total": time.perf_counter() - t0},
+        method="image",
+        candidates=candidates,
+    )
+    return seg, None
 
 
 def _segment_dispatch(
