@@ -1372,7 +1372,9 @@ def segment_timepoints(
     """Segment one patient's timepoints: the same lesion in every scan, LVCR by fixed point when needed.
 
     **Tracking.** When the first timepoint has a :class:`Seed` or :class:`Box` and a later
-    one has no ROI, the lesion found on the first scan is followed: each later scan is
+    one has no ROI, the lesion found on the first scan is followed (with no ROI at all and the
+    whole-volume detection of :func:`segment`, the detected lesion's centre is the baseline's seed,
+    and the baseline keeps the ranked ``candidates``): each later scan is
     registered to the first (``tracking="register"``: :func:`mkunet.register.register`,
     global rigid + affine, then a local stage around the lesion), the lesion's core is
     mapped into it and segmented from there. Where nothing is found at the mapped
@@ -1437,12 +1439,28 @@ def segment_timepoints(
         if isinstance(roi, Seed):
             roi_crop_box(volumes[k], roi)
             check_seed(volumes[k], roi.index_zyx(volumes[k]), f"{roi.describe()} of timepoint {k}", params)
+    detected: Segmentation | None = None
+    if roi_list[0] is None and len(volumes) > 1 and resolve_method(method, None) == "detect":
+        # whole volume: detect the lesion on the baseline, then follow it as if it had been clicked there
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            detected, seed0 = _segment_detect(
+                volumes[0], model, None, params, segment_kwargs.get("detection"),
+                threshold=segment_kwargs.get("threshold"), return_attention=False,
+                overlap=float(segment_kwargs.get("overlap", 0.25)), progress=None,
+            )  # fmt: skip
+        if seed0 is not None:
+            roi_list[0] = seed0
+        else:
+            detected = None
     track = isinstance(roi_list[0], (Seed, Box)) and len(volumes) > 1
     # tracked follow-ups are seeded, so they run what a seed runs, like the baseline
     uses_network = any(resolve_method(method, r) == "network" for r in (roi_list[:1] if track else roi_list))
     bundle = load_model(model) if uses_network or segment_kwargs.get("return_attention") else model
     base = dict(clinical or {})
     notes: list[str] = []
+    if detected is not None:
+        notes.append(f"{detected.roi}; the lesion is followed into the later scans")
     tracked: list[TrackedLesion | None] = [None] * len(volumes)
     follow_rois: dict[int, Seed | None] = {}
     mapped_masks: dict[int, np.ndarray | None] = {}
@@ -1481,6 +1499,9 @@ def segment_timepoints(
                         notes.append(msg)
                         warnings.warn(msg, UserWarning, stacklevel=3)
             segs.append(segment(vol, bundle, clin, roi, method=method, **segment_kwargs))
+            if k == 0 and detected is not None:  # the baseline keeps what the detection found
+                segs[0].candidates = detected.candidates
+                segs[0].roi = detected.roi
         return segs
 
     given = base.get("lvcr")
