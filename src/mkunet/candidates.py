@@ -388,7 +388,7 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
     aerated = lung_mask(hu, spacing)
     if not aerated.any():
         return []
-    region = lung_region(hu, spacing)
+    region = lung_region(hu, spacing, fill="volume")
     dense = (smooth > p.dense_hu[0]) & (smooth < p.dense_hu[1])
     depth = ndimage.distance_transform_edt(dense, sampling=spacing).astype(np.float32)
     size = max(3, 2 * int(round(0.5 * p.peak_mm / g)) + 1)

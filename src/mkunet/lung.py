@@ -109,6 +109,7 @@ def lung_region(
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
     room_hu: float = -950.0,
+    fill: str = "slice",
 ) -> np.ndarray:
     """Where a lung tumour can be: the lungs closed by a ``closing_mm`` ball, holes filled per slice.
 
@@ -120,12 +121,18 @@ def lung_region(
             40 % and 27 % at 15 mm); dents in the lung surface shallower
             than about this (a pleural or mediastinal tumour) are filled.
         air_hu, min_cm3, grid_mm, room_hu: see :func:`lung_mask`.
+        fill: ``"slice"`` (default) fills the holes of each axial slice, so a slice where the
+            closed lungs ring the heart takes the heart in; ``"volume"`` fills only 3-D holes
+            (a tumour inside the lung), which keeps the heart and mediastinum out, since they
+            open into the neck and abdomen (:func:`mkunet.candidates.detect_lesions` uses it).
 
     Returns:
         bool (z, y, x) on the input grid; all False when no lung is found.
     """
     from scipy import ndimage
 
+    if fill not in ("slice", "volume"):
+        raise ValueError(f"`fill` must be 'slice' or 'volume', got {fill!r}.")
     array, spacing_arr = _check(array, spacing)
     small, step = _coarse(array, spacing_arr, grid_mm)
     coarse_spacing = spacing_arr * np.asarray(step)
@@ -143,7 +150,10 @@ def lung_region(
     else:
         closed = ndimage.distance_transform_edt(grown, sampling=coarse_spacing) > closing_mm
     closed = closed[tuple(slice(p, -p) for p in pad)] | lungs
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)  # holes filled within each axial slice
-    filled = ndimage.binary_fill_holes(closed, structure=in_plane)
+    if fill == "volume":
+        filled = ndimage.binary_fill_holes(closed)
+    else:
+        in_plane = np.zeros((3, 3, 3), bool)
+        in_plane[1] = ndimage.generate_binary_structure(2, 1)  # holes filled within each axial slice
+        filled = ndimage.binary_fill_holes(closed, structure=in_plane)
     return _back(filled, step, array.shape)
