@@ -1224,7 +1224,8 @@ def run_cohort(
             listed patients are measured as the sum of their target lesions (module docstring,
             "Target lesions"); None: the whole-volume path for every patient.
         method: :func:`mkunet.infer.segment` method: ``"auto"`` (the image lesion model from each
-            click, box or previous mask; the network for the whole volume), ``"image"`` or ``"network"``.
+            click, box or previous mask; for the whole volume the image-driven detection on the first
+            scan, then tracking), ``"image"`` or ``"network"``.
         uncertainty: ``"on"`` (default): each scan's segmentation uncertainty (:mod:`mkunet.uncertainty`;
             ``volume_se_cm3`` and ``sigma_log_volume_seg`` columns) widens the LVCR interval
             (``kinetics.lvcr(..., sigma_segmentation=...)``); ``"off"``: the repeat-scan error model only.

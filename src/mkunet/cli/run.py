@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
             "auto",
             "--method",
             help="auto | image | network. auto: the image-driven lesion model from each lesions.csv click (tracked "
-            "into later scans by registration) and from the previous mask; the network for whole volumes.",
+            "into later scans by registration); without a click, the lesion detected on the first scan, tracked "
+            "the same way. network: the trained network on the whole volume.",
         ),
         uncertainty: str = typer.Option(
             "on",

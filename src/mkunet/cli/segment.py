@@ -209,8 +209,9 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(
             "auto",
             "--method",
-            help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask "
-            "(the default, measured better on real CT), the network for the whole volume.",
+            help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask; "
+            "without one, the image-driven detector finds the lesion and the lesion model segments it (both "
+            "measured better on real CT than the network). network: the trained network.",
         ),
         uncertainty: str = typer.Option(
             "on",
@@ -323,10 +324,15 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.echo(f"method: {result.method}; threshold {result.threshold:g}")
             typer.echo(f"region: {result.roi}; {result.timings['total']:.1f} s")
-            if result.candidates:  # whole-volume network run: the top candidates, to pick from
+            if result.candidates:  # whole-volume run: the top candidates, to pick from
                 from mkunet.candidates import format_candidates
 
-                typer.echo("candidates (score = probability mass in the lung region x fraction inside, cm^3):")
+                typer.echo(
+                    "candidates (score in cm^3: inscribed ball x roundness x lung around; click another with "
+                    "--seed-point X Y Z):"
+                    if result.candidates[0].source == "image"
+                    else "candidates (score = probability mass in the lung region x fraction inside, cm^3):"
+                )
                 for line in format_candidates(result.candidates, top=5):
                     typer.echo(f"  {line}")
             for name, path in written.items():
