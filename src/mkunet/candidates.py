@@ -114,6 +114,8 @@ class Candidate:
         radius_mm: image candidates: the inscribed radius r (mm).
         blobness: image candidates: |lambda_3| / |lambda_1| of the Hessian at scale r / sqrt(3).
         air_fraction: image candidates: aerated lung on the sphere of radius r + ``shell_mm``.
+        kind: image candidates: ``"solid"`` or ``"ground glass"`` (the pass that found it); None for
+            network candidates.
     """
 
     rank: int
@@ -131,13 +133,14 @@ class Candidate:
     radius_mm: float | None = None
     blobness: float | None = None
     air_fraction: float | None = None
+    kind: str | None = None
 
     def describe(self) -> str:
         """One line: rank, score, volume, location, centroid."""
         x, y, z = self.centroid_mm
         if self.source == "image":
             what = (
-                f"inscribed radius {self.radius_mm:.1f} mm, blobness {self.blobness:.2f}, "
+                f"{self.kind}, inscribed radius {self.radius_mm:.1f} mm, blobness {self.blobness:.2f}, "
                 f"lung around {self.air_fraction:.2f}"
             )
         else:
@@ -283,6 +286,9 @@ class DetectionParams:
         report_radius_mm: a candidate is reportable from this inscribed radius (mm; 4 mm = an 8 mm nodule).
         min_score_cm3: and from this score (cm^3).
         max_candidates: at most this many are returned (the best).
+        ggo_hu: lower HU of the ground-glass pass (None: no such pass).
+        ggo_min_air: least aerated-lung fraction on the shell for a ground-glass candidate.
+        ggo_weight: factor on a ground-glass candidate's score.
     """
 
     grid_mm: float = 2.0
@@ -297,6 +303,9 @@ class DetectionParams:
     report_radius_mm: float = 4.0
     min_score_cm3: float = 0.1
     max_candidates: int = 20
+    ggo_hu: float | None = -700.0
+    ggo_min_air: float = 0.6
+    ggo_weight: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm"):
@@ -307,7 +316,13 @@ class DetectionParams:
         lo, hi = self.dense_hu
         if not lo < hi:
             raise ValueError(f"DetectionParams.dense_hu must be (low, high) HU with low < high, got {self.dense_hu!r}.")
-        for name in ("min_air", "min_blobness"):
+        if self.ggo_hu is not None and not float(self.ggo_hu) < self.dense_hu[0]:
+            raise ValueError(
+                f"DetectionParams.ggo_hu must be below dense_hu[0] = {self.dense_hu[0]!r} HU (or None), got {self.ggo_hu!r}."
+            )
+        if not 0.0 < float(self.ggo_weight) <= 1.0:
+            raise ValueError(f"DetectionParams.ggo_weight must be in (0, 1], got {self.ggo_weight!r}.")
+        for name in ("min_air", "min_blobness", "ggo_min_air"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"DetectionParams.{name} must be in [0, 1], got {getattr(self, name)!r}.")
         if int(self.shell_points) < 16:
@@ -335,6 +350,15 @@ def _work_grid(volume: Volume, grid_mm: float) -> Volume:
         origin=grid.origin,
         direction=grid.direction,
     )
+
+
+def _ball_values(image: np.ndarray, centre: np.ndarray, radius_vox: float) -> np.ndarray:
+    """The values of ``image`` in the ball of ``radius_vox`` voxels around ``centre`` (clipped to the image)."""
+    r = max(int(np.ceil(radius_vox)), 0)
+    grid = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1].reshape(3, -1).T
+    offsets = grid[(grid**2).sum(axis=1) <= radius_vox**2 + 1e-9]
+    points = np.clip(centre + offsets, 0, np.asarray(image.shape) - 1)
+    return image[tuple(points.T)]
 
 
 def _hessian_eigenvalues(image: np.ndarray, point: np.ndarray, sigma_vox: float) -> np.ndarray:
@@ -389,63 +413,76 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
     if not aerated.any():
         return []
     region = lung_region(hu, spacing, fill="volume")
-    dense = (smooth > p.dense_hu[0]) & (smooth < p.dense_hu[1])
-    depth = ndimage.distance_transform_edt(dense, sampling=spacing).astype(np.float32)
-    size = max(3, 2 * int(round(0.5 * p.peak_mm / g)) + 1)
-    peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= p.min_radius_mm) & region
-    points = np.argwhere(peaks)
-    if not points.size:
-        return []
-    radii = depth[peaks]
-    order = np.argsort(-radii, kind="stable")
-    points, radii = points[order], radii[order]
     directions = fibonacci_directions(int(p.shell_points))
     shape = np.asarray(hu.shape)
     filled = ndimage.binary_fill_holes(
         aerated, structure=np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3], bool)
     )
     mid, half = _lung_midline(aerated)
-    kept: list[tuple[np.ndarray, float]] = []
-    found = []
-    for point, r in zip(points, radii):
-        r = float(r)
-        if any(float(np.linalg.norm((point - q) * g)) < rq for q, rq in kept):
-            continue  # inside a larger candidate's inscribed ball
-        kept.append((point, r))
-        shell = np.rint(point + directions * (r + p.shell_mm) / g).astype(int)
-        ok = np.all((shell >= 0) & (shell < shape), axis=1)
-        air = float(aerated[tuple(shell[ok].T)].sum()) / len(directions)
-        if air < p.min_air:
-            continue
-        lam = _hessian_eigenvalues(smooth, point, max(r / np.sqrt(3.0) / g, 1.0))
-        blob = float(abs(lam[2]) / abs(lam[0])) if lam[2] < 0 else 0.0
-        if blob < p.min_blobness:
-            continue
-        ball = 4.0 / 3.0 * np.pi * r**3 / 1000.0
-        score = ball * min(1.0, blob / 0.5) * min(1.0, air / 0.5)
-        phys = work.index_to_physical(point.astype(np.float64))
-        native = volume.physical_to_index(phys)
-        native = np.clip(native, 0, np.asarray(volume.shape) - 1)
-        location = _location(float(filled[tuple(point)]), float(region[tuple(point)]), 1.0, float(point[2]), mid, half)
-        found.append(
-            Candidate(
-                rank=0,
-                score=float(score),
-                mass_cm3=float(ball),
-                inside=1.0,
-                volume_cm3=float(ball),
-                max_probability=None,
-                mean_probability=None,
-                centroid_zyx=(float(native[0]), float(native[1]), float(native[2])),
-                centroid_mm=(float(phys[0]), float(phys[1]), float(phys[2])),
-                location=location,
-                reportable=bool(r >= p.report_radius_mm and score >= p.min_score_cm3),
-                source="image",
-                radius_mm=r,
-                blobness=blob,
-                air_fraction=air,
+    size = max(3, 2 * int(round(0.5 * p.peak_mm / g)) + 1)
+    found: list[Candidate] = []
+    balls: list[tuple[np.ndarray, float]] = []  # every solid candidate's centre and radius, for the second pass
+
+    def one_pass(low_hu: float, min_air: float, weight: float, kind: str) -> None:
+        tissue = (smooth > low_hu) & (smooth < p.dense_hu[1])
+        depth = ndimage.distance_transform_edt(tissue, sampling=spacing).astype(np.float32)
+        peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= p.min_radius_mm) & region
+        points = np.argwhere(peaks)
+        radii = depth[peaks]
+        order = np.argsort(-radii, kind="stable")
+        kept: list[tuple[np.ndarray, float]] = []
+        for point, r in zip(points[order], radii[order]):
+            r = float(r)
+            if any(float(np.linalg.norm((point - q) * g)) < rq for q, rq in kept):
+                continue  # inside a larger candidate's inscribed ball
+            kept.append((point, r))
+            if kind != "solid":
+                if any(float(np.linalg.norm((point - q) * g)) < rq + p.shell_mm for q, rq in balls):
+                    continue  # the solid pass has this lesion (a part-solid lesion's halo)
+                if float(np.median(_ball_values(smooth, point, r / g))) >= p.dense_hu[0]:
+                    continue  # solid inside: the solid pass's business
+            shell = np.rint(point + directions * (r + p.shell_mm) / g).astype(int)
+            ok = np.all((shell >= 0) & (shell < shape), axis=1)
+            air = float(aerated[tuple(shell[ok].T)].sum()) / len(directions)
+            if air < min_air:
+                continue
+            lam = _hessian_eigenvalues(smooth, point, max(r / np.sqrt(3.0) / g, 1.0))
+            blob = float(abs(lam[2]) / abs(lam[0])) if lam[2] < 0 else 0.0
+            if blob < p.min_blobness:
+                continue
+            if kind == "solid":
+                balls.append((point, r))
+            ball = 4.0 / 3.0 * np.pi * r**3 / 1000.0
+            score = weight * ball * min(1.0, blob / 0.5) * min(1.0, air / 0.5)
+            phys = work.index_to_physical(point.astype(np.float64))
+            native = np.clip(volume.physical_to_index(phys), 0, np.asarray(volume.shape) - 1)
+            location = _location(
+                float(filled[tuple(point)]), float(region[tuple(point)]), 1.0, float(point[2]), mid, half
             )
-        )
+            found.append(
+                Candidate(
+                    rank=0,
+                    score=float(score),
+                    mass_cm3=float(ball),
+                    inside=1.0,
+                    volume_cm3=float(ball),
+                    max_probability=None,
+                    mean_probability=None,
+                    centroid_zyx=(float(native[0]), float(native[1]), float(native[2])),
+                    centroid_mm=(float(phys[0]), float(phys[1]), float(phys[2])),
+                    location=location,
+                    reportable=bool(r >= p.report_radius_mm and score >= p.min_score_cm3),
+                    source="image",
+                    radius_mm=r,
+                    blobness=blob,
+                    air_fraction=air,
+                    kind=kind,
+                )
+            )
+
+    one_pass(p.dense_hu[0], p.min_air, 1.0, "solid")
+    if p.ggo_hu is not None:
+        one_pass(float(p.ggo_hu), p.ggo_min_air, p.ggo_weight, "ground glass")
     found.sort(key=lambda cand: -cand.score)
     found = found[: max(int(p.max_candidates), 0)]
     for rank, cand in enumerate(found, start=1):
@@ -480,6 +517,7 @@ def write_candidates(candidates: Sequence[Candidate], path: str | Path) -> Path:
         "location",
         "reportable",
         "source",
+        "kind",
         "radius_mm",
         "blobness",
         "air_fraction",
