@@ -318,7 +318,8 @@ class DetectionParams:
             raise ValueError(f"DetectionParams.dense_hu must be (low, high) HU with low < high, got {self.dense_hu!r}.")
         if self.ggo_hu is not None and not float(self.ggo_hu) < self.dense_hu[0]:
             raise ValueError(
-                f"DetectionParams.ggo_hu must be below dense_hu[0] = {self.dense_hu[0]!r} HU (or None), got {self.ggo_hu!r}."
+                f"DetectionParams.ggo_hu must be below dense_hu[0] = {self.dense_hu[0]!r} HU (or None), "
+                f"got {self.ggo_hu!r}."
             )
         if not 0.0 < float(self.ggo_weight) <= 1.0:
             raise ValueError(f"DetectionParams.ggo_weight must be in (0, 1], got {self.ggo_weight!r}.")
