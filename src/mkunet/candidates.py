@@ -53,8 +53,16 @@ least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smoo
    (a nodule of 8 mm or more, the Fleischner size that calls for follow-up) and the score is
    at least ``min_score_cm3``.
 
+6. a **ground-glass pass** repeats 2-5 with tissue above ``ggo_hu`` (-700 HU) for lesions
+   fainter than ``dense_hu[0]``: a peak counts only when the median HU of its inscribed ball
+   is below ``dense_hu[0]`` (else it is solid: the first pass's), it is not within a solid
+   candidate's ball + ``shell_mm`` (a part-solid lesion's halo), and it has at least
+   ``ggo_min_air`` (0.6) lung around it (a ground-glass nodule lies in the parenchyma; the
+   dependent lung's density gradient lies against the wall); its score is multiplied by
+   ``ggo_weight`` (0.5), so that a solid mass ranks above a ground-glass one of the same size.
+
 Every parameter is set for a kind of lesion (the sizes above), none for a particular scan.
-Limits: pure ground-glass lesions (below ``dense_hu[0]`` after smoothing) and a tumour that
+Limits: ground-glass lesions fainter than ``ggo_hu`` after smoothing, and a tumour that
 merges with the mediastinum or chest wall over most of its surface (its centre then lies outside
 the lung region, or no aerated lung surrounds it) are not found; a tumour-free chest still lists
 vessel junctions of 6-9 mm (small scores) that a reader dismisses.
