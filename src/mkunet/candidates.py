@@ -439,12 +439,12 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
         points = np.argwhere(peaks)
         radii = depth[peaks]
         order = np.argsort(-radii, kind="stable")
-        kept: list[tuple[np.ndarray, float]] = []
+        seen: list[tuple[np.ndarray, float, bool]] = []  # centre, radius, passed
         for point, r in zip(points[order], radii[order]):
             r = float(r)
-            if any(float(np.linalg.norm((point - q) * g)) < rq for q, rq in kept):
-                continue  # inside a larger candidate's inscribed ball
-            kept.append((point, r))
+            if any(float(np.linalg.norm((point - q) * g)) < rq and (passed or rq > r + 1e-3) for q, rq, passed in seen):
+                continue  # inside the inscribed ball of a candidate, or of a deeper peak (a tie does not suppress)
+            seen.append((point, r, False))
             if kind != "solid":
                 if any(float(np.linalg.norm((point - q) * g)) < rq + p.shell_mm for q, rq in balls):
                     continue  # the solid pass has this lesion (a part-solid lesion's halo)
@@ -459,6 +459,7 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
             blob = float(abs(lam[2]) / abs(lam[0])) if lam[2] < 0 else 0.0
             if blob < p.min_blobness:
                 continue
+            seen[-1] = (point, r, True)
             if kind == "solid":
                 balls.append((point, r))
             ball = 4.0 / 3.0 * np.pi * r**3 / 1000.0
