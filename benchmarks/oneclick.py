@@ -37,7 +37,8 @@ CASES = {
     "IBSI CT phantom GTV": ("ibsi/ct_phantom/image.nii.gz", "ibsi/ct_phantom/mask.nii.gz"),
 }
 LUNA16_XYZ = (-57.43923954, 131.2325201, -520.3592267)
-CHEST4D_ZYX = (63, 244, 201)
+CHEST4D_ZYX = (63, 244, 201)  # the README's point: hilar vessels beside the right main bronchus
+CHEST4D_ROUND_ZYX = (78, 254, 168)  # the round ~25 mm lesion seen in the image, (-86, 84, -8) mm
 
 
 def deepest_voxel(mask: np.ndarray, spacing) -> np.ndarray:
@@ -140,7 +141,9 @@ def main() -> None:
     if chest.is_file():
         vol = read_volume(chest)
         seg, dt = click(vol, CHEST4D_ZYX, "auto", bundle)
-        print(f"4D-CT phase 00 lesion: {seg.volume_cm3:.2f} cm3 (expected 2-3), {dt:.1f} s")
+        print(f"4D-CT phase 00, README point (hilar vessels): {seg.volume_cm3:.2f} cm3 (README: 2-3), {dt:.1f} s")
+        seg, dt = click(vol, CHEST4D_ROUND_ZYX, "auto", bundle)
+        print(f"4D-CT phase 00, round lesion at (-86, 84, -8) mm: {seg.volume_cm3:.2f} cm3, {dt:.1f} s")
 
     if args.skip_tracking:
         return
