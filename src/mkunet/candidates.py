@@ -439,8 +439,18 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
         tissue = (smooth > low_hu) & (smooth < p.dense_hu[1])
         depth = ndimage.distance_transform_edt(tissue, sampling=spacing).astype(np.float32)
         peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= p.min_radius_mm) & region
-        points = np.argwhere(peaks)
-        radii = depth[peaks]
+        # a plateau of equal peaks (a ball centred between voxels) is one peak: its voxel nearest its centroid
+        plateaus, n_plateaus = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
+        if n_plateaus == 0:
+            return
+        all_points = np.argwhere(peaks)
+        ids = plateaus[peaks]
+        centroids = np.asarray(ndimage.center_of_mass(peaks, plateaus, index=np.arange(1, n_plateaus + 1)))
+        gap = ((all_points - centroids[ids - 1]) ** 2).sum(axis=1)
+        first = np.lexsort((gap, ids))
+        keep = first[np.r_[True, ids[first][1:] != ids[first][:-1]]]
+        points = all_points[keep]
+        radii = depth[tuple(points.T)]
         order = np.argsort(-radii, kind="stable")
         seen: list[tuple[np.ndarray, float, bool]] = []  # centre, radius, passed
         for point, r in zip(points[order], radii[order]):
