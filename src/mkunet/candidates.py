@@ -439,7 +439,8 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
         tissue = (smooth > low_hu) & (smooth < p.dense_hu[1])
         depth = ndimage.distance_transform_edt(tissue, sampling=spacing).astype(np.float32)
         peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= p.min_radius_mm) & region
-        # a plateau of equal peaks (a ball centred between voxels) is one peak: its voxel nearest its centroid
+        # a plateau of equal peaks (a ball centred between voxels) is one peak: only its (up to) 4 voxels
+        # nearest its centroid are examined, nearest first (the first that passes the tests is the candidate)
         plateaus, n_plateaus = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
         if n_plateaus == 0:
             return
@@ -447,9 +448,10 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
         ids = plateaus[peaks]
         centroids = np.asarray(ndimage.center_of_mass(peaks, plateaus, index=np.arange(1, n_plateaus + 1)))
         gap = ((all_points - centroids[ids - 1]) ** 2).sum(axis=1)
-        first = np.lexsort((gap, ids))
-        keep = first[np.r_[True, ids[first][1:] != ids[first][:-1]]]
-        points = all_points[keep]
+        by_plateau = np.lexsort((gap, ids))
+        starts = np.r_[0, np.flatnonzero(np.diff(ids[by_plateau])) + 1]
+        rank_in = np.arange(by_plateau.size) - np.repeat(starts, np.diff(np.r_[starts, by_plateau.size]))
+        points = all_points[by_plateau[rank_in < 4]]
         radii = depth[tuple(points.T)]
         order = np.argsort(-radii, kind="stable")
         seen: list[tuple[np.ndarray, float, bool]] = []  # centre, radius, passed
