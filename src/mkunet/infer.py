@@ -2,8 +2,9 @@
 
 Methods of :func:`segment` (``method=``): ``"auto"`` (default) runs the image-driven lesion
 model of :mod:`mkunet.lesion` when there is a seed, a box or a previous mask (measured better
-on real CT: README "One-click segmentation"), and the network below for the whole volume;
-``"image"`` and ``"network"`` force one. :func:`segment_timepoints` follows a lesion clicked on
+on real CT: README "One-click segmentation"), and for the whole volume the image-driven
+detector of :func:`mkunet.candidates.detect_lesions` followed by the lesion model at the best
+candidate (README "Whole volume"); ``"network"`` runs the network below. :func:`segment_timepoints` follows a lesion clicked on
 the baseline into later scans by registration (:mod:`mkunet.register`).
 
 Network path of :func:`segment` (all outputs on the *input* grid)::
@@ -249,9 +250,11 @@ class Segmentation:
         touches_roi_edge: the kept tumour reaches a face of the crop that is not the scan's border.
         uncertainty: the volume's segmentation uncertainty (:mod:`mkunet.uncertainty`: σ(ln V), SE in
             cm³), None when switched off (``uncertainty="off"``) or the mask is empty.
-        candidates: whole-volume network runs: the ranked candidate components
-            (:class:`mkunet.candidates.Candidate`, best first; the first is the kept mask
-            when the lung prior is on); empty for runs with a region of interest.
+        candidates: whole-volume runs: the ranked candidates (:class:`mkunet.candidates.Candidate`,
+            best first). Detection (the default): the image detector's candidates, the mask being
+            the lesion at the first reportable one that gave a lesion (``roi`` names it); network:
+            its connected components (the first is the kept mask when the lung prior is on).
+            Empty for runs with a region of interest.
     """
 
     mask: np.ndarray
@@ -996,7 +999,7 @@ def _segment_image(
         notes.append(f"box: the lesion was seeded at voxel (z, y, x) {np.rint(seed_zyx).astype(int).tolist()}")
     elif isinstance(roi, PreviousMask):
         seed_zyx = _seed_in_mask(volume, roi.on_grid(volume))
-    else:  # pragma: no cover - resolve_method sends no-ROI calls to the network
+    else:  # pragma: no cover - resolve_method sends no-ROI calls to the detection
         raise ValueError(f"The image method needs a Seed, Box or PreviousMask, got {roi!r}.")
     describe = "whole volume" if roi is None else roi.describe()
     if seed_zyx is None:
@@ -1655,7 +1658,7 @@ def save_segmentation(
     region, notes) for ``nifti``; ``seg.dcm`` (DICOM SEG) for ``seg``; ``rtstruct.dcm`` for
     ``rtstruct``; ``attention_<k>.nii.gz`` (float32, k = 0, 1, ...) when
     ``attention`` and maps exist; ``candidates.csv`` (:func:`mkunet.candidates.write_candidates`)
-    when the segmentation lists candidates (whole-volume network runs).
+    when the segmentation lists candidates (whole-volume runs).
 
     Returns:
         dict name -> path of every file written.
