@@ -4,8 +4,9 @@ Methods of :func:`segment` (``method=``): ``"auto"`` (default) runs the image-dr
 model of :mod:`mkunet.lesion` when there is a seed, a box or a previous mask (measured better
 on real CT: README "One-click segmentation"), and for the whole volume the image-driven
 detector of :func:`mkunet.candidates.detect_lesions` followed by the lesion model at the best
-candidate (README "Whole volume"); ``"network"`` runs the network below. :func:`segment_timepoints` follows a lesion clicked on
-the baseline into later scans by registration (:mod:`mkunet.register`).
+candidate (README "Whole volume"); ``"network"`` runs the network below.
+:func:`segment_timepoints` follows a lesion clicked (or detected) on the baseline into later
+scans by registration (:mod:`mkunet.register`).
 
 Network path of :func:`segment` (all outputs on the *input* grid)::
 
