@@ -57,7 +57,8 @@ least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smoo
    vessel junctions (scores 0.1-0.3 cm^3 in the real scans we measured).
 
 6. a **ground-glass pass** repeats 2-5 with tissue above ``ggo_hu`` (-700 HU) for lesions
-   fainter than ``dense_hu[0]``: a peak counts only when the median HU of its inscribed ball
+   fainter than ``dense_hu[0]``, from an inscribed radius of ``ggo_min_radius_mm`` (5 mm;
+   smaller ground-glass peaks are mostly vessels blurred by thick slices): a peak counts only when the median HU of its inscribed ball
    is below ``dense_hu[0]`` (else it is solid: the first pass's), it is not within a solid
    candidate's ball + ``shell_mm`` (a part-solid lesion's halo), and it has at least
    ``ggo_min_air`` (0.6) lung around it (a ground-glass nodule lies in the parenchyma; the
@@ -300,6 +301,7 @@ class DetectionParams:
         ggo_hu: lower HU of the ground-glass pass (None: no such pass).
         ggo_min_air: least aerated-lung fraction on the shell for a ground-glass candidate.
         ggo_weight: factor on a ground-glass candidate's score.
+        ggo_min_radius_mm: smallest inscribed radius of a ground-glass candidate (mm).
     """
 
     grid_mm: float = 2.0
@@ -317,6 +319,7 @@ class DetectionParams:
     ggo_hu: float | None = -700.0
     ggo_min_air: float = 0.6
     ggo_weight: float = 0.5
+    ggo_min_radius_mm: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm"):
@@ -435,10 +438,10 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
     found: list[Candidate] = []
     balls: list[tuple[np.ndarray, float]] = []  # every solid candidate's centre and radius, for the second pass
 
-    def one_pass(low_hu: float, min_air: float, weight: float, kind: str) -> None:
+    def one_pass(low_hu: float, min_air: float, weight: float, kind: str, min_radius: float) -> None:
         tissue = (smooth > low_hu) & (smooth < p.dense_hu[1])
         depth = ndimage.distance_transform_edt(tissue, sampling=spacing).astype(np.float32)
-        peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= p.min_radius_mm) & region
+        peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= min_radius) & region
         # a plateau of equal peaks (a ball centred between voxels) is one peak: only its (up to) 4 voxels
         # nearest its centroid are examined, nearest first (the first that passes the tests is the candidate)
         plateaus, n_plateaus = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
@@ -505,9 +508,11 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
                 )
             )
 
-    one_pass(p.dense_hu[0], p.min_air, 1.0, "solid")
+    one_pass(p.dense_hu[0], p.min_air, 1.0, "solid", p.min_radius_mm)
     if p.ggo_hu is not None:
-        one_pass(float(p.ggo_hu), p.ggo_min_air, p.ggo_weight, "ground glass")
+        one_pass(
+            float(p.ggo_hu), p.ggo_min_air, p.ggo_weight, "ground glass", max(p.ggo_min_radius_mm, p.min_radius_mm)
+        )
     found.sort(key=lambda cand: -cand.score)
     found = found[: max(int(p.max_candidates), 0)]
     for rank, cand in enumerate(found, start=1):
