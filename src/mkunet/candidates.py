@@ -58,9 +58,10 @@ least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smoo
 
 6. a **ground-glass pass** repeats 2-5 with tissue above ``ggo_hu`` (-700 HU) for lesions
    fainter than ``dense_hu[0]``, from an inscribed radius of ``ggo_min_radius_mm`` (5 mm;
-   smaller ground-glass peaks are mostly vessels blurred by thick slices): a peak counts only when the median HU of its inscribed ball
-   is below ``dense_hu[0]`` (else it is solid: the first pass's), it is not within a solid
-   candidate's ball + ``shell_mm`` (a part-solid lesion's halo), and it has at least
+   smaller ground-glass peaks are mostly vessels blurred by thick slices): a peak counts only
+   when the median HU of its inscribed ball is below ``dense_hu[0]`` (else it is solid: the
+   first pass's), it is not within a solid candidate's ball + ``shell_mm`` (a part-solid
+   lesion's halo), and it has at least
    ``ggo_min_air`` (0.6) lung around it (a ground-glass nodule lies in the parenchyma; the
    dependent lung's density gradient lies against the wall); its score is multiplied by
    ``ggo_weight`` (0.5), so that a solid mass ranks above a ground-glass one of the same size.
