@@ -1445,19 +1445,15 @@ def segment_timepoints(
             check_seed(volumes[k], roi.index_zyx(volumes[k]), f"{roi.describe()} of timepoint {k}", params)
     detected: Segmentation | None = None
     if roi_list[0] is None and len(volumes) > 1 and resolve_method(method, None) == "detect":
-        # whole volume: detect the lesion on the baseline, then follow it as if it had been clicked there
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            detected, seed0 = _segment_detect(
-                volumes[0], model, None, params, segment_kwargs.get("detection"),
-                threshold=segment_kwargs.get("threshold"), return_attention=False,
-                overlap=float(segment_kwargs.get("overlap", 0.25)), progress=None,
-            )  # fmt: skip
-        if seed0 is not None:
-            roi_list[0] = seed0
-        else:
-            detected = None
-    track = isinstance(roi_list[0], (Seed, Box)) and len(volumes) > 1
+        # whole volume: detect and segment the lesion on the baseline once, then follow it as if clicked there
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = segment(volumes[0], model, clinical, None, method=method, **segment_kwargs)
+        if not first.empty:  # (nothing found: every timepoint runs as without tracking, and warns there)
+            detected = first
+            for w in caught:
+                warnings.warn(w.message, w.category, stacklevel=2)
+    track = (isinstance(roi_list[0], (Seed, Box)) or detected is not None) and len(volumes) > 1
     # tracked follow-ups are seeded, so they run what a seed runs, like the baseline
     uses_network = any(resolve_method(method, r) == "network" for r in (roi_list[:1] if track else roi_list))
     bundle = load_model(model) if uses_network or segment_kwargs.get("return_attention") else model
@@ -1474,6 +1470,9 @@ def segment_timepoints(
         clin = dict(base, lvcr=lvcr_in) if (base or lvcr_in is not None) else None
         for k, vol in enumerate(volumes):
             roi = roi_list[k]
+            if k == 0 and detected is not None:  # the image path ignores the LVCR: the same in every pass
+                segs.append(detected)
+                continue
             if roi is None and track and k > 0:
                 if k not in follow_rois:  # register once; later passes reuse the mapping
                     follow_rois[k], tracked[k], mapped_masks[k] = _follow_lesion(
@@ -1503,9 +1502,6 @@ def segment_timepoints(
                         notes.append(msg)
                         warnings.warn(msg, UserWarning, stacklevel=3)
             segs.append(segment(vol, bundle, clin, roi, method=method, **segment_kwargs))
-            if k == 0 and detected is not None:  # the baseline keeps what the detection found
-                segs[0].candidates = detected.candidates
-                segs[0].roi = detected.roi
         return segs
 
     given = base.get("lvcr")
