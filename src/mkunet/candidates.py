@@ -323,7 +323,7 @@ class DetectionParams:
     ggo_min_radius_mm: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm"):
+        for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm", "ggo_min_radius_mm"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"DetectionParams.{name} must be > 0 mm, got {getattr(self, name)!r}.")
         if float(self.smooth_mm) < 0:
@@ -431,9 +431,9 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
     region = lung_region(hu, spacing, fill="volume")
     directions = fibonacci_directions(int(p.shell_points))
     shape = np.asarray(hu.shape)
-    filled = ndimage.binary_fill_holes(
-        aerated, structure=np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3], bool)
-    )
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    filled = ndimage.binary_fill_holes(aerated, structure=in_plane)  # the lungs' outline per axial slice
     mid, half = _lung_midline(aerated)
     size = max(3, 2 * int(round(0.5 * p.peak_mm / g)) + 1)
     found: list[Candidate] = []
@@ -522,10 +522,13 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
 
 
 def format_candidates(candidates: Sequence[Candidate], top: int = 5) -> list[str]:
-    """Lines for a report or the CLI: the ``top`` best candidates (or a line saying there are none)."""
+    """Lines for a report or the CLI: the ``top`` best candidates (or a line saying there are none).
+
+    A candidate that is not ``reportable`` (too small, or scoring under the minimum) is marked so.
+    """
     if not candidates:
         return ["no candidate lesion found"]
-    return [c.describe() + ("" if c.reportable else " (below the minimum score)") for c in list(candidates)[:top]]
+    return [c.describe() + ("" if c.reportable else " (not reportable)") for c in list(candidates)[:top]]
 
 
 def write_candidates(candidates: Sequence[Candidate], path: str | Path) -> Path:
