@@ -1,6 +1,6 @@
 """One-click segmentation on real CT: Dice, volume, time per click, click stability, tracking.
 
-Every number is a call of :func:`mkunet.infer.segment` (or ``segment_timepoints``), i.e.
+Every number is a call of :func:`mkunet.segmentation.infer.segment` (or ``segment_timepoints``), i.e.
 what a user gets from ``mkunet segment INPUT --seed-point X Y Z``:
 
 * **Table 1** - Dice and volume (predicted / true, cm^3) per method (``image``,
@@ -59,7 +59,7 @@ def inner_clicks(mask: np.ndarray, spacing, n: int, rng: np.random.Generator, de
 
 
 def click(volume, zyx, method: str, bundle):
-    from mkunet.infer import Seed, segment
+    from mkunet.segmentation.infer import Seed, segment
 
     seed = Seed(tuple(float(v) for v in volume.index_to_physical(np.asarray(zyx, float))))
     t0 = time.perf_counter()
@@ -87,9 +87,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(args.threads)
-    from mkunet.infer import load_model
+    from mkunet.analysis.metrics import dice
     from mkunet.io import read_mask, read_volume
-    from mkunet.metrics import dice
+    from mkunet.segmentation.infer import load_model
 
     bundle = load_model(args.model)
     methods = ("image", "auto") if args.skip_network else ("image", "network", "auto")
@@ -147,7 +147,7 @@ def main() -> None:
 
     if args.skip_tracking:
         return
-    from mkunet.infer import Seed, segment_timepoints
+    from mkunet.segmentation.infer import Seed, segment_timepoints
     from mkunet.synth.cohort import iter_patients
     from mkunet.synth.writers import baseline_lesion
 

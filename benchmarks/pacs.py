@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def local_run(folder: Path, out: Path) -> dict[str, float]:
-    from mkunet.infer import Seed, save_segmentation, segment
     from mkunet.io import read_volume
+    from mkunet.segmentation.infer import Seed, save_segmentation, segment
 
     t = {"start": time.perf_counter()}
     volume = read_volume(folder)
@@ -56,9 +56,9 @@ def local_run(folder: Path, out: Path) -> dict[str, float]:
 
 
 def pacs_run(url: str, study: str, out: Path) -> dict[str, float]:
-    from mkunet.infer import Seed, save_segmentation, segment
     from mkunet.io import read_volume
-    from mkunet.pacs import DicomWebSource
+    from mkunet.io.pacs import DicomWebSource
+    from mkunet.segmentation.infer import Seed, save_segmentation, segment
 
     t = {"start": time.perf_counter()}
     src = DicomWebSource(url)
@@ -104,7 +104,7 @@ def main() -> None:
 
     import pydicom
 
-    from mkunet.pacs import Credentials, DicomWebSource
+    from mkunet.io.pacs import Credentials, DicomWebSource
 
     study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     server = None

@@ -1,4 +1,4 @@
-"""Benchmark of :func:`mkunet.register.register`: time per pair and error at the lesion.
+"""Benchmark of :func:`mkunet.segmentation.register.register`: time per pair and error at the lesion.
 
 For each real chest CT in ``../shared/data`` (or, when the folder is absent, the synthetic
 512 x 512 x 100 chest of ``benchmarks/preprocess.py``: good for timing only, its lungs and
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mkunet.register import register
+from mkunet.segmentation.register import register
 from mkunet.volume import Volume
 
 SHARED = Path(os.environ.get("MKUNET_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -80,7 +80,7 @@ def breathing_field(baseline: Volume, amplitude_mm: float) -> sitk.DisplacementF
     """
     from scipy import ndimage
 
-    from mkunet.lung import lung_region
+    from mkunet.segmentation.lung import lung_region
 
     step = [max(1, int(round(4.0 / s))) for s in baseline.spacing]
     coarse = baseline.array[:: step[0], :: step[1], :: step[2]]

@@ -7,7 +7,7 @@ SEG and RTSTRUCT) for
 * ROI-guided: a seed point in the tumour (default 100 mm cube), target <= 15 s;
 * whole volume: sliding window over the whole scan, target <= 60 s;
 
-with the shipped model (``mkunet.bundle.default_bundle``), or ``--model DIR``; when
+with the shipped model (``mkunet.models.bundle.default_bundle``), or ``--model DIR``; when
 neither exists, a stand-in bundle with the default MK-UNet architecture
 (channels 16-32-64-128-256, 4 input channels, random weights, target spacing
 2 x 1.5 x 1.5 mm, patch 32 x 96 x 96: the training defaults) so the compute is
@@ -91,8 +91,8 @@ def stand_in_bundle():
     """
     import torch
 
-    from mkunet.bundle import ModelBundle
     from mkunet.models import build_model
+    from mkunet.models.bundle import ModelBundle
     from mkunet.preprocess import Preprocessor
 
     class CostOfNetworkOracleOutput(torch.nn.Module):
@@ -121,8 +121,8 @@ def stand_in_bundle():
 
 
 def one_run(folder: Path, out: Path, bundle, roi, overlap: float = 0.25) -> dict[str, float]:
-    from mkunet import infer
     from mkunet.io import read_volume
+    from mkunet.segmentation import infer
 
     t: dict[str, float] = {}
     start = time.perf_counter()
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
 
-    from mkunet.infer import Seed, load_model
+    from mkunet.segmentation.infer import Seed, load_model
 
     if args.model is not None:
         bundle, model_desc = load_model(args.model), str(args.model)

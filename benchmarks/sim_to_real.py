@@ -2,12 +2,14 @@
 
 Two whole-volume methods are scored on every case, side by side:
 
-* **default**: ``segment(volume, uncertainty="off")`` (``method="auto"``): :func:`mkunet.candidates.detect_lesions`
-  ranks compact soft-tissue masses in the lungs (image candidates, centre = the inscribed ball's) and the image
+* **default**: ``segment(volume, uncertainty="off")`` (``method="auto"``):
+  :func:`~mkunet.segmentation.candidates.detect_lesions` ranks compact soft-tissue masses in the lungs (image
+  candidates, centre = the inscribed ball's) and the image
   lesion model segments the top reportable one. Nothing is trained, so it is the same for every fold and never
   loads the network;
 * **network**: ``segment(volume, bundle, method="network")`` (the network, the component rule with the lung
-  prior; its candidates are the probability components of :func:`mkunet.candidates.list_candidates`), plus the
+  prior; its candidates are the probability components of
+  :func:`~mkunet.segmentation.candidates.list_candidates`), plus the
   **seeded network-only** run (``method="network"``, a seed at the voxel of the tumour nearest its centroid, cube
   of the tumour's largest extent + 2 x MARGIN mm) on the voxel-mask cases.
 
@@ -87,7 +89,7 @@ def roi_box(mask: np.ndarray, spacing, margin_mm: float) -> tuple:
 
 
 def _load(path: Path):
-    from mkunet.bundle import ModelBundle
+    from mkunet.models.bundle import ModelBundle
 
     folder = path / "best" if (path / "best" / "bundle.json").is_file() else path
     return ModelBundle.load(folder)
@@ -194,10 +196,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mkunet.bundle import default_bundle
-    from mkunet.infer import Seed, segment
+    from mkunet.analysis.metrics import dice
     from mkunet.io import read_mask, read_volume
-    from mkunet.metrics import dice
+    from mkunet.models.bundle import default_bundle
+    from mkunet.segmentation.infer import Seed, segment
     from mkunet.train.data import unseen_model
 
     models: dict = {}

@@ -11,7 +11,7 @@ Steps:
    pleura or mediastinum), into WORK/data. Nothing real is used.
 2. ``mkunet.train.train`` trains a small MK-UNet on its training split, stopping cleanly
    when the time budget is used; run folder WORK/run.
-3. ``mkunet.evaluate.evaluate_runs`` segments the held-out (test-split) synthetic patients
+3. ``mkunet.train.evaluate.evaluate_runs`` segments the held-out (test-split) synthetic patients
    on their own grid and prints Dice / IoU / HD95; tables in WORK/eval.
 Then copy WORK/run/best/{model.safetensors,bundle.json} to src/mkunet/weights/.
 
@@ -169,9 +169,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mkunet.evaluate import evaluate_runs
     from mkunet.synth.writers import synthesise
     from mkunet.train import TrainConfig, train
+    from mkunet.train.evaluate import evaluate_runs
 
     data = args.work / "data"
     t0 = time.monotonic()

@@ -1,7 +1,7 @@
 """Does the LVCR interval of automatic masks cover the true LVCR? With and without the segmentation term.
 
 A seeded synthetic cohort (default 64 patients x 3-4 scans, the demo's grid) runs through the
-pipeline (:func:`mkunet.pipeline.run_cohort` with the cohort's ``lesions.csv``: one click on the
+pipeline (:func:`mkunet.run.pipeline.run_cohort` with the cohort's ``lesions.csv``: one click on the
 first scan, tracked to the others; method auto = the image lesion model), i.e. **automatic** masks,
 never the truth. From its ``results.csv`` each patient's LVCR interval is recomputed with the
 pipeline's own rule (``kinetics.lvcr``, interval weights, ``se_method="auto"``) and
@@ -42,9 +42,10 @@ REAL = {
 
 def run_cohort_once(work: Path, n: int, seed: int, click_shifts: int) -> Path:
     """The synthetic cohort and the pipeline's run on it (both cached under ``work``)."""
-    from mkunet import infer, synth
-    from mkunet.pipeline import DEMO_SHAPE, run_cohort
-    from mkunet.uncertainty import UncertaintyParams
+    from mkunet import synth
+    from mkunet.run.pipeline import DEMO_SHAPE, run_cohort
+    from mkunet.segmentation import infer
+    from mkunet.segmentation.uncertainty import UncertaintyParams
 
     cohort = work / "cohort"
     if not (cohort / "scans.csv").is_file():
@@ -87,8 +88,8 @@ def coverage_table(
     ``stored_layers``: the ``contact_layers`` the run used (default: today's default); the contact term
     for another m is exact: atanh(m n_c / V) = atanh((m / m_run) tanh(sigma_stored)).
     """
-    from mkunet import kinetics
-    from mkunet.uncertainty import UncertaintyParams
+    from mkunet.analysis import kinetics
+    from mkunet.segmentation.uncertainty import UncertaintyParams
 
     default_m = UncertaintyParams().contact_layers
     m_run = default_m if stored_layers is None else stored_layers
@@ -138,8 +139,8 @@ def real_table(repeats: int) -> pd.DataFrame | None:
     """One click (deepest tumour voxel) on each public tumour: volume +- SE vs truth, time on / off."""
     from scipy import ndimage
 
-    from mkunet import infer
     from mkunet.io import read_volume
+    from mkunet.segmentation import infer
 
     if not DATA.is_dir():
         print(f"{DATA} not found: real-tumour table skipped")

@@ -1,7 +1,7 @@
-"""Duck-typed stand-ins for ``mkunet.bundle.ModelBundle`` parts, used with oracle models in tests.
+"""Duck-typed stand-ins for ``mkunet.models.bundle.ModelBundle`` parts, used with oracle models in tests.
 
 They follow the real interfaces (``tests/models/test_factory.py::test_bundle_stubs_follow_the_real_interfaces``
-compares the signatures and runs the stubs through the real ``mkunet.bundle.predict_probability``):
+compares the signatures and runs the stubs through the real ``mkunet.models.bundle.predict_probability``):
 
 * :class:`ClinicalVectorMixin` gives a stub bundle the real :meth:`ModelBundle.clinical_vector`
   (not a copy of it), with ``ModelBundle``'s defaults for the fields that method reads;
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mkunet.bundle import ModelBundle
+from mkunet.models.bundle import ModelBundle
 from mkunet.volume import Volume
 
 
 class ClinicalVectorMixin:
-    """``clinical_vector`` of :class:`mkunet.bundle.ModelBundle` for a stub bundle (dataclass or plain class).
+    """``clinical_vector`` of :class:`mkunet.models.bundle.ModelBundle` for a stub bundle (dataclass or plain class).
 
     The method is the real one, so it reads ``clinical_encoder`` (``encode_one`` for mappings),
     ``default_clinical`` (an encoded (6,) float32 array or None) and ``metadata``

@@ -185,10 +185,10 @@ def _parameters(function) -> list[tuple]:
 
 def test_bundle_stubs_follow_the_real_interfaces():
     """tests/bundle_stubs.py stands in for a ModelBundle: its parts must keep the real signatures, so drift fails."""
-    from bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
-    from mkunet.bundle import ModelBundle, predict_probability
+    from mkunet.models.bundle import ModelBundle, predict_probability
     from mkunet.preprocess import Preprocessor
     from mkunet.volume import Volume
+    from tests.bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
 
     for name, cls in MODELS.items():
         assert _parameters(HUOracle.forward) == _parameters(cls.forward), name

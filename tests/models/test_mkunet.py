@@ -155,7 +155,7 @@ def test_default_width_architecture():
 
 def test_train_step_reduces_loss():
     """A few Adam steps on one tiny case lower the loss: the graph is trainable end to end."""
-    from mkunet.losses import DiceBCELoss
+    from mkunet.train.losses import DiceBCELoss
 
     model = _model().train()
     image, clinical = _data(b=2, shape=(16, 32, 32))  # training with instance norm: bottleneck grid > 1 voxel

@@ -184,8 +184,8 @@ def test_growth_series_known_lvcr_and_motion(background):
 
 def test_real_lesion_edge_on_real_ct(shared_data):
     """On lung2, an inserted solid lesion's edge gradient is comparable to the real tumour's (same scan)."""
-    from mkunet.bundle import resample_onto
     from mkunet.io import read_mask, read_volume
+    from mkunet.models.bundle import resample_onto
     from mkunet.preprocess import resample
 
     raw = read_volume(shared_data / "pyradiomics" / "lung2_image.nrrd")

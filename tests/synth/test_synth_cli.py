@@ -38,7 +38,7 @@ def test_synth_cli_writes_cohort_and_prints_summary(tmp_path):
     assert not (tmp_path / "SYN0001" / "T0" / "dicom").exists()
     # lesions.csv: one target lesion per patient, the click inside its baseline (first-scan) mask
     from mkunet.io import read_volume
-    from mkunet.pipeline import discover_scans, read_lesions
+    from mkunet.run.pipeline import discover_scans, read_lesions
 
     lesions = pd.read_csv(tmp_path / "lesions.csv", dtype={"patient_id": str, "lesion_id": str})
     assert list(lesions.columns) == ["patient_id", "lesion_id", "x_mm", "y_mm", "z_mm"]

@@ -21,7 +21,8 @@ def measure_scans(cohort_dir: Path, scans, progress_bar: bool = True):
 
     import pandas as pd
 
-    from mkunet import io, measure
+    from mkunet import io
+    from mkunet.analysis.shape import intensity_features, is_measurable, shape_features
 
     log = logging.getLogger("mkunet.analyse")
     for col in ("patient_id", "days", "image", "mask"):
@@ -37,18 +38,18 @@ def measure_scans(cohort_dir: Path, scans, progress_bar: bool = True):
             "timepoint": getattr(rec, "timepoint", None),
             "days": float(rec.days),
         }
-        if not measure.is_measurable(mask):
+        if not is_measurable(mask):
             log.warning("empty mask for patient %s at day %s: volume 0, no shape features", rec.patient_id, rec.days)
             row["volume_cm3"] = 0.0
             return row
-        shape = measure.shape_features(mask, image)
+        shape = shape_features(mask, image)
         row.update(
             volume_cm3=shape["volume_cm3"],
             sphericity=shape["sphericity"],
             surface_area_mm2=shape["surface_area_mm2"],
             max_diameter_3d_mm=shape["max_diameter_3d_mm"],
             longest_axial_diameter_mm=shape["longest_axial_diameter_mm"],
-            mean_hu=measure.intensity_features(image, mask)["mean_hu"],
+            mean_hu=intensity_features(image, mask)["mean_hu"],
         )
         return row
 
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
             if ies_mode not in ("paper", "standardised", "cox"):
                 raise ValueError(f"--ies-mode must be paper, standardised or cox, got {ies_mode!r}.")
             meas, clinical, outcomes = load_cohort(cohort)
-            from mkunet.cohort import analyse_cohort
+            from mkunet.analysis.survival import analyse_cohort
 
             result = analyse_cohort(
                 meas,

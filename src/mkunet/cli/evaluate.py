@@ -1,4 +1,4 @@
-"""`mkunet evaluate` and `mkunet benchmark-models`: Tables 1-3 and the ablation (thin layer over mkunet.evaluate)."""
+"""`mkunet evaluate` and `mkunet benchmark-models`: Tables 1-3 and the ablation (thin layer over train.evaluate)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def evaluate_command(
 ) -> None:
     """Segment each run's test cases and write Table 1 (models), Table 2 (ablation), Table 3 (LVCR) + per-case rows."""
     from mkunet.cli._common import console, progress, user_errors
-    from mkunet.evaluate import evaluate_runs
+    from mkunet.train.evaluate import evaluate_runs
 
     with user_errors():
         if checkpoint not in ("best", "last"):
@@ -68,7 +68,7 @@ def benchmark_command(
 ) -> None:
     """Train and evaluate every model of Tables 1-2 with one seed and budget (one command for the whole comparison)."""
     from mkunet.cli._common import console, progress, user_errors
-    from mkunet.evaluate import benchmark_models
+    from mkunet.train.evaluate import benchmark_models
 
     with user_errors():
         with progress() as bar:

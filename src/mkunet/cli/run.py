@@ -1,9 +1,9 @@
 """`mkunet run`: the whole pipeline on a cohort (segment, measure, kinetics, IES, statistics, report).
 
 ``--lesions lesions.csv`` measures the listed patients as the sum of their target lesions
-(format: :func:`mkunet.pipeline.read_lesions`).
+(format: :func:`mkunet.run.pipeline.read_lesions`).
 
-Thin layer over :func:`mkunet.pipeline.run_cohort` and :func:`mkunet.report.write_report`.
+Thin layer over :func:`mkunet.run.pipeline.run_cohort` and :func:`mkunet.report.write_report`.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def register(app: typer.Typer) -> None:
         from mkunet.cli._common import console, progress, user_errors
 
         with user_errors():
-            from mkunet.pipeline import read_lesions, run_cohort
             from mkunet.report import write_report
+            from mkunet.run.pipeline import read_lesions, run_cohort
 
             source = None
             if cohort_dir is not None and dicomweb is None:
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
                     raise ValueError("--worklist and --push only apply with --dicomweb URL (scans from a PACS).")
                 cohort = cohort_dir
             elif cohort_dir is None and dicomweb is not None:
-                from mkunet.pacs import DicomWebSource, SeriesChoice, fetch_worklist, read_worklist
+                from mkunet.io.pacs import DicomWebSource, SeriesChoice, fetch_worklist, read_worklist
 
                 if worklist is None:
                     raise ValueError(f"--dicomweb {dicomweb} needs --worklist CSV (patient_id, study_uid, scan_date).")
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[yellow]warning:[/] {where} ({e['stage']}): {e['error']} -> {e['action']}")
             typer.echo(run.summary())
             if source is not None and push:
-                from mkunet.pacs import push_cohort
+                from mkunet.io.pacs import push_cohort
 
                 for item in push_cohort(source, run.results, out):
                     typer.echo(

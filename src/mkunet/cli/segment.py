@@ -1,6 +1,6 @@
 """`mkunet segment`: segment the lung tumour of one CT (DICOM series, NIfTI or NRRD).
 
-Thin layer over :func:`mkunet.infer.segment` and :func:`mkunet.infer.save_segmentation`.
+Thin layer over :func:`mkunet.segmentation.infer.segment` and :func:`mkunet.segmentation.infer.save_segmentation`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _build_roi(
     previous_mask: Path | None,
     margin_mm: float,
 ):
-    from mkunet.infer import Box, PreviousMask, Seed
+    from mkunet.segmentation.infer import Box, PreviousMask, Seed
 
     if roi is None:  # inferred from the options given
         given = [name for name, v in (("box", box), ("seed", seed_point), ("previous-mask", previous_mask)) if v]
@@ -89,7 +89,7 @@ def _build_roi(
 def _pacs_source(
     input: Path | None, url: str | None, study: str | None, series: str | None, push: bool, timeout: float
 ):
-    """The :class:`mkunet.pacs.DicomWebSource` of ``--dicomweb`` (None for a local INPUT), options checked."""
+    """The :class:`mkunet.io.pacs.DicomWebSource` of ``--dicomweb`` (None for a local INPUT), options checked."""
     if (input is None) == (url is None):
         raise ValueError(
             "Give the CT either as INPUT (a folder or file) or as --dicomweb URL --study UID, not "
@@ -102,7 +102,7 @@ def _pacs_source(
         return None
     if not study:
         raise ValueError(f"--dicomweb {url} needs --study STUDY_UID (the StudyInstanceUID of the CT).")
-    from mkunet.pacs import DicomWebSource
+    from mkunet.io.pacs import DicomWebSource
 
     return DicomWebSource(url, timeout_s=timeout)
 
@@ -113,7 +113,7 @@ def _read_from_pacs(pacs, study: str, series: str | None, cache: Path | None, ba
     Returns (volume, the temporary folder to clean up or None)."""
     import tempfile
 
-    from mkunet.pacs import SeriesChoice, open_series
+    from mkunet.io.pacs import SeriesChoice, open_series
 
     tmp = None
     if cache is None:
@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
             help="Comma-separated: nifti,seg,rtstruct (default: all three for DICOM input, nifti otherwise).",
         ),
         threshold: float | None = typer.Option(None, "--threshold", help="Probability threshold (default: model's)."),
-        keep: str = typer.Option("component", "--keep", help="component | all | none (see mkunet.infer)."),
+        keep: str = typer.Option("component", "--keep", help="component | all | none (see mkunet.segmentation.infer)."),
         lung_prior: bool = typer.Option(
             True,
             "--lung-prior/--no-lung-prior",
@@ -253,9 +253,9 @@ def register(app: typer.Typer) -> None:
         from mkunet.cli._common import console, progress, user_errors
 
         with user_errors():
-            from mkunet import infer
             from mkunet.io import read_volume
-            from mkunet.uncertainty import check_uncertainty
+            from mkunet.segmentation import infer
+            from mkunet.segmentation.uncertainty import check_uncertainty
 
             pacs = _pacs_source(input, dicomweb, study, series, push, timeout)
             tmp_dir = None
@@ -325,7 +325,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"method: {result.method}; threshold {result.threshold:g}")
             typer.echo(f"region: {result.roi}; {result.timings['total']:.1f} s")
             if result.candidates:  # whole-volume run: the top candidates, to pick from
-                from mkunet.candidates import format_candidates
+                from mkunet.segmentation.candidates import format_candidates
 
                 typer.echo(
                     "candidates (score in cm^3: inscribed ball x roundness x lung around; click another with "

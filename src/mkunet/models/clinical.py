@@ -225,7 +225,7 @@ class ClinicalEncoder:
         if "lvcr" not in df.columns:
             raise ValueError(
                 "ClinicalEncoder.fit: the training table needs an 'lvcr' column (log volume change rate, per day) "
-                "to learn its range; compute it with mkunet.kinetics.lvcr from the serial volumes."
+                "to learn its range; compute it with mkunet.analysis.kinetics.lvcr from the serial volumes."
             )
         ranges: dict[str, tuple[float, float]] = {}
         fill: dict[str, float] = {}

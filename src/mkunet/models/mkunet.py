@@ -28,7 +28,7 @@ Paper sections 2.2 and 2.7.2, Figures 3-4; our reading in SPEC.md ("MK-UNet")::
   the encoder skip is gated by an :class:`~mkunet.models.gates.ImmuneAttentionGate`
   whose gating signal is the coarser decoder feature map, and concatenated with the
   up-sampled features; two 3x3x3 convolutions follow.
-* Output: **logits**. The sigmoid is applied by the loss (:class:`mkunet.losses.DiceBCELoss`
+* Output: **logits**. The sigmoid is applied by the loss (:class:`mkunet.train.losses.DiceBCELoss`
   works on logits) and at inference (``torch.sigmoid(logits) > threshold``).
 
 Ablation switches (paper Table 2): ``clinical_fusion=False`` (no clinical vector at the

@@ -218,7 +218,7 @@ def km_plot(curves: Any, stats: Mapping[str, Any], title: str = "Overall surviva
     """Kaplan-Meier curves from a stored table, with the log-rank p and the HR in the title.
 
     Args:
-        curves: rows of :meth:`mkunet.cohort.GroupComparison.km_table` for one score (DataFrame with
+        curves: rows of :meth:`mkunet.analysis.survival.GroupComparison.km_table` for one score (DataFrame with
             ``group``, ``days``, ``survival``, ``ci_low``, ``ci_high``, ``censored``).
         stats: the score's row of ``groups.csv`` (``logrank_p``, ``hr``, ``hr_ci_low``, ``hr_ci_high``).
     """

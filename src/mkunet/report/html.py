@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mkunet.run_store import CohortRun, load_run, patient_folder_name
+from mkunet.run.store import CohortRun, load_run, patient_folder_name
 from mkunet.utils import atomic_write_text, finite_or_none
 
 __all__ = ["write_report", "render_report", "write_patient_viewers", "COLUMN_LABELS"]
@@ -575,7 +575,7 @@ def write_report(
     """Write ONE self-contained ``report.html`` for a cohort run.
 
     Args:
-        run: a :class:`mkunet.run_store.CohortRun` (what :func:`mkunet.pipeline.run_cohort` returns), or
+        run: a :class:`mkunet.run.store.CohortRun` (what :func:`mkunet.run.pipeline.run_cohort` returns), or
             the run's output folder.
         path: the HTML file (default ``<out_dir>/report.html``).
         model_tables: optional folder of evaluation tables (``*.csv``, e.g. an evaluate run) shown in

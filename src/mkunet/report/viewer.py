@@ -18,7 +18,7 @@ direction and slice spacing, cropped to the lesion:
 * when the crop holds more than ``max_voxels`` voxels, the in-plane spacing is coarsened
   (the slice spacing never is, so scrolling still steps through the acquired slices).
 
-A follow-up with a :class:`mkunet.register.Registration` (baseline -> follow-up) is
+A follow-up with a :class:`mkunet.segmentation.register.Registration` (baseline -> follow-up) is
 resampled through it, so the same slice shows the same anatomy ("registered"); without one
 it is resampled by scanner coordinates ("not registered", labelled so in the page). Masks
 are resampled by nearest neighbour, CT and maps linearly (outside a scan: -1024 HU, 0).
@@ -107,7 +107,7 @@ class ViewerTimepoint:
             is one lesion, else the mask's voxel count x voxel volume).
         probability: float (z, y, x) in [0, 1] on ``volume``'s grid, or None.
         attention: float (z, y, x) in [0, 1] on ``volume``'s grid (finest attention gate), or None.
-        registration: :class:`mkunet.register.Registration` from the baseline (the first
+        registration: :class:`mkunet.segmentation.register.Registration` from the baseline (the first
             timepoint) to this scan, or None (baseline itself, or not registered).
         note: a short remark shown under the panel (e.g. "lesion not found").
     """
@@ -130,8 +130,8 @@ def register_followups(
 ) -> list[ViewerTimepoint]:
     """Copies of ``timepoints`` whose follow-ups carry a registration to the baseline (the first).
 
-    :func:`mkunet.register.register` (global rigid + affine, then the local stage around the
-    centroid of the baseline's masks, as the tracking of :func:`mkunet.infer.segment_timepoints`
+    :func:`mkunet.segmentation.register.register` (global rigid + affine, then the local stage around the
+    centroid of the baseline's masks, as the tracking of :func:`mkunet.segmentation.infer.segment_timepoints`
     runs it). A follow-up whose registration fails keeps ``registration=None`` (shown "not
     registered") and gets a note.
 
@@ -142,7 +142,7 @@ def register_followups(
     """
     from dataclasses import replace
 
-    from mkunet.register import register
+    from mkunet.segmentation.register import register
 
     out = list(timepoints)
     if len(out) < 2:
@@ -581,7 +581,7 @@ def write_viewer(
 
 
 def write_segmentation_viewer(segmentation: Any, path: str | Path, *, title: str | None = None) -> Path:
-    """The viewer of one :class:`mkunet.infer.Segmentation` (``mkunet segment --viewer``): its CT, the
+    """The viewer of one :class:`mkunet.segmentation.infer.Segmentation` (``mkunet segment --viewer``): its CT, the
     contour (``GTV``), the probability map and, when computed, the finest attention map.
 
     Returns:

@@ -88,7 +88,7 @@ class InsertedLesion:
 def filled_lungs(array: np.ndarray, spacing: Sequence[float], min_cm3: float = 50.0) -> np.ndarray:
     """Aerated lung, holes of each axial slice filled (vessels and nodules inside the lung are in).
 
-    First :func:`mkunet.lung.lung_mask` (air inside the body, by connectivity). When that
+    First :func:`mkunet.segmentation.lung.lung_mask` (air inside the body, by connectivity). When that
     finds less than 500 cm^3 (a small field of view cuts the lungs, which then join the
     room air through the image border, as in the pyradiomics crops), the lungs are found by
     value instead: -975..-400 HU after a 2 mm Gaussian smoothing (room air, about -1000 HU,
@@ -106,7 +106,7 @@ def filled_lungs(array: np.ndarray, spacing: Sequence[float], min_cm3: float = 5
     """
     from scipy import ndimage
 
-    from mkunet.lung import lung_mask
+    from mkunet.segmentation.lung import lung_mask
 
     x = np.asarray(array, np.float32)
     sp = np.asarray(spacing, float)

@@ -23,8 +23,8 @@ same layout works too)::
 
 The LVCR of each patient (column 6 of the clinical vector) is computed from the
 ground-truth mask volumes across timepoints by the one LVCR definition: mesh volumes
-(:func:`mkunet.kinetics.mask_volume_cm3`) and :func:`mkunet.kinetics.lvcr` (interval weights),
-as :func:`mkunet.kinetics.lvcr_from_masks` and inference do, exactly what a user with
+(:func:`mkunet.analysis.kinetics.mask_volume_cm3`) and :func:`mkunet.analysis.kinetics.lvcr` (interval weights),
+as :func:`mkunet.analysis.kinetics.lvcr_from_masks` and inference do, exactly what a user with
 annotated serial scans can compute;
 patients with a single scan get "LVCR unknown" (the encoder's training median).
 """
@@ -98,7 +98,7 @@ class PreparedCase:
         foreground: flat indices (int64) of the tumour voxels of ``label``.
         lvcr: the patient's LVCR (/day) used in the clinical vector, or None.
         lung: flat indices (int64) of non-tumour voxels of the lung region
-            (:func:`mkunet.lung.lung_region`; every 4th one), where the hard negatives are:
+            (:func:`mkunet.segmentation.lung.lung_region`; every 4th one), where the hard negatives are:
             vessels, pleura, dense lung. For real-background cases, the lungs and a 25 mm
             shell around them (heart, hilum, vessels, diaphragm, chest wall).
         ignore: bool (z, y, x) voxels the loss skips (real tumours, unknown regions of a
@@ -339,13 +339,13 @@ def read_clinical(data_dir: str | Path, required: bool) -> pd.DataFrame | None:
 def patient_lvcr(days: Sequence[float | None], volumes_cm3: Sequence[float], patient_id: str) -> float | None:
     """LVCR (/day) of one patient from ground-truth tumour volumes, or None when not computable.
 
-    ``volumes_cm3`` are :func:`mkunet.kinetics.mask_volume_cm3` mesh volumes (the one LVCR
-    volume measure). Uses :func:`mkunet.kinetics.lvcr` (interval weights). Returns None (LVCR unknown)
+    ``volumes_cm3`` are :func:`mkunet.analysis.kinetics.mask_volume_cm3` mesh volumes (the one LVCR
+    volume measure). Uses :func:`mkunet.analysis.kinetics.lvcr` (interval weights). Returns None (LVCR unknown)
     with fewer than two scans, missing days or an empty mask at some timepoint.
     """
     if len(volumes_cm3) < 2 or any(d is None for d in days) or min(volumes_cm3) <= 0:
         return None
-    from mkunet.kinetics import lvcr
+    from mkunet.analysis.kinetics import lvcr
 
     try:
         return float(lvcr(list(days), list(volumes_cm3), patient_id=patient_id).lvcr_per_day)

@@ -14,11 +14,11 @@ Run folder (``config.out``)::
 
 Validation Dice is computed on whole validation cases at the model's spacing (sliding
 window, Gaussian blending, overlap 0.25, threshold 0.5, then the component rule of
-:func:`mkunet.infer.segment`, :func:`mkunet.infer.keep_tumour_component`) against the
-resampled masks: the steps of :func:`mkunet.infer.segment` without the final resampling
+:func:`mkunet.segmentation.infer.segment`, :func:`mkunet.segmentation.infer.keep_tumour_component`) against the
+resampled masks: the steps of :func:`mkunet.segmentation.infer.segment` without the final resampling
 back to the scan grid (cheaper; the selection criterion, not the reported figure; see
 ``_validate``). The patients' LVCR (clinical input) comes from the ground-truth masks by
-the one LVCR definition, :func:`mkunet.kinetics.lvcr_from_masks`'s mesh volumes.
+the one LVCR definition, :func:`mkunet.analysis.kinetics.lvcr_from_masks`'s mesh volumes.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class TrainConfig:
         patches_per_epoch: patches per epoch (all processes together); None = 4 per training scan.
         tumour_fraction: probability that a patch is centred on a tumour voxel.
         lung_fraction: probability that a patch is centred on a non-tumour voxel of the lung
-            region (hard negatives: vessels, pleura, dense lung; :mod:`mkunet.lung`); the
+            region (hard negatives: vessels, pleura, dense lung; :mod:`mkunet.segmentation.lung`); the
             rest are centred on uniformly drawn voxels.
         lr_schedule: ``"constant"`` or ``"poly"``: ``lr * (1 - p) ** 0.9`` with ``p`` the
             fraction of the run done, the larger of epochs done / ``epochs`` and training
@@ -360,7 +360,7 @@ def prepare_case(
 
 
 def _resampled(volume: Any, mask: np.ndarray, spacing: Sequence[float]) -> tuple[Any, np.ndarray]:
-    from mkunet.bundle import resample_onto
+    from mkunet.models.bundle import resample_onto
     from mkunet.preprocess import resample
 
     if np.allclose(volume.spacing, spacing, atol=1e-4):
@@ -464,18 +464,18 @@ def _validate(
 ) -> tuple[float, int]:
     """Sum of Dice over ``cases`` (at the model spacing) and the number of cases.
 
-    Not :func:`mkunet.infer.segment` itself: that needs a saved bundle, re-reads and
+    Not :func:`mkunet.segmentation.infer.segment` itself: that needs a saved bundle, re-reads and
     re-resamples every scan and resamples the probability back to the scan grid, which
     costs more per epoch than the validation is worth (it picks the checkpoint; the reported
-    figures come from :mod:`mkunet.evaluate`, which calls ``segment``). It runs the same
+    figures come from :mod:`mkunet.train.evaluate`, which calls ``segment``). It runs the same
     steps on the cached, already resampled and preprocessed case: the sliding window of
-    :func:`mkunet.bundle.predict_probability`, the threshold, and the component rule of
-    ``segment`` without an ROI (:func:`mkunet.infer.keep_tumour_component` with the
+    :func:`mkunet.models.bundle.predict_probability`, the threshold, and the component rule of
+    ``segment`` without an ROI (:func:`mkunet.segmentation.infer.keep_tumour_component` with the
     probability; the lung region is not recomputed here, so the score is the probability mass).
     """
-    from mkunet.bundle import sliding_window_probability
-    from mkunet.infer import keep_tumour_component
-    from mkunet.metrics import dice
+    from mkunet.analysis.metrics import dice
+    from mkunet.models.bundle import sliding_window_probability
+    from mkunet.segmentation.infer import keep_tumour_component
 
     total = 0.0
     for case in cases:
@@ -663,7 +663,7 @@ def train(config: TrainConfig, callback: Callable[[dict[str, Any]], None] | None
 # ---------------------------------------------------------------------------------- train's steps
 def _init_weights(model: torch.nn.Module, folder: str | Path) -> None:
     """Load the network weights of the bundle in ``folder`` into ``model`` (same architecture)."""
-    from mkunet.bundle import ModelBundle
+    from mkunet.models.bundle import ModelBundle
 
     source = ModelBundle.load(folder)
     try:
@@ -752,8 +752,8 @@ def _data_step(
 
     Only the resampled copies stay in memory; each is released once preprocessed.
     """
-    from mkunet.bundle import ModelBundle
-    from mkunet.kinetics import mask_volume_cm3
+    from mkunet.analysis.kinetics import mask_volume_cm3
+    from mkunet.models.bundle import ModelBundle
     from mkunet.preprocess import AdaptiveWindow, Preprocessor
 
     data_dir = Path(config.data)
@@ -984,7 +984,7 @@ def _eta_s(config: TrainConfig, start_epoch: int, epoch: int, elapsed: float, bu
 
 @dataclass
 class _BundleMaker:
-    """Builds the :class:`~mkunet.bundle.ModelBundle` of the current weights (for ``last/`` and ``best/``)."""
+    """Builds the :class:`~mkunet.models.bundle.ModelBundle` of the current weights (for ``last/`` and ``best/``)."""
 
     config: TrainConfig
     run_dir: Path
@@ -995,7 +995,7 @@ class _BundleMaker:
 
     def __call__(self, metrics: dict[str, Any]) -> Any:
         from mkunet import __version__
-        from mkunet.bundle import ModelBundle
+        from mkunet.models.bundle import ModelBundle
 
         config, model = self.config, self.model
         was_training = model.training
@@ -1078,9 +1078,9 @@ def prepare_case_from_resampled(
     With ``crop_margin_mm``, only the tumour's bounding box grown by that margin (mm, at
     ``spacing`` (z, y, x)) is kept, after preprocessing the whole scan. With
     ``lung_samples``, every 4th non-tumour voxel of the lung region (found on the whole
-    scan, :func:`mkunet.lung.lung_region`) is stored for hard-negative patches.
+    scan, :func:`mkunet.segmentation.lung.lung_region`) is stored for hard-negative patches.
     """
-    from mkunet.lung import lung_region
+    from mkunet.segmentation.lung import lung_region
 
     volume, label = resampled
     channels = np.asarray(preprocessor(volume), dtype=np.float32)

@@ -1,6 +1,6 @@
 """The training loss with ignored voxels (real tumours and unknown regions of real backgrounds).
 
-:class:`MaskedDiceBCELoss` is :class:`mkunet.losses.DiceBCELoss` (0.6 soft Dice + 0.4 BCE on
+:class:`MaskedDiceBCELoss` is :class:`mkunet.train.losses.DiceBCELoss` (0.6 soft Dice + 0.4 BCE on
 logits, MONAI ``DiceCELoss``) with a weight map ``w`` in {0, 1}: voxels with ``w = 0``
 contribute nothing, neither to the Dice sums nor to the BCE, and get no gradient::
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from mkunet.losses import DiceBCELoss
+from mkunet.train.losses import DiceBCELoss
 
 __all__ = ["MaskedDiceBCELoss"]
 
 
 class MaskedDiceBCELoss(DiceBCELoss):
-    """:class:`~mkunet.losses.DiceBCELoss` that skips voxels of weight 0 (module docstring).
+    """:class:`~mkunet.train.losses.DiceBCELoss` that skips voxels of weight 0 (module docstring).
 
     Call:
         ``loss(logits, target, weight=None)``: tensors (B, 1, Z, Y, X); ``weight`` in {0, 1}

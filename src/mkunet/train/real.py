@@ -28,8 +28,8 @@ __all__ = ["prepare_real_cases", "load_background"]
 
 def load_background(background: Background, spacing: Sequence[float]) -> tuple[Any, np.ndarray]:
     """The background's CT resampled (linear) to ``spacing`` (z, y, x) mm and its bool ignore mask there."""
-    from mkunet.bundle import resample_onto
     from mkunet.io import read_mask, read_volume
+    from mkunet.models.bundle import resample_onto
     from mkunet.preprocess import resample
 
     volume = read_volume(background.image)

@@ -1,0 +1,159 @@
+"""Lung fields from HU alone: the anatomical prior that a lung tumour lies in or on a lung.
+
+A lung tumour is surrounded, at least in part, by aerated lung: inside the parenchyma,
+on the pleura or on the mediastinal surface. The whole-volume network still fires on
+soft tissue elsewhere (heart, chest wall, liver); :func:`lung_region` gives the region a
+tumour can occupy, and :func:`mkunet.segmentation.infer.keep_tumour_component` uses it to choose among
+the predicted components.
+
+Algorithm of :func:`lung_mask` (on a grid of about ``grid_mm`` mm, then nearest-neighbour
+back to the input grid; arrays (z, y, x), spacings (z, y, x) in mm):
+
+1. air = ``HU < air_hu`` (default -400 HU: aerated lung is -950..-600 HU, fat -120..-80);
+2. an air component (6-connectivity) that touches the in-plane (y, x) border of the
+   volume and whose median is below ``room_hu`` (-950 HU) is the room around the patient
+   and is removed. Room air reads -1000 HU; aerated lung -900..-750 HU, so a lung cut by
+   a field of view cropped through the chest (the IBSI phantom) is kept. The z faces do
+   not count: a chest scan cuts the lungs there;
+3. the remaining components of at least ``min_cm3`` cm^3 are the lungs (the trachea and
+   main bronchi join them; small bowel gas is dropped).
+
+:func:`lung_region` closes that mask with a ball of ``closing_mm`` and fills holes in each
+axial slice, so that a solid tumour inside the lung (a hole in the air mask) and one on
+the pleura or the mediastinum (a dent in it) both lie inside the region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["lung_mask", "lung_region"]
+
+
+def _check(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"Expected a 3-D (z, y, x) HU array, got shape {array.shape}.")
+    spacing_arr = np.asarray(spacing, dtype=np.float64)
+    if spacing_arr.shape != (3,) or np.any(spacing_arr <= 0):
+        raise ValueError(f"`spacing` must be three positive (z, y, x) sizes in mm, got {tuple(spacing)!r}.")
+    return array, spacing_arr
+
+
+def _coarse(array: np.ndarray, spacing: np.ndarray, grid_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    step = tuple(max(1, int(round(grid_mm / s))) for s in spacing)
+    return array[:: step[0], :: step[1], :: step[2]], step  # type: ignore[return-value]
+
+
+def _back(coarse: np.ndarray, step: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a strided mask onto the full grid."""
+    idx = [np.minimum(np.arange(n) // s, c - 1) for n, s, c in zip(shape, step, coarse.shape)]
+    return coarse[np.ix_(*idx)]
+
+
+def lung_mask(
+    array: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    air_hu: float = -400.0,
+    min_cm3: float = 20.0,
+    grid_mm: float = 3.0,
+    room_hu: float = -950.0,
+) -> np.ndarray:
+    """Aerated lung (with trachea and bronchi) as a bool (z, y, x) mask on the input grid.
+
+    Args:
+        array: CT in HU, (z, y, x).
+        spacing: (z, y, x) voxel size in mm.
+        air_hu: voxels below this HU are air or aerated lung.
+        min_cm3: smallest component kept (cm^3), drops bowel gas and noise.
+        grid_mm: the work is done on the input subsampled to about this step (mm).
+        room_hu: air touching the in-plane border with a median below this is room air.
+
+    Returns:
+        bool (z, y, x); all False when the volume holds no internal air (e.g. a crop
+        inside a tumour), which callers treat as "no lung information".
+    """
+    from scipy import ndimage
+
+    array, spacing_arr = _check(array, spacing)
+    small, step = _coarse(array, spacing_arr, grid_mm)
+    air = small < air_hu
+    labels, n = ndimage.label(air)
+    if n == 0:
+        return np.zeros(array.shape, bool)
+    border = np.unique(
+        np.concatenate(
+            [labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]
+        )
+    )
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    voxel_cm3 = float(np.prod(spacing_arr * np.asarray(step))) / 1000.0
+    keep = sizes * voxel_cm3 >= min_cm3
+    keep[0] = False
+    border = border[border > 0]
+    if border.size:
+        medians = ndimage.median(small, labels, index=border)
+        keep[border[np.asarray(medians) < room_hu]] = False
+    return _back(keep[labels], step, array.shape)
+
+
+def lung_region(
+    array: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    closing_mm: float = 30.0,
+    air_hu: float = -400.0,
+    min_cm3: float = 20.0,
+    grid_mm: float = 3.0,
+    room_hu: float = -950.0,
+    fill: str = "slice",
+) -> np.ndarray:
+    """Where a lung tumour can be: the lungs closed by a ``closing_mm`` ball, holes filled per slice.
+
+    Args:
+        array: CT in HU, (z, y, x).
+        spacing: (z, y, x) voxel size in mm.
+        closing_mm: radius of the closing ball (mm, default 30: it takes in 88 % of
+            pyradiomics lung2's tumour and 54 % of the IBSI phantom's 359 cm^3 GTV, against
+            40 % and 27 % at 15 mm); dents in the lung surface shallower
+            than about this (a pleural or mediastinal tumour) are filled.
+        air_hu, min_cm3, grid_mm, room_hu: see :func:`lung_mask`.
+        fill: ``"slice"`` (default) fills the holes of each axial slice, so a slice where the
+            closed lungs ring the heart takes the heart in; ``"volume"`` fills only 3-D holes
+            (a tumour inside the lung), which keeps the heart and mediastinum out, since they
+            open into the neck and abdomen (:func:`mkunet.segmentation.candidates.detect_lesions` uses it).
+
+    Returns:
+        bool (z, y, x) on the input grid; all False when no lung is found.
+    """
+    from scipy import ndimage
+
+    if fill not in ("slice", "volume"):
+        raise ValueError(f"`fill` must be 'slice' or 'volume', got {fill!r}.")
+    array, spacing_arr = _check(array, spacing)
+    small, step = _coarse(array, spacing_arr, grid_mm)
+    coarse_spacing = spacing_arr * np.asarray(step)
+    lungs = lung_mask(small, coarse_spacing, air_hu=air_hu, min_cm3=min_cm3, grid_mm=0.0, room_hu=room_hu)
+    if not lungs.any():
+        return np.zeros(array.shape, bool)
+    # closing by a ball of closing_mm, exact in mm on an anisotropic grid, via two
+    # Euclidean distance transforms; the mask is first extended by edge replication, so
+    # lungs cut by the scan's z range stay open there and others close normally
+    pad = [int(np.ceil(closing_mm / s)) + 1 for s in coarse_spacing]
+    padded = np.pad(lungs, [(p, p) for p in pad], mode="edge")
+    grown = ndimage.distance_transform_edt(~padded, sampling=coarse_spacing) <= closing_mm
+    if grown.all():
+        closed = grown
+    else:
+        closed = ndimage.distance_transform_edt(grown, sampling=coarse_spacing) > closing_mm
+    closed = closed[tuple(slice(p, -p) for p in pad)] | lungs
+    if fill == "volume":
+        filled = ndimage.binary_fill_holes(closed)
+    else:
+        in_plane = np.zeros((3, 3, 3), bool)
+        in_plane[1] = ndimage.generate_binary_structure(2, 1)  # holes filled within each axial slice
+        filled = ndimage.binary_fill_holes(closed, structure=in_plane)
+    return _back(filled, step, array.shape)

@@ -1,0 +1,238 @@
+"""`mkunet segment`: files written for NIfTI and DICOM input, errors, ROI options.
+
+The model is replaced (monkeypatch of ``mkunet.segmentation.infer.load_model``) by an oracle that
+thresholds HU at -300, so the expected mask is known.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mkunet.cli import app
+from mkunet.cli.segment import parse_clinical
+from mkunet.io import read_mask, read_volume, write_volume
+from mkunet.segmentation import infer
+from mkunet.synth.writers import write_ct_series
+from mkunet.volume import Volume
+from tests.bundle_stubs import ClinicalVectorMixin
+
+DCIODVFY = shutil.which("dciodvfy")
+SHAPE, SPACING = (10, 40, 36), (2.5, 0.8, 0.75)  # (z, y, x), mm
+
+
+class Oracle(torch.nn.Module):
+    def forward(self, image, clinical=None, return_attention=False):
+        logits = 0.05 * (image[:, :1] * 1000.0 + 300.0)
+        if return_attention:
+            return logits, [torch.sigmoid(torch.nn.functional.avg_pool3d(logits, 2))]
+        return logits
+
+
+@dataclass
+class Bundle(ClinicalVectorMixin):
+    model: Any = field(default_factory=Oracle)
+    preprocessor: Any = staticmethod(lambda v: (v.array / 1000.0)[None].astype(np.float32))
+    clinical_encoder: Any = None
+    target_spacing: tuple = SPACING
+    patch_size: tuple = (16, 32, 32)
+    threshold: float = 0.5
+
+
+@pytest.fixture(autouse=True)
+def oracle_model(monkeypatch):
+    monkeypatch.setattr(infer, "load_model", lambda model=None: Bundle())
+
+
+def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HU array with a large and a small ball; returns (hu, large, small) on SHAPE / SPACING."""
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+
+    def ball(c, r):
+        return ((zz - c[0]) * SPACING[0]) ** 2 + ((yy - c[1]) * SPACING[1]) ** 2 + (
+            (xx - c[2]) * SPACING[2]
+        ) ** 2 <= r * r
+
+    large, small = ball((5, 14, 12), 7.0), ball((5, 30, 27), 4.0)
+    hu = np.full(SHAPE, -850, np.int16)
+    hu[large | small] = 30
+    return hu, large, small
+
+
+def write_series(folder: Path, hu: np.ndarray, spacing=SPACING, origin=(-12.0, -20.5, 40.0)) -> Path:
+    """Write ``hu`` (z, y, x) as a CT series, one file per slice."""
+    volume = Volume(hu.astype(np.float32), spacing=spacing, origin=origin)
+    write_ct_series(
+        volume,
+        folder,
+        patient_id="CLI-1",
+        patient_name="Test^Cli",
+        birth_date="19600101",
+        sex="M",
+        study_date="20240102",
+        uid_entropy=("segment-cli", str(folder)),
+    )
+    return folder
+
+
+def run(args: list[str]):
+    return CliRunner().invoke(app, ["segment", *[str(a) for a in args]])
+
+
+def test_parse_clinical():
+    assert parse_clinical(["age=64", "sex=M", "grade=2", "lvcr=0.004"]) == {
+        "age": 64.0,
+        "sex": "M",
+        "grade": 2,
+        "lvcr": 0.004,
+    }
+    assert parse_clinical(None) is None
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_clinical(["age64"])
+    with pytest.raises(ValueError, match="number"):
+        parse_clinical(["age=old"])
+
+
+def test_nifti_input_writes_nifti(tmp_path):
+    hu, large, small = phantom()
+    vol = Volume(hu.astype(np.float32), spacing=SPACING, origin=(5.0, -3.0, 12.0))
+    path = write_volume(vol, tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "out", "--attention", "--method", "network"])
+    assert res.exit_code == 0, res.output
+    assert "tumour volume:" in res.output and "mask.nii.gz" in res.output
+    ref = read_volume(path)
+    np.testing.assert_array_equal(read_mask(tmp_path / "out" / "mask.nii.gz", ref), large)
+    prob = read_volume(tmp_path / "out" / "probability.nii.gz")
+    assert prob.shape == ref.shape and np.allclose(prob.origin, ref.origin)
+    assert (tmp_path / "out" / "attention_0.nii.gz").exists()
+    expected = large.sum() * np.prod(SPACING) / 1000.0
+    assert f"{expected:.3f} cm^3" in res.output
+    # seed in voxel units (x y z = column row slice) picks the small ball
+    res = run(
+        [path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel", "--seed-size-mm", 30]
+    )
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "seed" / "mask.nii.gz", ref), small)
+    # the same seed in mm, negative coordinates included (x y z = LPS)
+    neg = write_volume(
+        Volume(hu.astype(np.float32), spacing=SPACING, origin=(-50.0, -40.0, -30.0)), tmp_path / "neg.nii.gz"
+    )
+    x, y, z = -50.0 + 27 * SPACING[2], -40.0 + 30 * SPACING[1], -30.0 + 5 * SPACING[0]
+    res = run([neg, "--out", tmp_path / "seedmm", "--seed-point", x, y, z, "--seed-size-mm", 30])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "seedmm" / "mask.nii.gz", read_volume(neg)), small)
+    # previous mask (a NIfTI label map) picks the small ball too
+    write_volume(ref, tmp_path / "prev.nii.gz", small.astype(np.uint8))
+    res = run([path, "--out", tmp_path / "prev", "--roi", "previous-mask", "--previous-mask", tmp_path / "prev.nii.gz"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "prev" / "mask.nii.gz", ref), small)
+    res = run([path, "--out", tmp_path / "box", "--box", 0, 10, 20, 40, 20, 36])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "box" / "mask.nii.gz", ref), small)
+
+
+def test_errors_are_one_line(tmp_path):
+    hu, _, _ = phantom()
+    path = write_volume(Volume(hu.astype(np.float32), spacing=SPACING), tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "o", "--formats", "nifti,seg"])
+    assert res.exit_code == 2 and "DICOM input" in res.output
+    assert not (tmp_path / "o" / "mask.nii.gz").exists()
+    res = run([path, "--out", tmp_path / "o", "--roi", "seed"])
+    assert res.exit_code == 2 and "--seed-point" in res.output
+    res = run([path, "--out", tmp_path / "o", "--clinical", "age"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    res = run([tmp_path / "missing.nii.gz", "--out", tmp_path / "o"])
+    assert res.exit_code == 2
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_dicom_input_writes_seg_and_rtstruct(tmp_path):
+    hu, large, small = phantom()
+    folder = write_series(tmp_path / "ct", hu)
+    res = run([folder, "--out", tmp_path / "out", "--method", "network"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    for name in ("mask.nii.gz", "probability.nii.gz", "seg.dcm", "rtstruct.dcm"):
+        assert (out / name).exists(), name
+    ref = read_volume(folder)
+    np.testing.assert_array_equal(read_mask(out / "mask.nii.gz", ref), large)
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert seg.PatientID == "CLI-1" and seg.StudyInstanceUID == ref.study_uid
+    from mkunet.io import read_rtstruct
+
+    rt = read_rtstruct(out / "rtstruct.dcm", ref)
+    dice = 2 * (rt & large).sum() / (rt.sum() + large.sum())
+    assert dice >= 0.9
+    if DCIODVFY:
+        assert _dciodvfy_errors(out / "seg.dcm") == []
+        assert _dciodvfy_errors(out / "rtstruct.dcm") == []
+
+
+def test_dicom_input_without_tumour(tmp_path):
+    folder = write_series(tmp_path / "ct", np.full(SHAPE, -1000, np.int16))
+    with pytest.warns(UserWarning, match="empty"):
+        res = run([folder, "--out", tmp_path / "out"])
+    assert res.exit_code == 0, res.output
+    assert "no tumour found" in res.output
+    for name in ("mask.nii.gz", "seg.dcm", "rtstruct.dcm"):
+        assert (tmp_path / "out" / name).exists(), name
+
+
+def test_lung_prior_flag(tmp_path):
+    """A soft-tissue trunk (large, tumour-like for the oracle) around one lung holding a small tumour:
+    the default lung prior keeps the tumour, --no-lung-prior the largest probability mass (the trunk)."""
+    shape, spacing = (12, 48, 48), (2.5, 1.5, 1.5)
+    hu = np.full(shape, -1000, np.int16)
+    hu[:, 4:44, 4:44] = 40
+    hu[1:11, 12:36, 12:36] = -850
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    tumour = ((zz - 6) * 2.5) ** 2 + ((yy - 24) * 1.5) ** 2 + ((xx - 24) * 1.5) ** 2 <= 6.0**2
+    hu[tumour] = 40
+    ref = Volume(hu.astype(np.float32), spacing=spacing)
+    path = write_volume(ref, tmp_path / "chest.nii.gz")
+    res = run([path, "--out", tmp_path / "prior", "--method", "network"])
+    assert res.exit_code == 0, res.output
+    kept = read_mask(tmp_path / "prior" / "mask.nii.gz", read_volume(path))
+    assert 2 * (kept & tumour).sum() / (kept.sum() + tumour.sum()) > 0.9
+    res = run([path, "--out", tmp_path / "plain", "--no-lung-prior", "--method", "network"])
+    assert res.exit_code == 0, res.output
+    plain = read_mask(tmp_path / "plain" / "mask.nii.gz", read_volume(path))
+    assert not (plain & tumour).any() and plain.sum() > tumour.sum()
+
+
+def test_uncertainty_option_and_sidecar(tmp_path):
+    import json
+
+    hu, large, small = phantom()
+    path = write_volume(
+        Volume(hu.astype(np.float32), spacing=SPACING, origin=(5.0, -3.0, 12.0)), tmp_path / "ct.nii.gz"
+    )
+    seed = ["--seed-point", 27, 30, 5, "--seed-units", "voxel"]
+    res = run([path, "--out", tmp_path / "on", *seed])
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "on" / "mask.json").read_text())
+    assert side["volume_cm3"] == pytest.approx(small.sum() * np.prod(SPACING) / 1000.0)
+    assert side["method"] == "image" and side["sigma_log_volume_seg"] >= 0.0
+    assert side["volume_se_cm3"] == pytest.approx(side["sigma_log_volume_seg"] * side["volume_cm3"])
+    assert set(side["uncertainty_components"]) == {"edge", "contact"}
+    assert f"+- {side['volume_se_cm3']:.3f} (SE; sigma(ln V) {side['sigma_log_volume_seg']:.3f})" in res.output
+    res = run([path, "--out", tmp_path / "off", *seed, "--uncertainty", "off"])
+    assert res.exit_code == 0, res.output
+    assert "+-" not in res.output
+    assert json.loads((tmp_path / "off" / "mask.json").read_text())["volume_se_cm3"] is None
+    res = run([path, "--out", tmp_path / "bad", *seed, "--uncertainty", "maybe"])
+    assert res.exit_code == 2 and "uncertainty must be one of on, off, got 'maybe'" in res.output
+    assert not (tmp_path / "bad").exists()
