@@ -32,7 +32,7 @@ def test_runs_repeated(monkeypatch, tmp_path):
     assert seen["runs"] == [Path("runs/mk"), Path("runs/unet")] and seen["data"] == Path("cohort")
     # the form the README used to show is refused by the parser (typer options take one value each)
     res = CliRunner().invoke(app, ["evaluate", "--runs", "a", "b", "--data", "c", "--out", str(tmp_path)])
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "unexpected extra argument" in res.output
 
 
 def test_bad_checkpoint_is_one_line(tmp_path):
