@@ -135,9 +135,16 @@ def test_nifti_input_writes_nifti(tmp_path):
     res = run([path, "--out", tmp_path / "prev", "--roi", "previous-mask", "--previous-mask", tmp_path / "prev.nii.gz"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_mask(tmp_path / "prev" / "mask.nii.gz", ref), small)
-    res = run([path, "--out", tmp_path / "box", "--box", 0, 10, 20, 40, 20, 36])
+    # a box, x y z like the seed: voxel ranges (column, row, slice) ...
+    res = run([path, "--out", tmp_path / "box", "--box", 20, 36, 20, 40, 0, 10, "--box-units", "voxel"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_mask(tmp_path / "box" / "mask.nii.gz", ref), small)
+    assert "region: box x 20..36, y 20..40, z 0..10 (voxel)" in res.output
+    # ... and in mm (the default): the same voxels, origin (5, -3, 12) mm
+    res = run([path, "--out", tmp_path / "boxmm", "--box", 20.3, 31.8, 13.3, 28.5, 12.5, 34.9])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_mask(tmp_path / "boxmm" / "mask.nii.gz", ref), small)
+    assert "region: box x 20.3..31.8, y 13.3..28.5, z 12.5..34.9 (mm)" in res.output
 
 
 def test_errors_are_one_line(tmp_path):
@@ -150,6 +157,10 @@ def test_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "--seed-point" in res.output
     res = run([path, "--out", tmp_path / "o", "--clinical", "age"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    res = run([path, "--out", tmp_path / "o", "--box", 30, 20, 0, 10, 0, 10])  # x start above its stop
+    assert res.exit_code == 2 and "--box 30 20 0 10 0 10" in res.output and "along x" in res.output
+    res = run([path, "--out", tmp_path / "o", "--box", 0, 1, 0, 1, 0, 1, "--box-units", "cm"])
+    assert res.exit_code == 2 and "'cm'" in res.output
     res = run([tmp_path / "missing.nii.gz", "--out", tmp_path / "o"])
     assert res.exit_code == 2
 

@@ -1,7 +1,8 @@
 """The ``mkunet`` command-line tool: a thin typer layer over the Python API.
 
 Each command lives in its own module of this package, which defines
-``register(app)``; this module only assembles them.
+``register(app)``; this module only assembles them. Every ``--help`` fits 100 columns
+(``tests/cli/test_help.py``): long option lists go into rich help panels (``_common.PANEL_*``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from mkunet.cli import analyse, demo, evaluate, preprocess, run, segment, synth, train
+from mkunet.cli._common import unwrap_help
 
 app = typer.Typer(
     name="mkunet",
@@ -34,6 +36,10 @@ def version() -> None:
     from mkunet import __version__
 
     typer.echo(__version__)
+
+
+for _info in app.registered_commands:  # one line per paragraph: rich wraps it to the terminal (see --help)
+    _info.help = unwrap_help(_info.help or (_info.callback.__doc__ if _info.callback else None))
 
 
 def main() -> None:

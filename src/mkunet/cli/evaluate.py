@@ -16,7 +16,12 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate_command(
-    runs: list[Path] = typer.Option(..., "--runs", help="Training run folders (or bundle folders); repeat the option."),
+    runs: list[Path] = typer.Option(
+        ...,
+        "--runs",
+        metavar="RUN",
+        help="A training run (or bundle) folder; repeat the option for several: --runs A --runs B.",
+    ),
     data: Path = typer.Option(..., "--data", help="Cohort folder (scans.csv, clinical.csv)."),
     out: Path = typer.Option(..., "--out", help="Output folder for per_case.csv, table1-3.csv, tables.md."),
     all_cases: bool = typer.Option(False, "--all", help="Evaluate every scan of DATA, not each run's test split."),
@@ -62,7 +67,7 @@ def benchmark_command(
     ),
     width: int | None = typer.Option(None, "--width", help="Base width (default: 4; 16 with --paper-settings)."),
     seed: int = typer.Option(0, "--seed", help="The one seed of every run."),
-    time_budget: float | None = typer.Option(None, "--time-budget", help="Minutes per run."),
+    time_budget: float | None = typer.Option(None, "--time-budget", metavar="MIN", help="Minutes per run."),
     lvcr_cutoff: float | None = typer.Option(None, "--lvcr-cutoff", help="Table 3 cut-off (/day)."),
     keep: str = typer.Option("component", "--keep", help=KEEP_HELP),
 ) -> None:

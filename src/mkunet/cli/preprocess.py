@@ -18,7 +18,7 @@ def preprocess(
     input: Path = typer.Argument(..., metavar="INPUT", help="CT volume: DICOM folder, .dcm file, NIfTI or NRRD."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the four channel NIfTI files."),
     window: tuple[float, float] | None = typer.Option(
-        None, "--window", help="HU window LOW HIGH mapped to [0, 1] (default: -1000 400, lung window)."
+        None, "--window", metavar="LOW HIGH", help="HU window mapped to [0, 1] (default: -1000 400, lung window)."
     ),
     series_uid: str | None = typer.Option(
         None, "--series-uid", help="Series to read when a DICOM folder holds several."

@@ -20,16 +20,20 @@ def synth(
     seed: int = typer.Option(
         0, "--seed", help="Master seed: the same seed writes the same pixels, masks, UIDs and tables."
     ),
-    shape: tuple[int, int, int] = typer.Option((64, 256, 256), "--shape", help="Scan size Z Y X in voxels."),
+    shape: tuple[int, int, int] = typer.Option(
+        (64, 256, 256), "--shape", metavar="Z Y X", help="Scan size in voxels, array order (z, y, x)."
+    ),
     spacing: tuple[float, float, float] | None = typer.Option(
         None,
         "--spacing",
-        help="Voxel size Z Y X in mm (default: random slice thickness 1-5 mm, in-plane fitted to the body).",
+        metavar="Z Y X",
+        help="Voxel size in mm, array order (z, y, x) (default: random slice thickness 1-5 mm, in-plane "
+        "fitted to the body).",
     ),
     formats: str = typer.Option("nifti,dicom", "--formats", help="Comma-separated subset of: nifti, dicom."),
-    timepoints: tuple[int, int] = typer.Option((2, 5), "--timepoints", help="MIN MAX scans per patient."),
+    timepoints: tuple[int, int] = typer.Option((2, 5), "--timepoints", metavar="MIN MAX", help="Scans per patient."),
     diameter: tuple[float, float] = typer.Option(
-        (5.0, 60.0), "--diameter", help="MIN MAX equivalent tumour diameter in mm."
+        (5.0, 60.0), "--diameter", metavar="MIN MAX", help="Equivalent tumour diameter (mm)."
     ),
     workers: int = typer.Option(
         1, "--workers", help="Processes generating patients in parallel (same files for any value)."
@@ -40,7 +44,7 @@ def synth(
     Writes DIR/clinical.csv, scans.csv, outcomes.csv, truth.json, lesions.csv (one target
     lesion per patient: the click at the tumour's centre on the first scan, for
     `mkunet run --lesions`) and per patient and time point image.nii.gz, mask.nii.gz and a
-    DICOM CT series (see the README for the layout).
+    DICOM CT series (layout: docs/cohort-runs.md).
     """
     import numpy as np
     from rich.table import Table

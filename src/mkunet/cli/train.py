@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from mkunet.cli._common import PANEL_ABLATION, PANEL_HARDWARE, PANEL_SAMPLING, PANEL_TRAINING
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to `app`."""
@@ -24,52 +26,114 @@ def train_command(
     ),
     model: str = typer.Option("mkunet", "--model", help="Network: mkunet, unet3d, resnet3d, attention_unet."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (checkpoints, logs, split)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: 150)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step (default: 2)."),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: 150).", rich_help_panel=PANEL_TRAINING),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Patches per step (default: 2).", rich_help_panel=PANEL_TRAINING
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Adam learning rate (default: 1e-4).", rich_help_panel=PANEL_TRAINING
+    ),
     patch: tuple[int, int, int] | None = typer.Option(
-        None, "--patch", help="Patch (Z Y X) voxels, multiples of 16 (default: 32 96 96)."
+        None,
+        "--patch",
+        metavar="Z Y X",
+        help="Patch size in voxels, array order (z, y, x), multiples of 16 (default: 32 96 96).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
     spacing: tuple[float, float, float] | None = typer.Option(
-        None, "--spacing", help="Target spacing (z y x) mm cases are resampled to (default: 2 1.5 1.5)."
+        None,
+        "--spacing",
+        metavar="Z Y X",
+        help="Voxel size in mm, array order (z, y, x), cases are resampled to (default: 2 1.5 1.5).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
-    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Validation patients (default: 0.15)."),
-    test_fraction: float | None = typer.Option(None, "--test-fraction", help="Test patients (default: 0.15)."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of split, weights, patches, augmentation (default: 0)."),
-    width: int | None = typer.Option(None, "--width", help="Base width w (levels w..16w) (default: model default 16)."),
-    channels: int | None = typer.Option(None, "--channels", help="Input channels: 4 or 1 (default: 4)."),
-    no_adaptive_window: bool = typer.Option(False, "--no-adaptive-window", help="Skip the adaptive HU window."),
-    no_clinical_fusion: bool = typer.Option(False, "--no-clinical-fusion", help="MK-UNet without clinical fusion."),
-    gate: str | None = typer.Option(None, "--gate", help="MK-UNet gates: immune, plain, none."),
-    no_lvcr: bool = typer.Option(False, "--no-lvcr", help="Fix the LVCR input at the training median (ablation)."),
+    val_fraction: float | None = typer.Option(
+        None, "--val-fraction", help="Validation patients (default: 0.15).", rich_help_panel=PANEL_TRAINING
+    ),
+    test_fraction: float | None = typer.Option(
+        None, "--test-fraction", help="Test patients (default: 0.15).", rich_help_panel=PANEL_TRAINING
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of split, weights, patches, augmentation (default: 0).",
+        rich_help_panel=PANEL_TRAINING,
+    ),
+    width: int | None = typer.Option(
+        None,
+        "--width",
+        help="Base width w (levels w..16w) (default: model default 16).",
+        rich_help_panel=PANEL_ABLATION,
+    ),
+    channels: int | None = typer.Option(
+        None, "--channels", help="Input channels: 4 or 1 (default: 4).", rich_help_panel=PANEL_ABLATION
+    ),
+    no_adaptive_window: bool = typer.Option(
+        False, "--no-adaptive-window", help="Skip the adaptive HU window.", rich_help_panel=PANEL_ABLATION
+    ),
+    no_clinical_fusion: bool = typer.Option(
+        False, "--no-clinical-fusion", help="MK-UNet without clinical fusion.", rich_help_panel=PANEL_ABLATION
+    ),
+    gate: str | None = typer.Option(
+        None, "--gate", help="MK-UNet gates: immune, plain, none.", rich_help_panel=PANEL_ABLATION
+    ),
+    no_lvcr: bool = typer.Option(
+        False, "--no-lvcr", help="Fix the LVCR input at the training median (ablation).", rich_help_panel=PANEL_ABLATION
+    ),
     patches_per_epoch: int | None = typer.Option(
-        None, "--patches-per-epoch", help="Patches per epoch (default: 4 x training scans)."
+        None,
+        "--patches-per-epoch",
+        help="Patches per epoch (default: 4 x training scans).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
     tumour_fraction: float | None = typer.Option(
-        None, "--tumour-fraction", help="Share of patches centred on the tumour (default: 0.667)."
+        None,
+        "--tumour-fraction",
+        help="Share of patches centred on the tumour (default: 0.667).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
     lung_fraction: float | None = typer.Option(
-        None, "--lung-fraction", help="Share of patches centred on non-tumour lung: hard negatives (default: 0)."
+        None,
+        "--lung-fraction",
+        help="Share of patches centred on non-tumour lung: hard negatives (default: 0).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
-    lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="constant or poly (default: constant)."),
-    num_workers: int | None = typer.Option(None, "--num-workers", help="DataLoader workers (default: 0)."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda (default: auto)."),
-    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads."),
+    lr_schedule: str | None = typer.Option(
+        None, "--lr-schedule", help="constant or poly (default: constant).", rich_help_panel=PANEL_TRAINING
+    ),
+    num_workers: int | None = typer.Option(
+        None, "--num-workers", help="DataLoader workers (default: 0).", rich_help_panel=PANEL_HARDWARE
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda (default: auto).", rich_help_panel=PANEL_HARDWARE
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads.", rich_help_panel=PANEL_HARDWARE),
     label: str | None = typer.Option(None, "--label", help="Name of the run in evaluation tables."),
     time_budget: float | None = typer.Option(
-        None, "--time-budget", help="Stop cleanly before MIN minutes of training are used."
+        None,
+        "--time-budget",
+        metavar="MIN",
+        help="Stop cleanly before MIN minutes of training are used.",
+        rich_help_panel=PANEL_TRAINING,
     ),
     real_backgrounds: list[str] | None = typer.Option(
         None,
         "--real-backgrounds",
         help="Real CTs into which synthetic tumours are inserted (mkunet.synth.insert) and mixed with the cohort: "
         "a folder with backgrounds.csv (name, image[, ignore, insert]), that CSV, or CT files (repeat the option).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
     real_fraction: float | None = typer.Option(
-        None, "--real-fraction", help="Share of patches from the real-background cases (default: 0.5)."
+        None,
+        "--real-fraction",
+        help="Share of patches from the real-background cases (default: 0.5).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
     real_cases: int | None = typer.Option(
-        None, "--real-cases", help="Inserted-tumour cases made from each real background (default: 4)."
+        None,
+        "--real-cases",
+        help="Inserted-tumour cases made from each real background (default: 4).",
+        rich_help_panel=PANEL_SAMPLING,
     ),
     init: Path | None = typer.Option(
         None, "--init", help="Start from the weights of this bundle folder (fine-tuning; same model and width)."
