@@ -141,6 +141,8 @@ def test_report_draws_the_stored_statistics_and_recomputes_nothing(report, tmp_p
         assert not imported & {
             "mkunet.run.pipeline",
             "mkunet.analysis.survival",
+            "mkunet.analysis.association",
+            "mkunet.analysis.cohort",
             "mkunet.analysis.ies",
             "mkunet.analysis.kinetics",
         }, module.__name__

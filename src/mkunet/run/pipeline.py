@@ -112,7 +112,7 @@ provenance (input path, series UID, input sha256, model name / version / weights
 sha256, parameters JSON, mkunet version). ``OUT/patients.csv``: one row per patient
 (LVCR, CI, VDT, response, IES, ...). ``OUT/lesion_results.csv`` / ``.parquet``: per target
 lesion (see above). ``OUT/run.json``: parameters, model identity, lesions file and
-counts. With outcomes: ``OUT/cohort/`` holds :func:`~mkunet.analysis.survival.analyse_cohort`'s
+counts. With outcomes: ``OUT/cohort/`` holds :func:`~mkunet.analysis.cohort.analyse_cohort`'s
 tables and figures, the statistics the report shows included (``groups.csv``, ``auc.csv``, and
 the Kaplan-Meier and ROC curves ``km.csv`` and ``roc.csv``): :mod:`mkunet.report` only draws
 what is stored there (:mod:`mkunet.run.store` describes the folder).
@@ -1217,7 +1217,7 @@ def run_cohort(
         resume: reuse cached patients whose inputs, model and parameters are unchanged.
         synthetic: label the data as synthetic in the report (default: True when the cohort folder
             holds the synthetic generator's ``truth.json``).
-        cohort_figures: also let :func:`~mkunet.analysis.survival.analyse_cohort` write its PNG figures into
+        cohort_figures: also let :func:`~mkunet.analysis.cohort.analyse_cohort` write its PNG figures into
             ``OUT/cohort`` (the report draws its own).
         progress: ``progress(done, total, description)`` callback.
         lesions: lesions.csv (see :func:`read_lesions`) or a list of :class:`TargetLesion`: the
@@ -1477,7 +1477,7 @@ def _analyse_step(
     cohort_figures: bool,
 ) -> _Tables:
     """The cohort tables from the patient records; IES and (with outcomes)
-    :func:`~mkunet.analysis.survival.analyse_cohort`, which stores its tables and curves under ``OUT/cohort``.
+    :func:`~mkunet.analysis.cohort.analyse_cohort`, which stores its tables and curves under ``OUT/cohort``.
     Every problem is also a ``warnings.warn``."""
     records, pids = done.records, done.pids
     results = pd.DataFrame([r for pid in pids if pid in records for r in records[pid]["rows"]])
@@ -1665,7 +1665,7 @@ def _cohort_stage(
     lvcr_weights: str,
     figures: bool = True,
 ) -> tuple[pd.DataFrame, Any, list[str], list[dict[str, Any]]]:
-    """IES for the cohort, and :func:`~mkunet.analysis.survival.analyse_cohort` when outcomes are given."""
+    """IES for the cohort, and :func:`~mkunet.analysis.cohort.analyse_cohort` when outcomes are given."""
     from mkunet.analysis.ies import immune_evasion_score
 
     notes: list[str] = []
@@ -1673,7 +1673,7 @@ def _cohort_stage(
     patients = patients.copy()
     cohort = None
     if outcomes is not None:
-        from mkunet.analysis.survival import analyse_cohort
+        from mkunet.analysis.cohort import analyse_cohort
 
         meas = results.loc[results["status"] == "ok", ["patient_id", "timepoint", "days", "volume_cm3", "sphericity"]]
         try:
