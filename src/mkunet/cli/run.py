@@ -1,7 +1,7 @@
 """`mkunet run`: the whole pipeline on a cohort (segment, measure, kinetics, IES, statistics, report).
 
 ``--lesions lesions.csv`` measures the listed patients as the sum of their target lesions
-(format: :func:`mkunet.run.pipeline.read_lesions`).
+(format: :func:`mkunet.run.inputs.read_lesions`).
 
 Thin layer over :func:`mkunet.run.pipeline.run_cohort` and :func:`mkunet.report.write_report`.
 """
@@ -98,7 +98,8 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             from mkunet.report import write_report
-            from mkunet.run.pipeline import read_lesions, run_cohort
+            from mkunet.run.inputs import read_lesions
+            from mkunet.run.pipeline import run_cohort
 
             source = None
             if cohort_dir is not None and dicomweb is None:

@@ -51,7 +51,7 @@ class CohortRun:
         errors: one row per problem (``errors.csv``): patient_id, timepoint, stage, error, action.
         processed: patients computed in this run.
         resumed: patients taken from the cache.
-        model: :func:`mkunet.run.pipeline.model_identity` of the model used.
+        model: :func:`mkunet.run.cache.model_identity` of the model used.
         parameters: the run parameters (part of the cache key).
         cohort: the :class:`mkunet.analysis.cohort.CohortAnalysis` when outcomes were given (None when
             loaded from disk).
