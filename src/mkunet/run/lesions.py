@@ -192,6 +192,9 @@ def segment_lesions_step(
 #: Features that add up over disjoint lesions (summed in target-lesion mode); the others are the largest lesion's.
 _ADDITIVE = ("volume_cm3", "mesh_volume_mm3", "n_voxels", "surface_area_mm2")
 
+_Part = tuple[TargetLesion, Any, dict[str, Any], dict[str, Any] | None]
+"""One lesion on one scan: (lesion, its Segmentation, its lesion_results row, its features or None)."""
+
 
 def _lesion_row(work: PatientWork, les: TargetLesion, s: ScanInput) -> dict[str, Any]:
     return {
@@ -266,7 +269,7 @@ def measure_lesions_step(work: PatientWork, lesions: Sequence[TargetLesion], seg
     by_tp = work.by_tp
     for s in work.scans:
         j = position.get(s.timepoint)
-        parts: list[tuple[TargetLesion, Any, dict[str, Any], dict[str, Any] | None]] = []
+        parts: list[_Part] = []
         for les in lesions:
             lrow = _lesion_row(work, les, s)
             work.lesion_rows.append(lrow)
@@ -286,40 +289,15 @@ def measure_lesions_step(work: PatientWork, lesions: Sequence[TargetLesion], seg
             work.overlays[-1]["registration"] = next((t.result for t in tracked if t is not None and t.result), None)
 
 
-def _combine_lesions(
-    work: PatientWork,
-    row: dict[str, Any],
-    s: ScanInput,
-    vol: Volume,
-    parts: Sequence[tuple[TargetLesion, Any, dict[str, Any], dict[str, Any] | None]],
-) -> None:
+def _combine_lesions(work: PatientWork, row: dict[str, Any], s: ScanInput, vol: Volume, parts: Sequence[_Part]) -> None:
     """The scan's row from its target lesions: volumes summed, shape and HU of the largest lesion.
 
     ``T<k>/`` gets the union of the lesion masks (mask, max probability, SEG / RTSTRUCT,
     max attention). Status: ``error`` when a segmented lesion could not be measured on this
     scan (or none was segmented), else ``ok`` when the sum > 0 and ``empty`` when it is 0.
     """
-    from mkunet.segmentation import infer
-
-    union = np.zeros(vol.shape, bool)
-    probability = np.zeros(vol.shape, np.float32)
-    attention = None
-    for _, seg, _, _ in parts:
-        union |= seg.mask
-        probability = np.maximum(probability, seg.probability)
-        if seg.attention:
-            attention = seg.attention[0] if attention is None else np.maximum(attention, seg.attention[0])
+    combined, attention = _union(parts, vol)
     _check_overlaps(work, s.timepoint, parts, vol)
-    ids = [les.lesion_id for les, *_ in parts]
-    combined = infer.Segmentation(
-        mask=union,
-        probability=probability,
-        volume=vol,
-        roi="target lesions " + ", ".join(ids),
-        threshold=parts[0][1].threshold if parts else float("nan"),
-        empty=not union.any(),
-        uncertainty=_sum_uncertainty([seg for _, seg, _, _ in parts]),
-    )
     written = write_outputs(work, s.timepoint, combined, vol, work.stage_dir / f"T{s.timepoint}", attention=attention)
     statuses = [lrow["status"] for _, _, lrow, _ in parts]
     row.update(
@@ -334,47 +312,21 @@ def _combine_lesions(
     )
     if not parts or "error" in statuses:
         row["status"] = "error"
-        row["notes"] = "; ".join(
-            filter(
-                None,
-                [
-                    "no target lesion was segmented"
-                    if not parts
-                    else "a target lesion could not be measured on this scan: the sum of target lesions is unknown",
-                    row["notes"],
-                ],
-            )
+        why = (
+            "no target lesion was segmented"
+            if not parts
+            else "a target lesion could not be measured on this scan: the sum of target lesions is unknown"
         )
+        row["notes"] = "; ".join(filter(None, [why, row["notes"]]))
     else:
-        measured = [(les, lrow, feats) for les, _, lrow, feats in parts if feats is not None]
-        if measured:
-            les, _, feats = max(measured, key=lambda m: m[2]["volume_cm3"])
-            row.update(feats)
-            row["features_from_lesion"] = les.lesion_id
-        total = float(sum(lrow["volume_cm3"] for _, _, lrow, _ in parts))
-        for key in _ADDITIVE:
-            row[key] = sum((f or {}).get(key, 0) for *_, f in parts)
-        row["volume_cm3"] = total
-        ses = [lrow.get("volume_se_cm3") for _, _, lrow, _ in parts if lrow["status"] == "ok"]
-        if total > 0 and ses and not any(is_missing(x) for x in ses):
-            se = float(np.sqrt(np.sum(np.square(ses))))  # independent lesions
-            row.update(volume_se_cm3=se, sigma_log_volume_seg=se / total)
-        else:
-            row.pop("volume_se_cm3", None)
-            row.pop("sigma_log_volume_seg", None)
-        if total > 0 and row.get("surface_area_mm2"):
-            row["surface_to_volume_per_mm"] = row["surface_area_mm2"] / row["mesh_volume_mm3"]
-        row["sum_longest_axial_diameter_mm"] = float(
-            sum((f or {}).get("longest_axial_diameter_mm", 0.0) for *_, f in parts)
-        )
-        row["status"] = "ok" if total > 0 else "empty"
-    row["empty"] = not union.any()
+        _sum_lesions(row, parts)
+    row["empty"] = not combined.mask.any()
     row["volume_voxels_cm3"] = float(sum(seg.volume_cm3 for _, seg, _, _ in parts))
-    reference_step(work, row, s, vol, union)
+    reference_step(work, row, s, vol, combined.mask)
     work.overlays.append(
         {
             "volume": vol,
-            "mask": union,
+            "mask": combined.mask,
             "attention": attention,
             "label": f"T{s.timepoint}, day {s.days:g}",
             "volume_cm3": row.get("volume_cm3", 0.0),
@@ -383,10 +335,62 @@ def _combine_lesions(
             "days": s.days,
             "lesions": {les.lesion_id: seg.mask for les, seg, _, _ in parts},
             "lesion_volumes_cm3": {les.lesion_id: lrow.get("volume_cm3") for les, _, lrow, _ in parts},
-            "probability": probability,
+            "probability": combined.probability,
             "tracked": False,
         }
     )
+
+
+def _union(parts: Sequence[_Part], vol: Volume) -> tuple[Any, np.ndarray | None]:
+    """The union of the lesions' segmentations on one scan, as a Segmentation (mask: union; probability:
+    maximum; uncertainty: :func:`_sum_uncertainty`), and the maximum of their attention maps (None without)."""
+    from mkunet.segmentation import infer
+
+    union = np.zeros(vol.shape, bool)
+    probability = np.zeros(vol.shape, np.float32)
+    attention = None
+    for _, seg, _, _ in parts:
+        union |= seg.mask
+        probability = np.maximum(probability, seg.probability)
+        if seg.attention:
+            attention = seg.attention[0] if attention is None else np.maximum(attention, seg.attention[0])
+    combined = infer.Segmentation(
+        mask=union,
+        probability=probability,
+        volume=vol,
+        roi="target lesions " + ", ".join(les.lesion_id for les, *_ in parts),
+        threshold=parts[0][1].threshold if parts else float("nan"),
+        empty=not union.any(),
+        uncertainty=_sum_uncertainty([seg for _, seg, _, _ in parts]),
+    )
+    return combined, attention
+
+
+def _sum_lesions(row: dict[str, Any], parts: Sequence[_Part]) -> None:
+    """A scan where every segmented lesion was measured: the largest lesion's shape and HU features,
+    the additive features and the volume summed (its SE in quadrature), ``status`` ok (sum > 0) or empty."""
+    measured = [(les, lrow, feats) for les, _, lrow, feats in parts if feats is not None]
+    if measured:
+        les, _, feats = max(measured, key=lambda m: m[2]["volume_cm3"])
+        row.update(feats)
+        row["features_from_lesion"] = les.lesion_id
+    total = float(sum(lrow["volume_cm3"] for _, _, lrow, _ in parts))
+    for key in _ADDITIVE:
+        row[key] = sum((f or {}).get(key, 0) for *_, f in parts)
+    row["volume_cm3"] = total
+    ses = [lrow.get("volume_se_cm3") for _, _, lrow, _ in parts if lrow["status"] == "ok"]
+    if total > 0 and ses and not any(is_missing(x) for x in ses):
+        se = float(np.sqrt(np.sum(np.square(ses))))  # independent lesions
+        row.update(volume_se_cm3=se, sigma_log_volume_seg=se / total)
+    else:
+        row.pop("volume_se_cm3", None)
+        row.pop("sigma_log_volume_seg", None)
+    if total > 0 and row.get("surface_area_mm2"):
+        row["surface_to_volume_per_mm"] = row["surface_area_mm2"] / row["mesh_volume_mm3"]
+    row["sum_longest_axial_diameter_mm"] = float(
+        sum((f or {}).get("longest_axial_diameter_mm", 0.0) for *_, f in parts)
+    )
+    row["status"] = "ok" if total > 0 else "empty"
 
 
 def _sum_uncertainty(segs: Sequence[Any]) -> Any:
@@ -407,7 +411,7 @@ def _sum_uncertainty(segs: Sequence[Any]) -> Any:
     )
 
 
-def _check_overlaps(work: PatientWork, timepoint: int, parts: Sequence[tuple], vol: Volume) -> None:
+def _check_overlaps(work: PatientWork, timepoint: int, parts: Sequence[_Part], vol: Volume) -> None:
     """An errors row for every pair of target lesions whose masks share voxels on this scan."""
     for a in range(len(parts)):
         for b in range(a + 1, len(parts)):

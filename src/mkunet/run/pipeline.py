@@ -282,6 +282,9 @@ def run_cohort(
 ) -> CohortRun:
     """Run the whole pipeline on a cohort (see the module docstring).
 
+    The body is four steps (:func:`_discover_step` -> :func:`_process_step` -> :func:`_analyse_step` ->
+    :func:`_write_step`); the length is the documentation of the arguments.
+
     Args:
         cohort_dir: folder with ``scans.csv`` or ``<patient_id>/<scan>/`` DICOM folders.
         clinical: clinical.csv path (or a DataFrame with a ``patient_id`` column).
@@ -512,6 +515,33 @@ def _run_patient(
         if cached is not None:
             return "resumed", cached, "resumed from cache"
     report(f"segmenting {len(scans)} scan(s)")
+    rec = _compute_patient(inputs, pid, clinical_row, patient_lesions, out, base_row, run_errors)
+    if rec is None:
+        return None, None, "failed"
+    rec["key"] = key
+    rec["cache_version"] = CACHE_VERSION
+    atomic_write_text(cache_file, json.dumps(to_jsonable(rec), indent=1, default=str))
+    return "computed", to_jsonable(rec), "done"
+
+
+def _compute_patient(
+    inputs: _RunInputs,
+    pid: str,
+    clinical_row: dict[str, Any] | None,
+    patient_lesions: Sequence[TargetLesion] | None,
+    out: Path,
+    base_row: Mapping[str, Any],
+    run_errors: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """:func:`_process_patient` into the staging folder ``OUT/patients/.tmp-<name>``, renamed to
+    ``OUT/patients/<name>`` when the patient is usable.
+
+    Returns:
+        the patient's record; None when it failed or had no readable scan (the staging folder and
+        its cache file removed, the errors in ``run_errors``).
+    """
+    name = patient_folder_name(pid)
+    scans = inputs.scans[pid]
     stage = out / "patients" / f".tmp-{name}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -522,22 +552,19 @@ def _run_patient(
         logger.exception("patient %s failed", pid)
         shutil.rmtree(stage, ignore_errors=True)
         run_errors.append(error_row(pid, None, "segment", err, "patient skipped"))
-        return None, None, "failed"
+        return None
     rec["patient"]["seconds"] = round(time.perf_counter() - t0, 2)
     if not rec["usable"]:
         shutil.rmtree(stage, ignore_errors=True)
-        cache_file.unlink(missing_ok=True)
+        (out / "cache" / f"{name}.json").unlink(missing_ok=True)
         run_errors.extend(rec["errors"])
         run_errors.append(error_row(pid, None, "read", "no readable scan", "patient skipped"))
-        return None, None, "failed"
+        return None
     final = out / "patients" / name
     if final.exists():
         shutil.rmtree(final)
     os.replace(stage, final)
-    rec["key"] = key
-    rec["cache_version"] = CACHE_VERSION
-    atomic_write_text(cache_file, json.dumps(to_jsonable(rec), indent=1, default=str))
-    return "computed", to_jsonable(rec), "done"
+    return rec
 
 
 def _analyse_step(
