@@ -105,7 +105,12 @@ def lesions_by_patient(
     scans: Mapping[str, Sequence[ScanInput]],
     params: Mapping[str, Any],
 ) -> dict[str, list[TargetLesion]] | None:
-    """The run's target lesions per patient (None without --lesions), checked against the cohort."""
+    """The run's target lesions per patient (None without --lesions), checked against the cohort.
+
+    Raises:
+        ValueError: a bad lesions table (:func:`read_lesions`), ``--roi`` other than previous-mask, or
+            two lesion ids of a patient that map to the same folder name.
+    """
     if lesions is None:
         return None
     if isinstance(lesions, (str, Path)):
