@@ -43,7 +43,8 @@ REAL = {
 def run_cohort_once(work: Path, n: int, seed: int, click_shifts: int) -> Path:
     """The synthetic cohort and the pipeline's run on it (both cached under ``work``)."""
     from mkunet import synth
-    from mkunet.run.pipeline import DEMO_SHAPE, run_cohort
+    from mkunet.run.demo import DEMO_SHAPE
+    from mkunet.run.pipeline import run_cohort
     from mkunet.segmentation import infer
     from mkunet.segmentation.uncertainty import UncertaintyParams
 

@@ -100,7 +100,7 @@ def test_graph_sees_lazy_relative_and_package_imports():
     assert "mkunet.io.dicom_in" in graph["mkunet.io.files"]  # module level
     assert "mkunet.preprocess.resample" in graph["mkunet.io.files"]  # inside read_mask
     assert "mkunet.preprocess" in graph["mkunet.io.files"]  # the package __init__ runs first
-    assert "mkunet.report.figures" in graph["mkunet.run.pipeline"]  # inside a step function
+    assert "mkunet.report.figures" in graph["mkunet.run.patient"]  # inside a step function
     assert "mkunet.report.html" in graph["mkunet.report"]  # package __init__
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

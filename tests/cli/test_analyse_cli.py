@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mkunet import io
 from mkunet.cli import app
 from mkunet.volume import Volume
-from tests.analysis.test_survival import synthetic_cohort
+from tests.analysis.test_cohort import synthetic_cohort
 
 
 def _write_scans_cohort(root, n=8, seed=0):

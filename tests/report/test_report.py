@@ -42,7 +42,7 @@ def build_report(root: Path, *, synthetic: bool = True) -> tuple[Path, object]:
 
 def shared_report(tmp_path_factory) -> tuple[Path, object]:
     """Built once per test session (per xdist worker) and shared with tests/test_report_browser.py."""
-    from mkunet.run.pipeline import load_run
+    from mkunet.run.store import load_run
 
     root = tmp_path_factory.getbasetemp() / "mkunet-shared-report"
     path = root / "report.html"
@@ -140,7 +140,10 @@ def test_report_draws_the_stored_statistics_and_recomputes_nothing(report, tmp_p
         assert not {m for m in imported if m.split(".")[0] in ("sklearn", "lifelines", "scipy")}, module.__name__
         assert not imported & {
             "mkunet.run.pipeline",
+            "mkunet.run.statistics",
             "mkunet.analysis.survival",
+            "mkunet.analysis.association",
+            "mkunet.analysis.cohort",
             "mkunet.analysis.ies",
             "mkunet.analysis.kinetics",
         }, module.__name__

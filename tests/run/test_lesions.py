@@ -20,7 +20,8 @@ import pytest
 
 from mkunet.analysis import kinetics
 from mkunet.io import read_mask, read_volume, write_mask, write_volume
-from mkunet.run.pipeline import TargetLesion, discover_scans, read_lesions, run_cohort
+from mkunet.run.inputs import TargetLesion, discover_scans, read_lesions
+from mkunet.run.pipeline import run_cohort
 from mkunet.volume import Volume
 from tests.run.test_pipeline import OracleBundle, ball, write_ct_series
 
@@ -348,7 +349,7 @@ def test_baseline_click_is_inside_a_crescent():
 
 
 def test_demo_passes_the_synthetic_lesions_to_the_run(tmp_path, monkeypatch):
-    import mkunet.run.pipeline as pipeline
+    import mkunet.run.demo as demo
 
     seen = {}
 
@@ -356,9 +357,9 @@ def test_demo_passes_the_synthetic_lesions_to_the_run(tmp_path, monkeypatch):
         seen.update(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(pipeline, "run_cohort", fake_run_cohort)
+    monkeypatch.setattr(demo, "run_cohort", fake_run_cohort)
     with pytest.raises(RuntimeError, match="stop here"):
-        pipeline.run_demo(tmp_path, n_patients=2, shape=(12, 40, 40), timepoints=(2, 2))
+        demo.run_demo(tmp_path, n_patients=2, shape=(12, 40, 40), timepoints=(2, 2))
     assert seen["lesions"] == tmp_path / "cohort" / "lesions.csv" and seen["lesions"].is_file()
     assert len(read_lesions(seen["lesions"], discover_scans(tmp_path / "cohort"))) == 2
 

@@ -22,12 +22,10 @@ import pandas as pd
 import pytest
 
 from mkunet.io import read_volume, write_mask, write_volume
-from mkunet.run.pipeline import (
-    discover_scans,
-    load_run,
-    model_identity,
-    run_cohort,
-)
+from mkunet.run.cache import model_identity
+from mkunet.run.inputs import discover_scans
+from mkunet.run.pipeline import run_cohort
+from mkunet.run.store import load_run
 from mkunet.synth.writers import write_ct_series as write_series
 from mkunet.volume import Volume
 from tests.bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor

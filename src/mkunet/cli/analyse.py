@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
             if ies_mode not in ("paper", "standardised", "cox"):
                 raise ValueError(f"--ies-mode must be paper, standardised or cox, got {ies_mode!r}.")
             meas, clinical, outcomes = load_cohort(cohort)
-            from mkunet.analysis.survival import analyse_cohort
+            from mkunet.analysis.cohort import analyse_cohort
 
             result = analyse_cohort(
                 meas,

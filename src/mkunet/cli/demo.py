@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         import warnings
 
         from mkunet.cli._common import console, progress, user_errors
-        from mkunet.run.pipeline import run_demo
+        from mkunet.run.demo import run_demo
 
         start = time.perf_counter()
         with user_errors():

@@ -1,7 +1,7 @@
 """`mkunet run`: the whole pipeline on a cohort (segment, measure, kinetics, IES, statistics, report).
 
 ``--lesions lesions.csv`` measures the listed patients as the sum of their target lesions
-(format: :func:`mkunet.run.pipeline.read_lesions`; the click x_mm, y_mm, z_mm and the optional
+(format: :func:`mkunet.run.inputs.read_lesions`; the click x_mm, y_mm, z_mm and the optional
 ``roi`` box ``x0 x1 y0 y1 z0 z1`` are in mm, patient LPS, x y z order, as on the command line).
 
 Thin layer over :func:`mkunet.run.pipeline.run_cohort` and :func:`mkunet.report.write_report`.
@@ -50,7 +50,7 @@ def _cohort_from_pacs(url: str, worklist: Path | None, formats: str, push: bool,
 def _check_lesions(lesions: Path) -> None:
     """Parse lesions.csv early: format errors stop before any work; unused columns are shown."""
     from mkunet.cli._common import console
-    from mkunet.run.pipeline import read_lesions
+    from mkunet.run.inputs import read_lesions
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -17,7 +17,7 @@ Input discovery (:func:`discover_scans`)
 ``clinical.csv`` (:func:`read_clinical`) has one row per patient (``patient_id``, ``age``,
 ``sex``, ``smoking``, ``grade``, ``stage``, optional ``lvcr`` per day); ``outcomes.csv``
 (:func:`read_outcomes`) needs ``patient_id``, ``os_days`` and ``event``; ``lesions.csv``
-(:func:`read_lesions`) lists the target lesions. Every name here is also importable from
+(:func:`read_lesions`) lists the target lesions. The readers are also importable from
 :mod:`mkunet.run.pipeline`.
 
 Units: days, mm. Points are physical (x, y, z) mm (DICOM LPS); boxes ((z0, z1), (y0, y1), (x0, x1)) mm.

@@ -8,7 +8,7 @@ Layout of a run folder ``OUT/`` (written by :func:`mkunet.run.pipeline.run_cohor
   (target-lesion runs);
 * ``patients/<patient folder>/`` (:func:`patient_folder_name`): per-scan outputs and
   ``overview.png``;
-* ``cohort/`` (with outcomes): the tables of :func:`mkunet.analysis.survival.analyse_cohort`, including the
+* ``cohort/`` (with outcomes): the tables of :func:`mkunet.analysis.cohort.analyse_cohort`, including the
   stored curves the report draws (``km.csv``, ``roc.csv``).
 
 Both the pipeline (which writes a run) and the report (which only reads one) import this
@@ -51,9 +51,9 @@ class CohortRun:
         errors: one row per problem (``errors.csv``): patient_id, timepoint, stage, error, action.
         processed: patients computed in this run.
         resumed: patients taken from the cache.
-        model: :func:`mkunet.run.pipeline.model_identity` of the model used.
+        model: :func:`mkunet.run.cache.model_identity` of the model used.
         parameters: the run parameters (part of the cache key).
-        cohort: the :class:`mkunet.analysis.survival.CohortAnalysis` when outcomes were given (None when
+        cohort: the :class:`mkunet.analysis.cohort.CohortAnalysis` when outcomes were given (None when
             loaded from disk).
         notes: run-level notes (IES, cohort analysis, ...).
         meta: ``run.json`` content (inputs, synthetic flag, timings).
