@@ -52,26 +52,13 @@ def prepare_data(
 
     Only the resampled copies stay in memory; each is released once preprocessed.
     """
-    from mkunet.analysis.kinetics import mask_volume_cm3
     from mkunet.models.bundle import ModelBundle
     from mkunet.preprocess import AdaptiveWindow, Preprocessor
 
     data_dir = Path(config.data)
     train_ids, val_ids = set(split["train"]), set(split["val"])
     wanted = [r for r in records if r.patient_id in train_ids | val_ids]
-    resampled: dict[str, tuple[Any, np.ndarray]] = {}
-    by_patient: dict[str, list[tuple[ScanRecord, float]]] = {}
-    for rec in wanted:  # GT volumes -> per-patient LVCR
-        volume, mask = load_scan(rec)
-        if not mask.any():
-            warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=3)
-        # the one LVCR volume measure (mesh volume, kinetics.mask_volume_cm3), as inference and the pipeline
-        by_patient.setdefault(rec.patient_id, []).append((rec, mask_volume_cm3(mask, volume.spacing)))
-        resampled[rec.key] = resampled_pair(volume, mask, config.target_spacing)
-        del volume, mask
-    lvcrs = {
-        pid: patient_lvcr([r.days for r, _ in rows], [v for _, v in rows], pid) for pid, rows in by_patient.items()
-    }
+    resampled, lvcrs = _load_resampled(wanted, config.target_spacing)
 
     # preprocessor + clinical encoder: fitted on the training split, or restored on resume
     train_keys = [r.key for r in wanted if r.patient_id in train_ids]
@@ -89,7 +76,7 @@ def prepare_data(
         preprocessor.fit([resampled[k][0] for k in train_keys], [resampled[k][1] for k in train_keys])
         if needs_clinical:
             encoder, default_clinical = _fit_clinical_encoder(data_dir, sorted(train_ids), lvcrs)
-    vectors = _clinical_vectors(config, sorted(by_patient), lvcrs, encoder, default_clinical) if needs_clinical else {}
+    vectors = _clinical_vectors(config, sorted(lvcrs), lvcrs, encoder, default_clinical) if needs_clinical else {}
     cases: dict[str, PreparedCase] = {}
     for rec in wanted:  # preprocess one by one, releasing each resampled volume
         margin = config.crop_margin_mm if rec.patient_id in train_ids else None
@@ -108,22 +95,52 @@ def prepare_data(
     if not train_cases:
         raise ValueError(f"The training split of '{data_dir}' is empty; lower --val-fraction / test fraction.")
     if not val_cases and dist.main:
-        warnings.warn("No validation patients: the 'best' checkpoint is chosen by training loss.", stacklevel=3)
-    real_cases: list[PreparedCase] = []
-    if config.real_backgrounds:
-        from mkunet.train.data import read_backgrounds
-        from mkunet.train.real import prepare_real_cases
-
-        real_cases = prepare_real_cases(
-            read_backgrounds(config.real_backgrounds),
-            preprocessor,
-            config.target_spacing,
-            config.seed,
-            cases_per_background=config.real_cases_per_background,
-            max_tumours=config.real_max_tumours,
-            clinical=default_clinical if needs_clinical else None,
-        )
+        warnings.warn("No validation patients: the 'best' checkpoint is chosen by training loss.", stacklevel=4)
+    real_cases = _real_cases(config, preprocessor, default_clinical if needs_clinical else None)
     return TrainData(preprocessor, encoder, default_clinical, train_cases, val_cases, real_cases)
+
+
+def _load_resampled(
+    records: Sequence[ScanRecord], spacing: Sequence[float]
+) -> tuple[dict[str, tuple[Any, np.ndarray]], dict[str, float | None]]:
+    """(scan key -> (volume, mask) resampled to ``spacing`` (z, y, x) mm, patient -> LVCR (/day) from the masks).
+
+    The LVCR uses the one volume measure (mesh volume, :func:`mkunet.analysis.kinetics.mask_volume_cm3`),
+    as inference and the pipeline do; an empty mask is warned about (a tumour-free case).
+    """
+    from mkunet.analysis.kinetics import mask_volume_cm3
+
+    resampled: dict[str, tuple[Any, np.ndarray]] = {}
+    by_patient: dict[str, list[tuple[ScanRecord, float]]] = {}
+    for rec in records:
+        volume, mask = load_scan(rec)
+        if not mask.any():
+            warnings.warn(f"Scan {rec.key}: the tumour mask is empty; used as a tumour-free case.", stacklevel=5)
+        by_patient.setdefault(rec.patient_id, []).append((rec, mask_volume_cm3(mask, volume.spacing)))
+        resampled[rec.key] = resampled_pair(volume, mask, spacing)
+        del volume, mask
+    lvcrs = {
+        pid: patient_lvcr([r.days for r, _ in rows], [v for _, v in rows], pid) for pid, rows in by_patient.items()
+    }
+    return resampled, lvcrs
+
+
+def _real_cases(config: TrainConfig, preprocessor: Any, clinical: np.ndarray | None) -> list[PreparedCase]:
+    """The inserted-tumour cases on real backgrounds (:mod:`mkunet.train.real`); none without ``real_backgrounds``."""
+    if not config.real_backgrounds:
+        return []
+    from mkunet.train.data import read_backgrounds
+    from mkunet.train.real import prepare_real_cases
+
+    return prepare_real_cases(
+        read_backgrounds(config.real_backgrounds),
+        preprocessor,
+        config.target_spacing,
+        config.seed,
+        cases_per_background=config.real_cases_per_background,
+        max_tumours=config.real_max_tumours,
+        clinical=clinical,
+    )
 
 
 def _fit_clinical_encoder(
@@ -137,7 +154,7 @@ def _fit_clinical_encoder(
         warnings.warn(
             "No training patient has two or more scans: LVCR cannot be computed and is set to 0 /day "
             "for the encoder fit (the LVCR input carries no information).",
-            stacklevel=4,
+            stacklevel=5,
         )
         frame["lvcr"] = 0.0
     encoder = ClinicalEncoder().fit(frame)
