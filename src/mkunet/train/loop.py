@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -220,9 +220,9 @@ def _record_epoch(run: _Run, epoch: int, epoch_start: float, train_loss: float, 
     """The best metric, the log row, and on rank 0 the checkpoints and the callback; then every process waits."""
     config, opt, data = run.config, run.opt, run.data
     metric = val_dice if data.val_cases else -train_loss
-    improved = metric is not None and metric > opt.best_metric
-    if improved:
-        opt.best_metric, opt.best_epoch = float(metric), epoch + 1
+    improved = False
+    if metric is not None and metric > opt.best_metric:
+        opt.best_metric, opt.best_epoch, improved = float(metric), epoch + 1, True
     elapsed = run.elapsed()
     opt.history.append(
         {
@@ -397,15 +397,15 @@ def _train_epoch(
         opt.scaler.update()
         loss_sum += float(loss.detach())
         n_batches += 1
-    loss_sum, n_batches = all_reduce_sum([loss_sum, n_batches], dist)
-    return loss_sum / max(n_batches, 1)
+    loss_total, batches = all_reduce_sum([loss_sum, n_batches], dist)
+    return loss_total / max(batches, 1)
 
 
 def _set_poly_lr(
     config: TrainConfig, optimizer: torch.optim.Optimizer, epoch: int, elapsed_s: float, budget_s: float | None
 ) -> None:
     """Poly schedule: progress = the larger of epochs done / ``epochs`` and time used / time budget."""
-    progress = epoch / config.epochs
+    progress: float = epoch / config.epochs
     if budget_s is not None:
         progress = max(progress, elapsed_s / budget_s)
     for group in optimizer.param_groups:
@@ -418,8 +418,8 @@ def _val_dice(
     """Mean validation Dice over every process (each validates its share of the cases)."""
     mine = val_cases[dist.rank :: dist.world_size]
     total, count = _validate(model, mine, config.patch_size, config.val_overlap, amp, spacing=config.target_spacing)
-    total, count = all_reduce_sum([total, count], dist)
-    return total / max(count, 1)
+    dice_sum, n_cases = all_reduce_sum([total, count], dist)
+    return dice_sum / max(n_cases, 1)
 
 
 def _eta_s(config: TrainConfig, start_epoch: int, epoch: int, elapsed: float, budget_s: float | None) -> float:
@@ -458,7 +458,10 @@ def _validate(
 
     total = 0.0
     for case in cases:
-        prob = sliding_window_probability(model, case.channels, patch, case.clinical, overlap=overlap, amp=amp)
+        prob = cast(
+            np.ndarray,  # without return_attention: the probability map only
+            sliding_window_probability(model, case.channels, patch, case.clinical, overlap=overlap, amp=amp),
+        )
         pred = keep_tumour_component(
             prob >= threshold,
             tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0),
