@@ -264,34 +264,63 @@ def test_a_slice_deleted_from_orthanc_storage_is_reported(orthanc, tmp_path):
     assert choice.chosen.series_uid == good and "metadata cannot be retrieved" in choice.reason
 
 
-def test_a_slice_the_server_lists_but_cannot_deliver_is_named(orthanc, tmp_path):
-    import requests
+class _FailingProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards GETs to ``upstream`` (Orthanc), except those whose path ends in ``fail``: HTTP 500 (counted)."""
 
+    upstream = ""
+    fail = ""
+    failed: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        import urllib.error
+        import urllib.request
+
+        if self.path.endswith(type(self).fail):
+            type(self).failed.append(self.path)
+            status, data, ctype = 500, b"attachment lost", "text/plain"
+        else:
+            headers = {"Accept": self.headers["Accept"]}
+            request = urllib.request.Request(type(self).upstream + self.path, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    status, data, ctype = answer.status, answer.read(), answer.headers["Content-Type"]
+            except urllib.error.HTTPError as err:
+                status, data, ctype = err.code, err.read(), err.headers["Content-Type"] or "text/plain"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_slice_the_server_lists_but_cannot_deliver_is_named(orthanc, tmp_path):
     study = new_uid("undeliverable")
     uid, _, files = ct_series(tmp_path / "s", study_uid=study, n=5)
-    src = source(orthanc)
-    src.store(files)
+    source(orthanc).store(files)
     lost = str(pydicom.dcmread(files[2]).SOPInstanceUID)
-    client = src._client  # the real client; only the two retrieval calls drop that one instance
-    real_series, real_instance = client.retrieve_series, client.retrieve_instance
-    calls = []
+    # the HTTP 500 comes from a proxy in front of Orthanc, so the retry is the client library's (urllib3's)
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingProxy)
+    _FailingProxy.upstream, _FailingProxy.fail, _FailingProxy.failed = orthanc.url, f"/instances/{lost}", []
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}/dicom-web"
+        src = DicomWebSource(url, credentials=Credentials(), timeout_s=10.0, retries=1, backoff_s=0.01)
+        real_series = src._client.retrieve_series  # the whole-series request leaves that one instance out
 
-    def series_without_lost(*args, **kwargs):
-        return [ds for ds in real_series(*args, **kwargs) if ds.SOPInstanceUID != lost]
+        def series_without_lost(*args, **kwargs):
+            return [ds for ds in real_series(*args, **kwargs) if ds.SOPInstanceUID != lost]
 
-    def instance_or_500(study_uid, series_uid, sop_uid, **kwargs):
-        calls.append(sop_uid)
-        if sop_uid == lost:
-            response = requests.Response()
-            response.status_code = 500
-            raise requests.HTTPError("500 Server Error", response=response)
-        return real_instance(study_uid, series_uid, sop_uid, **kwargs)
-
-    client.retrieve_series, client.retrieve_instance = series_without_lost, instance_or_500
-    with pytest.raises(PacsRetrieveError, match="1 of 5 slice") as err:
-        src.fetch_series(study, uid, tmp_path / "dest")
+        src._client.retrieve_series = series_without_lost
+        with pytest.raises(PacsRetrieveError, match="1 of 5 slice") as err:
+            src.fetch_series(study, uid, tmp_path / "dest")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
     assert lost in str(err.value) and "HTTP 500 after 2 attempts" in str(err.value)
-    assert calls == [lost, lost]  # only the missing one, retried once (retries=1)
+    assert len(_FailingProxy.failed) == 2  # only the missing one, retried once (retries=1)
     assert len(list((tmp_path / "dest").glob("*.dcm"))) == 4
 
 
@@ -742,3 +771,22 @@ def test_stow_answers_partial_refusal_and_no_body(scripted_server, tmp_path):
     assert str(a.SOPInstanceUID) in str(err.value)
     _Scripted.stow = [(200, None)]  # no body: everything taken
     assert src.store([a, b], study_uid=vol.study_uid) == [a.SOPInstanceUID, b.SOPInstanceUID]
+
+
+def test_stow_is_retried_by_the_session_and_sends_the_whole_body_again(scripted_server, tmp_path):
+    from mkunet.io.dicom_out import write_seg
+
+    vol = read_volume(ct_series(tmp_path / "ct", study_uid=new_uid("stow-retry"))[2][0].parent)
+    mask = np.zeros(vol.shape, bool)
+    mask[2:4, 3:6, 3:6] = True
+    big = pydicom.dcmread(write_seg(mask, vol, tmp_path / "a.dcm"))
+    big.PixelData = bytes(3_000_000)  # above dicomweb-client's 1 MB chunk size: still sent whole
+    src = DicomWebSource(scripted_server, credentials=Credentials(), retries=2, backoff_s=0.01)
+    _Scripted.stow = [(503, None), (429, None), (200, None)]
+    assert src.store([big], study_uid=vol.study_uid) == [big.SOPInstanceUID]
+    lengths = [int(h.get("Content-Length", 0)) for h in _Scripted.seen]
+    assert len(lengths) == 3 and lengths[0] > 3_000_000 and len(set(lengths)) == 1
+    _Scripted.stow, _Scripted.seen = [(503, None)] * 3, []
+    with pytest.raises(PacsStoreError, match=r"HTTP 503 after 3 attempts"):
+        src.store([big], study_uid=vol.study_uid)
+    assert len(_Scripted.seen) == 3

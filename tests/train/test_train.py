@@ -271,7 +271,7 @@ def test_prepared_cases_store_lung_voxels_outside_the_tumour():
     """prepare_case_from_resampled(lung_samples=True) keeps non-tumour voxels of the lung region only."""
     from mkunet.segmentation.lung import lung_region
     from mkunet.synth import make_case
-    from mkunet.train.loop import prepare_case_from_resampled
+    from mkunet.train.prepare import prepare_case_from_resampled
 
     volume, mask = make_case(5, shape=(24, 80, 80), fit_body=True, diameter_mm=20.0)
     case = prepare_case_from_resampled(
@@ -310,6 +310,8 @@ def test_sampling_and_schedule_options_are_checked(cohort, tmp_path):
         tiny_config(cohort, tmp_path / "x", tumour_fraction=0.8, lung_fraction=0.3)
     with pytest.raises(ValueError, match="lr_schedule"):
         tiny_config(cohort, tmp_path / "x", lr_schedule="cosine")
+    with pytest.raises(ValueError, match=r"`window_mode` must be one of .*'sym'"):
+        tiny_config(cohort, tmp_path / "x", window_mode="sym")
 
 
 def test_bad_inputs_give_clear_errors(cohort, tmp_path):
@@ -326,7 +328,7 @@ def test_bad_inputs_give_clear_errors(cohort, tmp_path):
 
 
 def test_crop_margin_keeps_the_tumour_box_plus_margin():
-    from mkunet.train.loop import prepare_case_from_resampled
+    from mkunet.train.prepare import prepare_case_from_resampled
 
     class Identity:
         def __call__(self, volume):

@@ -1,4 +1,7 @@
-"""Tumour growth kinetics: LVCR, volume doubling time, lesion matching, volumetric response.
+"""Tumour growth kinetics: LVCR, volume doubling time, volumetric response.
+
+Lesions are followed from scan to scan by registration in :mod:`mkunet.segmentation` (one
+tracking method); this module works on the volumes it measures.
 
 Units: time in **days** (first scan = day 0), volumes in **cm^3**, rates **per day**.
 
@@ -51,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -67,9 +70,6 @@ __all__ = [
     "vdt_days",
     "growth_call",
     "GROWTH_CALLS",
-    "LesionMatch",
-    "MatchResult",
-    "match_lesions",
     "RESPONSE_THRESHOLDS",
     "response_over_time",
     "split_by_cutoff",
@@ -483,137 +483,6 @@ def lvcr_table(
     for pid, g in df.sort_values([patient_col, days_col]).groupby(patient_col, sort=True):
         rows.append(lvcr(g[days_col].to_numpy(), g[volume_col].to_numpy(), patient_id=str(pid), **kwargs).as_dict())
     return pd.DataFrame(rows).set_index("patient_id")
-
-
-# ----------------------------------------------------------------------------- lesion matching
-@dataclass(frozen=True)
-class LesionMatch:
-    """One lesion followed from t0 to t1: labels, overlap (Dice after alignment) and centroid distance (mm)."""
-
-    label_t0: int
-    label_t1: int
-    dice: float
-    distance_mm: float
-    how: str  # "overlap" or "nearest"
-
-
-@dataclass(frozen=True)
-class MatchResult:
-    """Matched pairs plus lesions only seen at t0 (disappeared) or only at t1 (new)."""
-
-    matches: tuple[LesionMatch, ...]
-    disappeared: tuple[int, ...]
-    new: tuple[int, ...]
-    shift_mm: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
-
-
-def _labelled(masks: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    arr = np.asarray(masks)
-    if arr.ndim != 3:
-        raise ValueError(f"lesion masks must be 3-D (z, y, x), got shape {arr.shape}.")
-    if arr.dtype == bool or set(np.unique(arr).tolist()) <= {0, 1}:
-        labels, _ = ndimage.label(arr != 0, structure=np.ones((3, 3, 3)))
-        return labels
-    return arr.astype(np.int64)
-
-
-def match_lesions(
-    masks_t0: np.ndarray,
-    masks_t1: np.ndarray,
-    spacing: Sequence[float],
-    align: Literal["none", "centroid"] = "centroid",
-    max_distance_mm: float = 20.0,
-    min_dice: float = 0.05,
-) -> MatchResult:
-    """Match lesions between two timepoints on the same (z, y, x) grid.
-
-    Lesions are connected components (26-connectivity) of bool masks, or the labels
-    of integer label maps. Matching:
-
-    1. ``align="centroid"`` first shifts t1 by the difference of the **overall** tumour
-       centroids (a translation absorbing patient positioning); "none" uses the grids as
-       they are.
-    2. For every pair, the Dice overlap of t0 with the shifted t1 is computed; the
-       assignment maximising total Dice (Hungarian, ``scipy.optimize.linear_sum_assignment``)
-       is kept for pairs with Dice >= ``min_dice`` (``how="overlap"``).
-    3. Remaining lesions are paired by nearest (shifted) centroid within ``max_distance_mm``
-       (``how="nearest"``). What is left is "disappeared" (t0 only) or "new" (t1 only).
-
-    Args:
-        masks_t0, masks_t1: bool or integer label arrays (z, y, x), same shape.
-        spacing: voxel size (z, y, x) in mm.
-        align: "centroid" or "none".
-        max_distance_mm: largest centroid distance for a nearest-centroid match.
-        min_dice: smallest overlap accepted as an overlap match.
-
-    Returns:
-        :class:`MatchResult`.
-    """
-    from scipy import ndimage
-    from scipy.optimize import linear_sum_assignment
-
-    l0, l1 = _labelled(masks_t0), _labelled(masks_t1)
-    if l0.shape != l1.shape:
-        raise ValueError(f"masks_t0 shape {l0.shape} differs from masks_t1 shape {l1.shape}: resample first.")
-    if align not in ("none", "centroid"):
-        raise ValueError(f"align must be 'none' or 'centroid', got {align!r}.")
-    sp = np.asarray([float(s) for s in spacing])
-    ids0 = [int(i) for i in np.unique(l0) if i != 0]
-    ids1 = [int(i) for i in np.unique(l1) if i != 0]
-    if not ids0 or not ids1:
-        return MatchResult((), tuple(ids0), tuple(ids1))
-    c0 = np.array(ndimage.center_of_mass(l0 != 0, l0, ids0)) * sp
-    c1 = np.array(ndimage.center_of_mass(l1 != 0, l1, ids1)) * sp
-    shift_vox = np.zeros(3, dtype=int)
-    if align == "centroid":
-        g0 = np.array(ndimage.center_of_mass(l0 != 0))
-        g1 = np.array(ndimage.center_of_mass(l1 != 0))
-        shift_vox = np.round(g0 - g1).astype(int)
-    shifted = ndimage.shift(l1, shift_vox, order=0, mode="constant", cval=0) if shift_vox.any() else l1
-    c1s = c1 + shift_vox * sp
-    # pairwise intersections in one pass (no loop over voxels)
-    both = (l0 != 0) & (shifted != 0)
-    n0 = dict(zip(*np.unique(l0[l0 != 0], return_counts=True)))
-    n1 = dict(zip(*np.unique(shifted[shifted != 0], return_counts=True)))
-    inter = np.zeros((len(ids0), len(ids1)))
-    if both.any():
-        pairs, counts = np.unique(np.stack([l0[both], shifted[both]]), axis=1, return_counts=True)
-        i0 = {v: k for k, v in enumerate(ids0)}
-        i1 = {v: k for k, v in enumerate(ids1)}
-        for (a, b), c in zip(pairs.T, counts):
-            inter[i0[int(a)], i1[int(b)]] = c
-    size0 = np.array([n0.get(i, 0) for i in ids0], dtype=float)
-    size1 = np.array([n1.get(i, 0) for i in ids1], dtype=float)
-    denom = size0[:, None] + size1[None, :]
-    dice = np.divide(2 * inter, denom, out=np.zeros_like(inter), where=denom > 0)
-    dist = np.linalg.norm(c0[:, None, :] - c1s[None, :, :], axis=2)
-    matches: list[LesionMatch] = []
-    rows, cols = linear_sum_assignment(-dice)
-    used0, used1 = set(), set()
-    for r, c in zip(rows, cols):
-        if dice[r, c] >= min_dice:
-            matches.append(LesionMatch(ids0[r], ids1[c], float(dice[r, c]), float(dist[r, c]), "overlap"))
-            used0.add(r)
-            used1.add(c)
-    rest0 = [r for r in range(len(ids0)) if r not in used0]
-    rest1 = [c for c in range(len(ids1)) if c not in used1]
-    if rest0 and rest1:
-        sub = dist[np.ix_(rest0, rest1)]
-        rr, cc = linear_sum_assignment(sub)
-        for r, c in zip(rr, cc):
-            if sub[r, c] <= max_distance_mm:
-                a, b = rest0[r], rest1[c]
-                matches.append(LesionMatch(ids0[a], ids1[b], float(dice[a, b]), float(dist[a, b]), "nearest"))
-                used0.add(a)
-                used1.add(b)
-    return MatchResult(
-        matches=tuple(sorted(matches, key=lambda m: m.label_t0)),
-        disappeared=tuple(ids0[r] for r in range(len(ids0)) if r not in used0),
-        new=tuple(ids1[c] for c in range(len(ids1)) if c not in used1),
-        shift_mm=tuple(float(s) for s in shift_vox * sp),
-    )
 
 
 # ----------------------------------------------------------------------------- response categories

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Grid", "smooth_field", "ramp", "render_segments", "interp_matrix"]
+__all__ = ["Grid", "smooth_field", "ramp", "render_segments"]
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,6 @@ def ramp(signed_distance: np.ndarray, width: float | np.ndarray) -> np.ndarray:
     out += np.float32(0.5)
     np.clip(out, 0.0, 1.0, out=out)
     return out
-
-
-def interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) float32 linear-interpolation matrix mapping a coarse axis onto a fine one
-    (end points aligned)."""
-    pos = np.linspace(0.0, n_in - 1.0, n_out)
-    i0 = np.clip(np.floor(pos).astype(int), 0, max(n_in - 2, 0))
-    w = (pos - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), np.float32)
-    m[np.arange(n_out), i0] = 1.0 - w
-    if n_in > 1:
-        m[np.arange(n_out), i0 + 1] += w
-    return m
 
 
 def _upsample_axis(a: np.ndarray, axis: int, factor: int, n_out: int) -> np.ndarray:
