@@ -296,7 +296,7 @@ def resample_ibsi(
     Returns:
         (resampled Volume, resampled bool mask).
     """
-    import SimpleITK as sitk
+    from mkunet.preprocess.resample import Grid, resample_array
 
     mask = np.asarray(mask).astype(bool)
     if mask.shape != volume.shape:
@@ -308,18 +308,25 @@ def resample_ibsi(
     # offset of the new voxel [0] centre from the old voxel [0] centre, in index units * mm
     shift_zyx = (old_spacing * (old_n - 1) - new_spacing * (new_n - 1)) / 2.0
     new_origin = volume.index_to_physical(shift_zyx / old_spacing)
-    reference = sitk.Image([int(n) for n in new_n[::-1]], sitk.sitkFloat32)
-    reference.SetSpacing(tuple(float(s) for s in new_spacing[::-1]))
-    reference.SetOrigin(tuple(float(o) for o in new_origin))
-    reference.SetDirection(tuple(volume.direction.ravel()))
-    image = sitk.Resample(volume.to_sitk(), reference, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
-    mask_f = sitk.Resample(
-        volume.to_sitk(mask.astype(np.float32)), reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    grid = Grid(
+        tuple(int(n) for n in new_n),  # type: ignore[arg-type]
+        tuple(float(s) for s in new_spacing),  # type: ignore[arg-type]
+        tuple(float(o) for o in new_origin),  # type: ignore[arg-type]
+        volume.direction,
     )
-    new_volume = Volume.from_sitk(image, patient_id=volume.patient_id, series_uid=volume.series_uid)
+    image = resample_array(volume.array, volume, grid, interpolator="linear", default_value=-1000.0)
+    mask_f = resample_array(mask.astype(np.float32), volume, grid, interpolator="linear", default_value=0.0)
+    new_volume = Volume(
+        array=image,
+        spacing=grid.spacing,
+        origin=grid.origin,
+        direction=grid.direction,
+        patient_id=volume.patient_id,
+        series_uid=volume.series_uid,
+    )
     if round_intensities:
         np.round(new_volume.array, out=new_volume.array)
-    new_mask = sitk.GetArrayFromImage(mask_f) >= 0.5
+    new_mask = mask_f >= 0.5
     if hu_range is not None:
         low, high = hu_range
         new_mask &= (new_volume.array >= low) & (new_volume.array <= high)
