@@ -110,3 +110,46 @@ def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     if cycle is not None:
         pytest.fail("import cycle inside mkunet (module- or function-level imports): " + " -> ".join(cycle))
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("mkunet.segmentation.candidates", ("mkunet.synth",)),  # detection never needs the generator
+        ("mkunet.segmentation.lung", ("mkunet.synth",)),
+        ("mkunet.report", ("mkunet.segmentation.register", "mkunet.synth")),  # the caller registers
+    ],
+)
+def test_layering_is_one_way(module, forbidden):
+    """Detection and the report reach neither the generator nor the registration (imports at any depth)."""
+    bad = sorted(m for m in _reachable(import_graph(), module) if m.startswith(forbidden))
+    assert not bad, f"{module} imports {bad} (directly or through other modules)"
+
+
+def test_no_private_names_across_modules():
+    """``from mkunet.x import _name`` only inside x itself; private modules (``_common``) only inside their package."""
+    bad = []
+    for module, (path, is_package) in _modules().items():
+        package = module if is_package else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.level or not (node.module or "").startswith(PACKAGE):
+                continue
+            target = node.module or ""
+            names = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            if names and target != module:
+                bad.append(f"{module}:{node.lineno} imports {names} from {target}")
+            private = [p for p in target.split(".") if p.startswith("_")]
+            if private and not target.startswith(package + "."):
+                bad.append(f"{module}:{node.lineno} imports the private module {target}")
+    assert not bad, "\n".join(bad)

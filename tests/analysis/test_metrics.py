@@ -108,12 +108,14 @@ def test_hd95_matches_brute_force_and_monai():
             a[0] = True  # a mask touching the array border: surfaces there too
         d_ab, d_ba = _brute_force_surface_distances(a, b, spacing)
         ours_ab, ours_ba = surface_distances(a, b, spacing)
-        np.testing.assert_allclose(np.sort(ours_ab), np.sort(d_ab), rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(np.sort(ours_ba), np.sort(d_ba), rtol=1e-9, atol=1e-9)
+        # MONAI's distances are float32: equal to the float64 brute force to ~1e-7 relative
+        np.testing.assert_allclose(np.sort(ours_ab), np.sort(d_ab), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.sort(ours_ba), np.sort(d_ba), rtol=1e-6, atol=1e-6)
         expected_max = max(np.percentile(d_ab, 95), np.percentile(d_ba, 95))
         expected_pooled = np.percentile(np.concatenate([d_ab, d_ba]), 95)
-        assert hd95(a, b, spacing) == pytest.approx(expected_max, rel=1e-9)
-        assert hd95(a, b, spacing, mode="pooled") == pytest.approx(expected_pooled, rel=1e-9)
+        # MONAI's quantile runs in float32 (the interpolation position too): about 1e-6 relative
+        assert hd95(a, b, spacing) == pytest.approx(expected_max, rel=1e-5)
+        assert hd95(a, b, spacing, mode="pooled") == pytest.approx(expected_pooled, rel=1e-6)
         assert hd95(a, b, spacing, mode="pooled") <= hd95(a, b, spacing) + 1e-12
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # raised inside MONAI 1.6 itself
@@ -124,7 +126,7 @@ def test_hd95_matches_brute_force_and_monai():
                 percentile=95,
                 spacing=spacing,
             )
-        assert hd95(a, b, spacing) == pytest.approx(float(monai), rel=1e-4)
+        assert hd95(a, b, spacing) == float(monai)  # hd95 is MONAI's, with our empty-mask policy around it
 
 
 def test_empty_cases():
@@ -163,6 +165,10 @@ def test_input_validation():
         hd95(a, a, (1.0, 1.0))
     with pytest.raises(ValueError, match="percentile"):
         hausdorff(a, a, (1, 1, 1), percentile=150)
+    with pytest.raises(ValueError, match="percentile"):
+        hausdorff(a, a, (1, 1, 1), percentile=0)  # MONAI would read 0 as "no percentile" (the maximum)
+    with pytest.raises(ValueError, match="mode"):
+        hausdorff(a, a, (1, 1, 1), mode="directed")
     cube = _cube((4, 4, 4), (1, 1, 1), (3, 3, 3))
     assert dice(cube.astype(np.uint8), cube) == 1.0  # integer labels accepted (non-zero = foreground)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mkunet.preprocess import resample, resample_mask, resample_to
+from mkunet.preprocess import Grid, resample, resample_array, resample_mask, resample_to
 from mkunet.volume import Volume, same_grid
 
 COEF = np.array([0.7, -1.3, 2.1])  # f(p) = COEF . p (x, y, z mm) + 5
@@ -84,3 +84,41 @@ def test_mask_round_trip_nearest_and_linear():
     assert up.sum() == mask.sum() * 8  # each voxel -> 2x2x2 nearest-neighbour children
     np.testing.assert_array_equal(resample_mask(up, fine, v), mask)
     np.testing.assert_array_equal(resample_mask(up, fine, v, method="linear"), mask)
+
+
+def test_resample_array_crop_transform_dtype_and_default():
+    """A crop of a volume through a translation: f(T(p)) on the target grid, NaN outside; labels stay uint8."""
+    import SimpleITK as sitk
+
+    v = _linear_volume()
+    lo = np.array([2, 3, 4])
+    sub = v.array[2:8, 3:12, 4:14]
+    origin = v.index_to_physical(lo)
+    crop = Grid(sub.shape, v.spacing, (float(origin[0]), float(origin[1]), float(origin[2])), v.direction)
+    np.testing.assert_allclose(crop.index_to_physical([1, 2, 3]), v.index_to_physical(lo + [1, 2, 3]), atol=1e-9)
+    shift = np.array([0.6, -0.4, 1.1])  # mm (x, y, z): the target point p samples the source at p + shift
+    out = resample_array(sub, crop, v, transform=sitk.TranslationTransform(3, tuple(shift)), default_value=math.nan)
+    assert out.shape == v.shape and out.dtype == np.float32
+    points = v.index_to_physical(np.indices(v.shape).reshape(3, -1).T) + shift
+    assert 0.1 < np.isfinite(out).mean() < 0.9  # the crop covers part of the volume; the rest is the default (NaN)
+    idx = v.physical_to_index(points) - lo  # continuous indices in the crop
+    hull = np.all((idx >= -1e-6) & (idx <= np.array(sub.shape) - 1 + 1e-6), axis=1).reshape(v.shape)
+    assert np.isfinite(out[hull]).all() and hull.sum() > 100
+    inside = hull  # beyond the last voxel centres ITK repeats the border value
+    expected = (points @ COEF + 5.0).reshape(v.shape)
+    np.testing.assert_allclose(out[inside], expected[inside], atol=2e-3)
+    # identity onto its own grid gives the array back; bool labels come back as uint8
+    mask = v.array > np.median(v.array)
+    back = resample_array(mask, v, v, interpolator="nearest", dtype="uint8")
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, mask)
+    # the grid of a SimpleITK image
+    g = Grid.from_sitk(v.to_sitk())
+    assert g.shape == v.shape and g.spacing == v.spacing and g.origin == v.origin
+    np.testing.assert_allclose(g.direction, v.direction)
+    with pytest.raises(ValueError, match="source grid"):
+        resample_array(sub, v, v)
+    with pytest.raises(ValueError, match="dtype"):
+        resample_array(v.array, v, v, dtype="int64")
+    with pytest.raises(ValueError, match="interpolator"):
+        resample_array(v.array, v, v, interpolator="cubic")

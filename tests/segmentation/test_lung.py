@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mkunet.segmentation.lung import lung_mask, lung_region
+from mkunet.segmentation.lung import AIR_HU, ROOM_HU, aerated_lung, fill_slices, filled_lungs, lung_mask, lung_region
 
 
 def ellipsoid(shape, spacing, centre_mm, radii_mm) -> np.ndarray:
@@ -108,3 +108,36 @@ def test_synthetic_tumours_lie_in_the_lung_region(contact):
         inside.append(region[mask].mean())
     assert inside, "no synthetic tumour rendered"
     assert min(inside) > 0.9, inside
+
+
+def test_aerated_lung_is_the_voxel_rule():
+    hu = np.array([[[-1000.0, -960.0, -950.0, -800.0, -400.0, -399.0, 40.0]]])
+    np.testing.assert_array_equal(aerated_lung(hu), [[[True, True, True, True, False, False, False]]])
+    np.testing.assert_array_equal(
+        aerated_lung(hu, room_hu=ROOM_HU), [[[False, False, False, True, False, False, False]]]
+    )
+    assert AIR_HU == -400.0
+
+
+def test_fill_slices_fills_in_plane_holes_only():
+    ring = np.zeros((3, 9, 9), bool)
+    ring[1, 2:7, 2:7] = True
+    ring[1, 3:6, 3:6] = False  # a hole inside one slice
+    filled = fill_slices(ring)
+    assert filled[1, 4, 4] and filled[1].sum() == 25
+    tube = np.ones((3, 9, 9), bool)
+    tube[:, 4, 4] = False  # a hole in every slice, open at both z faces: a 3-D fill keeps it
+    assert fill_slices(tube).all()
+
+
+def test_filled_lungs_holds_the_vessels_and_keeps_the_room_out(chest):
+    hu, spacing, parts = chest
+    hu = hu.copy()
+    vessel = np.zeros(hu.shape, bool)
+    vessel[:, 58:62, 45:49] = True  # a vessel through the right lung, along z
+    hu[vessel] = 40.0
+    lungs = filled_lungs(hu, spacing)
+    assert lungs[vessel & parts["lungs"]].mean() > 0.9  # inside the lung's outline
+    assert not (lungs & ~parts["trunk"]).any()
+    dice = 2 * (lungs & parts["lungs"]).sum() / (lungs.sum() + parts["lungs"].sum())
+    assert dice > 0.95

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mkunet.segmentation.lung import filled_lungs
 from mkunet.synth import make_case
 from mkunet.synth.growth import diameter_to_volume
 from mkunet.synth.insert import (
     IGNORE_LABEL,
     InsertedLesion,
     estimate_scanner,
-    filled_lungs,
     growth_series,
     insert_tumours,
 )

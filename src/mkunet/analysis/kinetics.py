@@ -356,13 +356,13 @@ def mask_volume_cm3(mask: np.ndarray, spacing: Sequence[float]) -> float:
         mask: bool (or 0/1) array (z, y, x).
         spacing: voxel size (z, y, x) in mm.
     """
-    from mkunet.analysis.shape import _mesh_volume_area, mesh
+    from mkunet.analysis.shape import mesh, mesh_volume_area
 
     mask = np.asarray(mask) != 0
     if not mask.any():
         return 0.0
     verts, faces = mesh(mask, [float(s) for s in spacing])
-    return _mesh_volume_area(verts, faces)[0] / 1000.0
+    return mesh_volume_area(verts, faces)[0] / 1000.0
 
 
 def lvcr_from_masks(

@@ -5,18 +5,20 @@ All masks are boolean numpy arrays indexed (z, y, x); ``spacing`` is (z, y, x) i
 Definitions
 -----------
 * Dice = 2 |P ∩ T| / (|P| + |T|); IoU = |P ∩ T| / |P ∪ T|.
-* Surfaces: the surface of a mask M is ``M & ~erode(M)`` with the 6-connected
-  (face) structuring element, voxels outside the array counting as background
-  (so a mask touching the array border has a surface there).
-* Directed surface distances d(P→T): for every surface voxel of P, the Euclidean
-  distance in mm (``scipy.ndimage.distance_transform_edt(..., sampling=spacing)``)
-  to the nearest surface voxel of T (voxel centres).
+* Surfaces and distances are MONAI's (``monai.metrics``; our code only adds the
+  empty-mask policy below): the surface of a mask M is ``M & ~erode(M)`` with the
+  6-connected (face) structuring element, voxels outside the array counting as background
+  (so a mask touching the array border has a surface there); the directed surface
+  distances d(P→T) are, for every surface voxel of P, the Euclidean distance in mm
+  (``spacing`` respected) to the nearest surface voxel of T (voxel centres). MONAI returns
+  them in float32, so values carry about 7 significant digits.
 * HD95 (default ``mode="max"``) = max(P95(d(P→T)), P95(d(T→P))), the percentile with
-  linear interpolation. This is the definition of MONAI's
-  ``compute_hausdorff_distance(percentile=95)`` (and of DeepMind's surface-distance
-  ``compute_robust_hausdorff`` without surfel weighting); our value equals MONAI's.
-  ``mode="pooled"`` gives P95 of the union of both directed sets (medpy's ``hd95``),
-  which is never larger.
+  linear interpolation: MONAI's ``compute_hausdorff_distance(percentile=95, spacing=...)``
+  itself (also the definition of DeepMind's surface-distance ``compute_robust_hausdorff``
+  without surfel weighting). ``mode="pooled"`` gives P95 of the union of both directed
+  sets (medpy's ``hd95``), which is never larger; MONAI has no such option (its
+  ``directed=True`` keeps d(P→T) alone), so it is computed from MONAI's two directed sets
+  (:func:`surface_distances`).
 
 Empty masks (degenerate but valid; an :class:`EmptyMaskWarning` is issued):
 
@@ -36,9 +38,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import stats
 
 __all__ = [
     "EmptyMaskWarning",
@@ -117,36 +120,46 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return _overlap(pred, truth, "iou")
 
 
-def _surface(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+def _monai_inputs(pred: np.ndarray, truth: np.ndarray) -> tuple[Any, Any]:
+    """(1, 1, z, y, x) bool tensors of both masks, sharing the numpy memory."""
+    import torch
+
+    p = torch.from_numpy(np.ascontiguousarray(pred))
+    t = torch.from_numpy(np.ascontiguousarray(truth))
+    return p[None, None], t[None, None]
 
 
 def surface_distances(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Directed surface distances in mm between two non-empty boolean masks (z, y, x).
 
-    Both masks are cropped to the bounding box of their union plus one voxel (exact:
-    every surface voxel lies inside it) before the distance transforms.
+    MONAI's ``monai.metrics.utils.get_edge_surface_distance`` (module docstring: surfaces
+    by 6-connected erosion, Euclidean distances between voxel centres in mm); it crops
+    both masks to the bounding box of their union first.
 
     Args:
         pred, truth: boolean masks (z, y, x), each non-empty.
         spacing: voxel size (z, y, x) in mm.
 
     Returns:
-        ``(d_pred_to_truth, d_truth_to_pred)``: 1-D float64 arrays, one distance (mm) per
-        surface voxel of pred (resp. truth) to the nearest surface voxel of the other mask.
+        ``(d_pred_to_truth, d_truth_to_pred)``: 1-D float64 arrays (of MONAI's float32
+        values), one distance (mm) per surface voxel of pred (resp. truth) to the nearest
+        surface voxel of the other mask.
+
+    Raises:
+        ValueError: a mask is empty (use :func:`hd95` for the documented empty cases), or
+            the masks or ``spacing`` are malformed.
     """
+    from monai.metrics.utils import get_edge_surface_distance
+
     pred, truth = _as_masks(pred, truth)
     spacing = _check_spacing(spacing)
     if not pred.any() or not truth.any():
         raise ValueError("surface_distances needs two non-empty masks; use hd95() for the documented empty cases.")
-    union = pred | truth
-    box_t = tuple(  # bounding box of the union, one voxel added on every side (clipped)
-        slice(max(s.start - 1, 0), min(s.stop + 1, n))
-        for s, n in zip(ndimage.find_objects(union.view(np.uint8))[0], union.shape)
-    )
-    sp, st = _surface(pred[box_t]), _surface(truth[box_t])
-    d_pt = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
-    d_tp = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
+    p, t = _monai_inputs(pred, truth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MONAI 1.6 warns about its own internal arguments
+        _, distances, _ = get_edge_surface_distance(p[0, 0], t[0, 0], spacing=spacing, symmetric=True)
+    d_pt, d_tp = (d.numpy().astype(np.float64) for d in distances)
     return d_pt, d_tp
 
 
@@ -159,19 +172,22 @@ def hausdorff(
 ) -> float:
     """(Percentile) Hausdorff distance in mm between two boolean masks (z, y, x).
 
+    ``mode="max"`` is MONAI's ``compute_hausdorff_distance``; the empty-mask policy of the
+    module docstring is applied before MONAI is called.
+
     Args:
         pred, truth: boolean masks (z, y, x).
         spacing: voxel size (z, y, x) in mm (anisotropic spacing respected).
-        percentile: 100 = classical Hausdorff distance, 95 = HD95.
+        percentile: in (0, 100]; 100 = classical Hausdorff distance, 95 = HD95.
         mode: ``"max"`` = max of the two directed percentiles (MONAI), ``"pooled"`` =
-            percentile of both directed distance sets pooled.
+            percentile of both directed distance sets pooled (medpy).
 
     Returns:
         distance in mm; 0.0 when both masks are empty, ``inf`` when exactly one is
         (each with an :class:`EmptyMaskWarning`).
     """
-    if not (isinstance(percentile, (int, float)) and 0 <= percentile <= 100):
-        raise ValueError(f"`percentile` must be a number in [0, 100], got {percentile!r}.")
+    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
+        raise ValueError(f"`percentile` must be a number in (0, 100], got {percentile!r}.")
     if mode not in ("max", "pooled"):
         raise ValueError(f"`mode` must be 'max' or 'pooled', got {mode!r}.")
     pred, truth = _as_masks(pred, truth)
@@ -192,10 +208,16 @@ def hausdorff(
             stacklevel=2,
         )
         return math.inf
-    d_pt, d_tp = surface_distances(pred, truth, spacing)
     if mode == "pooled":
+        d_pt, d_tp = surface_distances(pred, truth, spacing)
         return float(np.percentile(np.concatenate([d_pt, d_tp]), percentile))
-    return float(max(np.percentile(d_pt, percentile), np.percentile(d_tp, percentile)))
+    from monai.metrics import compute_hausdorff_distance
+
+    p, t = _monai_inputs(pred, truth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MONAI 1.6 warns about its own internal arguments
+        value = compute_hausdorff_distance(p, t, include_background=True, percentile=float(percentile), spacing=spacing)
+    return float(value.item())
 
 
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], mode: str = "max") -> float:

@@ -27,7 +27,7 @@ from monai.networks.nets import AttentionUnet, SegResNet, UNet
 from monai.networks.nets.attentionunet import AttentionBlock
 from torch import nn
 
-from mkunet.models.mkunet import _norm_arg, check_spatial_multiple
+from mkunet.models.mkunet import check_layer_arg, check_spatial_multiple
 
 __all__ = ["UNet3D", "ResNet3D", "AttentionUNet3D"]
 
@@ -101,8 +101,8 @@ class UNet3D(_Wrapped):
             channels=channels,
             strides=(2,) * (len(channels) - 1),
             num_res_units=num_res_units,
-            act=_norm_arg(act, "act"),
-            norm=_norm_arg(norm, "norm"),
+            act=check_layer_arg(act, "act"),
+            norm=check_layer_arg(norm, "norm"),
             dropout=dropout,
         )
 

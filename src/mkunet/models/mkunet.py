@@ -48,14 +48,25 @@ from torch import nn
 
 from mkunet.models.gates import ImmuneAttentionGate
 
-__all__ = ["MKUNet", "pad_to_multiple", "check_spatial_multiple"]
+__all__ = ["MKUNet", "pad_to_multiple", "check_spatial_multiple", "check_layer_arg"]
 
 GATES = ("immune", "plain", "none")
 UPSAMPLES = ("transpose", "trilinear")
 
 
-def _norm_arg(value: object, name: str) -> tuple | str | None:
-    """Accept a MONAI layer-factory argument as a name or (name, kwargs); JSON lists become tuples."""
+def check_layer_arg(value: object, name: str) -> tuple | str | None:
+    """A MONAI layer-factory argument (``act``, ``norm``) as a name or a ``(name, kwargs)`` tuple.
+
+    JSON lists (a bundle's config) become tuples; None and names pass unchanged. Used by
+    :class:`MKUNet` and the baselines of :mod:`mkunet.models.baselines`.
+
+    Args:
+        value: ``"INSTANCE"``, ``("GROUP", {"num_groups": 8})``, ``["PRELU", {}]`` or None.
+        name: the argument's name, for the error message.
+
+    Raises:
+        ValueError: ``value`` is none of these.
+    """
     if value is None or isinstance(value, str):
         return value
     if (
@@ -225,8 +236,8 @@ class MKUNet(nn.Module):
         self.upsample = upsample
         self.needs_clinical = needs_clinical
         self.down_factor = 2 ** (len(channels) - 1)
-        act = _norm_arg(act, "act")
-        norm = _norm_arg(norm, "norm")
+        act = check_layer_arg(act, "act")
+        norm = check_layer_arg(norm, "norm")
         dropout = float(dropout) or None
 
         def block(cin: int, cout: int, strides: int) -> nn.Module:

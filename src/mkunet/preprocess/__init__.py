@@ -18,7 +18,7 @@ from mkunet.preprocess.channels import (
 )
 from mkunet.preprocess.glcm import GLCM_DIRECTIONS, glcm_contrast, quantise
 from mkunet.preprocess.pipeline import Preprocessor
-from mkunet.preprocess.resample import INTERPOLATORS, resample, resample_mask, resample_to
+from mkunet.preprocess.resample import INTERPOLATORS, Grid, resample, resample_array, resample_mask, resample_to
 from mkunet.preprocess.window import AdaptiveWindow, NotFittedError
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "CHANNEL_NAMES",
     "DEFAULT_WINDOW",
     "GLCM_DIRECTIONS",
+    "Grid",
     "INTERPOLATORS",
     "NotFittedError",
     "Preprocessor",
@@ -37,6 +38,7 @@ __all__ = [
     "intensity_channel",
     "quantise",
     "resample",
+    "resample_array",
     "resample_mask",
     "resample_to",
     "texture_channel",

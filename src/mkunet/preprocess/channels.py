@@ -51,8 +51,12 @@ CHANNEL_NAMES: tuple[str, str, str, str] = ("intensity", "edges", "denoised", "t
 ArrayLike3D = Volume | np.ndarray
 
 
-def _as_array(volume: ArrayLike3D, name: str = "volume") -> np.ndarray:
-    """The (z, y, x) float32 array of a Volume or an array (no copy when already float32)."""
+def as_array(volume: ArrayLike3D, name: str = "volume") -> np.ndarray:
+    """The (z, y, x) float32 array of a Volume or an array (no copy when already float32).
+
+    Raises:
+        ValueError: the array is not 3-D; the message names ``name``.
+    """
     array = volume.array if isinstance(volume, Volume) else np.asarray(volume)
     if array.ndim != 3:
         raise ValueError(f"`{name}` must be a 3-D (z, y, x) volume, got shape {array.shape}.")
@@ -90,7 +94,7 @@ def intensity_channel(volume: ArrayLike3D, window: tuple[float, float] = DEFAULT
         float32 (z, y, x) in [0, 1].
     """
     lo, hi = check_window(window)
-    array = _as_array(volume)
+    array = as_array(volume)
     out = np.clip(array, np.float32(lo), np.float32(hi))  # new float32 array
     return _window_in_place(out, lo, hi)
 
@@ -181,7 +185,7 @@ def canny_edges(
     Returns:
         float32 (z, y, x), 1 on edge voxels, 0 elsewhere (all 0 for a constant volume).
     """
-    array = _as_array(volume)
+    array = as_array(volume)
     try:
         sigma = float(sigma)
     except (TypeError, ValueError):
@@ -326,7 +330,7 @@ def gaussian_denoise(
         raise ValueError(f"`sigma` must be a number > 0 (voxels), got {sigma!r}.")
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1 or width % 2 == 0:
         raise ValueError(f"`width` must be an odd integer >= 1 (voxels), got {width!r}.")
-    array = _as_array(volume)
+    array = as_array(volume)
     radius = int(width) // 2
     if radius == 0:
         return intensity_channel(array, (lo, hi))
@@ -388,7 +392,7 @@ def texture_channel(
     """
     lo, hi = check_window(window)
     contrast = glcm_contrast(
-        _as_array(volume),
+        as_array(volume),
         levels=levels,
         window=size,
         directions=directions,
@@ -424,7 +428,7 @@ def four_channels(
         :data:`CHANNEL_NAMES`: intensity, edges, denoised, texture.
     """
     window = check_window(window)
-    array = _as_array(volume)
+    array = as_array(volume)
     out = np.empty((4,) + array.shape, dtype=np.float32)
     out[0] = intensity_channel(array, window)
     out[1] = canny_edges(out[0], n_threads=n_threads)

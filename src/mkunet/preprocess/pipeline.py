@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mkunet.preprocess.channels import DEFAULT_WINDOW, _as_array, check_window, four_channels, intensity_channel
+from mkunet.preprocess.channels import DEFAULT_WINDOW, as_array, check_window, four_channels, intensity_channel
 from mkunet.preprocess.window import AdaptiveWindow
 from mkunet.volume import Volume
 
@@ -66,7 +66,7 @@ class Preprocessor:
         Raises:
             NotFittedError: the adaptive window is not fitted.
         """
-        array = _as_array(volume)
+        array = as_array(volume)
         if self.adaptive_window is not None:
             array = self.adaptive_window.transform(array)
         if self.channels == 1:

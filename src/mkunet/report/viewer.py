@@ -18,10 +18,12 @@ direction and slice spacing, cropped to the lesion:
 * when the crop holds more than ``max_voxels`` voxels, the in-plane spacing is coarsened
   (the slice spacing never is, so scrolling still steps through the acquired slices).
 
-A follow-up with a :class:`mkunet.segmentation.register.Registration` (baseline -> follow-up) is
-resampled through it, so the same slice shows the same anatomy ("registered"); without one
-it is resampled by scanner coordinates ("not registered", labelled so in the page). Masks
-are resampled by nearest neighbour, CT and maps linearly (outside a scan: -1024 HU, 0).
+A follow-up with a :class:`mkunet.segmentation.register.Registration` (baseline -> follow-up,
+computed by the caller) is resampled through it
+(:func:`mkunet.preprocess.resample.resample_array`), so the same slice shows the same anatomy
+("registered"); without one it is resampled by scanner coordinates ("not registered",
+labelled so in the page). Masks are resampled by nearest neighbour, CT and maps linearly
+(outside a scan: -1024 HU, 0).
 
 **Encoding** (``data`` entries of the payload; :func:`decode_array` reads them back):
 
@@ -50,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from mkunet.preprocess.resample import Grid, resample_array
 from mkunet.utils import atomic_write_text, finite_or_none
 from mkunet.volume import Volume
 
@@ -61,7 +64,6 @@ __all__ = [
     "decode_array",
     "encode_array",
     "payload_bytes",
-    "register_followups",
     "render_viewer",
     "viewer_grid",
     "viewer_payload",
@@ -108,7 +110,10 @@ class ViewerTimepoint:
         probability: float (z, y, x) in [0, 1] on ``volume``'s grid, or None.
         attention: float (z, y, x) in [0, 1] on ``volume``'s grid (finest attention gate), or None.
         registration: :class:`mkunet.segmentation.register.Registration` from the baseline (the first
-            timepoint) to this scan, or None (baseline itself, or not registered).
+            timepoint) to this scan, or None (baseline itself, or not registered). Only its
+            ``transform`` (baseline -> scan points, SimpleITK) and ``kind`` are read: the caller
+            registers (the tracking's own registration, or
+            :func:`mkunet.segmentation.register.register`); the viewer never does.
         note: a short remark shown under the panel (e.g. "lesion not found").
     """
 
@@ -123,45 +128,6 @@ class ViewerTimepoint:
     attention: np.ndarray | None = None
     registration: Any = None
     note: str = ""
-
-
-def register_followups(
-    timepoints: Sequence[ViewerTimepoint], which: Sequence[bool] | None = None
-) -> list[ViewerTimepoint]:
-    """Copies of ``timepoints`` whose follow-ups carry a registration to the baseline (the first).
-
-    :func:`mkunet.segmentation.register.register` (global rigid + affine, then the local stage around the
-    centroid of the baseline's masks, as the tracking of :func:`mkunet.segmentation.infer.segment_timepoints`
-    runs it). A follow-up whose registration fails keeps ``registration=None`` (shown "not
-    registered") and gets a note.
-
-    Args:
-        timepoints: the scans, baseline first.
-        which: per timepoint, whether to register it (default: every follow-up); the baseline
-            is never registered.
-    """
-    from dataclasses import replace
-
-    from mkunet.segmentation.register import register
-
-    out = list(timepoints)
-    if len(out) < 2:
-        return out
-    base = out[0]
-    union = np.zeros(base.volume.shape, bool)
-    for m in base.lesions.values():
-        union |= np.asarray(m, dtype=bool)
-    centre = base.volume.index_to_physical(np.argwhere(union).mean(axis=0)) if union.any() else None
-    for j in range(1, len(out)):
-        if which is not None and not which[j]:
-            continue
-        try:
-            reg = register(base.volume, out[j].volume, centre_xyz=centre)
-        except Exception as err:  # noqa: BLE001 - the view falls back to scanner coordinates, labelled
-            out[j] = replace(out[j], note="; ".join(filter(None, [out[j].note, f"registration failed: {err}"])))
-            continue
-        out[j] = replace(out[j], registration=reg)
-    return out
 
 
 # ============================================================================ encoding
@@ -200,21 +166,6 @@ def _quantise_unit(values: np.ndarray) -> np.ndarray:
 # ============================================================================ the viewer grid
 
 
-@dataclass(frozen=True)
-class _Grid:
-    """The viewer grid: ``shape`` (z, y, x), ``spacing`` (z, y, x) mm, ``origin`` (x, y, z) mm, ``direction``."""
-
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: np.ndarray
-
-    def index_to_physical(self, index_zyx: np.ndarray) -> np.ndarray:
-        idx = np.asarray(index_zyx, dtype=np.float64)
-        scaled = idx[..., ::-1] * np.asarray(self.spacing[::-1])
-        return scaled @ self.direction.T + np.asarray(self.origin)
-
-
 def _to_baseline_index(tp: ViewerTimepoint, baseline: Volume, index_zyx: np.ndarray) -> np.ndarray:
     """Indices of ``tp``'s grid -> continuous indices on the baseline grid (through the registration)."""
     pts = tp.volume.index_to_physical(index_zyx)
@@ -248,7 +199,7 @@ def viewer_grid(
     field_margin_mm: float = 30.0,
     min_field_mm: float = 80.0,
     max_voxels: int = 2_000_000,
-) -> tuple[_Grid, tuple[int, int], bool]:
+) -> tuple[Grid, tuple[int, int], bool]:
     """The crop of the baseline (``timepoints[0]``) the viewer shows (module doc).
 
     Returns:
@@ -291,7 +242,7 @@ def viewer_grid(
     # the first output voxel's centre: the crop's corner + half an output voxel
     corner = np.array([z0, y0 - 0.5 + factor / 2.0, x0 - 0.5 + factor / 2.0])
     origin = base.index_to_physical(corner)
-    grid = _Grid(
+    grid = Grid(
         out_shape,
         out_sp,
         (float(origin[0]), float(origin[1]), float(origin[2])),
@@ -300,12 +251,12 @@ def viewer_grid(
     return grid, (z0, z1), bool(boxes)
 
 
-def _resample(
-    tp: ViewerTimepoint, array: np.ndarray, grid: _Grid, *, nearest: bool, default: float, pixel: Any
-) -> np.ndarray:
-    """``array`` on ``tp.volume``'s grid resampled onto ``grid`` (only the block that maps into it is converted)."""
-    import SimpleITK as sitk
+def _resample(tp: ViewerTimepoint, array: np.ndarray, grid: Grid, *, nearest: bool, default: float) -> np.ndarray:
+    """``array`` on ``tp.volume``'s grid resampled onto ``grid`` (only the block that maps into it is converted).
 
+    Through ``tp.registration`` when there is one: its transform maps baseline (viewer grid)
+    points to ``tp``'s scan, the convention of :func:`mkunet.preprocess.resample.resample_array`.
+    """
     vol = tp.volume
     nz, ny, nx = grid.shape
     corners = np.array([[a, b, c] for a in (-0.5, nz - 0.5) for b in (-0.5, ny - 0.5) for c in (-0.5, nx - 0.5)])
@@ -317,26 +268,18 @@ def _resample(
     hi = np.minimum(np.ceil(idx.max(axis=0)).astype(int) + 3, vol.shape)
     if np.any(hi <= lo):
         return np.full(grid.shape, default, dtype=np.float32)
-    sub = np.ascontiguousarray(array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
-    if sub.dtype == bool:
-        sub = sub.astype(np.uint8)
-    image = sitk.GetImageFromArray(sub)
-    image.SetSpacing(tuple(float(s) for s in reversed(vol.spacing)))
-    image.SetOrigin(tuple(float(v) for v in vol.index_to_physical(lo)))
-    image.SetDirection(tuple(float(v) for v in np.asarray(vol.direction).ravel()))
-    transform = tp.registration.transform if tp.registration is not None else sitk.Transform(3, sitk.sitkIdentity)
-    out = sitk.Resample(
-        image,
-        [int(nx), int(ny), int(nz)],
-        transform,
-        sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear,
-        grid.origin,
-        tuple(reversed(grid.spacing)),
-        tuple(float(v) for v in grid.direction.ravel()),
-        float(default),
-        pixel,
+    sub = array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    origin = vol.index_to_physical(lo)
+    block = Grid(sub.shape, vol.spacing, (float(origin[0]), float(origin[1]), float(origin[2])), vol.direction)
+    return resample_array(
+        sub,
+        block,
+        grid,
+        transform=tp.registration.transform if tp.registration is not None else None,
+        interpolator="nearest" if nearest else "linear",
+        default_value=default,
+        dtype="uint8" if nearest else "float32",
     )
-    return sitk.GetArrayFromImage(out)
 
 
 # ============================================================================ payload
@@ -406,18 +349,16 @@ def viewer_payload(
         min_field_mm=min_field_mm,
         max_voxels=max_voxels,
     )
-    import SimpleITK as sitk
-
     out_tps = []
     lesion_slices_all: list[int] = []
     for j, tp in enumerate(timepoints):
-        ct = _resample(tp, tp.volume.array, grid, nearest=False, default=-1024.0, pixel=sitk.sitkFloat32)
+        ct = _resample(tp, tp.volume.array, grid, nearest=False, default=-1024.0)
         bits = np.zeros(tp.volume.shape, np.uint8)
         for b, lid in enumerate(ids):
             m = tp.lesions.get(lid)
             if m is not None:
                 bits |= (np.asarray(m, dtype=bool).astype(np.uint8) << b).astype(np.uint8)
-        mask = _resample(tp, bits, grid, nearest=True, default=0, pixel=sitk.sitkUInt8).astype(np.uint8)
+        mask = _resample(tp, bits, grid, nearest=True, default=0).astype(np.uint8)
         lesion_slices: dict[str, int | None] = {}
         lesion_centres: dict[str, list[float] | None] = {}
         volumes: dict[str, float | None] = {}
@@ -463,9 +404,7 @@ def viewer_payload(
         for name in ("probability", "attention"):
             arr = getattr(tp, name)
             if arr is not None:
-                res = _resample(
-                    tp, np.asarray(arr, np.float32), grid, nearest=False, default=0.0, pixel=sitk.sitkFloat32
-                )
+                res = _resample(tp, np.asarray(arr, np.float32), grid, nearest=False, default=0.0)
                 entry[name] = encode_array(_quantise_unit(res))
         out_tps.append(entry)
     registered = [t["registration"] for t in out_tps[1:]]

@@ -427,7 +427,7 @@ def viewer_step(work: PatientWork) -> None:
 
     The scans are cropped around the lesions while they are in memory; follow-ups that were
     tracked by registration are shown through the tracking's own registration (baseline -> scan;
-    registered again with :func:`mkunet.report.viewer.register_followups` only where none was kept),
+    registered again with :func:`register_for_view` only where none was kept),
     the others by scanner coordinates.
     """
     from dataclasses import replace
@@ -456,9 +456,41 @@ def viewer_step(work: PatientWork) -> None:
         # tracked follow-ups whose tracking left no registration to reuse are registered for the view
         redo = [bool(o.get("tracked")) and o.get("registration") is None for o in work.overlays]
         if any(redo[1:]):
-            tps = viewer.register_followups(tps, which=redo)
+            tps = register_for_view(tps, which=redo)
         payload = viewer.viewer_payload(tps, patient_id=work.pid)
         atomic_write_text(work.stage_dir / "viewer.json", json.dumps(payload, separators=(",", ":")))
     except Exception as err:  # noqa: BLE001 - a viewer never costs the results
         logger.exception("patient %s: viewer failed", work.pid)
         work.error(None, "viewer", err, "no slice viewer for this patient in the report")
+
+
+def register_for_view(timepoints: Sequence[Any], which: Sequence[bool]) -> list[Any]:
+    """Copies of the viewer's ``timepoints`` whose follow-ups (where ``which``) carry a registration to the baseline.
+
+    :func:`mkunet.segmentation.register.register` (global rigid + affine, then the local stage around the
+    centroid of the baseline's masks, as the tracking of :func:`mkunet.segmentation.infer.segment_timepoints`
+    runs it); the viewer only resamples through it. A follow-up whose registration fails keeps
+    ``registration=None`` (shown "not registered") and gets a note.
+    """
+    from dataclasses import replace
+
+    from mkunet.segmentation.register import register
+
+    out = list(timepoints)
+    if len(out) < 2:
+        return out
+    base = out[0]
+    union = np.zeros(base.volume.shape, bool)
+    for m in base.lesions.values():
+        union |= np.asarray(m, dtype=bool)
+    centre = base.volume.index_to_physical(np.argwhere(union).mean(axis=0)) if union.any() else None
+    for j in range(1, len(out)):
+        if not which[j]:
+            continue
+        try:
+            reg = register(base.volume, out[j].volume, centre_xyz=centre)
+        except Exception as err:  # noqa: BLE001 - the view falls back to scanner coordinates, labelled
+            out[j] = replace(out[j], note="; ".join(filter(None, [out[j].note, f"registration failed: {err}"])))
+            continue
+        out[j] = replace(out[j], registration=reg)
+    return out

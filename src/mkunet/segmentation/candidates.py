@@ -16,7 +16,7 @@
 
 Each candidate also has its volume (cm^3), max and mean probability, centroid (voxel
 (z, y, x) and physical (x, y, z) mm) and a **location**: ``lung`` (half or more of its voxels
-in the aerated lungs, :func:`mkunet.synth.insert.filled_lungs`), ``pleura`` /
+in the aerated lungs, :func:`mkunet.segmentation.lung.filled_lungs`), ``pleura`` /
 ``mediastinum`` (half or more in the lung region but not in the aerated lungs; mediastinum
 when its centroid lies in the middle fifth of the lungs' left-right extent, between the two
 lungs, else pleura) or ``outside``.
@@ -199,7 +199,7 @@ def list_candidates(
         probability: float (z, y, x) tumour probability on the same grid.
         threshold: the components are those of ``probability >= threshold``.
         region: bool (z, y, x) lung region, or None (computed: :func:`mkunet.segmentation.lung.lung_region`).
-        lungs: bool (z, y, x) aerated lungs, or None (computed: :func:`mkunet.synth.insert.filled_lungs`).
+        lungs: bool (z, y, x) aerated lungs, or None (computed: :func:`mkunet.segmentation.lung.filled_lungs`).
         min_volume_cm3: smaller components are not listed.
         min_score_cm3: candidates scoring less are listed with ``reportable`` False.
         max_candidates: at most this many (the best) are returned.
@@ -228,13 +228,11 @@ def list_candidates(
     ids = [k for k in range(1, n + 1) if sizes[k] * voxel_cm3 >= min_volume_cm3]
     if not ids:
         return []
-    if region is None:
-        from mkunet.segmentation.lung import lung_region
+    from mkunet.segmentation.lung import filled_lungs, lung_region
 
+    if region is None:
         region = lung_region(volume.array, volume.spacing)
     if lungs is None:
-        from mkunet.synth.insert import filled_lungs
-
         lungs = filled_lungs(volume.array, volume.spacing)
     for name, arr in (("region", region), ("lungs", lungs)):
         if np.shape(arr) != volume.shape:
@@ -415,7 +413,7 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
     from scipy import ndimage
 
     from mkunet.segmentation.lesion import fibonacci_directions
-    from mkunet.segmentation.lung import lung_mask, lung_region
+    from mkunet.segmentation.lung import fill_slices, lung_mask, lung_region
 
     if not isinstance(volume, Volume):
         raise ValueError(f"`volume` must be a mkunet Volume, got {type(volume).__name__} (use mkunet.io.read_volume).")
@@ -431,9 +429,7 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
     region = lung_region(hu, spacing, fill="volume")
     directions = fibonacci_directions(int(p.shell_points))
     shape = np.asarray(hu.shape)
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    filled = ndimage.binary_fill_holes(aerated, structure=in_plane)  # the lungs' outline per axial slice
+    filled = fill_slices(aerated)  # the lungs' outline per axial slice
     mid, half = _lung_midline(aerated)
     size = max(3, 2 * int(round(0.5 * p.peak_mm / g)) + 1)
     found: list[Candidate] = []

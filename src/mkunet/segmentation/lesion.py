@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mkunet.segmentation.lung import aerated_lung
 from mkunet.volume import Volume
 
 __all__ = ["LesionParams", "LesionResult", "SeedError", "segment_lesion", "fibonacci_directions"]
@@ -299,7 +300,7 @@ def _estimate_hu(iso: np.ndarray, seed: np.ndarray, g: float, p: LesionParams) -
         hu_lesion = float(np.median(vals))
     zz, yy, xx = np.ogrid[: iso.shape[0], : iso.shape[1], : iso.shape[2]]
     d2 = ((zz - seed[0]) ** 2 + (yy - seed[1]) ** 2 + (xx - seed[2]) ** 2) * g * g
-    far_lung = (iso < -400.0) & (iso > p.room_air_hu) & (d2 > p.lung_min_dist_mm**2)
+    far_lung = aerated_lung(iso, room_hu=p.room_air_hu) & (d2 > p.lung_min_dist_mm**2)
     hu_lung = float(np.median(iso[far_lung])) if far_lung.sum() > 50 else -850.0
     return hu_lesion, float(np.clip(hu_lung, *p.lung_hu_range))
 
@@ -456,7 +457,7 @@ def _model_on_crop(
     # aerated lung on a smoothed image: room air (-1000 HU with noise) is below -950 there,
     # so a field of view's air next to the chest wall is not lung
     smooth = ndimage.gaussian_filter(iso, 1.5 / g)
-    lung = (smooth < -400.0) & (smooth > p.room_air_hu)
+    lung = aerated_lung(smooth, room_hu=p.room_air_hu)
     lung = ndimage.binary_opening(lung, iterations=1)
     if window is not None:
         lung &= window
@@ -545,7 +546,7 @@ def _distance_to_lung(volume: Volume, seed: np.ndarray, limit_mm: float, fractio
         *[(np.arange(a, b, st) - c) * s for a, b, st, c, s in zip(lo, hi, step, seed, sp)], indexing="ij"
     )
     dist = np.sqrt(zz**2 + yy**2 + xx**2).ravel()
-    air = (arr < -400.0).ravel()
+    air = aerated_lung(arr).ravel()
     order = np.argsort(dist, kind="stable")
     cum = np.cumsum(air[order]) / np.arange(1, order.size + 1)
     ok = np.flatnonzero((cum >= fraction) & (dist[order] >= 2.0))

@@ -21,6 +21,27 @@ back to the input grid; arrays (z, y, x), spacings (z, y, x) in mm):
 :func:`lung_region` closes that mask with a ball of ``closing_mm`` and fills holes in each
 axial slice, so that a solid tumour inside the lung (a hole in the air mask) and one on
 the pleura or the mediastinum (a dent in it) both lie inside the region.
+
+This module is the package's one implementation of "the lungs from HU"; the variants the
+callers need, and why:
+
+* :func:`aerated_lung`: the voxel rule (``HU < air_hu``, optionally ``> room_hu``) on which
+  every other mask here is built. :mod:`mkunet.segmentation.lesion` uses it alone, on a
+  smoothed crop around a seed: a few centimetres of lung need no connectivity analysis, and
+  the room-air floor stands in for the room-air rule of :func:`lung_mask`.
+* :func:`lung_mask`: aerated lung by connectivity (the rule above, room air removed). Used
+  where the scan's shell of air is what matters: the lungs around a candidate
+  (:func:`mkunet.segmentation.candidates.detect_lesions`), or the start of the others.
+* :func:`lung_region`: the lungs closed by a ball; where a tumour can be (the whole-volume
+  prior, the detector, the local registration stage, hard-negative sampling in training).
+  ``fill="slice"`` or ``"volume"``: see there.
+* :func:`filled_lungs`: the lungs with the holes of each axial slice filled (vessels and
+  nodules inside the lung are in, the hilum and mediastinum are not), with a by-value
+  fallback for a field of view that cuts the lungs to the room air. Where lesions go in
+  :mod:`mkunet.synth.insert`, and the ``lung`` location of
+  :func:`mkunet.segmentation.candidates.list_candidates`.
+* :func:`fill_slices`: the holes of each axial slice filled, the in-plane idiom the masks
+  above share.
 """
 
 from __future__ import annotations
@@ -29,7 +50,47 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["lung_mask", "lung_region"]
+__all__ = ["AIR_HU", "ROOM_HU", "aerated_lung", "fill_slices", "filled_lungs", "lung_mask", "lung_region"]
+
+#: Below this HU a voxel is air or aerated lung (aerated lung is -950..-600 HU, fat -120..-80).
+AIR_HU = -400.0
+#: Room air reads -1000 HU; aerated lung -900..-750 HU: a component of air whose median is below
+#: this, touching the in-plane border of the scan, is the room around the patient.
+ROOM_HU = -950.0
+
+
+def aerated_lung(array: np.ndarray, *, air_hu: float = AIR_HU, room_hu: float | None = None) -> np.ndarray:
+    """The voxel rule of aerated lung: ``HU < air_hu`` and, with ``room_hu``, ``HU > room_hu``.
+
+    No connectivity: the room around the patient is in unless ``room_hu`` cuts it off by value,
+    which works on a smoothed image (room air -1000 HU with noise reads below -950 HU there).
+
+    Args:
+        array: CT in HU, any shape (usually (z, y, x)).
+        air_hu: voxels below this HU are air or aerated lung (default :data:`AIR_HU`).
+        room_hu: voxels at or below this HU are room air, not lung (None: no floor).
+
+    Returns:
+        bool array of ``array``'s shape.
+    """
+    array = np.asarray(array)
+    air = array < air_hu
+    if room_hu is not None:
+        air &= array > room_hu
+    return air
+
+
+def fill_slices(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (bool (z, y, x)) with the holes of each axial slice filled (4-connected in-plane).
+
+    A slice where the lungs ring the heart takes the heart in; a hole open to the slice's
+    border stays out.
+    """
+    from scipy import ndimage
+
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    return ndimage.binary_fill_holes(mask, structure=in_plane)
 
 
 def _check(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -57,10 +118,10 @@ def lung_mask(
     array: np.ndarray,
     spacing: Sequence[float],
     *,
-    air_hu: float = -400.0,
+    air_hu: float = AIR_HU,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
-    room_hu: float = -950.0,
+    room_hu: float = ROOM_HU,
 ) -> np.ndarray:
     """Aerated lung (with trachea and bronchi) as a bool (z, y, x) mask on the input grid.
 
@@ -80,7 +141,7 @@ def lung_mask(
 
     array, spacing_arr = _check(array, spacing)
     small, step = _coarse(array, spacing_arr, grid_mm)
-    air = small < air_hu
+    air = aerated_lung(small, air_hu=air_hu)
     labels, n = ndimage.label(air)
     if n == 0:
         return np.zeros(array.shape, bool)
@@ -105,10 +166,10 @@ def lung_region(
     spacing: Sequence[float],
     *,
     closing_mm: float = 30.0,
-    air_hu: float = -400.0,
+    air_hu: float = AIR_HU,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
-    room_hu: float = -950.0,
+    room_hu: float = ROOM_HU,
     fill: str = "slice",
 ) -> np.ndarray:
     """Where a lung tumour can be: the lungs closed by a ``closing_mm`` ball, holes filled per slice.
@@ -153,7 +214,44 @@ def lung_region(
     if fill == "volume":
         filled = ndimage.binary_fill_holes(closed)
     else:
-        in_plane = np.zeros((3, 3, 3), bool)
-        in_plane[1] = ndimage.generate_binary_structure(2, 1)  # holes filled within each axial slice
-        filled = ndimage.binary_fill_holes(closed, structure=in_plane)
+        filled = fill_slices(closed)
     return _back(filled, step, array.shape)
+
+
+def filled_lungs(array: np.ndarray, spacing: Sequence[float], min_cm3: float = 50.0) -> np.ndarray:
+    """Aerated lung, holes of each axial slice filled (vessels and nodules inside the lung are in).
+
+    First :func:`lung_mask` (air inside the body, by connectivity). When that finds less than
+    500 cm^3 (a small field of view cuts the lungs, which then join the room air through the
+    image border, as in the pyradiomics crops), the lungs are found by value instead:
+    :func:`aerated_lung` between -975 and ``AIR_HU`` (-400) HU after a 2 mm Gaussian smoothing
+    (room air, about -1000 HU, is excluded by its value), opened by 2 voxels (the
+    partial-volume shell at the skin), components under ``min_cm3`` dropped. The holes of each
+    axial slice are then filled (:func:`fill_slices`), so that the hilum and mediastinum,
+    outside the lung's outline, stay out.
+
+    Args:
+        array: CT in HU (z, y, x).
+        spacing: (z, y, x) mm.
+        min_cm3: smallest component kept by the by-value fallback (cm^3).
+
+    Returns:
+        bool (z, y, x); all False when nothing qualifies.
+    """
+    from scipy import ndimage
+
+    x = np.asarray(array, np.float32)
+    sp = np.asarray(spacing, float)
+    by_connectivity = lung_mask(x, tuple(float(v) for v in sp))
+    if by_connectivity.sum() * float(np.prod(sp)) / 1000.0 >= 500.0:
+        return fill_slices(by_connectivity)
+    smooth = ndimage.gaussian_filter(x, [2.0 / s for s in sp])
+    cand = aerated_lung(smooth, room_hu=-975.0)
+    cand = ndimage.binary_opening(cand, structure=ndimage.generate_binary_structure(3, 1), iterations=2)
+    labels, n = ndimage.label(cand)
+    if n == 0:
+        return np.zeros(x.shape, bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(sp)) / 1000.0
+    keep = sizes >= min_cm3
+    keep[0] = False
+    return fill_slices(keep[labels])

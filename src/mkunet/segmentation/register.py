@@ -41,9 +41,10 @@ in mm; physical points ``(x, y, z)`` in mm, DICOM patient coordinates (LPS).
 
 **Direction of the transform.** ``Registration.transform`` maps a *baseline* physical point
 to the corresponding *follow-up* physical point (ITK's convention with fixed = baseline,
-moving = follow-up). To resample a follow-up image onto the baseline grid, pass it as is to
-``sitk.Resample(followup_image, baseline_image, transform)``; to carry a baseline mask to
-the follow-up, use :meth:`Registration.map_mask` (which uses the inverse).
+moving = follow-up). To resample a follow-up image onto the baseline grid, pass it as is:
+``resample_array(followup.array, followup, baseline, transform=reg.transform)``
+(:func:`mkunet.preprocess.resample.resample_array`); to carry a baseline mask to the
+follow-up, use :meth:`Registration.map_mask` (which uses the inverse).
 
 Example::
 
@@ -157,7 +158,7 @@ class Registration:
             bool (z, y, x) on ``followup``'s grid; all False when the mapped mask falls
             outside the follow-up's field of view.
         """
-        import SimpleITK as sitk
+        from mkunet.preprocess.resample import Grid, resample_array
 
         mask = np.asarray(mask)
         if mask.shape != baseline.shape:
@@ -172,10 +173,7 @@ class Registration:
         lo = np.maximum([w.min() - 1 for w in where], 0)
         hi = np.minimum([w.max() + 2 for w in where], baseline.shape)
         sub = (mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] != 0).astype(np.float32)
-        image = sitk.GetImageFromArray(sub)
-        image.SetSpacing(tuple(reversed(baseline.spacing)))
-        image.SetOrigin(tuple(baseline.index_to_physical(lo).tolist()))
-        image.SetDirection(tuple(baseline.direction.ravel()))
+        source = Grid(sub.shape, baseline.spacing, tuple(baseline.index_to_physical(lo).tolist()), baseline.direction)
         # output region: the follow-up indices of the mapped bounding-box corners (+margin)
         corners = np.array(
             [[a, b, c] for a in (lo[0] - 1, hi[0]) for b in (lo[1] - 1, hi[1]) for c in (lo[2] - 1, hi[2])]
@@ -185,19 +183,15 @@ class Registration:
         ohi = np.minimum(np.ceil(idx.max(axis=0)).astype(int) + 3, followup.shape)
         if np.any(ohi <= olo):
             return out
-        size_xyz = [int(v) for v in reversed(ohi - olo)]
-        resampled = sitk.Resample(
-            image,
-            size_xyz,
-            self.transform.GetInverse(),
-            sitk.sitkLinear,
+        target = Grid(
+            tuple(int(v) for v in ohi - olo),  # type: ignore[arg-type]
+            followup.spacing,
             tuple(followup.index_to_physical(olo).tolist()),
-            tuple(reversed(followup.spacing)),
-            tuple(followup.direction.ravel()),
-            0.0,
-            sitk.sitkFloat32,
+            followup.direction,
         )
-        out[olo[0] : ohi[0], olo[1] : ohi[1], olo[2] : ohi[2]] = sitk.GetArrayViewFromImage(resampled) >= 0.5
+        # the inverse maps follow-up points to the baseline, where the mask lies
+        resampled = resample_array(sub, source, target, transform=self.transform.GetInverse(), default_value=0.0)
+        out[olo[0] : ohi[0], olo[1] : ohi[1], olo[2] : ohi[2]] = resampled >= 0.5
         return out
 
     def __repr__(self) -> str:  # the transform's own repr is pages long
@@ -266,10 +260,11 @@ def _mask_image(mask: np.ndarray, like: sitk.Image) -> sitk.Image:
 
 def _warp(fixed: sitk.Image, moving: sitk.Image, transform) -> np.ndarray:
     """The moving image on the fixed grid through ``transform``; NaN where it maps outside."""
-    import SimpleITK as sitk
+    from mkunet.preprocess.resample import Grid, resample_array
 
-    warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, math.nan, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(warped)
+    return resample_array(
+        _array(moving), Grid.from_sitk(moving), Grid.from_sitk(fixed), transform=transform, default_value=math.nan
+    )
 
 
 def _mismatch(fixed: sitk.Image, moving: sitk.Image, mask: np.ndarray, transform) -> float:

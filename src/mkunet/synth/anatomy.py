@@ -79,7 +79,7 @@ class AnatomyParams:
     # ------------------------------------------------------------------ signed distances
     def body_sd(self, x: np.ndarray, y: np.ndarray, offset: float = 0.0) -> np.ndarray:
         """Approximate signed distance (mm, < 0 inside) to the body ellipse shrunk by ``offset``."""
-        return _ellipse_sd(x, y, self.body_a - offset, self.body_b - offset)
+        return ellipse_sd(x, y, self.body_a - offset, self.body_b - offset)
 
     def lung_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lateral, vertical) approximate signed distances (mm, < 0 inside) of both lungs.
@@ -91,10 +91,10 @@ class AnatomyParams:
         x = np.asarray(x, np.float32)
         y = np.asarray(y, np.float32)
         z = np.asarray(z, np.float32)
-        cav = _ellipse_sd(x, y, self.cavity_a, self.cavity_b) + 1.5
+        cav = ellipse_sd(x, y, self.cavity_a, self.cavity_b) + 1.5
         med = self.mediastinum - np.abs(x)
         hx, hy, hz, ha, hb, hc = self.heart
-        heart = -(_ellipsoid_sd(x - hx, y - hy, z - hz, ha, hb, hc)) - 2.0
+        heart = -(ellipsoid_sd(x - hx, y - hy, z - hz, ha, hb, hc)) - 2.0
         vert = self.vert_r + 7.0 - np.sqrt(x * x + (y - self.vert_y) ** 2)
         lateral = np.maximum(np.maximum(cav, med), np.maximum(heart, vert))
         xl = 0.5 * self.cavity_a
@@ -120,8 +120,20 @@ class Anatomy:
     params: AnatomyParams
 
 
-def _ellipse_sd(x, y, a: float, b: float):
-    """First-order signed distance (mm) to an axis-aligned ellipse (< 0 inside)."""
+def ellipse_sd(x, y, a: float, b: float):
+    """First-order signed distance (mm) to an axis-aligned ellipse (< 0 inside).
+
+    The ellipse's value over the norm of its gradient: exact on the ellipse, close to it near
+    it. Used for the body, the thoracic cavity and the sternum here, and for the cavity that
+    :mod:`mkunet.synth.tumour` keeps a tumour inside.
+
+    Args:
+        x, y: in-plane coordinates (mm, arrays of one shape) from the ellipse's centre.
+        a, b: half-axes along x and y (mm; below 1 mm taken as 1 mm).
+
+    Returns:
+        float32 array of ``x``'s shape (mm).
+    """
     a = max(a, 1.0)
     b = max(b, 1.0)
     u = x / np.float32(a)
@@ -131,8 +143,18 @@ def _ellipse_sd(x, y, a: float, b: float):
     return (rho - 1.0) / grad
 
 
-def _ellipsoid_sd(x, y, z, a: float, b: float, c: float):
-    """First-order signed distance (mm) to an axis-aligned ellipsoid (< 0 inside)."""
+def ellipsoid_sd(x, y, z, a: float, b: float, c: float):
+    """First-order signed distance (mm) to an axis-aligned ellipsoid (< 0 inside).
+
+    Same approximation as :func:`ellipse_sd`; the heart here and in :mod:`mkunet.synth.tumour`.
+
+    Args:
+        x, y, z: coordinates (mm, arrays of one shape) from the ellipsoid's centre.
+        a, b, c: half-axes along x, y and z (mm).
+
+    Returns:
+        float32 array of ``x``'s shape (mm).
+    """
     u, v, w = x / np.float32(a), y / np.float32(b), z / np.float32(c)
     rho = np.sqrt(u * u + v * v + w * w) + np.float32(1e-6)
     grad = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (w / c) ** 2) / rho + np.float32(1e-9)
@@ -402,13 +424,13 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     body = ramp(s_body, sxy)
     paint2(body, hu_t["fat"], 6.0)
     paint2(ramp(s_body + p.fat, sxy), hu_t["muscle"], 8.0)
-    s_cav = _ellipse_sd(x2, y2, p.cavity_a, p.cavity_b)
+    s_cav = ellipse_sd(x2, y2, p.cavity_a, p.cavity_b)
     s_cav = np.maximum(
         s_cav, -(y2 - (p.vert_y - p.vert_r - 2.0)) * (np.abs(x2) < p.vert_r + 12) - 1e3 * (np.abs(x2) >= p.vert_r + 12)
     )
     cav = ramp(s_cav, sxy)
     paint2(cav, hu_t["mediastinal_fat"], 6.0, cav=True)
-    st = _ellipse_sd(x2, y2 + p.cavity_b + 0.5 * p.rib_band, 14.0, 5.5)
+    st = ellipse_sd(x2, y2 + p.cavity_b + 0.5 * p.rib_band, 14.0, 5.5)
     paint2(ramp(st, sxy), hu_t["cortical"], 0.0)
     paint2(ramp(st + 2.0, sxy), hu_t["cancellous"], 30.0)
     rv = np.sqrt(x2 * x2 + (y2 - p.vert_y) ** 2) - p.vert_r
@@ -481,7 +503,7 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     hb_ = _box((hx - ha - 3, hy - hb - 3, hz - hc - 3), (hx + ha + 3, hy + hb + 3, hz + hc + 3), grid)
     if all(s.stop > s.start for s in hb_):
         xs, ys, zs = _sub_axes(grid, hb_)
-        sh = _ellipsoid_sd(xs - hx, ys - hy, zs - hz, ha, hb, hc)
+        sh = ellipsoid_sd(xs - hx, ys - hy, zs - hz, ha, hb, hc)
         sub = img[hb_]
         occ = ramp(sh, sxy)
         sub += occ * (hu_t["mediastinal_fat"] - sub)

@@ -94,11 +94,18 @@ class Cohort:
         return {
             "generator": self.params,
             "outcome_model": self.outcome_model.to_dict(),
-            "patients": [_patient_truth(p) for p in self.patients],
+            "patients": [patient_truth(p) for p in self.patients],
         }
 
 
-def _patient_truth(p: Patient) -> dict[str, Any]:
+def patient_truth(p: Patient) -> dict[str, Any]:
+    """One patient's ground truth as a JSON-safe dict (the ``patients`` entries of ``truth.json``).
+
+    Patient id, LVCR (1/day), VDT (days; None without growth), responder, sphericity, spacing
+    (z, y, x mm), clinical variables, outcomes, tumour and anatomy parameters and, per scan, its
+    day, date, true, rendered and mask volumes (cm^3), equivalent diameter (mm), scanner and
+    shift (x, y, z mm). Used by :meth:`Cohort.truth` and :func:`mkunet.synth.writers.write_cohort`.
+    """
     return {
         "patient_id": p.patient_id,
         "lvcr_per_day": p.lvcr,
@@ -134,9 +141,9 @@ def tumour_sphericity(tumour: TumourParams, n: int = 40) -> float:
 
     ext = tumour.max_extent(1.0) if not len(tumour.spicules.get("dir", ())) else None
     r0 = 1.0
-    from mkunet.synth.tumour import _DIRS
+    from mkunet.synth.tumour import DIRECTIONS
 
-    rmax = float(tumour.radius_unit(_DIRS.astype(np.float32)).max() * np.max(tumour.stretch)) * 1.05
+    rmax = float(tumour.radius_unit(DIRECTIONS.astype(np.float32)).max() * np.max(tumour.stretch)) * 1.05
     del ext
     ax = np.linspace(-rmax, rmax, n, dtype=np.float32)
     step = float(ax[1] - ax[0])
@@ -500,7 +507,7 @@ def make_cohort(
         patients.append(p)
         if progress is not None:
             progress(len(patients), int(n_patients))
-    _attach_outcomes(patients, model, seed)
+    attach_outcomes(patients, model, seed)
     return Cohort(patients, params, model)
 
 
@@ -537,7 +544,14 @@ def generator_params(
     }
 
 
-def _attach_outcomes(patients: list[Patient], model: OutcomeModel, seed: int) -> None:
+def attach_outcomes(patients: list[Patient], model: OutcomeModel, seed: int) -> None:
+    """Draw each patient's outcomes from ``model`` and store them in ``Patient.outcomes`` (in place).
+
+    The outcomes depend on the whole cohort's LVCR, sphericity, age and stage
+    (:func:`mkunet.synth.outcomes.simulate_outcomes`), with a generator seeded by ``seed``
+    alone, so a cohort written patient by patient (:func:`mkunet.synth.writers.write_cohort`)
+    gets the same outcomes as one made in memory (:func:`make_cohort`).
+    """
     table = pd.DataFrame(
         {
             "lvcr": [p.lvcr for p in patients],

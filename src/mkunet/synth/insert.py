@@ -7,8 +7,9 @@ tumours of the existing tumour model (:mod:`mkunet.synth.tumour`) into a real sc
 1. **Lesion types** (:data:`LESION_TYPES`): ``solid``, ``part-solid``, ``ground-glass``,
    ``spiculated`` (solid with spicules) and ``necrotic`` (solid with a necrotic core and
    enhancing rim).
-2. **Placement** (:data:`PLACEMENTS`), from the scan's own lung mask (filled per axial slice
-   so that the vessels are inside it) and its distance map (mm):
+2. **Placement** (:data:`PLACEMENTS`), from the scan's own lung mask
+   (:func:`mkunet.segmentation.lung.filled_lungs`: filled per axial slice so that the vessels
+   are inside it) and its distance map (mm):
    ``free`` (the whole lesion inside the lung), ``pleura`` / ``mediastinum`` (centre at 0.6-0.9
    radius from the lung surface, on the lateral / medial side of the lung, so the lesion abuts
    the chest wall / the mediastinum), ``vessel`` (next to a vessel: a voxel of the lung above
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mkunet.segmentation.lung import filled_lungs
 from mkunet.synth._fields import Grid
 from mkunet.synth.growth import diameter_to_volume
 from mkunet.synth.scanner import ScannerParams
@@ -58,7 +60,6 @@ __all__ = [
     "estimate_scanner",
     "insert_tumours",
     "growth_series",
-    "filled_lungs",
 ]
 
 IGNORE_LABEL = 2
@@ -83,49 +84,6 @@ class InsertedLesion:
     volume_mm3: float
     diameter_mm: float
     params: TumourParams = field(repr=False)
-
-
-def filled_lungs(array: np.ndarray, spacing: Sequence[float], min_cm3: float = 50.0) -> np.ndarray:
-    """Aerated lung, holes of each axial slice filled (vessels and nodules inside the lung are in).
-
-    First :func:`mkunet.segmentation.lung.lung_mask` (air inside the body, by connectivity). When that
-    finds less than 500 cm^3 (a small field of view cuts the lungs, which then join the
-    room air through the image border, as in the pyradiomics crops), the lungs are found by
-    value instead: -975..-400 HU after a 2 mm Gaussian smoothing (room air, about -1000 HU,
-    is excluded by its value), opened by 2 voxels (the partial-volume shell at the skin),
-    components under ``min_cm3`` dropped. The holes of each axial slice are then filled, so
-    that the hilum and mediastinum, outside the lung's outline, stay out.
-
-    Args:
-        array: CT in HU (z, y, x).
-        spacing: (z, y, x) mm.
-        min_cm3: smallest component kept (cm^3).
-
-    Returns:
-        bool (z, y, x); all False when nothing qualifies.
-    """
-    from scipy import ndimage
-
-    from mkunet.segmentation.lung import lung_mask
-
-    x = np.asarray(array, np.float32)
-    sp = np.asarray(spacing, float)
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    by_connectivity = lung_mask(x, tuple(float(v) for v in sp))
-    if by_connectivity.sum() * float(np.prod(sp)) / 1000.0 >= 500.0:
-        return ndimage.binary_fill_holes(by_connectivity, structure=in_plane)
-    smooth = ndimage.gaussian_filter(x, [2.0 / s for s in sp])
-    cand = (smooth > -975.0) & (smooth < -400.0)
-    cand = ndimage.binary_opening(cand, structure=ndimage.generate_binary_structure(3, 1), iterations=2)
-    labels, n = ndimage.label(cand)
-    if n == 0:
-        return np.zeros(x.shape, bool)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(sp)) / 1000.0
-    keep = sizes >= min_cm3
-    keep[0] = False
-    lungs = keep[labels]
-    return ndimage.binary_fill_holes(lungs, structure=in_plane)
 
 
 def estimate_scanner(array: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | None = None) -> ScannerParams:
@@ -177,10 +135,10 @@ def _correlated_noise(shape: Sequence[int], spacing: Sequence[float], scanner: S
     """Noise of SD ``scanner.noise_sd`` HU correlated by the scanner PSF (as :func:`apply_scanner`)."""
     from scipy import ndimage
 
-    from mkunet.synth.scanner import _kernel_norm
+    from mkunet.synth.scanner import kernel_norm
 
     sig = [max(s / d, 0.0) for s, d in zip(scanner.psf_sigma_mm, spacing)]
-    norm = float(np.prod([_kernel_norm(s) for s in sig]))
+    norm = float(np.prod([kernel_norm(s) for s in sig]))
     noise = rng.standard_normal(tuple(shape), dtype=np.float32) * np.float32(scanner.noise_sd / max(norm, 1e-6))
     return ndimage.gaussian_filter(noise, sig, truncate=3.0, output=np.float32)
 
@@ -337,7 +295,7 @@ def insert_tumours(
 
     Args:
         volume: the real CT (HU), (z, y, x), spacing (z, y, x) mm. Not modified.
-        lungs: bool (z, y, x) lung mask, or None (computed: :func:`filled_lungs`).
+        lungs: bool (z, y, x) lung mask, or None (computed: :func:`mkunet.segmentation.lung.filled_lungs`).
         rng: seeded generator (the only source of randomness).
         n_tumours: lesions to insert (>= 1). Fewer when the lungs have no room left.
         lesion_types: one per lesion from :data:`LESION_TYPES`, or None (drawn: solid 35 %,

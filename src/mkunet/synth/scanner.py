@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["ScannerParams", "sample_scanner", "apply_scanner"]
+__all__ = ["ScannerParams", "sample_scanner", "apply_scanner", "kernel_norm"]
 
 
 @dataclass
@@ -59,8 +59,17 @@ def sample_scanner(rng: np.random.Generator, spacing: tuple[float, float, float]
     )
 
 
-def _kernel_norm(sigma_vox: float) -> float:
-    """L2 norm of the sampled 1-D Gaussian kernel used by scipy (truncate 3)."""
+def kernel_norm(sigma_vox: float) -> float:
+    """L2 norm of the sampled 1-D Gaussian kernel that scipy uses (truncate 3).
+
+    White noise of SD 1 blurred by that kernel along one axis has SD ``kernel_norm(sigma_vox)``;
+    the scanner model divides by the product over the axes so that blurred noise keeps its SD
+    (:func:`apply_scanner`, and :func:`mkunet.synth.insert.insert_tumours` for the noise it
+    puts back under a lesion).
+
+    Args:
+        sigma_vox: Gaussian sigma in voxels (<= 0: no blur, norm 1).
+    """
     from scipy import ndimage as ndi
 
     if sigma_vox <= 0:
@@ -89,7 +98,7 @@ def apply_scanner(
     from scipy import ndimage as ndi
 
     sig = [max(s / d, 0.0) for s, d in zip(params.psf_sigma_mm, spacing)]
-    norm = float(np.prod([_kernel_norm(s) for s in sig]))
+    norm = float(np.prod([kernel_norm(s) for s in sig]))
     noise = rng.standard_normal(hu.shape, dtype=np.float32)
     noise *= np.float32(params.noise_sd / max(norm, 1e-6))
     hu += noise

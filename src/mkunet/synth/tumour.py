@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mkunet.synth._fields import Grid, ramp, render_segments, smooth_field
-from mkunet.synth.anatomy import AnatomyParams, _ellipse_sd
+from mkunet.synth.anatomy import AnatomyParams, ellipse_sd
 
-__all__ = ["TumourParams", "sample_tumour", "place_tumour", "render_tumour", "KINDS", "CONTACTS"]
+__all__ = ["TumourParams", "sample_tumour", "place_tumour", "render_tumour", "KINDS", "CONTACTS", "DIRECTIONS"]
 
 KINDS = ("solid", "part-solid", "ground-glass")
 CONTACTS = ("none", "pleura", "mediastinum", "vessel")
@@ -40,7 +40,9 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
-_DIRS = _fibonacci_sphere(3000)
+#: 3000 unit directions (x, y, z) spread evenly over the sphere (Fibonacci lattice), float64
+#: (3000, 3): where a tumour's radius function is sampled (its largest radius, its volume).
+DIRECTIONS = _fibonacci_sphere(3000)
 
 
 @dataclass
@@ -76,7 +78,7 @@ class TumourParams:
     @property
     def unit_volume(self) -> float:
         """Body volume (mm^3) for R0 = 1."""
-        r = self.radius_unit(_DIRS.astype(np.float32)).astype(np.float64)
+        r = self.radius_unit(DIRECTIONS.astype(np.float32)).astype(np.float64)
         return float(4.0 * np.pi / 3.0 * np.mean(r**3) * np.prod(self.stretch))
 
     def r0_for_volume(self, volume_mm3: float) -> float:
@@ -86,7 +88,7 @@ class TumourParams:
     def max_extent(self, volume_mm3: float) -> float:
         """Upper bound (mm) of the distance from the centre to any tumour point (spicules included)."""
         r0 = self.r0_for_volume(volume_mm3)
-        rmax = float(self.radius_unit(_DIRS.astype(np.float32)).max()) * float(np.max(self.stretch)) * r0
+        rmax = float(self.radius_unit(DIRECTIONS.astype(np.float32)).max()) * float(np.max(self.stretch)) * r0
         if len(self.spicules.get("length", ())):
             rmax += float(np.max(self.spicules["length"])) * r0 * float(np.max(self.stretch))
         return rmax
@@ -207,12 +209,12 @@ def place_tumour(
     ).astype(np.float32)
     lat, ver = anatomy.lung_sd(pts[:, 0], pts[:, 1], pts[:, 2])
     sd = np.maximum(lat, ver)
-    cav = _ellipse_sd(pts[:, 0], pts[:, 1], a, b) + 1.5
+    cav = ellipse_sd(pts[:, 0], pts[:, 1], a, b) + 1.5
     med = anatomy.mediastinum - np.abs(pts[:, 1] * 0 + pts[:, 0])
     hx, hy, hz, ha, hb, hc = anatomy.heart
-    from mkunet.synth.anatomy import _ellipsoid_sd
+    from mkunet.synth.anatomy import ellipsoid_sd
 
-    heart = -_ellipsoid_sd(pts[:, 0] - hx, pts[:, 1] - hy, pts[:, 2] - hz, ha, hb, hc) - 2.0
+    heart = -ellipsoid_sd(pts[:, 0] - hx, pts[:, 1] - hy, pts[:, 2] - hz, ha, hb, hc) - 2.0
     contact = tumour.contact
     r = extent_mm
     ok = np.zeros(n, bool)

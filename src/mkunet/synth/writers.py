@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mkunet.synth.cohort import Cohort, Patient, _attach_outcomes, iter_patients
+from mkunet.synth.cohort import Cohort, Patient, attach_outcomes, iter_patients, patient_truth
 from mkunet.synth.outcomes import OutcomeModel
 from mkunet.volume import Volume
 
@@ -325,8 +325,6 @@ def _write_tables(
     scan_rows: list[dict],
     lesion_rows: list[dict[str, Any] | None],
 ) -> None:
-    from mkunet.synth.cohort import _patient_truth
-
     clinical = pd.DataFrame(
         [
             {
@@ -344,7 +342,7 @@ def _write_tables(
     pd.DataFrame([{"patient_id": p.patient_id, **{c: p.outcomes[c] for c in cols}} for p in patients]).to_csv(
         out / "outcomes.csv", index=False
     )
-    truth = {"generator": params, "outcome_model": model.to_dict(), "patients": [_patient_truth(p) for p in patients]}
+    truth = {"generator": params, "outcome_model": model.to_dict(), "patients": [patient_truth(p) for p in patients]}
     (out / "truth.json").write_text(json.dumps(truth, indent=1, default=_json_default))
     _write_lesions(patients, lesion_rows, out)
 
@@ -459,6 +457,6 @@ def synthesise(
         patients.append(p)
         if progress is not None:
             progress(len(patients), int(n_patients))
-    _attach_outcomes(patients, model, seed)
+    attach_outcomes(patients, model, seed)
     _write_tables(patients, params, model, out, rows, lesions)
     return Cohort(patients, params, model)

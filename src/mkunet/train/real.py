@@ -62,7 +62,8 @@ def prepare_real_cases(
     """
     from scipy import ndimage
 
-    from mkunet.synth.insert import IGNORE_LABEL, filled_lungs, insert_tumours
+    from mkunet.segmentation.lung import filled_lungs
+    from mkunet.synth.insert import IGNORE_LABEL, insert_tumours
 
     cases: list[PreparedCase] = []
     for bg in backgrounds:
