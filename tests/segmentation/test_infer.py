@@ -1,4 +1,5 @@
-"""Tests of mkunet.segmentation.infer: ROI cropping, component rule, empty input, attention, fixed-point LVCR.
+"""Tests of mkunet.segmentation.infer and the modules it drives (prompts, network, results, tracking): ROI
+cropping, component rule, empty input, attention, fixed-point LVCR, options that do not apply refused.
 
 The model is an "oracle": a torch module that thresholds the HU channel (shifted by
 the LVCR entry of the clinical vector), so the expected mask is known exactly.
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from mkunet.segmentation import infer
-from mkunet.segmentation.infer import Box, PreviousMask, Seed, keep_tumour_component, segment, segment_timepoints
+from mkunet.segmentation import results
+from mkunet.segmentation.infer import segment, segment_timepoints
+from mkunet.segmentation.network import keep_tumour_component
+from mkunet.segmentation.prompts import Box, PreviousMask, Seed, body_box
 from mkunet.volume import Volume
 from tests.bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
 
@@ -130,9 +133,9 @@ def test_body_box_skips_air_but_not_the_patient():
     arr[:, 55:57, 5:35] = 100.0  # small object below (60 px < 10 % of the body's 961): dropped
     arr[:, 0:2, 70:80] = 100.0  # and another one
     vol = Volume(arr, spacing=(3.0, 1.0, 2.0))
-    assert infer.body_box(vol, margin_mm=4.0) == ((0, 6), (6, 45), (18, 53))
+    assert body_box(vol, margin_mm=4.0) == ((0, 6), (6, 45), (18, 53))
     empty = Volume(np.full((3, 8, 8), -1000.0, np.float32), spacing=(1, 1, 1))
-    assert infer.body_box(empty) == ((0, 3), (0, 8), (0, 8))
+    assert body_box(empty) == ((0, 3), (0, 8), (0, 8))
     # segmenting without ROI keeps the probability at 0 outside the body box
     arr[2:4, 20:25, 30:35] = 40.0
     seg = segment(vol, StubBundle(target_spacing=(3.0, 1.0, 2.0)), method="network")
@@ -178,12 +181,12 @@ def test_seed_cube_grows_until_the_tumour_fits(two_blobs):
 
 
 def test_seed_in_air_is_an_error_naming_the_point(two_blobs):
-    from mkunet.segmentation.infer import SeedError
+    from mkunet.segmentation.lesion import SeedError
 
     vol, big, small = two_blobs
     # 8 mm from the small ball's centre (radius 5): in air
     seed_xyz = vol.index_to_physical(np.array([10, 44, 54.0]))
-    for method in ("network", "image", "auto"):
+    for method in ("network", "auto"):
         with pytest.raises(SeedError, match=r"in air.*mm.*voxel \(z, y, x\) = \[10, 44, 54\]"):
             segment(vol, StubBundle(), method=method, roi=Seed(tuple(seed_xyz)))
 
@@ -267,14 +270,14 @@ def test_empty_input_warns_and_writes(tmp_path):
         seg = segment(vol, StubBundle(), method="network")
     assert seg.empty and not seg.mask.any() and seg.volume_cm3 == 0.0
     assert any("no tumour found" in n for n in seg.notes)
-    written = infer.save_segmentation(seg, tmp_path, ("nifti",))
+    written = results.save_segmentation(seg, tmp_path, ("nifti",))
     from mkunet.io import read_mask
 
     assert not read_mask(written["mask"], vol).any()
     with pytest.raises(ValueError, match="DICOM input"):
-        infer.save_segmentation(seg, tmp_path, ("seg",))
+        results.save_segmentation(seg, tmp_path, ("seg",))
     with pytest.raises(ValueError, match="Unknown output format"):
-        infer.check_formats(["png"], vol)
+        results.check_formats(["png"], vol)
 
 
 def test_attention_maps_on_input_grid(two_blobs, tmp_path):
@@ -292,7 +295,7 @@ def test_attention_maps_on_input_grid(two_blobs, tmp_path):
         # attention = probability here (full res) or its 2x average: high in the big ball, 0 away from it
         assert amap[BIG_C] > 0.9 and amap[0, 63, 0] == 0.0
     np.testing.assert_allclose(seg.attention[0], seg.probability, atol=1e-5)
-    written = infer.save_segmentation(seg, tmp_path, ("nifti",), attention=True)
+    written = results.save_segmentation(seg, tmp_path, ("nifti",), attention=True)
     assert {"mask", "probability", "attention_0", "attention_1"} <= set(written)
 
     # a model without gates: a note, no crash
@@ -496,7 +499,7 @@ def test_estimate_lvcr_is_the_one_kinetics_definition():
 
     from mkunet.analysis import kinetics
     from mkunet.analysis.shape import shape_features
-    from mkunet.segmentation.infer import _estimate_lvcr
+    from mkunet.segmentation.tracking import estimate_lvcr as _estimate_lvcr
 
     spacing = (2.0, 0.8, 0.8)
     z, y, x = np.indices((16, 40, 40))

@@ -1,5 +1,6 @@
 """mkunet.segmentation.infer.segment_timepoints with one click on the baseline: the lesion is followed into
-later scans by registration (mkunet.segmentation.register) and segmented there by the image model.
+later scans by registration (mkunet.segmentation.tracking, mkunet.segmentation.register) and segmented there
+by the image model.
 
 The phantom is the analytic chest of tests/test_lesion.py on a wider grid (room for the
 patient to move). A follow-up "taken" with the patient moved by a known rigid motion M
@@ -18,8 +19,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mkunet.segmentation.infer import Seed, segment_timepoints
+from mkunet.segmentation.infer import segment_timepoints
 from mkunet.segmentation.lesion import SeedError
+from mkunet.segmentation.prompts import Seed
 from mkunet.volume import Volume
 from tests.segmentation.test_lesion import FREE, LESION_HU, LUNG_HU, R, ball, chest, cylinder, dice, inside_mask, render
 
