@@ -514,3 +514,88 @@ def test_estimate_lvcr_is_the_one_kinetics_definition():
         assert got != pytest.approx(kinetics.lvcr(days, voxels, weights=weights).lvcr_per_day, rel=1e-6)
     assert _estimate_lvcr(days, segs) == pytest.approx(_estimate_lvcr(days, segs, "interval"))
     assert _estimate_lvcr(days, segs, "uniform") != pytest.approx(_estimate_lvcr(days, segs, "interval"), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- options that would be ignored
+
+
+@pytest.mark.parametrize(
+    "option, reason",
+    [
+        (dict(threshold=0.3), "HU iso-level"),
+        (dict(keep="all"), "keeps the lesion at the click"),
+        (dict(keep="none"), "keeps the lesion at the click"),
+        (dict(min_component_cm3=1.0), "keeps one lesion"),
+        (dict(overlap=0.5), "only with return_attention=True"),
+        (dict(body_crop=False), "looks in the lungs itself"),
+        (dict(lung_prior=False), "looks in the lungs itself"),
+    ],
+)
+@pytest.mark.parametrize("with_seed", [False, True], ids=["whole-volume", "seed"])
+def test_network_options_with_auto_are_refused(two_blobs, option, reason, with_seed):
+    """method='auto' runs the image lesion model (or detection): a network option given is an error, not ignored."""
+    vol, _, _ = two_blobs
+    roi = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float)))) if with_seed else None
+    ((name, value),) = option.items()
+    with pytest.raises(ValueError, match=rf"`{name}={value!r}` applies to method='network' only \(.*{reason}"):
+        segment(vol, StubBundle(), roi=roi, **option)
+    with pytest.raises(ValueError, match=rf"`{name}={value!r}` applies to method='network' only"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), rois=[roi, None], **option)
+
+
+def test_defaults_and_attention_overlap_are_accepted_with_auto():
+    from mkunet.segmentation.infer import NETWORK_DEFAULTS, check_options
+
+    check_options("auto", **NETWORK_DEFAULTS)  # the defaults given explicitly are not an error
+    check_options("auto", overlap=0.5, return_attention=True)  # the network runs on the lesion's crop then
+    check_options("network", keep="all", min_component_cm3=1.0, threshold=0.3, overlap=0.5, body_crop=False)
+
+
+def test_seed_size_with_auto_is_refused(two_blobs):
+    vol, _, _ = two_blobs
+    seed = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=30.0)
+    with pytest.raises(ValueError, match=r"cube size \(`size_mm=30.0`\) applies to method='network' only"):
+        segment(vol, StubBundle(), roi=seed)
+
+
+def test_method_image_is_refused_with_the_replacement(two_blobs):
+    vol, _, _ = two_blobs
+    seed = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))))
+    with pytest.raises(ValueError, match=r"method='image'.*Use method='auto'"):
+        segment(vol, StubBundle(), roi=seed, method="image")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Use method='auto'"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), rois=[seed, None], method="image")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"must be one of auto, network; got 'nework'"):
+        segment(vol, StubBundle(), method="nework")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(min_component_cm3=1.0), r"`min_component_cm3=1.0` applies to keep='all' only"),
+        (dict(keep="none", min_component_cm3=1.0), r"`min_component_cm3=1.0` applies to keep='all' only"),
+        (dict(keep="all", lung_prior=False), r"`lung_prior=False` applies to keep='component' only"),
+        (dict(detection=object()), r"`detection` applies to method='auto' only"),
+        (dict(uncertainty="off", uncertainty_params=object()), r"`uncertainty_params` applies with uncertainty='on'"),
+        (dict(keep="largest"), r"`keep` must be one of component, all, none; got 'largest'"),
+    ],
+)
+def test_network_options_that_do_not_combine_are_refused(two_blobs, options, message):
+    vol, _, _ = two_blobs
+    with pytest.raises(ValueError, match=message):
+        segment(vol, StubBundle(), method="network", **options)
+
+
+def test_segment_timepoints_refuses_before_any_work(two_blobs, monkeypatch):
+    from mkunet.segmentation import infer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work was done before the options were checked")
+
+    monkeypatch.setattr(infer, "segment", no_work)
+    monkeypatch.setattr(infer, "load_model", no_work)
+    vol, _, _ = two_blobs
+    with pytest.raises(ValueError, match="applies to method='network' only"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), keep="all")
+    with pytest.raises(ValueError, match="Unknown option"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), method="network", kepp="all")

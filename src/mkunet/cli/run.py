@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(
             "auto",
             "--method",
-            help="auto | image | network. auto: the image-driven lesion model from each lesions.csv click (tracked "
+            help="auto | network. auto: the image-driven lesion model from each lesions.csv click (tracked "
             "into later scans by registration); without a click, the lesion detected on the first scan, tracked "
             "the same way. network: the trained network on the whole volume.",
         ),

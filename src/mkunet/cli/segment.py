@@ -11,6 +11,15 @@ from typing import Any
 import typer
 
 ROI_KINDS = ("box", "seed", "previous-mask")
+CLI_NAMES = {
+    "method": "--method",
+    "threshold": "--threshold",
+    "keep": "--keep",
+    "overlap": "--overlap",
+    "lung_prior": "--lung-prior",
+    "size_mm": "--seed-size-mm",
+}
+"""How :func:`mkunet.segmentation.infer.check_options` names the options of `segment` here."""
 PACS_CREDENTIALS_HELP = (
     "Credentials are never command-line arguments: set MKUNET_DICOMWEB_TOKEN (bearer) or MKUNET_DICOMWEB_USER and "
     "MKUNET_DICOMWEB_PASSWORD (basic) in the environment, or MKUNET_DICOMWEB_CONFIG=file.toml (token = ... or "
@@ -209,9 +218,10 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(
             "auto",
             "--method",
-            help="auto | image | network. auto: the image-driven lesion model with a seed, box or previous mask; "
+            help="auto | network. auto: the image-driven lesion model with a seed, box or previous mask; "
             "without one, the image-driven detector finds the lesion and the lesion model segments it (both "
-            "measured better on real CT than the network). network: the trained network.",
+            "measured better on real CT than the network). network: the trained network; --threshold, --keep, "
+            "--no-lung-prior, --overlap and --seed-size-mm apply to it only.",
         ),
         uncertainty: str = typer.Option(
             "on",
@@ -261,8 +271,10 @@ def register(app: typer.Typer) -> None:
             tmp_dir = None
             clinical_values = parse_clinical(clinical)
             region = _build_roi(roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm)
-            infer.check_keep(keep)
-            infer.resolve_method(method, region)
+            infer.check_options(  # an option the method would ignore: exit 2 before any work
+                method, threshold=threshold, keep=keep, overlap=overlap, lung_prior=lung_prior,
+                return_attention=attention, roi=region, names=CLI_NAMES,
+            )  # fmt: skip
             check_uncertainty(uncertainty)
             with progress() as bar:
                 task = bar.add_task("reading", total=4)

@@ -23,7 +23,9 @@ __all__ = ["component_at", "nearest_component"]
 
 
 def nearest_component(
-    labels: np.ndarray, point_zyx: Sequence[float] | np.ndarray, spacing_zyx: Sequence[float] | None = None
+    labels: np.ndarray,
+    point_zyx: Sequence[float] | np.ndarray,
+    spacing_zyx: Sequence[float] | np.ndarray | None = None,
 ) -> int:
     """Label of the foreground voxel nearest to ``point_zyx``.
 
@@ -49,7 +51,9 @@ def nearest_component(
 
 
 def component_at(
-    labels: np.ndarray, point_zyx: Sequence[float] | np.ndarray, spacing_zyx: Sequence[float] | None = None
+    labels: np.ndarray,
+    point_zyx: Sequence[float] | np.ndarray,
+    spacing_zyx: Sequence[float] | np.ndarray | None = None,
 ) -> int:
     """Label of the component at ``point_zyx``, else of the one nearest to it (module doc).
 

@@ -58,7 +58,8 @@ def segment_detect(
     candidates = detect_lesions(volume, detection)
     seconds = time.perf_counter() - t0
     for cand in [c for c in candidates if c.reportable][: max(int(tries), 1)]:
-        seed = Seed(tuple(float(v) for v in cand.centroid_zyx[::-1]), units="voxel")
+        z, y, x = (float(v) for v in cand.centroid_zyx)
+        seed = Seed((x, y, z), units="voxel")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -183,7 +184,7 @@ def _lesion_at_roi(
     if seed_zyx is None:
         notes.append("no soft tissue left inside the previous mask: the lesion is gone or moved (no tumour found)")
         return None, np.zeros(volume.shape, bool), box_idx, notes
-    result = segment_lesion(volume, seed_zyx, params, describe=roi.describe())
+    result = segment_lesion(volume, seed_zyx, params, describe=roi.describe())  # type: ignore[arg-type]
     mask = result.mask
     notes.extend(result.notes)
     if box_idx is not None:

@@ -50,7 +50,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -173,7 +173,7 @@ def keep_tumour_component(
     spacing: Sequence[float],
     *,
     keep: Literal["component", "all", "none"] = "component",
-    seed_zyx: Sequence[float] | None = None,
+    seed_zyx: Sequence[float] | np.ndarray | None = None,
     previous: np.ndarray | None = None,
     min_component_cm3: float = 0.0,
     probability: np.ndarray | None = None,
@@ -386,7 +386,7 @@ def _predict_on_box(
     result = predict_probability(
         bundle, sub, vector, overlap=overlap, sw_batch_size=1, return_attention=return_attention, timings=timings
     )
-    prob_sub, att_sub = result if return_attention else (result, None)
+    prob_sub, att_sub = cast(tuple[np.ndarray, Any], result) if return_attention else (cast(np.ndarray, result), None)
     timings["predict"] = time.perf_counter() - t1
     sl = tuple(slice(a, b) for a, b in box)
     if sub is volume:

@@ -151,7 +151,8 @@ def follow_lesion(
         return None, TrackedLesion(point, False, kind, notes, reg), mapped_mask
     k = np.asarray(np.unravel_index(int(np.argmax(depth)), dense.shape)) + lo
     seed_xyz = followup.index_to_physical(k.astype(np.float64))
-    return Seed(tuple(float(v) for v in seed_xyz)), TrackedLesion(point, True, kind, notes, reg), mapped_mask
+    x, y, z = (float(v) for v in seed_xyz)
+    return Seed((x, y, z)), TrackedLesion(point, True, kind, notes, reg), mapped_mask
 
 
 def _grown_box(mask: np.ndarray, pad: int | np.ndarray) -> tuple[slice, ...]:
@@ -179,7 +180,7 @@ def same_lesion(seg: Segmentation, mapped: np.ndarray | None, margin_mm: float =
     box = _grown_box(mapped, np.ceil(margin_mm / np.asarray(seg.volume.spacing)).astype(int) + 1)
     near[box] = ndimage.distance_transform_edt(~mapped[box], sampling=seg.volume.spacing) <= margin_mm
     inside = np.count_nonzero(seg.mask & near) / np.count_nonzero(seg.mask)
-    return covered >= 0.2 or inside >= 0.5
+    return bool(covered >= 0.2 or inside >= 0.5)
 
 
 def _not_found(volume: Volume, record: TrackedLesion | None, seg: Segmentation | None = None) -> Segmentation:
