@@ -1,6 +1,6 @@
 """`mkunet segment`: files written for NIfTI and DICOM input, errors, ROI options.
 
-The model is replaced (monkeypatch of ``mkunet.segmentation.infer.load_model``) by an oracle that
+The model is replaced (monkeypatch of ``mkunet.segmentation.network.load_model``) by an oracle that
 thresholds HU at -300, so the expected mask is known.
 """
 
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from mkunet.cli import app
 from mkunet.cli.segment import parse_clinical
 from mkunet.io import read_mask, read_volume, write_volume
-from mkunet.segmentation import infer
+from mkunet.segmentation import network
 from mkunet.synth.writers import write_ct_series
 from mkunet.volume import Volume
 from tests.bundle_stubs import ClinicalVectorMixin
@@ -50,7 +50,7 @@ class Bundle(ClinicalVectorMixin):
 
 @pytest.fixture(autouse=True)
 def oracle_model(monkeypatch):
-    monkeypatch.setattr(infer, "load_model", lambda model=None: Bundle())
+    monkeypatch.setattr(network, "load_model", lambda model=None: Bundle())
 
 
 def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

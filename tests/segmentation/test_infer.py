@@ -587,13 +587,13 @@ def test_network_options_that_do_not_combine_are_refused(two_blobs, options, mes
 
 
 def test_segment_timepoints_refuses_before_any_work(two_blobs, monkeypatch):
-    from mkunet.segmentation import infer
+    from mkunet.segmentation import infer, network
 
     def no_work(*args, **kwargs):
         raise AssertionError("work was done before the options were checked")
 
     monkeypatch.setattr(infer, "segment", no_work)
-    monkeypatch.setattr(infer, "load_model", no_work)
+    monkeypatch.setattr(network, "load_model", no_work)
     vol, _, _ = two_blobs
     with pytest.raises(ValueError, match="applies to method='network' only"):
         segment_timepoints([vol, vol], [0, 30], StubBundle(), keep="all")

@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             from mkunet.io import read_volume
-            from mkunet.segmentation import infer
+            from mkunet.segmentation import infer, network
             from mkunet.segmentation.uncertainty import check_uncertainty
 
             pacs = _pacs_source(input, dicomweb, study, series, push, timeout)
@@ -294,7 +294,7 @@ def register(app: typer.Typer) -> None:
                     infer.check_seed(volume, region.index_zyx(volume), region.describe(), infer.LesionParams())
                 bar.update(task, advance=1, description="loading model")
                 bundle = (
-                    infer.load_model(model)
+                    network.load_model(model)
                     if (infer.resolve_method(method, region) == "network" or attention)
                     else model
                 )

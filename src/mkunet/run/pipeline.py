@@ -288,12 +288,12 @@ def model_identity(bundle: Any, source: str = "object") -> dict[str, Any]:
 
 
 def _resolve_model(model: Any) -> tuple[Any, str]:
-    from mkunet.segmentation import infer
+    from mkunet.segmentation import network
 
     if model is None:
-        return infer.load_model(None), "shipped"
+        return network.load_model(None), "shipped"
     if isinstance(model, (str, Path)):
-        return infer.load_model(model), str(Path(model).resolve())
+        return network.load_model(model), str(Path(model).resolve())
     return model, "object"
 
 

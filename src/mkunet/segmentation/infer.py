@@ -41,7 +41,8 @@ Where things are: the prompts (:class:`Seed`, :class:`Box`, :class:`PreviousMask
 :class:`~mkunet.segmentation.lesion.SeedError`, :class:`~mkunet.segmentation.lesion.LesionParams`,
 :func:`~mkunet.segmentation.lesion.check_seed`) so that ``from mkunet.segmentation.infer import
 Seed, segment_timepoints`` keeps working; code of the package imports them from the defining
-module, and so should a monkeypatch.
+module, and so should a monkeypatch (``mkunet.segmentation.network.load_model`` is where every path
+loads the model).
 
 Axis conventions: arrays (z, y, x); spacings (z, y, x) in mm; physical points and
 origins (x, y, z) in mm (DICOM LPS), see :mod:`mkunet.volume`.
@@ -56,6 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mkunet.segmentation import network as _network
 from mkunet.segmentation.candidates import DetectionParams
 from mkunet.segmentation.image_path import segment_detect, segment_image
 from mkunet.segmentation.lesion import LesionParams, SeedError, check_seed, segment_lesion
@@ -542,7 +544,7 @@ def segment_timepoints(
     track = (isinstance(roi_list[0], (Seed, Box)) or detected is not None) and len(volumes) > 1
     # tracked follow-ups are seeded, so they run what a seed runs, like the baseline
     uses_network = any(resolve_method(method, r) == "network" for r in (roi_list[:1] if track else roi_list))
-    bundle = load_model(model) if uses_network or segment_kwargs.get("return_attention") else model
+    bundle = _network.load_model(model) if uses_network or segment_kwargs.get("return_attention") else model
 
     def segment_one(vol: Volume, roi: Roi | None, clin: dict[str, Any] | None) -> Segmentation:
         return segment(vol, bundle, clin, roi, method=method, **segment_kwargs)
