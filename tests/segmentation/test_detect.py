@@ -268,7 +268,7 @@ def test_anisotropic_grid_with_an_origin():
 def test_resolve_method_without_a_roi():
     assert resolve_method("auto", None) == "detect"
     assert resolve_method("network", None) == "network"
-    with pytest.raises(ValueError, match="use method='auto'"):
+    with pytest.raises(ValueError, match="Use method='auto'"):
         resolve_method("image", None)
 
 
