@@ -204,7 +204,8 @@ def check_options(
         if detection is not None:
             raise ValueError(
                 f"`{shown['detection']}` applies to {shown['method']}='auto' only (the image-driven detector); "
-                f"{shown['method']}='network' finds the tumour with the network: drop it, or use method 'auto'."
+                f"{shown['method']}='network' finds the tumour with the network: drop it, or pass "
+                f"{shown['method']}='auto'."
             )
         keep = network.get("keep", "component")
         if "min_component_cm3" in given and keep != "all":
