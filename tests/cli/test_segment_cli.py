@@ -257,3 +257,17 @@ def test_uncertainty_option_and_sidecar(tmp_path):
     res = run([path, "--out", tmp_path / "bad", *seed, "--uncertainty", "maybe"])
     assert res.exit_code == 2 and "uncertainty must be one of on, off, got 'maybe'" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_run_refuses_method_image(tmp_path):
+    """``mkunet run --method image`` (the former name of auto): exit 2, one line, before any work."""
+    (tmp_path / "clinical.csv").write_text("patient_id,age\n", encoding="utf-8")
+    res = CliRunner().invoke(
+        app,
+        ["run", str(tmp_path), "--clinical", str(tmp_path / "clinical.csv"), "--out", str(tmp_path / "o")]
+        + ["--method", "image"],
+    )
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Use method='auto' (CLI: --method auto)" in lines[0]
+    assert not (tmp_path / "o").exists()

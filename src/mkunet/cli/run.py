@@ -99,7 +99,9 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             from mkunet.report import write_report
             from mkunet.run.pipeline import read_lesions, run_cohort
+            from mkunet.segmentation.infer import check_method
 
+            check_method(method)  # "image" (now "auto") and typos: exit 2 before any work
             source = None
             if cohort_dir is not None and dicomweb is None:
                 if worklist is not None or push:
