@@ -130,7 +130,7 @@ def one_run(folder: Path, out: Path, bundle, roi, overlap: float = 0.25) -> dict
     t["read DICOM"] = time.perf_counter() - start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = infer.segment(volume, bundle, None, roi, overlap=overlap)
+        seg = infer.segment(volume, bundle, None, roi, method="network", overlap=overlap)
     for key in ("resample", "preprocess", "network", "resample_back", "postprocess"):
         t[key] = seg.timings.get(key, 0.0)
     t0 = time.perf_counter()

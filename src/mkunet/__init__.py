@@ -42,14 +42,14 @@ _EXPORTS: dict[str, str] = {
     "write_rtstruct": "mkunet.io.dicom_out",
     "segment": "mkunet.segmentation.infer",
     "segment_timepoints": "mkunet.segmentation.infer",
-    "Seed": "mkunet.segmentation.infer",
-    "Box": "mkunet.segmentation.infer",
-    "PreviousMask": "mkunet.segmentation.infer",
-    "Segmentation": "mkunet.segmentation.infer",
-    "LongitudinalSegmentation": "mkunet.segmentation.infer",
-    "SeedError": "mkunet.segmentation.infer",
-    "LesionParams": "mkunet.segmentation.infer",
-    "save_segmentation": "mkunet.segmentation.infer",
+    "Seed": "mkunet.segmentation.prompts",
+    "Box": "mkunet.segmentation.prompts",
+    "PreviousMask": "mkunet.segmentation.prompts",
+    "Segmentation": "mkunet.segmentation.results",
+    "LongitudinalSegmentation": "mkunet.segmentation.results",
+    "SeedError": "mkunet.segmentation.lesion",
+    "LesionParams": "mkunet.segmentation.lesion",
+    "save_segmentation": "mkunet.segmentation.results",
     "detect_lesions": "mkunet.segmentation.candidates",
     "DetectionParams": "mkunet.segmentation.candidates",
     "shape_features": "mkunet.analysis.shape",
@@ -109,18 +109,10 @@ if TYPE_CHECKING:  # static checkers see the real objects
     from mkunet.run.pipeline import run_cohort
     from mkunet.run.store import load_run
     from mkunet.segmentation.candidates import DetectionParams, detect_lesions
-    from mkunet.segmentation.infer import (
-        Box,
-        LesionParams,
-        LongitudinalSegmentation,
-        PreviousMask,
-        Seed,
-        SeedError,
-        Segmentation,
-        save_segmentation,
-        segment,
-        segment_timepoints,
-    )
+    from mkunet.segmentation.infer import segment, segment_timepoints
+    from mkunet.segmentation.lesion import LesionParams, SeedError
+    from mkunet.segmentation.prompts import Box, PreviousMask, Seed
+    from mkunet.segmentation.results import LongitudinalSegmentation, Segmentation, save_segmentation
 
 
 def __getattr__(name: str) -> Any:

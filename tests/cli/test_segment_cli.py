@@ -1,6 +1,6 @@
 """`mkunet segment`: files written for NIfTI and DICOM input, errors, ROI options.
 
-The model is replaced (monkeypatch of ``mkunet.segmentation.infer.load_model``) by an oracle that
+The model is replaced (monkeypatch of ``mkunet.segmentation.network.load_model``) by an oracle that
 thresholds HU at -300, so the expected mask is known.
 """
 
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from mkunet.cli import app
 from mkunet.cli.segment import parse_clinical
 from mkunet.io import read_mask, read_volume, write_volume
-from mkunet.segmentation import infer
+from mkunet.segmentation import network
 from mkunet.synth.writers import write_ct_series
 from mkunet.volume import Volume
 from tests.bundle_stubs import ClinicalVectorMixin
@@ -50,7 +50,7 @@ class Bundle(ClinicalVectorMixin):
 
 @pytest.fixture(autouse=True)
 def oracle_model(monkeypatch):
-    monkeypatch.setattr(infer, "load_model", lambda model=None: Bundle())
+    monkeypatch.setattr(network, "load_model", lambda model=None: Bundle())
 
 
 def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,9 +117,7 @@ def test_nifti_input_writes_nifti(tmp_path):
     expected = large.sum() * np.prod(SPACING) / 1000.0
     assert f"{expected:.3f} cm^3" in res.output
     # seed in voxel units (x y z = column row slice) picks the small ball
-    res = run(
-        [path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel", "--seed-size-mm", 30]
-    )
+    res = run([path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel"])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_mask(tmp_path / "seed" / "mask.nii.gz", ref), small)
     # the same seed in mm, negative coordinates included (x y z = LPS)
@@ -127,7 +125,7 @@ def test_nifti_input_writes_nifti(tmp_path):
         Volume(hu.astype(np.float32), spacing=SPACING, origin=(-50.0, -40.0, -30.0)), tmp_path / "neg.nii.gz"
     )
     x, y, z = -50.0 + 27 * SPACING[2], -40.0 + 30 * SPACING[1], -30.0 + 5 * SPACING[0]
-    res = run([neg, "--out", tmp_path / "seedmm", "--seed-point", x, y, z, "--seed-size-mm", 30])
+    res = run([neg, "--out", tmp_path / "seedmm", "--seed-point", x, y, z])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_mask(tmp_path / "seedmm" / "mask.nii.gz", read_volume(neg)), small)
     # previous mask (a NIfTI label map) picks the small ball too
@@ -163,6 +161,29 @@ def test_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "'cm'" in res.output
     res = run([tmp_path / "missing.nii.gz", "--out", tmp_path / "o"])
     assert res.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--keep", "all"], "`--keep='all'` applies to --method='network' only"),
+        (["--no-lung-prior"], "`--lung-prior=False` applies to --method='network' only"),
+        (["--threshold", "0.3"], "`--threshold=0.3` applies to --method='network' only"),
+        (["--overlap", "0.5"], "`--overlap=0.5` applies to --method='network' only"),
+        (["--seed-point", 27, 30, 5, "--seed-units", "voxel", "--seed-size-mm", 30], "`--seed-size-mm=30.0`"),
+        (["--method", "image"], "Use method='auto' (CLI: --method auto)"),
+        (["--method", "network", "--no-lung-prior", "--keep", "all"], "applies to --keep='component' only"),
+    ],
+)
+def test_options_the_method_ignores_are_refused(tmp_path, option, message):
+    """An option that does not apply to the chosen method: exit 2, one line, nothing read or written."""
+    hu, _, _ = phantom()
+    path = write_volume(Volume(hu.astype(np.float32), spacing=SPACING), tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "o", *option])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], res.output
+    assert not (tmp_path / "o").exists()
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
@@ -247,3 +268,17 @@ def test_uncertainty_option_and_sidecar(tmp_path):
     res = run([path, "--out", tmp_path / "bad", *seed, "--uncertainty", "maybe"])
     assert res.exit_code == 2 and "uncertainty must be one of on, off, got 'maybe'" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_run_refuses_method_image(tmp_path):
+    """``mkunet run --method image`` (the former name of auto): exit 2, one line, before any work."""
+    (tmp_path / "clinical.csv").write_text("patient_id,age\n", encoding="utf-8")
+    res = CliRunner().invoke(
+        app,
+        ["run", str(tmp_path), "--clinical", str(tmp_path / "clinical.csv"), "--out", str(tmp_path / "o")]
+        + ["--method", "image"],
+    )
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Use method='auto' (CLI: --method auto)" in lines[0]
+    assert not (tmp_path / "o").exists()

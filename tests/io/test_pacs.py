@@ -649,7 +649,7 @@ def test_read_worklist_errors_name_line_and_column(tmp_path):
 def test_run_from_a_worklist_pushes_every_segmented_scan(orthanc, tmp_path, monkeypatch):
     import pandas as pd
 
-    import mkunet.segmentation.infer
+    import mkunet.segmentation.network
     from tests.run.test_pipeline import OracleBundle, make_tiny_cohort, run
 
     cohort = make_tiny_cohort(tmp_path / "cohort", n_patients=1, n_timepoints=2, shape=(12, 32, 32))
@@ -664,7 +664,7 @@ def test_run_from_a_worklist_pushes_every_segmented_scan(orthanc, tmp_path, monk
     worklist = tmp_path / "worklist.csv"
     pd.DataFrame(rows).to_csv(worklist, index=False)
 
-    monkeypatch.setattr(mkunet.segmentation.infer, "load_model", lambda model=None: OracleBundle())
+    monkeypatch.setattr(mkunet.segmentation.network, "load_model", lambda model=None: OracleBundle())
     res = CliRunner().invoke(
         app,
         ["run", "--dicomweb", orthanc.dicomweb_url, "--worklist", str(worklist), "--push", "--no-report"]

@@ -200,12 +200,12 @@ def test_segment_cli_writes_a_viewer(tmp_path, monkeypatch):
     """``mkunet segment --viewer`` writes viewer.html for the single run, with the same code as the report
     (the model is test_segment_cli's oracle: HU > -300 is tumour)."""
     from mkunet.io import write_volume
-    from mkunet.segmentation import infer
+    from mkunet.segmentation import network
     from tests.cli.test_segment_cli import SPACING as SEG_SPACING
     from tests.cli.test_segment_cli import Bundle, phantom
     from tests.cli.test_segment_cli import run as cli
 
-    monkeypatch.setattr(infer, "load_model", lambda model=None: Bundle())
+    monkeypatch.setattr(network, "load_model", lambda model=None: Bundle())
 
     hu, large, _ = phantom()
     path = write_volume(Volume(hu.astype(np.float32), spacing=SEG_SPACING), tmp_path / "ct.nii.gz")

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from mkunet.segmentation.candidates import Candidate, DetectionParams, detect_lesions
-from mkunet.segmentation.infer import resolve_method, save_segmentation, segment, segment_timepoints
+from mkunet.segmentation.infer import resolve_method, segment, segment_timepoints
+from mkunet.segmentation.results import save_segmentation
 from mkunet.volume import Volume
 
 SHAPE = (40, 80, 100)  # (z, y, x) voxels at 2 mm: (80, 160, 200) mm
@@ -266,8 +267,9 @@ def test_anisotropic_grid_with_an_origin():
 
 def test_resolve_method_without_a_roi():
     assert resolve_method("auto", None) == "detect"
-    assert resolve_method("image", None) == "detect"
     assert resolve_method("network", None) == "network"
+    with pytest.raises(ValueError, match="Use method='auto'"):
+        resolve_method("image", None)
 
 
 def test_segment_whole_volume_detects_and_segments(nodule_volume, tmp_path):

@@ -1,4 +1,5 @@
-"""Tests of mkunet.segmentation.infer: ROI cropping, component rule, empty input, attention, fixed-point LVCR.
+"""Tests of mkunet.segmentation.infer and the modules it drives (prompts, network, results, tracking): ROI
+cropping, component rule, empty input, attention, fixed-point LVCR, options that do not apply refused.
 
 The model is an "oracle": a torch module that thresholds the HU channel (shifted by
 the LVCR entry of the clinical vector), so the expected mask is known exactly.
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from mkunet.segmentation import infer
-from mkunet.segmentation.infer import Box, PreviousMask, Seed, keep_tumour_component, segment, segment_timepoints
+from mkunet.segmentation import results
+from mkunet.segmentation.infer import segment, segment_timepoints
+from mkunet.segmentation.network import keep_tumour_component
+from mkunet.segmentation.prompts import Box, PreviousMask, Seed, body_box
 from mkunet.volume import Volume
 from tests.bundle_stubs import ClinicalVectorMixin, HUOracle, hu_preprocessor
 
@@ -130,9 +133,9 @@ def test_body_box_skips_air_but_not_the_patient():
     arr[:, 55:57, 5:35] = 100.0  # small object below (60 px < 10 % of the body's 961): dropped
     arr[:, 0:2, 70:80] = 100.0  # and another one
     vol = Volume(arr, spacing=(3.0, 1.0, 2.0))
-    assert infer.body_box(vol, margin_mm=4.0) == ((0, 6), (6, 45), (18, 53))
+    assert body_box(vol, margin_mm=4.0) == ((0, 6), (6, 45), (18, 53))
     empty = Volume(np.full((3, 8, 8), -1000.0, np.float32), spacing=(1, 1, 1))
-    assert infer.body_box(empty) == ((0, 3), (0, 8), (0, 8))
+    assert body_box(empty) == ((0, 3), (0, 8), (0, 8))
     # segmenting without ROI keeps the probability at 0 outside the body box
     arr[2:4, 20:25, 30:35] = 40.0
     seg = segment(vol, StubBundle(target_spacing=(3.0, 1.0, 2.0)), method="network")
@@ -178,12 +181,12 @@ def test_seed_cube_grows_until_the_tumour_fits(two_blobs):
 
 
 def test_seed_in_air_is_an_error_naming_the_point(two_blobs):
-    from mkunet.segmentation.infer import SeedError
+    from mkunet.segmentation.lesion import SeedError
 
     vol, big, small = two_blobs
     # 8 mm from the small ball's centre (radius 5): in air
     seed_xyz = vol.index_to_physical(np.array([10, 44, 54.0]))
-    for method in ("network", "image", "auto"):
+    for method in ("network", "auto"):
         with pytest.raises(SeedError, match=r"in air.*mm.*voxel \(z, y, x\) = \[10, 44, 54\]"):
             segment(vol, StubBundle(), method=method, roi=Seed(tuple(seed_xyz)))
 
@@ -267,14 +270,14 @@ def test_empty_input_warns_and_writes(tmp_path):
         seg = segment(vol, StubBundle(), method="network")
     assert seg.empty and not seg.mask.any() and seg.volume_cm3 == 0.0
     assert any("no tumour found" in n for n in seg.notes)
-    written = infer.save_segmentation(seg, tmp_path, ("nifti",))
+    written = results.save_segmentation(seg, tmp_path, ("nifti",))
     from mkunet.io import read_mask
 
     assert not read_mask(written["mask"], vol).any()
     with pytest.raises(ValueError, match="DICOM input"):
-        infer.save_segmentation(seg, tmp_path, ("seg",))
+        results.save_segmentation(seg, tmp_path, ("seg",))
     with pytest.raises(ValueError, match="Unknown output format"):
-        infer.check_formats(["png"], vol)
+        results.check_formats(["png"], vol)
 
 
 def test_attention_maps_on_input_grid(two_blobs, tmp_path):
@@ -292,7 +295,7 @@ def test_attention_maps_on_input_grid(two_blobs, tmp_path):
         # attention = probability here (full res) or its 2x average: high in the big ball, 0 away from it
         assert amap[BIG_C] > 0.9 and amap[0, 63, 0] == 0.0
     np.testing.assert_allclose(seg.attention[0], seg.probability, atol=1e-5)
-    written = infer.save_segmentation(seg, tmp_path, ("nifti",), attention=True)
+    written = results.save_segmentation(seg, tmp_path, ("nifti",), attention=True)
     assert {"mask", "probability", "attention_0", "attention_1"} <= set(written)
 
     # a model without gates: a note, no crash
@@ -496,7 +499,7 @@ def test_estimate_lvcr_is_the_one_kinetics_definition():
 
     from mkunet.analysis import kinetics
     from mkunet.analysis.shape import shape_features
-    from mkunet.segmentation.infer import _estimate_lvcr
+    from mkunet.segmentation.tracking import estimate_lvcr as _estimate_lvcr
 
     spacing = (2.0, 0.8, 0.8)
     z, y, x = np.indices((16, 40, 40))
@@ -511,3 +514,88 @@ def test_estimate_lvcr_is_the_one_kinetics_definition():
         assert got != pytest.approx(kinetics.lvcr(days, voxels, weights=weights).lvcr_per_day, rel=1e-6)
     assert _estimate_lvcr(days, segs) == pytest.approx(_estimate_lvcr(days, segs, "interval"))
     assert _estimate_lvcr(days, segs, "uniform") != pytest.approx(_estimate_lvcr(days, segs, "interval"), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- options that would be ignored
+
+
+@pytest.mark.parametrize(
+    "option, reason",
+    [
+        (dict(threshold=0.3), "HU iso-level"),
+        (dict(keep="all"), "keeps the lesion at the click"),
+        (dict(keep="none"), "keeps the lesion at the click"),
+        (dict(min_component_cm3=1.0), "keeps one lesion"),
+        (dict(overlap=0.5), "only with return_attention=True"),
+        (dict(body_crop=False), "looks in the lungs itself"),
+        (dict(lung_prior=False), "looks in the lungs itself"),
+    ],
+)
+@pytest.mark.parametrize("with_seed", [False, True], ids=["whole-volume", "seed"])
+def test_network_options_with_auto_are_refused(two_blobs, option, reason, with_seed):
+    """method='auto' runs the image lesion model (or detection): a network option given is an error, not ignored."""
+    vol, _, _ = two_blobs
+    roi = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float)))) if with_seed else None
+    ((name, value),) = option.items()
+    with pytest.raises(ValueError, match=rf"`{name}={value!r}` applies to method='network' only \(.*{reason}"):
+        segment(vol, StubBundle(), roi=roi, **option)
+    with pytest.raises(ValueError, match=rf"`{name}={value!r}` applies to method='network' only"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), rois=[roi, None], **option)
+
+
+def test_defaults_and_attention_overlap_are_accepted_with_auto():
+    from mkunet.segmentation.infer import NETWORK_DEFAULTS, check_options
+
+    check_options("auto", **NETWORK_DEFAULTS)  # the defaults given explicitly are not an error
+    check_options("auto", overlap=0.5, return_attention=True)  # the network runs on the lesion's crop then
+    check_options("network", keep="all", min_component_cm3=1.0, threshold=0.3, overlap=0.5, body_crop=False)
+
+
+def test_seed_size_with_auto_is_refused(two_blobs):
+    vol, _, _ = two_blobs
+    seed = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))), size_mm=30.0)
+    with pytest.raises(ValueError, match=r"cube size \(`size_mm=30.0`\) applies to method='network' only"):
+        segment(vol, StubBundle(), roi=seed)
+
+
+def test_method_image_is_refused_with_the_replacement(two_blobs):
+    vol, _, _ = two_blobs
+    seed = Seed(tuple(vol.index_to_physical(np.array(BIG_C, float))))
+    with pytest.raises(ValueError, match=r"method='image'.*Use method='auto'"):
+        segment(vol, StubBundle(), roi=seed, method="image")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Use method='auto'"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), rois=[seed, None], method="image")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"must be one of auto, network; got 'nework'"):
+        segment(vol, StubBundle(), method="nework")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(min_component_cm3=1.0), r"`min_component_cm3=1.0` applies to keep='all' only"),
+        (dict(keep="none", min_component_cm3=1.0), r"`min_component_cm3=1.0` applies to keep='all' only"),
+        (dict(keep="all", lung_prior=False), r"`lung_prior=False` applies to keep='component' only"),
+        (dict(detection=object()), r"`detection` applies to method='auto' only"),
+        (dict(uncertainty="off", uncertainty_params=object()), r"`uncertainty_params` applies with uncertainty='on'"),
+        (dict(keep="largest"), r"`keep` must be one of component, all, none; got 'largest'"),
+    ],
+)
+def test_network_options_that_do_not_combine_are_refused(two_blobs, options, message):
+    vol, _, _ = two_blobs
+    with pytest.raises(ValueError, match=message):
+        segment(vol, StubBundle(), method="network", **options)
+
+
+def test_segment_timepoints_refuses_before_any_work(two_blobs, monkeypatch):
+    from mkunet.segmentation import infer, network
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work was done before the options were checked")
+
+    monkeypatch.setattr(infer, "segment", no_work)
+    monkeypatch.setattr(network, "load_model", no_work)
+    vol, _, _ = two_blobs
+    with pytest.raises(ValueError, match="applies to method='network' only"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), keep="all")
+    with pytest.raises(ValueError, match="Unknown option"):
+        segment_timepoints([vol, vol], [0, 30], StubBundle(), method="network", kepp="all")

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mkunet.segmentation.infer import Box, Seed, segment
+from mkunet.segmentation.infer import segment
 from mkunet.segmentation.lesion import SeedError, segment_lesion
+from mkunet.segmentation.prompts import Box, Seed
 from mkunet.volume import Volume
 
 Predicate = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -323,7 +324,7 @@ def test_bad_seed_is_refused_naming_the_point(plain_chest, where):
     assert "(x, y, z)" in msg and "(z, y, x)" in msg, msg
     assert {"outside": "outside", "air": "air", "bone": "bone"}[where] in msg, msg
     with pytest.raises(SeedError, match=r"(?s)mm.*voxel"):
-        segment(vol, None, roi=Seed(tuple(point), units="mm"), method="image")
+        segment(vol, None, roi=Seed(tuple(point), units="mm"), method="auto")
     with pytest.raises(SeedError, match=r"(?s)mm.*voxel"):
         segment(vol, None, roi=Seed(tuple(point), units="mm"), method="auto")
 
@@ -352,7 +353,7 @@ def test_box_around_a_juxtapleural_ball_takes_the_ball_not_the_wall():
     inside = np.zeros(vol.shape, bool)
     inside[c[0] - 5 : c[0] + 6, c[1] - 12 : c[1] + 13, c[2] - 12 : c[2] + 16] = True
     assert inside[wall].sum() > inside[truth].sum()  # the box holds more chest wall than lesion
-    seg = segment(vol, None, roi=box, method="image")
+    seg = segment(vol, None, roi=box, method="auto")
     assert seg.method == "image" and not seg.empty
     assert not (seg.mask & ~inside).any()
     # the mask is the ball, clipped to the box, not the chest wall inside the box
@@ -388,7 +389,7 @@ def test_synthetic_baseline_dice_per_kind(one_patient_per_kind, kind):
     patient = one_patient_per_kind[kind]
     scan = patient.scans[0]
     click = baseline_lesion(patient)
-    seg = segment(scan.volume, None, roi=Seed((click["x_mm"], click["y_mm"], click["z_mm"])), method="image")
+    seg = segment(scan.volume, None, roi=Seed((click["x_mm"], click["y_mm"], click["z_mm"])), method="auto")
     assert dice(seg.mask, np.asarray(scan.mask, bool)) >= KIND_MIN_DICE[kind], patient.patient_id
 
 
@@ -443,7 +444,7 @@ def test_lidc_0314_nodule_volume(data_dir):
         pytest.skip(f"{path} not found")
     vol = read_volume(path)
     centre = (-57.44, 131.23, -520.36)  # the LUNA16 nodule centre (x, y, z) mm, diameter 15.49 mm
-    seg = segment(vol, None, roi=Seed(centre), method="image")
+    seg = segment(vol, None, roi=Seed(centre), method="auto")
     # reference: voxels > -400 HU connected to the centre 2.03-2.19 cm^3; the 15.49 mm sphere 1.94 cm^3
     # measured: 1.95 cm^3
     assert 1.5 <= seg.volume_cm3 <= 2.6
@@ -461,7 +462,7 @@ def test_hilar_lesion_of_the_4dct_phase_does_not_take_the_mediastinum(data_dir):
     vol = read_volume(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = segment(vol, None, roi=Seed(tuple(vol.index_to_physical((63.0, 244.0, 201.0)))), method="image")
+        seg = segment(vol, None, roi=Seed(tuple(vol.index_to_physical((63.0, 244.0, 201.0)))), method="auto")
     assert seg.volume_cm3 <= 6.0  # the README's lesion is 2-3 cm^3; the mediastinum is far more
     if seg.empty:
         assert any("no" in n and "found" in n for n in seg.notes), seg.notes

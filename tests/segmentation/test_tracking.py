@@ -1,5 +1,6 @@
 """mkunet.segmentation.infer.segment_timepoints with one click on the baseline: the lesion is followed into
-later scans by registration (mkunet.segmentation.register) and segmented there by the image model.
+later scans by registration (mkunet.segmentation.tracking, mkunet.segmentation.register) and segmented there
+by the image model.
 
 The phantom is the analytic chest of tests/test_lesion.py on a wider grid (room for the
 patient to move). A follow-up "taken" with the patient moved by a known rigid motion M
@@ -18,8 +19,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mkunet.segmentation.infer import Seed, segment_timepoints
+from mkunet.segmentation.infer import segment_timepoints
 from mkunet.segmentation.lesion import SeedError
+from mkunet.segmentation.prompts import Seed
 from mkunet.volume import Volume
 from tests.segmentation.test_lesion import FREE, LESION_HU, LUNG_HU, R, ball, chest, cylinder, dice, inside_mask, render
 
@@ -160,13 +162,14 @@ def test_tracking_none_same_frame_of_reference_does_not_warn(two_static_scans):
 @pytest.mark.parametrize("timepoint", [0, 1])
 def test_bad_seed_stops_before_any_work(two_static_scans, monkeypatch, timepoint):
     import mkunet.segmentation.infer
+    import mkunet.segmentation.network
     import mkunet.segmentation.register
 
     def no_work(*args, **kwargs):
         raise AssertionError("work was done before the seeds were checked")
 
     monkeypatch.setattr(mkunet.segmentation.infer, "segment", no_work)
-    monkeypatch.setattr(mkunet.segmentation.infer, "load_model", no_work)
+    monkeypatch.setattr(mkunet.segmentation.network, "load_model", no_work)
     monkeypatch.setattr(mkunet.segmentation.register, "register", no_work)
     air = (-28.0, 20.0, 20.0)  # (x, y, z) mm: aerated lung, 12 mm from the lesion
     assert two_static_scans[0].array[tuple(np.rint(two_static_scans[0].physical_to_index(air)).astype(int))] < (

@@ -95,7 +95,7 @@ def run_command(
     method: str = typer.Option(
         "auto",
         "--method",
-        help="auto | image | network. auto: the image-driven lesion model from each click (or the lesion "
+        help="auto | network. auto: the image-driven lesion model from each click (or the lesion "
         "detected on the first scan), tracked into later scans by registration. network: the trained "
         "network on the whole volume.",
         rich_help_panel=PANEL_INPUTS,
@@ -177,7 +177,9 @@ def run_command(
     with user_errors():
         from mkunet.report import write_report
         from mkunet.run.pipeline import run_cohort
+        from mkunet.segmentation.infer import check_method
 
+        check_method(method)  # typos and the retired "image": exit 2 before any work
         source = None
         if cohort_dir is not None and dicomweb is None:
             if worklist is not None or push:

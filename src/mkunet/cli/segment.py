@@ -16,6 +16,15 @@ import typer
 from mkunet.cli._common import PACS_CREDENTIALS, PANEL_NETWORK, PANEL_OUTPUTS, PANEL_PACS, PANEL_ROI
 
 ROI_KINDS = ("box", "seed", "previous-mask")
+CLI_NAMES = {
+    "method": "--method",
+    "threshold": "--threshold",
+    "keep": "--keep",
+    "overlap": "--overlap",
+    "lung_prior": "--lung-prior",
+    "size_mm": "--seed-size-mm",
+}
+"""How :func:`mkunet.segmentation.infer.check_options` names the options of `segment` here."""
 UNITS = ("mm", "voxel")
 
 
@@ -270,8 +279,9 @@ def segment_command(
     method: str = typer.Option(
         "auto",
         "--method",
-        help="auto | image | network. auto: the image-driven lesion model from a seed, box or previous "
-        "mask; without one, the image-driven detector finds the lesion first. network: the trained network.",
+        help="auto | network. auto: the image-driven lesion model from a seed, box or previous mask; "
+        "without one, the image-driven detector finds the lesion first. network: the trained network "
+        "(the Network options apply to it only).",
     ),
     seed_point: tuple[float, float, float] | None = typer.Option(
         None,
@@ -405,7 +415,7 @@ def segment_command(
 
     with user_errors():
         from mkunet.io import read_volume
-        from mkunet.segmentation import infer
+        from mkunet.segmentation import infer, network
         from mkunet.segmentation.uncertainty import check_uncertainty
 
         pacs_options = PacsOptions(dicomweb, study, series, push, cache, timeout)
@@ -414,7 +424,10 @@ def segment_command(
         region = RegionOptions(
             roi, box, box_units, seed_point, seed_units, seed_size_mm, previous_mask, margin_mm
         ).build()
-        infer.check_keep(keep)
+        infer.check_options(  # an option the method would ignore: exit 2 before any work
+            method, threshold=threshold, keep=keep, overlap=overlap, lung_prior=lung_prior,
+            return_attention=attention, roi=region, names=CLI_NAMES,
+        )  # fmt: skip
         resolved = infer.resolve_method(method, region)
         check_uncertainty(uncertainty)
         tmp_dir = None
@@ -429,7 +442,7 @@ def segment_command(
                 infer.roi_crop_box(volume, region)
                 infer.check_seed(volume, region.index_zyx(volume), region.describe(), infer.LesionParams())
             bar.update(task, advance=1, description="loading model")
-            bundle = infer.load_model(model) if (resolved == "network" or attention) else model
+            bundle = network.load_model(model) if (resolved == "network" or attention) else model
             bar.update(task, advance=1, description="segmenting")
             result = infer.segment(
                 volume,

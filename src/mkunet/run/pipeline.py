@@ -162,12 +162,12 @@ ProgressCallback = Callable[[int, int, str], None]
 
 
 def _resolve_model(model: Any) -> tuple[Any, str]:
-    from mkunet.segmentation import infer
+    from mkunet.segmentation import network
 
     if model is None:
-        return infer.load_model(None), "shipped"
+        return network.load_model(None), "shipped"
     if isinstance(model, (str, Path)):
-        return infer.load_model(model), str(Path(model).resolve())
+        return network.load_model(model), str(Path(model).resolve())
     return model, "object"
 
 
@@ -237,9 +237,9 @@ def _params(
         raise ValueError(f"lvcr_weights must be interval, inverse_variance or uniform, got {lvcr_weights!r}.")
     if not margin_mm > 0:
         raise ValueError(f"margin_mm must be > 0 mm, got {margin_mm!r}.")
-    from mkunet.segmentation.infer import check_method
+    from mkunet.segmentation.infer import check_options
 
-    check_method(method)
+    check_options(method, threshold=threshold)  # "image" and a threshold with "auto" are refused
     return {
         "method": method,
         "uncertainty": check_uncertainty(uncertainty),
@@ -312,7 +312,7 @@ def run_cohort(
             "Target lesions"); None: the whole-volume path for every patient.
         method: :func:`mkunet.segmentation.infer.segment` method: ``"auto"`` (the image lesion model from each
             click, box or previous mask; for the whole volume the image-driven detection on the first
-            scan, then tracking), ``"image"`` or ``"network"``.
+            scan, then tracking) or ``"network"`` (a ``threshold`` applies to it only).
         uncertainty: ``"on"`` (default): each scan's segmentation uncertainty (:mod:`mkunet.segmentation.uncertainty`;
             ``volume_se_cm3`` and ``sigma_log_volume_seg`` columns) widens the LVCR interval
             (``kinetics.lvcr(..., sigma_segmentation=...)``); ``"off"``: the repeat-scan error model only.

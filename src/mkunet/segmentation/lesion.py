@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mkunet.segmentation.components import component_at
 from mkunet.segmentation.lung import aerated_lung
 from mkunet.volume import Volume
 
@@ -257,17 +258,14 @@ def _within(mask: np.ndarray, g: float, reach_mm: float) -> np.ndarray:
 
 
 def _component_at(binary: np.ndarray, point: Sequence[int]) -> np.ndarray:
+    """The 26-connected component of ``binary`` at ``point`` (voxel indices), else the nearest one
+    (:func:`mkunet.segmentation.components.component_at`, isotropic grid: voxel distances)."""
     from scipy import ndimage
 
     labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
-    lab = int(labels[tuple(point)])
-    if lab == 0:
-        if n == 0:
-            return np.zeros_like(binary)
-        coords = np.argwhere(binary)
-        d2 = ((coords - np.asarray(point)) ** 2).sum(1)
-        lab = int(labels[tuple(coords[int(np.argmin(d2))])])
-    return labels == lab
+    if n == 0:
+        return np.zeros_like(binary)
+    return labels == component_at(labels, point)
 
 
 # ----------------------------------------------------------------------------- the model
