@@ -84,6 +84,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mkunet.segmentation.orientation import canonical_orientation  # orientation hook (issue #23)
 from mkunet.volume import Volume
 
 __all__ = [
@@ -397,6 +398,7 @@ def _hessian_eigenvalues(image: np.ndarray, point: np.ndarray, sigma_vox: float)
     return np.linalg.eigvalsh(h)
 
 
+@canonical_orientation("volume")  # orientation hook: runs on the LPS grid, centroid_zyx on the user's grid
 def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> list[Candidate]:
     """Image-driven candidate lung lesions of a whole CT, ranked (module docstring, "Image-driven detection").
 

@@ -66,6 +66,7 @@ from mkunet.models.bundle import predict_probability
 from mkunet.segmentation.candidates import DetectionParams
 from mkunet.segmentation.lesion import LesionParams, LesionResult, SeedError, check_seed, segment_lesion
 from mkunet.segmentation.lung import lung_region
+from mkunet.segmentation.orientation import canonical_orientation  # orientation hook (issue #23)
 from mkunet.segmentation.uncertainty import UncertaintyParams, VolumeUncertainty, check_uncertainty
 from mkunet.utils import atomic_write_text, is_missing, to_jsonable
 from mkunet.volume import Volume, same_grid
@@ -639,6 +640,7 @@ def resolve_method(method: str, roi: Roi | None) -> str:
     return "image"
 
 
+@canonical_orientation("volume", roi="roi")  # orientation hook: runs on the LPS grid, answers on the user's
 def segment(
     volume: Volume,
     model: Any = None,
@@ -1357,6 +1359,7 @@ def _same_lesion(seg: Segmentation, mapped: np.ndarray | None, margin_mm: float 
     return covered >= 0.2 or inside >= 0.5
 
 
+@canonical_orientation("volumes", roi="rois")  # orientation hook: runs on the LPS grid, answers on the user's
 def segment_timepoints(
     volumes: Sequence[Volume],
     days: Sequence[float],
