@@ -314,7 +314,7 @@ def test_network_maps_come_back_exactly():
 
 # ----------------------------------------------------------------------------- real CT: pyradiomics lung2
 LUNG2_CROP = (slice(0, 45), slice(150, 512), slice(0, 512))
-"""(z, y, x): the lesion (slices 15-25) with both lungs around it (the detector needs them); full scan 61 x 512 x 512."""
+"""(z, y, x): the lesion (slices 15-25) with both lungs around it (the detector needs them); full 61 x 512 x 512."""
 
 
 def _crop(volume: Volume, box: tuple[slice, ...]) -> Volume:

@@ -254,7 +254,7 @@ class Reorientation:
             )
         if self.is_identity:
             return volume
-        corner = self.index_to_input(np.zeros(3))
+        origin = volume.index_to_physical(self.index_to_input(np.zeros(3)))  # the new voxel [0, 0, 0], mm
         direction = np.empty((3, 3))
         for a in range(3):  # canonical array axis a is canonical image axis 2 - a
             j = 2 - self.axes[a]  # the input image axis it comes from
@@ -265,8 +265,8 @@ class Reorientation:
         return dataclasses.replace(
             volume,
             array=self.to_canonical(volume.array),
-            spacing=tuple(volume.spacing[a] for a in self.axes),
-            origin=tuple(float(v) for v in volume.index_to_physical(corner)),
+            spacing=(volume.spacing[self.axes[0]], volume.spacing[self.axes[1]], volume.spacing[self.axes[2]]),
+            origin=(float(origin[0]), float(origin[1]), float(origin[2])),
             direction=direction,
             source=source,
             meta=dict(volume.meta),
@@ -320,7 +320,7 @@ def roi_to_canonical(roi: Any, volume: Volume, canonical: Volume, back: Reorient
 
     ROIs are recognised by their fields (this module must not import :mod:`mkunet.segmentation.infer`).
     """
-    if roi is None or back.is_identity or not dataclasses.is_dataclass(roi):
+    if roi is None or back.is_identity or not hasattr(roi, "__dataclass_fields__"):
         return roi
     units = getattr(roi, "units", None)
     if hasattr(roi, "point") and units == "voxel":  # Seed in voxels (x, y, z)
@@ -444,22 +444,27 @@ def canonical_orientation(volume: str = "volume", roi: str | None = None) -> Cal
                 bound = signature.bind(*args, **kwargs)
             except TypeError:
                 return func(*args, **kwargs)  # the function reports the bad call
-            given = bound.arguments.get(volume)
+            given: Any = bound.arguments.get(volume)
             many = not isinstance(given, Volume)
-            try:
-                volumes = [given] if not many else list(given)  # type: ignore[arg-type]
-            except TypeError:
-                return func(*args, **kwargs)
-            if not volumes or not all(isinstance(v, Volume) for v in volumes):
-                return func(*args, **kwargs)  # the function validates its input
+            if many:  # a sequence of volumes (a generator is consumed once, here, and passed on as a list)
+                try:
+                    given = bound.arguments[volume] = list(given)
+                except (TypeError, KeyError):
+                    return func(*bound.args, **bound.kwargs)  # the function validates its input
+            items = [given] if not many else list(given)
+            volumes: list[Volume] = [v for v in items if isinstance(v, Volume)]
+            if not volumes or len(volumes) != len(items):
+                return func(*bound.args, **bound.kwargs)  # the function validates its input
             backs = [Reorientation.of(v) for v in volumes]
             if all(b.is_identity for b in backs):
-                return func(*args, **kwargs)
-            rois_given = bound.arguments.get(roi) if roi is not None else None
+                return func(*bound.args, **bound.kwargs)
+            rois_given: Any = bound.arguments.get(roi) if roi is not None else None
             if many:
+                if rois_given is not None:
+                    rois_given = bound.arguments[roi] = list(rois_given)  # type: ignore[index]
                 rois = list(rois_given) if rois_given is not None else [None] * len(volumes)
                 if len(rois) != len(volumes):
-                    return func(*args, **kwargs)  # the function names the mismatch
+                    return func(*bound.args, **bound.kwargs)  # the function names the mismatch
             else:
                 rois = [rois_given]
             extra = bound.arguments.get("segment_kwargs") or {}
