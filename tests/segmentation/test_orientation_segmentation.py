@@ -362,3 +362,13 @@ def test_lung2_gives_the_axial_result_in_every_orientation(lung2, lung2_axial, n
     assert truth[tuple(np.rint(top.centroid_zyx).astype(int))]  # the user's voxel lies in the lesion
     one_voxel = np.asarray(to_canonical(vol)[0].spacing)[::-1]
     assert np.all(np.abs(np.subtract(top.centroid_mm, ref.centroid_mm)) <= one_voxel)
+
+
+@pytest.mark.parametrize("name", ["identity", "coronal"])
+def test_warnings_point_at_the_callers_line(name):
+    """The hook adds a frame: the entry points' warnings must still name the line that called them."""
+    vol = Volume(np.full((6, 20, 22), 40.0, np.float32), (2.0, 1.0, 1.0), direction=DIRECTIONS[name])
+    with pytest.warns(UserWarning, match="No tumour found") as record:
+        seg = segment(vol, None)  # no lung: nothing detected, an empty mask and a warning
+    assert seg.empty and seg.mask.shape == vol.shape
+    assert {Path(w.filename).name for w in record} == {Path(__file__).name}

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -440,6 +441,9 @@ def canonical_orientation(volume: str = "volume", roi: str | None = None) -> Cal
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return _forward_warnings(run, args, kwargs)
+
+        def run(*args: Any, **kwargs: Any) -> R:
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError:
@@ -481,6 +485,22 @@ def canonical_orientation(volume: str = "volume", roi: str | None = None) -> Cal
         return wrapper
 
     return decorate
+
+
+def _forward_warnings(run: Callable[..., R], args: Any, kwargs: Any) -> R:
+    """``run(*args, **kwargs)``; a warning the entry point aims at its caller (its ``stacklevel`` lands in
+    this module, one frame short) is issued again at the caller's line, the others as they came."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # type: ignore[assignment]
+            warnings.simplefilter("always")
+            return run(*args, **kwargs)
+    finally:
+        for w in caught:
+            if w.filename == __file__:
+                warnings.warn(w.message, w.category, stacklevel=3)  # here, the wrapper, its caller
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _roi_text(user_roi: Any, canon_roi: Any, text: str) -> str | None:
