@@ -3,7 +3,9 @@
 Every other test writes head-first-supine axial images (identity direction). Here the
 geometry is checked against references that do not go through ``mkunet``'s own
 index <-> mm mapping: the DICOM headers themselves, SimpleITK's
-``TransformContinuousIndexToPhysicalPoint``, and a NIfTI affine written by hand.
+``TransformContinuousIndexToPhysicalPoint``, and a NIfTI affine written by hand. This file checks
+geometry only; that segmentation gives the same result in every orientation is checked in
+tests/segmentation/test_orientation_segmentation.py.
 
 Conventions: arrays (z, y, x); spacings (z, y, x) mm; physical points (x, y, z) mm, DICOM LPS;
 ``Volume.direction`` column j = image index axis j (x, y, z), as in SimpleITK.

@@ -11,7 +11,9 @@
 * :mod:`~mkunet.segmentation.candidates`: whole-volume lesion detection;
 * :mod:`~mkunet.segmentation.lung`: lung masks and the lung region;
 * :mod:`~mkunet.segmentation.register`: follow-up to baseline registration (tracking);
-* :mod:`~mkunet.segmentation.uncertainty`: each volume's segmentation SE and sigma(ln V).
+* :mod:`~mkunet.segmentation.uncertainty`: each volume's segmentation SE and sigma(ln V);
+* :mod:`~mkunet.segmentation.orientation`: the one canonical orientation (LPS) the entry points
+  segment in, whatever the scan's, with results brought back exactly onto the user's grid.
 
 The names users need are importable from :mod:`mkunet` itself.
 """

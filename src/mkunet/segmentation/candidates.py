@@ -73,6 +73,14 @@ the lung region, or no aerated lung surrounds it) are not found; a tumour-free c
 vessel junctions of 6-9 mm (small scores) that a reader dismisses.
 
 Arrays are (z, y, x); spacings (z, y, x) mm; physical points (x, y, z) mm (LPS).
+
+Orientation: the lungs' slice outline and their left-right midline take array axis 0 as
+cranio-caudal and axis 2 as left-right, i.e. the canonical orientation of
+:mod:`mkunet.segmentation.orientation` (LPS). :func:`detect_lesions` guarantees it (it runs on
+the canonical reorientation of its input and gives ``centroid_zyx`` on the input's grid;
+``centroid_mm`` does not depend on the grid), and so does :func:`mkunet.segmentation.infer.segment`
+for the network's candidates of :func:`list_candidates`; a direct caller of
+:func:`list_candidates` should pass a canonical volume (:func:`mkunet.segmentation.orientation.to_canonical`).
 """
 
 from __future__ import annotations
@@ -84,6 +92,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mkunet.segmentation.orientation import canonical_orientation
 from mkunet.volume import Volume
 
 __all__ = [
@@ -395,6 +404,7 @@ def _hessian_eigenvalues(image: np.ndarray, point: np.ndarray, sigma_vox: float)
     return np.linalg.eigvalsh(h)
 
 
+@canonical_orientation("volume")  # runs on the canonical (LPS) grid; centroid_zyx on the user's
 def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> list[Candidate]:
     """Image-driven candidate lung lesions of a whole CT, ranked (module docstring, "Image-driven detection").
 

@@ -69,6 +69,7 @@ from mkunet.segmentation.network import (
     predict_probability,
     segment_network,
 )
+from mkunet.segmentation.orientation import canonical_orientation
 from mkunet.segmentation.prompts import Box, PreviousMask, Roi, Seed, body_box, roi_crop_box
 from mkunet.segmentation.results import (
     FORMATS,
@@ -264,6 +265,7 @@ def _check_auto_options(
 # ----------------------------------------------------------------------------- segment
 
 
+@canonical_orientation("volume", roi="roi")  # runs on the canonical (LPS) grid, answers on the user's
 def segment(
     volume: Volume,
     model: Any = None,
@@ -471,6 +473,7 @@ def _click_sigma(seg: Segmentation, roi: Roi | None, params: LesionParams, up: U
 # ----------------------------------------------------------------------------- segment_timepoints
 
 
+@canonical_orientation("volumes", roi="rois")  # runs on the canonical (LPS) grid, answers on the user's
 def segment_timepoints(
     volumes: Sequence[Volume],
     days: Sequence[float],

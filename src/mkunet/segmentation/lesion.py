@@ -43,6 +43,14 @@ Algorithm (all distances in mm; the work is done on a crop resampled to an isotr
 9. The mask is brought back to the input grid by linear interpolation of the 0/1 mask
    (>= 0.5), intersected with the iso-level on the input voxels, holes filled.
 
+Orientation: the slice hulls, the rib cage and the part-solid shell take array axis 0 as the
+cranio-caudal axis, i.e. they assume the canonical orientation of
+:mod:`mkunet.segmentation.orientation` (LPS: axis 0 axial slices inferior to superior, axis 1
+anterior to posterior, axis 2 right to left), which the entry points :func:`mkunet.segmentation.infer.segment`
+and :func:`mkunet.segmentation.infer.segment_timepoints` guarantee. A direct caller of
+:func:`segment_lesion` with a coronal, sagittal, prone or feet-first array should reorient it
+first (:func:`mkunet.segmentation.orientation.to_canonical`).
+
 Partial volume: the volume follows the HU iso-level ``t`` (halfway between lesion and
 lung at the default ``iso_fraction``). Readers outline a little outside it; a lower
 ``iso_fraction`` (e.g. 0.35) gives larger volumes. Keep it fixed within a study:
