@@ -342,7 +342,7 @@ class QCResult:
 
 def click_inscribed_radius_mm(
     volume: Volume,
-    click_zyx: Sequence[float],
+    click_zyx: Sequence[float] | np.ndarray,
     *,
     search_mm: float = 3.0,
     smooth_mm: float = 1.0,
