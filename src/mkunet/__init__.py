@@ -15,6 +15,7 @@ coordinates, LPS). The package is laid out by concern:
 * :mod:`mkunet.preprocess`: the four input channels, windowing, resampling, augmentation;
 * :mod:`mkunet.segmentation`: the lesion model, detection, lungs, registration, tracking, uncertainty;
 * :mod:`mkunet.analysis`: shape, kinetics, IES, survival statistics, metrics;
+* :mod:`mkunet.qc`: automatic quality control of each segmentation and each lesion series;
 * :mod:`mkunet.run`: cohort inputs, the resumable pipeline, the run folder;
 * :mod:`mkunet.report`, :mod:`mkunet.models`, :mod:`mkunet.train`, :mod:`mkunet.synth`, :mod:`mkunet.cli`.
 
@@ -59,6 +60,10 @@ _EXPORTS: dict[str, str] = {
     "immune_evasion_score": "mkunet.analysis.ies",
     "dice": "mkunet.analysis.metrics",
     "hd95": "mkunet.analysis.metrics",
+    "check_segmentation": "mkunet.qc",
+    "check_series": "mkunet.qc",
+    "QCParams": "mkunet.qc",
+    "QCResult": "mkunet.qc",
     "run_cohort": "mkunet.run.pipeline",
     "load_run": "mkunet.run.store",
 }
@@ -73,9 +78,13 @@ __all__ = [
     "LesionParams",
     "LongitudinalSegmentation",
     "PreviousMask",
+    "QCParams",
+    "QCResult",
     "Seed",
     "SeedError",
     "Segmentation",
+    "check_segmentation",
+    "check_series",
     "detect_lesions",
     "dice",
     "hd95",
@@ -106,6 +115,7 @@ if TYPE_CHECKING:  # static checkers see the real objects
     from mkunet.io.dicom_in import DicomSeriesError
     from mkunet.io.dicom_out import write_rtstruct, write_seg
     from mkunet.io.files import read_mask, read_rtstruct, read_volume, write_mask, write_volume
+    from mkunet.qc import QCParams, QCResult, check_segmentation, check_series
     from mkunet.run.pipeline import run_cohort
     from mkunet.run.store import load_run
     from mkunet.segmentation.candidates import DetectionParams, detect_lesions
