@@ -213,6 +213,8 @@ def test_synthetic_patient_is_followed(solid_patients, which):
         [s.days for s in p.scans],
         rois=[Seed((click["x_mm"], click["y_mm"], click["z_mm"])), None, None],
     )
-    # measured (SYN0002, 2.9 -> 4.1 cm^3): Dice 0.964, 0.960, 0.981
+    # measured, per scan: SYN0001 0.929, 0.910, 0.904; SYN0002 (2.9 -> 4.1 cm^3) 0.965, 0.953, 0.981
+    measured = {0: (0.929, 0.910, 0.904), 1: (0.965, 0.953, 0.981)}[which]
     for k, (seg, scan) in enumerate(zip(res.segmentations, p.scans)):
-        assert dice(seg.mask, np.asarray(scan.mask, bool)) >= 0.85, (p.patient_id, k, scan.shift_mm)
+        d = dice(seg.mask, np.asarray(scan.mask, bool))
+        assert d >= measured[k] - 0.02, (p.patient_id, k, d, scan.shift_mm)
