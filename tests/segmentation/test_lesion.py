@@ -8,7 +8,8 @@ slice is the mean of 5 sub-slices (slice-thickness partial volume), then blurred
 0.7 mm Gaussian (in-plane partial volume), then Gaussian noise of SD 20 HU is added with a
 fixed seed. The expected lesion is the set of voxels whose centre lies inside the analytic
 ball, and the expected volume is 4/3 pi r^3: both come from the geometry, never from the
-code under test. Helpers here are imported by tests/test_tracking.py.
+code under test. Helpers here are imported by tests/segmentation/test_tracking.py and
+tests/cli/test_segment_cli.py.
 
 Known failures are marked ``xfail(strict=True)`` with the reason and the measured value: a
 fix makes them pass, and strict mode then asks for the marker to be removed.
