@@ -8,13 +8,18 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(
-    os.environ.get("MKUNET_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    os.environ.get("MKUNET_SHARED_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 ).resolve()
+"""The real-data folder: ``MKUNET_SHARED_DATA`` when set (and not empty), else ../shared/data."""
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder of real CT data and reference values; the test skips when it is absent."""
+    """The folder of real CT data and reference values; the test skips when it is absent.
+
+    Every test that reads real data takes its folder from this fixture (never a path of its own),
+    so that ``MKUNET_SHARED_DATA`` moves all of them at once.
+    """
     if not SHARED_DATA.is_dir():
         pytest.skip(
             f"real reference data not found at {SHARED_DATA} (only present in the project's workspace; "

@@ -1,7 +1,10 @@
 """`mkunet segment`: files written for NIfTI and DICOM input, errors, ROI options.
 
-The model is replaced (monkeypatch of ``mkunet.segmentation.network.load_model``) by an oracle that
-thresholds HU at -300, so the expected mask is known.
+``--method network`` runs the shipped model (``src/mkunet/weights``, loaded as the CLI loads it:
+no ``--model``) on the analytic chest phantom of tests/segmentation/test_lesion.py, with Dice
+pinned near the measured values. The seed, box and previous-mask runs use the default method
+(the image-driven lesion model, no network) on a small two-ball phantom whose masks are exact.
+Only :func:`test_lung_prior_flag` keeps an HU oracle (see its docstring).
 """
 
 from __future__ import annotations
@@ -48,9 +51,40 @@ class Bundle(ClinicalVectorMixin):
     threshold: float = 0.5
 
 
-@pytest.fixture(autouse=True)
 def oracle_model(monkeypatch):
     monkeypatch.setattr(network, "load_model", lambda model=None: Bundle())
+
+
+CHEST_SMALL_XYZ = (28.0, -10.0, 5.0)  # mm: a 5 mm ball in the left lung, beside the 8 mm one at test_lesion.FREE
+
+
+def chest_phantom() -> tuple[Volume, np.ndarray, np.ndarray]:
+    """test_lesion's chest phantom with an 8 mm ball in the right lung and a 5 mm one in the left;
+    returns (volume, large, small), the balls as the voxels whose centre lies inside them."""
+    from tests.segmentation.test_lesion import FREE, LESION_HU, ball, chest, inside_mask, render
+
+    volume = render(chest() + [(ball(FREE, 8.0), LESION_HU), (ball(CHEST_SMALL_XYZ, 5.0), LESION_HU)])
+    return volume, inside_mask(volume, ball(FREE, 8.0)), inside_mask(volume, ball(CHEST_SMALL_XYZ, 5.0))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def test_network_on_a_chest_phantom_writes_nifti(tmp_path):
+    """The shipped model over the whole volume keeps the larger ball (measured Dice 0.937)."""
+    volume, large, small = chest_phantom()
+    path = write_volume(volume, tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "out", "--attention", "--method", "network"])
+    assert res.exit_code == 0, res.output
+    assert "tumour volume:" in res.output and "mask.nii.gz" in res.output
+    ref = read_volume(path)
+    mask = read_mask(tmp_path / "out" / "mask.nii.gz", ref)
+    assert dice(mask, large) >= 0.937 - 0.02 and not (mask & small).any()
+    prob = read_volume(tmp_path / "out" / "probability.nii.gz")
+    assert prob.shape == ref.shape and np.allclose(prob.origin, ref.origin)
+    assert (tmp_path / "out" / "attention_0.nii.gz").exists()
+    assert f"{mask.sum() * np.prod(ref.spacing) / 1000.0:.3f} cm^3" in res.output
 
 
 def phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,16 +140,7 @@ def test_nifti_input_writes_nifti(tmp_path):
     hu, large, small = phantom()
     vol = Volume(hu.astype(np.float32), spacing=SPACING, origin=(5.0, -3.0, 12.0))
     path = write_volume(vol, tmp_path / "ct.nii.gz")
-    res = run([path, "--out", tmp_path / "out", "--attention", "--method", "network"])
-    assert res.exit_code == 0, res.output
-    assert "tumour volume:" in res.output and "mask.nii.gz" in res.output
     ref = read_volume(path)
-    np.testing.assert_array_equal(read_mask(tmp_path / "out" / "mask.nii.gz", ref), large)
-    prob = read_volume(tmp_path / "out" / "probability.nii.gz")
-    assert prob.shape == ref.shape and np.allclose(prob.origin, ref.origin)
-    assert (tmp_path / "out" / "attention_0.nii.gz").exists()
-    expected = large.sum() * np.prod(SPACING) / 1000.0
-    assert f"{expected:.3f} cm^3" in res.output
     # seed in voxel units (x y z = column row slice) picks the small ball
     res = run([path, "--out", tmp_path / "seed", "--seed-point", 27, 30, 5, "--seed-units", "voxel"])
     assert res.exit_code == 0, res.output
@@ -192,22 +217,22 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 
 
 def test_dicom_input_writes_seg_and_rtstruct(tmp_path):
-    hu, large, small = phantom()
-    folder = write_series(tmp_path / "ct", hu)
+    volume, large, small = chest_phantom()
+    folder = write_series(tmp_path / "ct", np.rint(volume.array).astype(np.int16), volume.spacing, volume.origin)
     res = run([folder, "--out", tmp_path / "out", "--method", "network"])
     assert res.exit_code == 0, res.output
     out = tmp_path / "out"
     for name in ("mask.nii.gz", "probability.nii.gz", "seg.dcm", "rtstruct.dcm"):
         assert (out / name).exists(), name
     ref = read_volume(folder)
-    np.testing.assert_array_equal(read_mask(out / "mask.nii.gz", ref), large)
+    mask = read_mask(out / "mask.nii.gz", ref)
+    assert dice(mask, large) >= 0.937 - 0.02 and not (mask & small).any()  # measured: 0.937 (shipped model)
     seg = pydicom.dcmread(out / "seg.dcm")
     assert seg.PatientID == "CLI-1" and seg.StudyInstanceUID == ref.study_uid
     from mkunet.io import read_rtstruct
 
     rt = read_rtstruct(out / "rtstruct.dcm", ref)
-    dice = 2 * (rt & large).sum() / (rt.sum() + large.sum())
-    assert dice >= 0.9
+    assert dice(rt, mask) >= 0.9
     if DCIODVFY:
         assert _dciodvfy_errors(out / "seg.dcm") == []
         assert _dciodvfy_errors(out / "rtstruct.dcm") == []
@@ -223,9 +248,14 @@ def test_dicom_input_without_tumour(tmp_path):
         assert (tmp_path / "out" / name).exists(), name
 
 
-def test_lung_prior_flag(tmp_path):
+def test_lung_prior_flag(tmp_path, monkeypatch):
     """A soft-tissue trunk (large, tumour-like for the oracle) around one lung holding a small tumour:
-    the default lung prior keeps the tumour, --no-lung-prior the largest probability mass (the trunk)."""
+    the default lung prior keeps the tumour, --no-lung-prior the largest probability mass (the trunk).
+
+    The one test with an HU oracle (it thresholds HU at -300): the flag's effect needs a network that
+    calls tissue outside the lung tumour, and the shipped model calls none on the chest phantom
+    (measured: two components above threshold, the two balls, with and without the prior)."""
+    oracle_model(monkeypatch)
     shape, spacing = (12, 48, 48), (2.5, 1.5, 1.5)
     hu = np.full(shape, -1000, np.int16)
     hu[:, 4:44, 4:44] = 40

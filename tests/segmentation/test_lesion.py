@@ -8,10 +8,16 @@ slice is the mean of 5 sub-slices (slice-thickness partial volume), then blurred
 0.7 mm Gaussian (in-plane partial volume), then Gaussian noise of SD 20 HU is added with a
 fixed seed. The expected lesion is the set of voxels whose centre lies inside the analytic
 ball, and the expected volume is 4/3 pi r^3: both come from the geometry, never from the
-code under test. Helpers here are imported by tests/test_tracking.py.
+code under test. Helpers here are imported by tests/segmentation/test_tracking.py and
+tests/cli/test_segment_cli.py.
 
 Known failures are marked ``xfail(strict=True)`` with the reason and the measured value: a
 fix makes them pass, and strict mode then asks for the marker to be removed.
+
+Dice and volume are pinned near their measured values (:func:`assert_pinned`: Dice at least
+the measured value - 0.02, volume within 5 % of the measured ratio), so that a change of the
+lesion model that moves a result by more than that fails a test and has to say why
+(issue #23: a juxtapleural ball fell from Dice 0.987 to 0.905 and no test noticed).
 """
 
 from __future__ import annotations
@@ -157,6 +163,37 @@ def seed_at(volume: Volume, point_xyz: Sequence[float]) -> np.ndarray:
     return volume.physical_to_index(np.asarray(point_xyz, float))
 
 
+DICE_TOLERANCE = 0.02  # a result may fall this far below its measured Dice
+VOLUME_TOLERANCE = 0.05  # relative: a result's volume ratio may move this far from its measured one
+
+
+def assert_pinned(
+    mask: np.ndarray,
+    truth: np.ndarray,
+    volume: Volume,
+    dice_measured: float,
+    volume_ratio: float,
+    reference_mm3: float | None = None,
+) -> None:
+    """Dice >= ``dice_measured`` - 0.02 and the volume within 5 % of ``volume_ratio`` x the reference.
+
+    Args:
+        mask, truth: bool (z, y, x) on ``volume``'s grid.
+        volume: the CT (for the voxel volume).
+        dice_measured: the Dice measured when the test was pinned.
+        volume_ratio: the mask's volume / the reference volume measured then.
+        reference_mm3: the reference volume (mm^3): the analytic 4/3 pi r^3 of a phantom;
+            None: the truth's voxels.
+    """
+    d = dice(mask, truth)
+    reference = mask_mm3(truth, volume) if reference_mm3 is None else reference_mm3
+    ratio = mask_mm3(mask, volume) / reference
+    assert d >= dice_measured - DICE_TOLERANCE, f"Dice {d:.4f}, measured {dice_measured:.4f} when pinned"
+    assert ratio == pytest.approx(volume_ratio, rel=VOLUME_TOLERANCE), (
+        f"volume {ratio:.4f} x the reference, measured {volume_ratio:.4f} x when pinned"
+    )
+
+
 # ----------------------------------------------------------------------------- solid balls
 
 
@@ -171,9 +208,7 @@ def test_solid_ball_free_in_the_lung(free_ball):
     res = segment_lesion(vol, seed_at(vol, FREE))
     assert res.mask.shape == vol.shape and res.mask.dtype == bool
     assert res.kind == "solid"
-    # measured: Dice 0.995, volume 0.990 x 4/3 pi r^3
-    assert dice(res.mask, truth) >= 0.85
-    assert mask_mm3(res.mask, vol) == pytest.approx(ball_mm3(R), rel=0.15)
+    assert_pinned(res.mask, truth, vol, 0.9935, 0.9873, ball_mm3(R))  # measured: Dice 0.9935, 0.9873 x 4/3 pi r^3
     # the iso-level lies between the lung and the lesion
     assert LUNG_HU < res.threshold_hu < LESION_HU
     assert res.mask[tuple(np.rint(res.core_zyx).astype(int))]
@@ -188,7 +223,7 @@ def test_clicks_anywhere_inside_give_the_same_volume(free_ball):
     clicks = np.asarray(FREE) + d * (R - 3.0) * rng.uniform(0.0, 1.0, (6, 1)) ** (1.0 / 3.0)
     vols = [mask_mm3(segment_lesion(vol, seed_at(vol, c)).mask, vol) for c in clicks]
     # measured: CV 0 (every click is re-seeded at the same core)
-    assert np.std(vols) / np.mean(vols) <= 0.05, vols
+    assert np.std(vols) / np.mean(vols) <= 0.01, vols
 
 
 @pytest.mark.parametrize(
@@ -199,13 +234,21 @@ def test_clicks_anywhere_inside_give_the_same_volume(free_ball):
     ],
 )
 def test_juxtapleural_ball_does_not_leak_into_the_chest_wall(air):
+    """The ball touches the lateral chest wall (40 HU, like the lesion); the body ends 1.5 mm
+    inside the scan's x border, so only a thin strip of room air lies beyond the skin.
+
+    History (issue #23): Dice 0.987, 0.98 x the ball at fed3add (-1024 HU air; noisy -1000 HU air
+    leaked, 1.32 x); 7cd0215 smoothed the lung mask so that noisy room air is not lung, but the
+    smoothed skin (body to air passes through lung HU) then counted as lung and the per-slice
+    lung hull took the chest wall up to the ribs: Dice 0.905, 1.10 x (noisy air 0.853, 1.22 x).
+    Fixed: lung is below -400 HU on the unsmoothed image and not within ``skin_band_mm`` of
+    room air (both airs now Dice 0.985, 0.977 x).
+    """
     air_hu = -1024.0 if air == "clipped" else -1000.0
     vol = render(chest() + [(ball(JUXTA, R), LESION_HU)], air_hu=air_hu)
     truth = inside_mask(vol, ball(JUXTA, R))
     res = segment_lesion(vol, seed_at(vol, JUXTA))
-    # measured (air -1024 HU): volume 0.983 x the ball, Dice 0.989
-    assert mask_mm3(res.mask, vol) == pytest.approx(ball_mm3(R), rel=0.25)
-    assert dice(res.mask, truth) >= 0.75
+    assert_pinned(res.mask, truth, vol, 0.9847, 0.9768, ball_mm3(R))  # measured (both airs): Dice 0.9847, 0.9768 x
 
 
 def test_attached_vessel_is_cut():
@@ -215,11 +258,10 @@ def test_attached_vessel_is_cut():
     vol = render(chest() + [(ball(FREE, R), LESION_HU), (cylinder(FREE, end, 2.0), LESION_HU)])
     truth = inside_mask(vol, ball(FREE, R))
     res = segment_lesion(vol, seed_at(vol, FREE))
-    # measured: volume 1.00 x the ball, Dice 0.99; the vessel alone adds 377 mm^3 (18 % of the ball)
-    assert mask_mm3(res.mask, vol) == pytest.approx(ball_mm3(R), rel=0.20)
+    # the vessel alone adds 377 mm^3 (18 % of the ball)
+    assert_pinned(res.mask, truth, vol, 0.9906, 0.9955, ball_mm3(R))  # measured: Dice 0.9906, 0.9955 x the ball
     vessel_outside = inside_mask(vol, cylinder(FREE, end, 2.0)) & ~inside_mask(vol, ball(FREE, R + 4.0))
     assert not (res.mask & vessel_outside).any()
-    assert dice(res.mask, truth) >= 0.85
 
 
 def test_ground_glass_ball_with_a_vessel_through_it():
@@ -230,8 +272,7 @@ def test_ground_glass_ball_with_a_vessel_through_it():
     truth = inside_mask(vol, ball(FREE, R))
     res = segment_lesion(vol, seed_at(vol, FREE))
     assert res.kind == "ground-glass"
-    # measured: Dice 0.98, volume 0.99 x the ball
-    assert dice(res.mask, truth) >= 0.75
+    assert_pinned(res.mask, truth, vol, 0.9633, 0.9407, ball_mm3(R))  # measured: Dice 0.9633, 0.9407 x the ball
     assert LUNG_HU < res.threshold_hu < GGO_HU
 
 
@@ -255,8 +296,7 @@ def test_part_solid_mask_covers_most_of_the_ground_glass(part_solid):
 
 def test_part_solid_mask_is_the_whole_lesion(part_solid):
     vol, truth, res = part_solid
-    assert mask_mm3(res.mask, vol) == pytest.approx(ball_mm3(R_GGO), rel=0.15)
-    assert dice(res.mask, truth) >= 0.85
+    assert_pinned(res.mask, truth, vol, 0.9838, 0.9882, ball_mm3(R_GGO))  # measured: Dice 0.9838, 0.9882 x
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -269,9 +309,8 @@ def test_big_mass_is_not_cut():
     truth = inside_mask(vol, ball(centre, radius))
     click = np.asarray(centre) + np.array([20.0, 10.0, -10.0])  # off-centre: the window has to grow
     res = segment_lesion(vol, seed_at(vol, click))
-    # measured: volume 0.996 x 4/3 pi r^3 (382 cm^3), Dice 0.998
-    assert mask_mm3(res.mask, vol) == pytest.approx(ball_mm3(radius), rel=0.15)
-    assert dice(res.mask, truth) >= 0.9
+    # 4/3 pi r^3 = 382 cm^3
+    assert_pinned(res.mask, truth, vol, 0.9988, 0.9980, ball_mm3(radius))  # measured: Dice 0.9988, 0.9980 x
     assert not any("may be cut" in n for n in res.notes), res.notes
 
 
@@ -286,13 +325,14 @@ def small_nodule():
 def test_small_nodule_is_found(small_nodule):
     vol, truth, _, res = small_nodule
     assert res.mask[tuple(np.rint(seed_at(vol, FREE)).astype(int))]
-    assert truth[res.mask].sum() >= 0.8 * truth.sum()  # measured: all of it
+    assert truth[res.mask].sum() >= 0.98 * truth.sum()  # measured: all of it
 
 
 def test_small_nodule_volume(small_nodule):
     vol, truth, radius, res = small_nodule
     assert res.kind == "solid"
-    assert mask_mm3(res.mask, vol) == pytest.approx(ball_mm3(radius), rel=0.40)
+    # measured: Dice 1.0 (every truth voxel), 1.174 x 4/3 pi r^3 (the truth's voxels are 1.17 x it too)
+    assert_pinned(res.mask, truth, vol, 1.0, 1.1737, ball_mm3(radius))
 
 
 # ----------------------------------------------------------------------------- bad seeds
@@ -357,16 +397,18 @@ def test_box_around_a_juxtapleural_ball_takes_the_ball_not_the_wall():
     assert seg.method == "image" and not seg.empty
     assert not (seg.mask & ~inside).any()
     # the mask is the ball, clipped to the box, not the chest wall inside the box
-    assert dice(seg.mask, truth) >= 0.8
+    # measured: Dice 0.9847 (0.853 before the skin-band fix: the chest wall inside the box)
+    assert dice(seg.mask, truth) >= 0.9847 - DICE_TOLERANCE
     assert seg.volume_cm3 == pytest.approx(np.count_nonzero(seg.mask) * 2.5e-3)
 
 
 # ----------------------------------------------------------------------------- synthetic generator scans
 
-KIND_MIN_DICE = {"solid": 0.86, "ground-glass": 0.88, "part-solid": 0.20}
-"""Measured on the first patient of each kind of iter_patients(seed=0), lesion model as of the
-one-click change: SYN0001 (solid) 0.886, SYN0003 (ground-glass) >= 0.90, SYN0005 (part-solid)
-above 0.2: its faint ground-glass halo (-650 HU) is not always joined (a known weakness)."""
+KIND_MEASURED = {"solid": (0.8864, 0.8005), "ground-glass": (0.9333, 1.0663), "part-solid": (0.2806, 0.1632)}
+"""(Dice, volume / the truth's) measured on the first patient of each kind of iter_patients(seed=0):
+SYN0001 (solid), SYN0003 (ground-glass), SYN0005 (part-solid). The part-solid one is pinned at its
+(poor) measured value, a known weakness: its faint ground-glass halo (-650 HU) is not joined to
+the solid core, so the mask is the core, 0.16 x the truth."""
 
 
 @pytest.fixture(scope="module")
@@ -378,11 +420,11 @@ def one_patient_per_kind():
         found.setdefault(p.tumour.kind, p)
         if len(found) == 3:
             break
-    assert set(found) == set(KIND_MIN_DICE), sorted(found)
+    assert set(found) == set(KIND_MEASURED), sorted(found)
     return found
 
 
-@pytest.mark.parametrize("kind", sorted(KIND_MIN_DICE))
+@pytest.mark.parametrize("kind", sorted(KIND_MEASURED))
 def test_synthetic_baseline_dice_per_kind(one_patient_per_kind, kind):
     from mkunet.synth.writers import baseline_lesion
 
@@ -390,7 +432,7 @@ def test_synthetic_baseline_dice_per_kind(one_patient_per_kind, kind):
     scan = patient.scans[0]
     click = baseline_lesion(patient)
     seg = segment(scan.volume, None, roi=Seed((click["x_mm"], click["y_mm"], click["z_mm"])), method="auto")
-    assert dice(seg.mask, np.asarray(scan.mask, bool)) >= KIND_MIN_DICE[kind], patient.patient_id
+    assert_pinned(seg.mask, np.asarray(scan.mask, bool), scan.volume, *KIND_MEASURED[kind])
 
 
 # ----------------------------------------------------------------------------- real CT
@@ -409,11 +451,12 @@ def _deepest_voxel(mask: np.ndarray, volume: Volume) -> np.ndarray:
 
 
 REAL_CASES = {
-    # name: (image, label, minimum Dice); measured with the deepest-voxel seed: 0.913, 0.895, 0.813
-    # (lung1 7-10 s and lung2 13-16 s per click on 2 shared cores: slow; ibsi 3-4 s)
-    "lung1": ("pyradiomics/lung1_image.nrrd", "pyradiomics/lung1_label.nrrd", 0.88),
-    "lung2": ("pyradiomics/lung2_image.nrrd", "pyradiomics/lung2_label.nrrd", 0.86),
-    "ibsi": ("ibsi/ct_phantom/image.nii.gz", "ibsi/ct_phantom/mask.nii.gz", 0.78),
+    # name: (image, label, (Dice, volume / the label's)) measured with the deepest-voxel seed
+    # (lung1 7-10 s and lung2 13-16 s per click on 2 shared cores: slow; ibsi 3-4 s). Before the
+    # skin-band fix of the lung hull: 0.914 / 1.16, 0.898 / 0.94, 0.782 / 1.08 (IBSI took some wall).
+    "lung1": ("pyradiomics/lung1_image.nrrd", "pyradiomics/lung1_label.nrrd", (0.9137, 1.1601)),
+    "lung2": ("pyradiomics/lung2_image.nrrd", "pyradiomics/lung2_label.nrrd", (0.9001, 0.9470)),
+    "ibsi": ("ibsi/ct_phantom/image.nii.gz", "ibsi/ct_phantom/mask.nii.gz", (0.8111, 0.7789)),
 }
 
 
@@ -433,7 +476,7 @@ def _read_case(data_dir: Path, name: str) -> tuple[Volume, np.ndarray]:
 def test_real_ct_dice_from_the_deepest_click(data_dir, name):
     vol, truth = _read_case(data_dir, name)
     res = segment_lesion(vol, _deepest_voxel(truth, vol))
-    assert dice(res.mask, truth) >= REAL_CASES[name][2]
+    assert_pinned(res.mask, truth, vol, *REAL_CASES[name][2])
 
 
 def test_lidc_0314_nodule_volume(data_dir):
@@ -446,8 +489,7 @@ def test_lidc_0314_nodule_volume(data_dir):
     centre = (-57.44, 131.23, -520.36)  # the LUNA16 nodule centre (x, y, z) mm, diameter 15.49 mm
     seg = segment(vol, None, roi=Seed(centre), method="auto")
     # reference: voxels > -400 HU connected to the centre 2.03-2.19 cm^3; the 15.49 mm sphere 1.94 cm^3
-    # measured: 1.95 cm^3
-    assert 1.5 <= seg.volume_cm3 <= 2.6
+    assert seg.volume_cm3 == pytest.approx(1.9495, rel=VOLUME_TOLERANCE)  # measured: 1.9495 cm^3
     assert seg.mask[tuple(np.rint(vol.physical_to_index(centre)).astype(int))]
 
 

@@ -96,17 +96,17 @@ def test_repositioned_follow_up_is_found_and_segmented(grown_and_moved):
     reg = res.tracked[1].result
     assert reg is not None and reg.kind == res.tracked[1].registration
     assert np.linalg.norm(np.asarray(reg.map_point(np.asarray(FREE, float))) - c1) <= 3.0
-    # measured: Dice 0.991 (baseline), 0.980 (follow-up)
-    assert dice(s0.mask, inside_mask(base, ball(FREE, R))) >= 0.85
-    assert dice(s1.mask, inside_mask(follow, ball(c1, r1))) >= 0.85
+    # measured: Dice 0.9894 (baseline), 0.9741 (follow-up); pinned within 0.02
+    assert dice(s0.mask, inside_mask(base, ball(FREE, R))) >= 0.9894 - 0.02
+    assert dice(s1.mask, inside_mask(follow, ball(c1, r1))) >= 0.9741 - 0.02
     assert not s1.empty and s1.method == "image"
 
 
 def test_repositioned_follow_up_lvcr(grown_and_moved):
     *_, res = grown_and_moved
     truth = math.log(1.2) / (DAYS[1] - DAYS[0])
-    # measured: 0.917 x the truth (0.00279 vs 0.00304 per day)
-    assert res.lvcr_per_day == pytest.approx(truth, rel=0.15)
+    # measured: 0.880 x the truth (0.00267 vs 0.00304 per day); pinned within 5 %
+    assert res.lvcr_per_day == pytest.approx(0.880 * truth, rel=0.05)
 
 
 @pytest.mark.filterwarnings("ignore:No lesion found at the seed")
@@ -120,8 +120,8 @@ def test_vanished_lesion_is_not_found(vessel_mm):
     with pytest.warns(UserWarning, match="not found"):
         res = segment_timepoints([base, follow], DAYS, rois=[Seed(FREE), None])
     s0, s1 = res.segmentations
-    # measured: baseline Dice 0.991 / 0.984 (the vessel is cut off the ball)
-    assert dice(s0.mask, inside_mask(base, ball(FREE, R))) >= 0.85
+    # measured: baseline Dice 0.9888 / 0.9836 (the vessel is cut off the ball); pinned within 0.02
+    assert dice(s0.mask, inside_mask(base, ball(FREE, R))) >= {10.0: 0.9888, 5.0: 0.9836}[vessel_mm] - 0.02
     assert s1.empty and not s1.mask.any()
     assert res.tracked[1].found is False
     assert any("lesion not found" in n for n in s1.notes), s1.notes
@@ -216,6 +216,8 @@ def test_synthetic_patient_is_followed(solid_patients, which):
         [s.days for s in p.scans],
         rois=[Seed((click["x_mm"], click["y_mm"], click["z_mm"])), None, None],
     )
-    # measured (SYN0002, 2.9 -> 4.1 cm^3): Dice 0.964, 0.960, 0.981
+    # measured, per scan: SYN0001 0.929, 0.910, 0.904; SYN0002 (2.9 -> 4.1 cm^3) 0.965, 0.953, 0.981
+    measured = {0: (0.929, 0.910, 0.904), 1: (0.965, 0.953, 0.981)}[which]
     for k, (seg, scan) in enumerate(zip(res.segmentations, p.scans)):
-        assert dice(seg.mask, np.asarray(scan.mask, bool)) >= 0.85, (p.patient_id, k, scan.shift_mm)
+        d = dice(seg.mask, np.asarray(scan.mask, bool))
+        assert d >= measured[k] - 0.02, (p.patient_id, k, d, scan.shift_mm)

@@ -113,8 +113,13 @@ def test_a_lesion_on_the_chest_wall_has_a_contact_term():
     _, free = _sigma(8.0, 0.7)
     vol = render(chest() + [(ball(JUXTA, 8.0), LESION_HU)])
     wall = segment(vol, roi=Seed((JUXTA[0] - 4.0, JUXTA[1], JUXTA[2])))
-    assert wall.uncertainty.components["contact"] > 0.02
-    assert wall.uncertainty.sigma_log_volume > free.uncertainty.sigma_log_volume
+    # measured: 0.0155 (above 0.02 before the lesion model's skin-band fix, when the mask leaked
+    # into the chest wall and touched more of it); free in the lung it is < 0.01
+    assert wall.uncertainty.components["contact"] == pytest.approx(0.0155, rel=0.05)
+    assert wall.uncertainty.components["contact"] > 10 * free.uncertainty.components["contact"]  # free: 0.0006
+    # the total is not larger than the free ball's any more (measured 0.0586 vs 0.0631): the surface
+    # against the wall has no partial-volume edge, so the edge term is smaller (0.0565 vs 0.0631) by
+    # more than the one-layer contact term adds; with the leak into the wall it was larger
 
 
 def test_contact_sigma_by_hand():

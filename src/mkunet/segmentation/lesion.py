@@ -19,9 +19,11 @@ Algorithm (all distances in mm; the work is done on a crop resampled to an isotr
    not lift the edge into the lesion). Foreground = ``t <= HU <= bone_hu``; a ground-glass
    lesion is thresholded on a 1 mm-smoothed image, closed and hole-filled.
 3. **Local lung hull.** In each axial slice, the convex hull of the aerated lung inside the
-   current window (on a smoothed image, so room air next to a cropped chest wall is not
-   lung), intersected with the hull of the slice's bone (inside the rib cage). A lesion on
-   the chest wall or mediastinum dents the lung and the hull bridges the dent.
+   current window (below -400 HU and above room air on a smoothed image, and not within
+   ``skin_band_mm`` of that room air: neither room air next to a cropped chest wall nor the
+   skin's smoothed edge is lung), intersected with the hull of the slice's bone (inside the
+   rib cage). A lesion on the chest wall or mediastinum dents the lung and the hull bridges
+   the dent.
 4. **Seed component**, **opening** by a ball of ``open_fraction x`` the lesion's own
    inscribed radius (the largest ball reached by climbing the distance map from the seed,
    not the component's: a leak into the mediastinum is thicker), core component kept and its
@@ -96,6 +98,8 @@ class LesionParams:
         ggo_min_gain: the ground glass is joined when it adds at least this fraction of the core.
         aerated_hu: below this is aerated lung (ground glass is above).
         room_air_hu: on a 1.5 mm-smoothed image, below this is room air, not lung (HU).
+        skin_band_mm: voxels within this distance (mm) of room air (on the smoothed image) are
+            the skin's partial-volume edge, not lung; 0 turns the rule off.
         ggo_smooth_mm: a ground-glass lesion is thresholded on an image smoothed this much (mm).
         ggo_max_crop_mm: largest window for a ground-glass lesion (mm).
         use_hull, use_rib_cage: the local lung-hull constraint, and its limit to the rib cage.
@@ -132,6 +136,7 @@ class LesionParams:
     bone_seed_hu: float = 500.0
     aerated_hu: float = -760.0
     room_air_hu: float = -950.0
+    skin_band_mm: float = 3.5
     ggo_hu: float = -300.0
     ggo_smooth_mm: float = 1.0
     ggo_contrast_hu: float = 150.0
@@ -460,10 +465,14 @@ def _model_on_crop(
         fg = ndimage.binary_closing(fg, structure=ball, iterations=max(1, int(round(1.0 / g))))
         fg = ndimage.binary_fill_holes(fg)
     # local lung hull: the lesion lies within the convex hull of the aerated lung, per slice
-    # aerated lung on a smoothed image: room air (-1000 HU with noise) is below -950 there,
-    # so a field of view's air next to the chest wall is not lung
+    # aerated lung: below -400 HU, and above room air on a smoothed image (room air, -1000 HU
+    # with noise, is below -950 there, so a field of view's air next to the chest wall is not lung)
     smooth = ndimage.gaussian_filter(iso, 1.5 / g)
-    lung = aerated_lung(smooth, room_hu=p.room_air_hu)
+    lung = aerated_lung(iso) & (smooth > p.room_air_hu)
+    # ...nor is the skin's smoothed edge: on its way from the body to room air the smoothed image
+    # passes through lung HU, a 2-3 mm shell whose hull took the chest wall up to the ribs
+    if p.skin_band_mm > 0:
+        lung &= ~_within(smooth <= p.room_air_hu, g, p.skin_band_mm)
     lung = ndimage.binary_opening(lung, iterations=1)
     if window is not None:
         lung &= window
