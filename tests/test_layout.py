@@ -29,7 +29,16 @@ MAX_FUNCTION_LINES = 80
 LONG_MODULES: dict[str, str] = {}
 
 # "module:function" -> why it may be longer than MAX_FUNCTION_LINES lines of code
-LONG_FUNCTIONS: dict[str, str] = {}
+LONG_FUNCTIONS: dict[str, str] = {
+    "mkunet.cli.run:run_command": "typer needs one parameter per option: 20 options are ~100 lines of declarations; "
+    "the body (~45 lines, 15 of them run_cohort's keywords) is source -> run -> report -> print -> push",
+    "mkunet.cli.segment:segment_command": "typer needs one parameter per option: 27 options are ~135 lines of "
+    "declarations; the body (~55 lines) is check options -> read -> segment -> write -> print -> push, the logic "
+    "in RegionOptions, PacsOptions, _output_formats and _print_result",
+    "mkunet.cli.train:train_command": "typer needs one parameter per option: 31 options are ~130 lines of "
+    "declarations; the body (~60 lines) maps the options onto TrainConfig fields (a 22-line dict) and calls "
+    "_new_config and _train_with_progress",
+}
 
 # subpackage -> the subpackages (or modules) it must not import, with the reason
 FORBIDDEN: dict[str, dict[str, str]] = {

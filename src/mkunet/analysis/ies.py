@@ -88,6 +88,139 @@ def _fmt(w: dict[str, float]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in w.values()) + ")"
 
 
+def _checked_weights(mode: str, weights: Sequence[float]) -> tuple[float, ...]:
+    """Check the mode and the three weights; the weights as floats."""
+    if mode not in ("paper", "standardised", "cox"):
+        raise ValueError(f"mode must be 'paper', 'standardised' or 'cox', got {mode!r}.")
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != 3 or not all(np.isfinite(weights)):
+        raise ValueError(f"weights must be three finite numbers (LVCR, 1 - sphericity, PD-L1 ratio), got {weights!r}.")
+    return weights
+
+
+def _components(df, lvcr_col: str, sphericity_col: str, pdl1_col: str):
+    """The raw terms per patient (DataFrame with the columns of ``_TERMS``), after checking LVCR and sphericity."""
+    import pandas as pd
+
+    for col in (lvcr_col, sphericity_col):
+        if col not in df.columns:
+            raise ValueError(f"IES: column {col!r} not found; the table has {list(df.columns)}.")
+        bad = df.index[pd.to_numeric(df[col], errors="coerce").isna()].tolist()
+        if bad:
+            raise ValueError(f"IES: {col!r} missing or not numeric for patient(s) {bad[:10]}; measure or exclude them.")
+    sph = df[sphericity_col].astype(float)
+    out_of_range = df.index[(sph <= 0) | (sph > 1.0 + 1e-9)].tolist()
+    if out_of_range:
+        raise ValueError(
+            f"IES: sphericity must be in (0, 1], got {sph[out_of_range].tolist()[:5]} for {out_of_range[:5]}."
+        )
+    return pd.DataFrame(
+        {
+            "lvcr": df[lvcr_col].astype(float),
+            "one_minus_sphericity": 1.0 - sph,
+            "pdl1_area_ratio": (pd.to_numeric(df[pdl1_col], errors="coerce") if pdl1_col in df.columns else np.nan),
+        },
+        index=df.index,
+    )
+
+
+def _pdl1_term_usable(
+    comp, has_pdl1, pdl1_col: str, column_present: bool, mode: str, all_weights: dict[str, float], notes: list[str]
+) -> bool:
+    """Whether the PD-L1 term enters the score (a note when it is dropped); checks its range when it does."""
+    pdl1_terms_ok = bool(has_pdl1.any())
+    if not column_present or not pdl1_terms_ok:
+        pdl1_terms_ok = False
+        notes.append(
+            f"PD-L1 ratio missing (column {pdl1_col!r} {'absent' if not column_present else 'empty'}): "
+            f"term dropped for the cohort"
+            + (f", weights renormalised to {_fmt(_renorm(all_weights, _TERMS[:2]))}" if mode != "cox" else "")
+            + "."
+        )
+    elif not has_pdl1.all() and mode == "cox":
+        pdl1_terms_ok = False
+        notes.append(
+            f"PD-L1 ratio missing for {int((~has_pdl1).sum())} of {len(comp)} patients: term dropped for the "
+            "whole cohort (a Cox refit cannot use a partially missing covariate without imputation)."
+        )
+    if pdl1_terms_ok:
+        bad = comp.index[has_pdl1 & ((comp["pdl1_area_ratio"] < 0) | (comp["pdl1_area_ratio"] > 1))].tolist()
+        if bad:
+            raise ValueError(f"IES: PD-L1 area ratio must be in [0, 1] (a fraction, not %), bad for {bad[:10]}.")
+    return pdl1_terms_ok
+
+
+def _standardise(comp, z, pdl1_terms_ok: bool) -> dict[str, tuple[float, float]]:
+    """Z-score each term of ``comp`` into ``z`` (in place); term -> (mean, sd) used."""
+    standardisation: dict[str, tuple[float, float]] = {}
+    for term in _TERMS:
+        col = comp[term]
+        if term == "pdl1_area_ratio" and not pdl1_terms_ok:
+            continue
+        sd = float(col.std(ddof=1))
+        if not np.isfinite(sd) or sd == 0:
+            raise ValueError(
+                f"IES: term {term!r} has zero (or undefined) spread across the cohort; it cannot be "
+                "z-scored. Use mode='paper' or a larger cohort."
+            )
+        mean = float(col.mean())
+        standardisation[term] = (mean, sd)
+        z[term] = (col - mean) / sd
+    return standardisation
+
+
+def _weighted_sum(z, weights: dict[str, float]):
+    """Sum over the terms named in ``weights`` of weight x term, per patient (pandas Series)."""
+    import pandas as pd
+
+    return (z[list(weights)] * pd.Series(weights)).sum(axis=1)
+
+
+def _cox_weights(z, df, duration_col: str | None, event_col: str | None, full_terms, imaging_terms):
+    """Cox coefficients of the z-scored terms: (full weights, imaging-only weights, summary of the full fit)."""
+    if duration_col is None or event_col is None:
+        raise ValueError("IES mode='cox' needs duration_col and event_col (survival time in days, event 0/1).")
+    for col in (duration_col, event_col):
+        if col not in df.columns:
+            raise ValueError(f"IES: survival column {col!r} not found; the table has {list(df.columns)}.")
+    from lifelines import CoxPHFitter
+
+    def refit(terms):
+        data = z[list(terms)].copy()
+        data["_T"] = df[duration_col].astype(float)
+        data["_E"] = df[event_col].astype(int)
+        cph = CoxPHFitter().fit(data, duration_col="_T", event_col="_E")
+        return {t: float(cph.params_[t]) for t in terms}, cph.summary
+
+    w_full, cox_summary = refit(full_terms)
+    w_img, _ = refit(imaging_terms)
+    return w_full, w_img, cox_summary
+
+
+def _fixed_weight_scores(z, comp, has_pdl1, pdl1_terms_ok: bool, all_weights: dict[str, float], notes: list[str]):
+    """Paper / standardised modes: (full weights, imaging weights, scores, imaging-only scores).
+
+    Patients without a PD-L1 ratio get the imaging-only score, with a note.
+    """
+    w_img = _renorm(all_weights, _TERMS[:2])
+    imaging = _weighted_sum(z, w_img)
+    if pdl1_terms_ok:
+        w_full = dict(all_weights)
+        scores = _weighted_sum(z, w_full)
+        if not has_pdl1.all():
+            missing = ~has_pdl1
+            scores[missing] = imaging[missing]
+            notes.append(
+                f"PD-L1 ratio missing for {int(missing.sum())} of {len(comp)} patients "
+                f"({', '.join(map(str, comp.index[missing][:10]))}{'...' if missing.sum() > 10 else ''}): "
+                f"scored on LVCR and shape only with weights renormalised to {_fmt(w_img)}."
+            )
+    else:
+        w_full = w_img
+        scores = imaging.copy()
+    return w_full, w_img, scores, imaging
+
+
 def immune_evasion_score(
     table,
     mode: Literal["paper", "standardised", "cox"] = "paper",
@@ -119,130 +252,31 @@ def immune_evasion_score(
         ValueError: unknown mode, missing columns, missing LVCR / sphericity (patients named),
             sphericity outside (0, 1], cox mode without survival columns.
     """
-    import pandas as pd
-
-    if mode not in ("paper", "standardised", "cox"):
-        raise ValueError(f"mode must be 'paper', 'standardised' or 'cox', got {mode!r}.")
-    weights = tuple(float(w) for w in weights)
-    if len(weights) != 3 or not all(np.isfinite(weights)):
-        raise ValueError(f"weights must be three finite numbers (LVCR, 1 - sphericity, PD-L1 ratio), got {weights!r}.")
+    weights = _checked_weights(mode, weights)
     df = table.set_index(patient_col) if patient_col is not None else table
-    for col in (lvcr_col, sphericity_col):
-        if col not in df.columns:
-            raise ValueError(f"IES: column {col!r} not found; the table has {list(df.columns)}.")
-        bad = df.index[pd.to_numeric(df[col], errors="coerce").isna()].tolist()
-        if bad:
-            raise ValueError(f"IES: {col!r} missing or not numeric for patient(s) {bad[:10]}; measure or exclude them.")
-    sph = df[sphericity_col].astype(float)
-    out_of_range = df.index[(sph <= 0) | (sph > 1.0 + 1e-9)].tolist()
-    if out_of_range:
-        raise ValueError(
-            f"IES: sphericity must be in (0, 1], got {sph[out_of_range].tolist()[:5]} for {out_of_range[:5]}."
-        )
-    comp = pd.DataFrame(
-        {
-            "lvcr": df[lvcr_col].astype(float),
-            "one_minus_sphericity": 1.0 - sph,
-            "pdl1_area_ratio": (pd.to_numeric(df[pdl1_col], errors="coerce") if pdl1_col in df.columns else np.nan),
-        },
-        index=df.index,
-    )
+    comp = _components(df, lvcr_col, sphericity_col, pdl1_col)
     notes: list[str] = []
     all_weights = dict(zip(_TERMS, weights))
     has_pdl1 = comp["pdl1_area_ratio"].notna()
-    pdl1_terms_ok = bool(has_pdl1.any())
-    if pdl1_col not in df.columns or not pdl1_terms_ok:
-        pdl1_terms_ok = False
-        notes.append(
-            f"PD-L1 ratio missing (column {pdl1_col!r} {'absent' if pdl1_col not in df.columns else 'empty'}): "
-            f"term dropped for the cohort"
-            + (f", weights renormalised to {_fmt(_renorm(all_weights, _TERMS[:2]))}" if mode != "cox" else "")
-            + "."
-        )
-    elif not has_pdl1.all() and mode == "cox":
-        pdl1_terms_ok = False
-        notes.append(
-            f"PD-L1 ratio missing for {int((~has_pdl1).sum())} of {len(comp)} patients: term dropped for the "
-            "whole cohort (a Cox refit cannot use a partially missing covariate without imputation)."
-        )
-    if pdl1_terms_ok:
-        bad = comp.index[has_pdl1 & ((comp["pdl1_area_ratio"] < 0) | (comp["pdl1_area_ratio"] > 1))].tolist()
-        if bad:
-            raise ValueError(f"IES: PD-L1 area ratio must be in [0, 1] (a fraction, not %), bad for {bad[:10]}.")
-
+    pdl1_terms_ok = _pdl1_term_usable(comp, has_pdl1, pdl1_col, pdl1_col in df.columns, mode, all_weights, notes)
     standardisation: dict[str, tuple[float, float]] = {}
     z = comp.copy()
     if mode in ("standardised", "cox"):
-        for term in _TERMS:
-            col = comp[term]
-            if term == "pdl1_area_ratio" and not pdl1_terms_ok:
-                continue
-            sd = float(col.std(ddof=1))
-            if not np.isfinite(sd) or sd == 0:
-                raise ValueError(
-                    f"IES: term {term!r} has zero (or undefined) spread across the cohort; it cannot be "
-                    "z-scored. Use mode='paper' or a larger cohort."
-                )
-            mean = float(col.mean())
-            standardisation[term] = (mean, sd)
-            z[term] = (col - mean) / sd
-
-    cox_summary = None
+        standardisation = _standardise(comp, z, pdl1_terms_ok)
     imaging_terms = _TERMS[:2]
     full_terms = _TERMS if pdl1_terms_ok else imaging_terms
     if mode == "cox":
-        if duration_col is None or event_col is None:
-            raise ValueError("IES mode='cox' needs duration_col and event_col (survival time in days, event 0/1).")
-        for col in (duration_col, event_col):
-            if col not in df.columns:
-                raise ValueError(f"IES: survival column {col!r} not found; the table has {list(df.columns)}.")
-        from lifelines import CoxPHFitter
-
-        def refit(terms):
-            data = z[list(terms)].copy()
-            data["_T"] = df[duration_col].astype(float)
-            data["_E"] = df[event_col].astype(int)
-            cph = CoxPHFitter().fit(data, duration_col="_T", event_col="_E")
-            return {t: float(cph.params_[t]) for t in terms}, cph.summary
-
-        w_full, cox_summary = refit(full_terms)
-        w_img, _ = refit(imaging_terms)
+        w_full, w_img, cox_summary = _cox_weights(z, df, duration_col, event_col, full_terms, imaging_terms)
         notes.append("weights refitted as Cox coefficients (log hazard ratio per cohort SD of each term).")
-        scores = (z[list(full_terms)] * pd.Series(w_full)).sum(axis=1)
-        imaging = (z[list(imaging_terms)] * pd.Series(w_img)).sum(axis=1)
-        return IESResult(
-            scores.rename("ies"),
-            imaging.rename("ies_imaging_only"),
-            w_full,
-            w_img,
-            tuple(full_terms),
-            mode,
-            notes,
-            standardisation,
-            comp,
-            cox_summary,
-        )
-
-    w_img = _renorm(all_weights, imaging_terms)
-    imaging = (z[list(imaging_terms)] * pd.Series(w_img)).sum(axis=1)
-    if pdl1_terms_ok:
-        w_full = dict(all_weights)
-        scores = (z[list(_TERMS)] * pd.Series(w_full)).sum(axis=1)
-        if not has_pdl1.all():
-            missing = ~has_pdl1
-            scores[missing] = imaging[missing]
-            notes.append(
-                f"PD-L1 ratio missing for {int(missing.sum())} of {len(comp)} patients "
-                f"({', '.join(map(str, comp.index[missing][:10]))}{'...' if missing.sum() > 10 else ''}): "
-                f"scored on LVCR and shape only with weights renormalised to {_fmt(w_img)}."
-            )
+        scores = _weighted_sum(z, w_full)
+        imaging = _weighted_sum(z, w_img)
     else:
-        w_full = w_img
-        scores = imaging.copy()
-    if mode == "paper":
-        notes.append(
-            "mode='paper': raw weighted sum; LVCR (per day) contributes about 100x less than shape, see DOMAIN 7.2."
-        )
+        cox_summary = None
+        w_full, w_img, scores, imaging = _fixed_weight_scores(z, comp, has_pdl1, pdl1_terms_ok, all_weights, notes)
+        if mode == "paper":
+            notes.append(
+                "mode='paper': raw weighted sum; LVCR (per day) contributes about 100x less than shape, see DOMAIN 7.2."
+            )
     return IESResult(
         scores.rename("ies"),
         imaging.rename("ies_imaging_only"),

@@ -199,6 +199,100 @@ def _validate(days, volumes, patient_id):
     return t - t[0], v
 
 
+def _scan_sigmas(
+    n: int,
+    sigmas: Sequence[float] | None,
+    sigma_log_volume: float,
+    sigma_segmentation: Sequence[float] | None,
+    who: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-scan SDs of ln V: (total, segmentation's), each (n,); the total combines the repeat-scan error."""
+    if sigmas is None:
+        if not (np.isfinite(sigma_log_volume) and sigma_log_volume > 0):
+            raise KineticsError(f"sigma_log_volume must be > 0, got {sigma_log_volume!r}.")
+        sig = np.full(n, float(sigma_log_volume))
+    else:
+        sig = np.asarray(sigmas, dtype=np.float64).ravel()
+        if sig.size != n or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
+            raise KineticsError(
+                f"{who}: `sigmas` must be {n} positive SDs of ln V (one per scan), got {np.asarray(sigmas).tolist()}."
+            )
+    if sigma_segmentation is None:
+        seg = np.zeros(n)
+    else:
+        seg = np.asarray(sigma_segmentation, dtype=np.float64).ravel()
+        if seg.size != n or not np.all(np.isfinite(seg)) or np.any(seg < 0):
+            raise KineticsError(
+                f"{who}: `sigma_segmentation` must be {n} SDs of ln V >= 0 (one per scan), got "
+                f"{np.asarray(sigma_segmentation).tolist()}; use 0 for a scan without an estimate."
+            )
+        if np.any(seg > 0):
+            sig = np.sqrt(sig**2 + seg**2)
+    return sig, seg
+
+
+def _scan_weights(weights: str, t: np.ndarray, sig: np.ndarray, common_sigma: bool, who: str) -> np.ndarray:
+    """Unnormalised per-scan weights of the scheme ``weights`` (days for "interval"), (n,)."""
+    if weights == "interval":
+        dt = np.diff(t)
+        return np.concatenate([dt[:1], dt])
+    if weights == "inverse_variance":
+        if common_sigma:
+            raise KineticsError(
+                f"{who}: weights='inverse_variance' needs `sigmas` or `sigma_segmentation` (per-scan SD of "
+                "ln V); with one common sigma it is identical to weights='uniform'."
+            )
+        return 1.0 / sig**2
+    if weights == "uniform":
+        return np.ones(t.size)
+    raise KineticsError(f"weights must be 'interval', 'inverse_variance' or 'uniform', got {weights!r}.")
+
+
+def _weighted_fit(
+    t: np.ndarray, y: np.ndarray, w: np.ndarray, sig: np.ndarray
+) -> tuple[float, float, float, float | None]:
+    """WLS line of ln V (``y``) on days: (slope per day, intercept, error-model SE, residual SE or None).
+
+    ``w`` sums to 1. The residual SE needs >= 3 scans (None with two).
+    """
+    n = t.size
+    t_bar = float(np.sum(w * t))
+    y_bar = float(np.sum(w * y))
+    dtc = t - t_bar
+    sxx = float(np.sum(w * dtc**2))
+    slope = float(np.sum(w * dtc * (y - y_bar)) / sxx)
+    intercept = y_bar - slope * t_bar
+    if n == 2:  # exact: avoid rounding noise so that two scans give SGR to the last digit
+        slope = float((y[1] - y[0]) / (t[1] - t[0]))
+        intercept = float(y[0])
+    se_err = float(math.sqrt(np.sum(w**2 * dtc**2 * sig**2)) / sxx)
+    se_res: float | None = None
+    if n >= 3:
+        resid = y - (intercept + slope * t)
+        s2 = float(np.sum(w * resid**2) / (n - 2))  # model Var(e_i) = s2 / w_i
+        se_res = math.sqrt(s2 / sxx)
+    return slope, intercept, se_err, se_res
+
+
+def _se_and_quantile(
+    se_method: str, se_err: float, se_res: float | None, n: int, ci_level: float, who: str
+) -> tuple[float, float]:
+    """The SE the resolved ``se_method`` picks and the normal or t quantile of its interval."""
+    from scipy import stats
+
+    alpha = 1.0 - ci_level
+    if se_method == "error_model":
+        return se_err, float(stats.norm.ppf(1 - alpha / 2))
+    if se_res is None:
+        raise KineticsError(
+            f"{who}: se_method={se_method!r} needs >= 3 scans (with two scans the residual is zero); "
+            "use se_method='error_model'."
+        )
+    if se_method == "residual" or se_res >= se_err:
+        return se_res, float(stats.t.ppf(1 - alpha / 2, n - 2))
+    return se_err, float(stats.norm.ppf(1 - alpha / 2))
+
+
 def lvcr(
     days: Sequence[float],
     volumes_cm3: Sequence[float],
@@ -249,82 +343,20 @@ def lvcr(
         >>> round(r.lvcr_per_day * 60, 6) == round(math.log(2), 6)
         True
     """
-    from scipy import stats
-
     who = _who(patient_id)
     t, v = _validate(days, volumes_cm3, patient_id)
     n = t.size
     if not 0 < ci_level < 1:
         raise KineticsError(f"ci_level must be in (0, 1), got {ci_level!r}.")
-    if sigmas is None:
-        if not (np.isfinite(sigma_log_volume) and sigma_log_volume > 0):
-            raise KineticsError(f"sigma_log_volume must be > 0, got {sigma_log_volume!r}.")
-        sig = np.full(n, float(sigma_log_volume))
-    else:
-        sig = np.asarray(sigmas, dtype=np.float64).ravel()
-        if sig.size != n or not np.all(np.isfinite(sig)) or np.any(sig <= 0):
-            raise KineticsError(
-                f"{who}: `sigmas` must be {n} positive SDs of ln V (one per scan), got {np.asarray(sigmas).tolist()}."
-            )
-    if sigma_segmentation is None:
-        seg = np.zeros(n)
-    else:
-        seg = np.asarray(sigma_segmentation, dtype=np.float64).ravel()
-        if seg.size != n or not np.all(np.isfinite(seg)) or np.any(seg < 0):
-            raise KineticsError(
-                f"{who}: `sigma_segmentation` must be {n} SDs of ln V >= 0 (one per scan), got "
-                f"{np.asarray(sigma_segmentation).tolist()}; use 0 for a scan without an estimate."
-            )
-        if np.any(seg > 0):
-            sig = np.sqrt(sig**2 + seg**2)
-    if weights == "interval":
-        dt = np.diff(t)
-        w = np.concatenate([dt[:1], dt])
-    elif weights == "inverse_variance":
-        if sigmas is None and sigma_segmentation is None:
-            raise KineticsError(
-                f"{who}: weights='inverse_variance' needs `sigmas` or `sigma_segmentation` (per-scan SD of "
-                "ln V); with one common sigma it is identical to weights='uniform'."
-            )
-        w = 1.0 / sig**2
-    elif weights == "uniform":
-        w = np.ones(n)
-    else:
-        raise KineticsError(f"weights must be 'interval', 'inverse_variance' or 'uniform', got {weights!r}.")
+    sig, seg = _scan_sigmas(n, sigmas, sigma_log_volume, sigma_segmentation, who)
+    w = _scan_weights(weights, t, sig, sigmas is None and sigma_segmentation is None, who)
     if se_method not in SE_METHODS:
         raise KineticsError(f"se_method must be one of {', '.join(SE_METHODS)}, got {se_method!r}.")
     if se_method == "auto":
         se_method = "max" if n >= 3 else "error_model"
     w = w / w.sum()
-    y = np.log(v)
-    t_bar = float(np.sum(w * t))
-    y_bar = float(np.sum(w * y))
-    dtc = t - t_bar
-    sxx = float(np.sum(w * dtc**2))
-    slope = float(np.sum(w * dtc * (y - y_bar)) / sxx)
-    intercept = y_bar - slope * t_bar
-    if n == 2:  # exact: avoid rounding noise so that two scans give SGR to the last digit
-        slope = float((y[1] - y[0]) / (t[1] - t[0]))
-        intercept = float(y[0])
-    se_err = float(math.sqrt(np.sum(w**2 * dtc**2 * sig**2)) / sxx)
-    se_res: float | None = None
-    if n >= 3:
-        resid = y - (intercept + slope * t)
-        s2 = float(np.sum(w * resid**2) / (n - 2))  # model Var(e_i) = s2 / w_i
-        se_res = math.sqrt(s2 / sxx)
-    alpha = 1.0 - ci_level
-    if se_method == "error_model":
-        se, q = se_err, float(stats.norm.ppf(1 - alpha / 2))
-    else:
-        if se_res is None:
-            raise KineticsError(
-                f"{who}: se_method={se_method!r} needs >= 3 scans (with two scans the residual is zero); "
-                "use se_method='error_model'."
-            )
-        if se_method == "residual" or se_res >= se_err:
-            se, q = se_res, float(stats.t.ppf(1 - alpha / 2, n - 2))
-        else:
-            se, q = se_err, float(stats.norm.ppf(1 - alpha / 2))
+    slope, intercept, se_err, se_res = _weighted_fit(t, np.log(v), w, sig)
+    se, q = _se_and_quantile(se_method, se_err, se_res, n, ci_level, who)
     return LVCRResult(
         lvcr_per_day=slope,
         se=se,

@@ -47,6 +47,39 @@ def _cohort_from_pacs(url: str, worklist: Path | None, formats: str, push: bool,
     return cohort, source
 
 
+def _cohort_source(
+    cohort_dir: Path | None,
+    dicomweb: str | None,
+    worklist: Path | None,
+    formats: str,
+    push: bool,
+    folder: Path,
+    timeout: float,
+):
+    """COHORT_DIR, or the worklist retrieved from ``--dicomweb`` into ``folder`` -> (cohort folder, source or None)."""
+    if cohort_dir is not None and dicomweb is None:
+        if worklist is not None or push:
+            raise ValueError("--worklist and --push only apply with --dicomweb URL (scans from a PACS).")
+        return cohort_dir, None
+    if cohort_dir is None and dicomweb is not None:
+        return _cohort_from_pacs(dicomweb, worklist, formats, push, folder, timeout)
+    raise ValueError(
+        "Give the scans either as COHORT_DIR or as --dicomweb URL --worklist CSV, not "
+        + ("both." if cohort_dir is not None else "neither.")
+    )
+
+
+def _push_results(source, run, out: Path) -> None:
+    """STOW-RS each segmented scan's SEG and RTSTRUCT into its study and print their SOP Instance UIDs."""
+    from mkunet.io.pacs import push_cohort
+
+    for item in push_cohort(source, run.results, out):
+        typer.echo(
+            f"pushed {item['patient_id']} T{item['timepoint']} {item['kind']}: SOP Instance UID "
+            f"{item['sop_uid']} (study {item['study_uid']})"
+        )
+
+
 def _check_lesions(lesions: Path) -> None:
     """Parse lesions.csv early: format errors stop before any work; unused columns are shown."""
     from mkunet.cli._common import console
@@ -180,19 +213,8 @@ def run_command(
         from mkunet.segmentation.infer import check_method
 
         check_method(method)  # typos and the retired "image": exit 2 before any work
-        source = None
-        if cohort_dir is not None and dicomweb is None:
-            if worklist is not None or push:
-                raise ValueError("--worklist and --push only apply with --dicomweb URL (scans from a PACS).")
-            cohort = cohort_dir
-        elif cohort_dir is None and dicomweb is not None:
-            folder = cache if cache is not None else out / "pacs_inputs"
-            cohort, source = _cohort_from_pacs(dicomweb, worklist, formats, push, folder, timeout)
-        else:
-            raise ValueError(
-                "Give the scans either as COHORT_DIR or as --dicomweb URL --worklist CSV, not "
-                + ("both." if cohort_dir is not None else "neither.")
-            )
+        folder = cache if cache is not None else out / "pacs_inputs"
+        cohort, source = _cohort_source(cohort_dir, dicomweb, worklist, formats, push, folder, timeout)
         if lesions is not None:
             _check_lesions(lesions)
 
@@ -226,12 +248,6 @@ def run_command(
         _print_problems(run)
         typer.echo(run.summary())
         if source is not None and push:
-            from mkunet.io.pacs import push_cohort
-
-            for item in push_cohort(source, run.results, out):
-                typer.echo(
-                    f"pushed {item['patient_id']} T{item['timepoint']} {item['kind']}: SOP Instance UID "
-                    f"{item['sop_uid']} (study {item['study_uid']})"
-                )
+            _push_results(source, run, out)
         if path is not None:
             typer.echo(f"report: {path}")

@@ -17,6 +17,76 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
 
 
+def _new_config(
+    data: Path | None,
+    out: Path | None,
+    model: str,
+    command: str,
+    options: dict[str, Any],
+    clinical_fusion: bool,
+    gate: str | None,
+    adaptive_window: bool,
+    use_lvcr: bool,
+    real_backgrounds: list[str] | None,
+):
+    """The :class:`mkunet.train.TrainConfig` of a new run; options left as None take the config's defaults."""
+    from mkunet.train import TrainConfig
+
+    if data is None or out is None:
+        raise ValueError("Give --data DIR and --out RUN_DIR (or --resume RUN_DIR).")
+    model_kwargs: dict = {}
+    if not clinical_fusion:
+        model_kwargs["clinical_fusion"] = False
+    if gate is not None:
+        model_kwargs["gate"] = gate
+    options = dict(options)
+    if real_backgrounds:
+        options["real_backgrounds"] = real_backgrounds[0] if len(real_backgrounds) == 1 else list(real_backgrounds)
+    return TrainConfig(
+        data=str(data),
+        out=str(out),
+        model=model,
+        model_kwargs=model_kwargs,
+        adaptive_window=adaptive_window,
+        use_lvcr=use_lvcr,
+        command=command,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+
+
+def _is_main_rank() -> bool:
+    """True outside torchrun and on its rank 0 (the only one that draws progress and prints)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _train_with_progress(config, main_rank: bool):
+    """:func:`mkunet.train.train` with an epoch progress bar (loss, validation Dice) on the main rank only."""
+    import contextlib
+
+    from mkunet.cli._common import progress
+    from mkunet.train import train
+
+    with progress() if main_rank else contextlib.nullcontext() as bar:
+        task = bar.add_task("training", total=config.epochs) if bar is not None else None
+
+        def callback(event: dict) -> None:
+            if bar is None:
+                return
+            if event["event"] == "start":
+                bar.update(task, completed=event["epoch"], total=event["epochs"])
+            elif event["event"] == "epoch":
+                dice = "n/a" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
+                bar.update(
+                    task,
+                    completed=event["epoch"],
+                    description=f"epoch {event['epoch']}/{event['epochs']} loss {event['loss']:.4f} val Dice {dice}",
+                )
+
+        return train(config, callback=callback)
+
+
 def train_command(
     data: Path | None = typer.Option(
         None,
@@ -149,8 +219,8 @@ def train_command(
 
     Under `torchrun --nproc_per_node N mkunet train ...` it trains with DDP (gloo on CPU, NCCL on CUDA).
     """
-    from mkunet.cli._common import console, progress, user_errors
-    from mkunet.train import TrainConfig, train
+    from mkunet.cli._common import console, user_errors
+    from mkunet.train import TrainConfig
 
     command = "mkunet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with user_errors():
@@ -164,13 +234,6 @@ def train_command(
                 device=device,
             )
         else:
-            if data is None or out is None:
-                raise ValueError("Give --data DIR and --out RUN_DIR (or --resume RUN_DIR).")
-            model_kwargs: dict = {}
-            if no_clinical_fusion:
-                model_kwargs["clinical_fusion"] = False
-            if gate is not None:
-                model_kwargs["gate"] = gate
             options: dict[str, Any] = {
                 "epochs": epochs,
                 "batch_size": batch_size,
@@ -195,41 +258,20 @@ def train_command(
                 "real_cases_per_background": real_cases,
                 "init_weights": None if init is None else str(init),
             }
-            if real_backgrounds:
-                options["real_backgrounds"] = (
-                    real_backgrounds[0] if len(real_backgrounds) == 1 else list(real_backgrounds)
-                )
-            config = TrainConfig(
-                data=str(data),
-                out=str(out),
-                model=model,
-                model_kwargs=model_kwargs,
+            config = _new_config(
+                data,
+                out,
+                model,
+                command,
+                options,
+                clinical_fusion=not no_clinical_fusion,
+                gate=gate,
                 adaptive_window=not no_adaptive_window,
                 use_lvcr=not no_lvcr,
-                command=command,
-                **{k: v for k, v in options.items() if v is not None},
+                real_backgrounds=real_backgrounds,
             )
-        import contextlib
-        import os
-
-        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws progress
-        with progress() if main_rank else contextlib.nullcontext() as bar:
-            task = bar.add_task("training", total=config.epochs) if bar is not None else None
-
-            def callback(event: dict) -> None:
-                if bar is None:
-                    return
-                if event["event"] == "start":
-                    bar.update(task, completed=event["epoch"], total=event["epochs"])
-                elif event["event"] == "epoch":
-                    dice = "n/a" if event["val_dice"] is None else f"{event['val_dice']:.3f}"
-                    bar.update(
-                        task,
-                        completed=event["epoch"],
-                        description=f"epoch {event['epoch']}/{event['epochs']} loss {event['loss']:.4f} val Dice {dice}",  # noqa: E501
-                    )
-
-            result = train(config, callback=callback)
+        main_rank = _is_main_rank()
+        result = _train_with_progress(config, main_rank)
         if main_rank:
             console.print(
                 f"{result.epochs_completed} epochs ({result.stopped}), {result.elapsed_s / 60:.1f} min; best "

@@ -299,10 +299,8 @@ def _describe_position(d: float) -> str:
     return f"{d:.3f} mm"
 
 
-def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Consistency checks; returns (order, direction, positions (n, 3), slice spacing mm)."""
-    n = len(files)
-    # --- sizes
+def _check_sizes(headers: list, files: list[Path]) -> None:
+    """Every file is an image, and all have the same Rows x Columns."""
     sizes: dict[tuple[int, int], list[Path]] = defaultdict(list)
     for ds, path in zip(headers, files):
         if "Rows" not in ds or "Columns" not in ds:
@@ -314,7 +312,10 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             f"The series mixes image sizes: {parts}. A volume needs one size; remove the odd files "
             "(e.g. a localizer) or choose another series."
         )
-    # --- frames, samples
+
+
+def _check_single_frame_greyscale(headers: list, files: list[Path]) -> None:
+    """One frame and one sample per pixel in every file."""
     for ds, path in zip(headers, files):
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames != 1:
@@ -324,7 +325,10 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             )
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise _error(f"'{path}' has SamplesPerPixel {ds.SamplesPerPixel}; a CT slice must be greyscale.")
-    # --- pixel spacing
+
+
+def _check_pixel_spacing(headers: list, files: list[Path]) -> None:
+    """Every file has a positive PixelSpacing, the same in all (to 1e-4 mm)."""
     spacings: dict[tuple[float, float], list[Path]] = defaultdict(list)
     for ds, path in zip(headers, files):
         if "PixelSpacing" not in ds or ds.PixelSpacing is None:
@@ -336,7 +340,10 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
     if len(spacings) > 1:
         parts = "; ".join(f"{list(k)} mm: {_list_files(p)}" for k, p in spacings.items())
         raise _error(f"The series mixes pixel spacings (row, column): {parts}. Remove the odd files.")
-    # --- orientation
+
+
+def _common_direction(headers: list, files: list[Path]) -> np.ndarray:
+    """The direction matrix (3, 3) of the one slice orientation all files share."""
     iops = []
     for ds, path in zip(headers, files):
         if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
@@ -353,9 +360,11 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             f"(ImageOrientationPatient {iops_arr[0].round(5).tolist()}). Remove the odd files "
             "(often a localizer/scout) or choose another series."
         )
-    direction = _orientation_frame(iops_arr[0], files[0])
-    normal = direction[:, 2]
-    # --- gantry tilt tag
+    return _orientation_frame(iops_arr[0], files[0])
+
+
+def _check_no_tilt_tag(headers: list, files: list[Path]) -> None:
+    """No file declares a GantryDetectorTilt (a tilted acquisition is not a rectangular grid)."""
     tilted = [
         (path, float(ds.GantryDetectorTilt))
         for ds, path in zip(headers, files)
@@ -367,18 +376,10 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             "acquisition are sheared, not a rectangular grid. Correct the tilt first (e.g. 3D Slicer's "
             "'Gantry tilt correction' on import, or re-reconstruct on the scanner) and read the corrected series."
         )
-    # --- positions along the normal
-    positions = np.stack(
-        [_float_list(ds.ImagePositionPatient, 3, "ImagePositionPatient", p) for ds, p in zip(headers, files)]
-    )
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along = along[order]
-    positions = positions[order]
-    sorted_files = [files[i] for i in order]
-    if n == 1:
-        return order, direction, positions, float("nan")
-    gaps = np.diff(along)
+
+
+def _check_no_duplicates(gaps: np.ndarray, along: np.ndarray, sorted_files: list[Path]) -> None:
+    """No two slices at the same position along the normal (``gaps``, ``along`` in mm, sorted)."""
     dup = np.flatnonzero(gaps < _DUPLICATE_TOL_MM)
     if dup.size:
         pairs = "; ".join(
@@ -389,8 +390,10 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             f"{dup.size} duplicate slice position(s) along the slice normal: {pairs}. The folder probably "
             "holds two acquisitions or copies of the same series; keep one file per position."
         )
-    spacing = float(np.median(gaps))
-    tol = max(0.01, 0.01 * spacing)
+
+
+def _check_on_the_normal(positions: np.ndarray, normal: np.ndarray, tol: float, sorted_files: list[Path]) -> None:
+    """The sorted slice positions (n, 3) mm lie on the line through the first along ``normal`` (within ``tol`` mm)."""
     # gantry tilt shows as positions drifting off the line through the first slice along the normal
     offsets = positions - positions[0]
     off_line = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
@@ -402,6 +405,12 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             f"(tolerance {tol:.3f} mm). Correct the tilt first (e.g. 3D Slicer's gantry tilt correction) "
             "and read the corrected series."
         )
+
+
+def _check_regular_spacing(
+    gaps: np.ndarray, spacing: float, tol: float, along: np.ndarray, sorted_files: list[Path]
+) -> None:
+    """Every gap equals ``spacing`` within ``tol`` (mm); the error names missing slices or odd gaps."""
     bad = np.flatnonzero(np.abs(gaps - spacing) > tol)
     if bad.size:
         details = []
@@ -425,6 +434,33 @@ def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.nd
             + more
             + ". Re-export the complete series (or resample it to a regular grid) before reading it."
         )
+
+
+def _check_and_sort(headers: list, files: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Consistency checks; returns (order, direction, positions (n, 3), slice spacing mm)."""
+    _check_sizes(headers, files)
+    _check_single_frame_greyscale(headers, files)
+    _check_pixel_spacing(headers, files)
+    direction = _common_direction(headers, files)
+    normal = direction[:, 2]
+    _check_no_tilt_tag(headers, files)
+    # --- positions along the normal
+    positions = np.stack(
+        [_float_list(ds.ImagePositionPatient, 3, "ImagePositionPatient", p) for ds, p in zip(headers, files)]
+    )
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    positions = positions[order]
+    sorted_files = [files[i] for i in order]
+    if len(files) == 1:
+        return order, direction, positions, float("nan")
+    gaps = np.diff(along)
+    _check_no_duplicates(gaps, along, sorted_files)
+    spacing = float(np.median(gaps))
+    tol = max(0.01, 0.01 * spacing)
+    _check_on_the_normal(positions, normal, tol, sorted_files)
+    _check_regular_spacing(gaps, spacing, tol, along, sorted_files)
     return order, direction, positions, spacing
 
 

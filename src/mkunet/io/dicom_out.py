@@ -381,6 +381,149 @@ def write_seg(
 
 
 # ---------------------------------------------------------------------------- RTSTRUCT
+def _check_roi_display(roi_interpreted_type: str, color, decimals: int) -> tuple[str, tuple[int, ...]]:
+    """Check the ROI's interpreted type, colour and coordinate decimals -> (type as a code string, (R, G, B))."""
+    interpreted = str(roi_interpreted_type).upper()
+    if not re.fullmatch(r"[A-Z0-9_ ]{1,16}", interpreted):
+        raise ValueError(
+            f"`roi_interpreted_type` must be a DICOM code string such as 'GTV', got {roi_interpreted_type!r}."
+        )
+    rgb = tuple(int(c) for c in color)
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ValueError(f"`color` must be three integers in 0..255 (R, G, B), got {color!r}.")
+    if not 0 <= decimals <= 6:
+        raise ValueError(f"`decimals` must be in 0..6, got {decimals!r}.")
+    return interpreted, rgb
+
+
+def _rtstruct_header(
+    first,
+    date: str,
+    time: str,
+    series_number: int,
+    roi_description: str,
+    manufacturer: str,
+    algorithm_name: str,
+    algorithm_version: str,
+):
+    """A new RTSTRUCT dataset: file meta, SOP Common, the source's patient and study, RT Series, equipment.
+
+    ``first`` is a header of the source series (identity and frame of reference are copied from it).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_instance_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+
+    # SOP Common
+    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceCreationDate = date
+    ds.InstanceCreationTime = time
+    ds.InstanceNumber = 1
+    # Patient + General Study: the source's identity, nothing else
+    _copy_identity(ds, first)
+    # RT Series
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = int(series_number)
+    ds.SeriesDate = date
+    ds.SeriesTime = time
+    ds.SeriesDescription = roi_description
+    ds.OperatorsName = ""
+    # Frame of Reference (the source's: contours are in its patient coordinates)
+    ds.FrameOfReferenceUID = first.FrameOfReferenceUID
+    ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "") or ""
+    # General Equipment
+    ds.Manufacturer = _check_text(manufacturer, "manufacturer", 64)
+    ds.ManufacturerModelName = _check_text(algorithm_name, "algorithm_name", 64)
+    ds.SoftwareVersions = _check_text(algorithm_version, "algorithm_version", 64)
+    return ds
+
+
+def _image_ref(header):
+    """A Referenced SOP Class / Instance item pointing at the image ``header``."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.ReferencedSOPClassUID = header.SOPClassUID
+    item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+    return item
+
+
+def _referenced_frame_of_reference(headers: list):
+    """Referenced Frame of Reference -> RT Referenced Study -> RT Referenced Series -> every image of ``headers``."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    first = headers[0]
+    series_ref = Dataset()
+    series_ref.SeriesInstanceUID = first.SeriesInstanceUID
+    series_ref.ContourImageSequence = DicomSequence([_image_ref(h) for h in headers])
+    study_ref = Dataset()
+    study_ref.ReferencedSOPClassUID = _STUDY_COMPONENT_MANAGEMENT
+    study_ref.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
+    frame_ref = Dataset()
+    frame_ref.FrameOfReferenceUID = first.FrameOfReferenceUID
+    frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
+    return frame_ref
+
+
+def _structure_set_roi(first, roi_name: str, roi_description: str, algorithm_name: str, algorithm_version: str):
+    """The Structure Set ROI item (ROI 1, automatic, in the source's frame of reference)."""
+    from pydicom.dataset import Dataset
+
+    roi = Dataset()
+    roi.ROINumber = 1
+    roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
+    roi.ROIName = roi_name
+    roi.ROIDescription = roi_description
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    roi.ROIGenerationDescription = _check_text(f"{algorithm_name} {algorithm_version}", "algorithm_name", 64)
+    return roi
+
+
+def _roi_contour(contours: list[tuple[int, np.ndarray]], headers: list, rgb: tuple[int, ...], decimals: int):
+    """The ROI Contour item: one CLOSED_PLANAR contour per (slice, points in mm), each referencing its image."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    roi_contour = Dataset()
+    roi_contour.ReferencedROINumber = 1
+    roi_contour.ROIDisplayColor = list(rgb)
+    if contours:
+        items = []
+        for number, (k, points) in enumerate(contours, start=1):
+            item = Dataset()
+            item.ContourNumber = number
+            item.ContourImageSequence = DicomSequence([_image_ref(headers[k])])
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(points)
+            item.ContourData = format_ds(points, decimals)
+            items.append(item)
+        roi_contour.ContourSequence = DicomSequence(items)
+    return roi_contour
+
+
+def _roi_observation(interpreted: str):
+    """The RT ROI Observations item of ROI 1 with its interpreted type (GTV, CTV, ...)."""
+    from pydicom.dataset import Dataset
+
+    observation = Dataset()
+    observation.ObservationNumber = 1
+    observation.ReferencedROINumber = 1
+    observation.RTROIInterpretedType = interpreted
+    observation.ROIInterpreter = ""
+    return observation
+
+
 def write_rtstruct(
     mask: np.ndarray,
     reference: Volume,
@@ -433,25 +576,14 @@ def write_rtstruct(
             a DICOM series whose headers match its grid.
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     writer = "write_rtstruct"
     array = _as_mask(mask, reference, writer)
     roi_name = _check_text(roi_name, "roi_name", 64)
     roi_description = _check_text(roi_description, "roi_description", 64)
     structure_set_label = _check_text(structure_set_label, "structure_set_label", 16)
-    interpreted = str(roi_interpreted_type).upper()
-    if not re.fullmatch(r"[A-Z0-9_ ]{1,16}", interpreted):
-        raise ValueError(
-            f"`roi_interpreted_type` must be a DICOM code string such as 'GTV', got {roi_interpreted_type!r}."
-        )
-    rgb = tuple(int(c) for c in color)
-    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-        raise ValueError(f"`color` must be three integers in 0..255 (R, G, B), got {color!r}.")
-    if not 0 <= decimals <= 6:
-        raise ValueError(f"`decimals` must be in 0..6, got {decimals!r}.")
+    interpreted, rgb = _check_roi_display(roi_interpreted_type, color, decimals)
     headers = _source_headers(reference, writer)
     first = headers[0]
     contours = mask_to_contours(array, reference, simplify=bool(simplify))
@@ -464,97 +596,20 @@ def write_rtstruct(
 
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    sop_instance_uid = generate_uid()
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-
-    # SOP Common
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = sop_instance_uid
-    ds.InstanceCreationDate = date
-    ds.InstanceCreationTime = time
-    ds.InstanceNumber = 1
-    # Patient + General Study: the source's identity, nothing else
-    _copy_identity(ds, first)
-    # RT Series
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = int(series_number)
-    ds.SeriesDate = date
-    ds.SeriesTime = time
-    ds.SeriesDescription = roi_description
-    ds.OperatorsName = ""
-    # Frame of Reference (the source's: contours are in its patient coordinates)
-    ds.FrameOfReferenceUID = first.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "") or ""
-    # General Equipment
-    ds.Manufacturer = _check_text(manufacturer, "manufacturer", 64)
-    ds.ManufacturerModelName = _check_text(algorithm_name, "algorithm_name", 64)
-    ds.SoftwareVersions = _check_text(algorithm_version, "algorithm_version", 64)
-
+    ds = _rtstruct_header(
+        first, date, time, series_number, roi_description, manufacturer, algorithm_name, algorithm_version
+    )
     # Structure Set
     ds.StructureSetLabel = structure_set_label
     ds.StructureSetName = roi_name
     ds.StructureSetDescription = roi_description
     ds.StructureSetDate = date
     ds.StructureSetTime = time
-
-    def image_ref(header) -> Dataset:
-        item = Dataset()
-        item.ReferencedSOPClassUID = header.SOPClassUID
-        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
-        return item
-
-    series_ref = Dataset()
-    series_ref.SeriesInstanceUID = first.SeriesInstanceUID
-    series_ref.ContourImageSequence = DicomSequence([image_ref(h) for h in headers])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = _STUDY_COMPONENT_MANAGEMENT
-    study_ref.ReferencedSOPInstanceUID = first.StudyInstanceUID
-    study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
-    frame_ref = Dataset()
-    frame_ref.FrameOfReferenceUID = first.FrameOfReferenceUID
-    frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame_ref])
-
-    roi = Dataset()
-    roi.ROINumber = 1
-    roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
-    roi.ROIName = roi_name
-    roi.ROIDescription = roi_description
-    roi.ROIGenerationAlgorithm = "AUTOMATIC"
-    roi.ROIGenerationDescription = _check_text(f"{algorithm_name} {algorithm_version}", "algorithm_name", 64)
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame_of_reference(headers)])
+    roi = _structure_set_roi(first, roi_name, roi_description, algorithm_name, algorithm_version)
     ds.StructureSetROISequence = DicomSequence([roi])
-
-    # ROI Contour
-    roi_contour = Dataset()
-    roi_contour.ReferencedROINumber = 1
-    roi_contour.ROIDisplayColor = list(rgb)
-    if contours:
-        items = []
-        for number, (k, points) in enumerate(contours, start=1):
-            item = Dataset()
-            item.ContourNumber = number
-            item.ContourImageSequence = DicomSequence([image_ref(headers[k])])
-            item.ContourGeometricType = "CLOSED_PLANAR"
-            item.NumberOfContourPoints = len(points)
-            item.ContourData = format_ds(points, decimals)
-            items.append(item)
-        roi_contour.ContourSequence = DicomSequence(items)
-    ds.ROIContourSequence = DicomSequence([roi_contour])
-
-    # RT ROI Observations
-    observation = Dataset()
-    observation.ObservationNumber = 1
-    observation.ReferencedROINumber = 1
-    observation.RTROIInterpretedType = interpreted
-    observation.ROIInterpreter = ""
-    ds.RTROIObservationsSequence = DicomSequence([observation])
+    ds.ROIContourSequence = DicomSequence([_roi_contour(contours, headers, rgb, decimals)])
+    ds.RTROIObservationsSequence = DicomSequence([_roi_observation(interpreted)])
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

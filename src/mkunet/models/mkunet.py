@@ -39,6 +39,7 @@ connections), ``in_channels=1`` (intensity channel only).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -142,6 +143,93 @@ def pad_to_multiple(
     return padded, (Ellipsis, *crop)
 
 
+def _check_architecture(
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int],
+    gate: str,
+    upsample: str,
+    num_res_units: int,
+    dropout: float,
+) -> tuple[int, ...]:
+    """Check :class:`MKUNet`'s layer arguments; ``channels`` as a tuple."""
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    channels = tuple(channels)
+    if len(channels) < 2 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+        raise ValueError(f"`channels` must list at least 2 positive integers (finest level first), got {channels!r}.")
+    if gate not in GATES:
+        raise ValueError(f"`gate` must be one of {GATES}, got {gate!r}.")
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"`upsample` must be one of {UPSAMPLES}, got {upsample!r}.")
+    if isinstance(num_res_units, bool) or not isinstance(num_res_units, int) or num_res_units < 0:
+        raise ValueError(f"`num_res_units` must be an integer >= 0, got {num_res_units!r}.")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    return channels
+
+
+def _check_clinical_layout(clinical_features: int, lvcr_index: int, gate: str) -> None:
+    """Check the clinical vector's length and, for immune gates, that ``lvcr_index`` is one of its columns."""
+    if isinstance(clinical_features, bool) or not isinstance(clinical_features, int) or clinical_features < 1:
+        raise ValueError(f"`clinical_features` must be a positive integer, got {clinical_features!r}.")
+    if gate == "immune" and not 0 <= lvcr_index < clinical_features:
+        raise ValueError(
+            f"`lvcr_index` must be a column of the clinical vector (0..{clinical_features - 1}), got {lvcr_index!r}."
+        )
+
+
+def _level_block(
+    cin: int,
+    cout: int,
+    strides: int,
+    *,
+    kernel_size: int,
+    num_res_units: int,
+    act: tuple | str | None,
+    norm: tuple | str | None,
+    dropout: float | None,
+) -> nn.Module:
+    """One level: two 3-D convolutions (the first with ``strides``), or a MONAI ResidualUnit when ``num_res_units``."""
+    if num_res_units > 0:
+        return ResidualUnit(
+            3,
+            cin,
+            cout,
+            strides=strides,
+            kernel_size=kernel_size,
+            subunits=num_res_units,
+            act=act,
+            norm=norm,
+            dropout=dropout,
+        )
+    return nn.Sequential(
+        Convolution(3, cin, cout, strides=strides, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout),
+        Convolution(3, cout, cout, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout),
+    )
+
+
+def _upsampler(c_low: int, c_skip: int, upsample: str) -> nn.Module:
+    """Doubles the resolution and maps ``c_low`` to ``c_skip`` channels (2x2x2 transposed conv or trilinear + 1x1x1)."""
+    if upsample == "transpose":
+        return Convolution(
+            3,
+            c_low,
+            c_skip,
+            strides=2,
+            kernel_size=2,
+            padding=0,
+            output_padding=0,
+            is_transposed=True,
+            conv_only=True,
+        )
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+        Convolution(3, c_low, c_skip, kernel_size=1, conv_only=True),
+    )
+
+
 class MKUNet(nn.Module):
     """MK-UNet: 3-D attention U-Net with clinical fusion and immune-aware attention gates.
 
@@ -201,31 +289,10 @@ class MKUNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        channels = tuple(channels)
-        if len(channels) < 2 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
-            raise ValueError(
-                f"`channels` must list at least 2 positive integers (finest level first), got {channels!r}."
-            )
-        if gate not in GATES:
-            raise ValueError(f"`gate` must be one of {GATES}, got {gate!r}.")
-        if upsample not in UPSAMPLES:
-            raise ValueError(f"`upsample` must be one of {UPSAMPLES}, got {upsample!r}.")
-        if isinstance(num_res_units, bool) or not isinstance(num_res_units, int) or num_res_units < 0:
-            raise ValueError(f"`num_res_units` must be an integer >= 0, got {num_res_units!r}.")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+        channels = _check_architecture(in_channels, out_channels, channels, gate, upsample, num_res_units, dropout)
         needs_clinical = bool(clinical_fusion) or gate == "immune"
         if needs_clinical:
-            if isinstance(clinical_features, bool) or not isinstance(clinical_features, int) or clinical_features < 1:
-                raise ValueError(f"`clinical_features` must be a positive integer, got {clinical_features!r}.")
-            if gate == "immune" and not 0 <= lvcr_index < clinical_features:
-                raise ValueError(
-                    f"`lvcr_index` must be a column of the clinical vector (0..{clinical_features - 1}), "
-                    f"got {lvcr_index!r}."
-                )
+            _check_clinical_layout(clinical_features, lvcr_index, gate)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.clinical_features = clinical_features
@@ -238,28 +305,15 @@ class MKUNet(nn.Module):
         self.down_factor = 2 ** (len(channels) - 1)
         act = check_layer_arg(act, "act")
         norm = check_layer_arg(norm, "norm")
-        dropout = float(dropout) or None
-
-        def block(cin: int, cout: int, strides: int) -> nn.Module:
-            if num_res_units > 0:
-                return ResidualUnit(
-                    3,
-                    cin,
-                    cout,
-                    strides=strides,
-                    kernel_size=kernel_size,
-                    subunits=num_res_units,
-                    act=act,
-                    norm=norm,
-                    dropout=dropout,
-                )
-            return nn.Sequential(
-                Convolution(
-                    3, cin, cout, strides=strides, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout
-                ),
-                Convolution(3, cout, cout, kernel_size=kernel_size, act=act, norm=norm, dropout=dropout),
-            )
-
+        block = partial(
+            _level_block,
+            kernel_size=kernel_size,
+            num_res_units=num_res_units,
+            act=act,
+            norm=norm,
+            dropout=float(dropout) or None,
+        )
+        # the layers are declared in this order (it fixes the random initialisation for a seed)
         self.encoder = nn.ModuleList(
             [block(in_channels, channels[0], 1)]
             + [block(channels[i - 1], channels[i], 2) for i in range(1, len(channels))]
@@ -272,27 +326,7 @@ class MKUNet(nn.Module):
         ups, gates, decoders = [], [], []
         for i in range(len(channels) - 1):  # level i receives from level i + 1
             c_skip, c_low = channels[i], channels[i + 1]
-            if upsample == "transpose":
-                ups.append(
-                    Convolution(
-                        3,
-                        c_low,
-                        c_skip,
-                        strides=2,
-                        kernel_size=2,
-                        padding=0,
-                        output_padding=0,
-                        is_transposed=True,
-                        conv_only=True,
-                    )
-                )
-            else:
-                ups.append(
-                    nn.Sequential(
-                        nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
-                        Convolution(3, c_low, c_skip, kernel_size=1, conv_only=True),
-                    )
-                )
+            ups.append(_upsampler(c_low, c_skip, upsample))
             if gate == "none":
                 gates.append(nn.Identity())
             else:

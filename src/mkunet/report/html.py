@@ -282,24 +282,12 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
     )
 
 
-def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
+def _km_section(groups, km) -> str:
+    """Kaplan-Meier curves by IES group and the group statistics (stored by the run: km.csv, groups.csv)."""
     from mkunet.report import figures
 
-    cdir = out_dir / "cohort"
-    head = '<h2 id="statistics">Cohort statistics</h2>'
-    if not cdir.is_dir():
-        return head + '<p class="note">Not computed: no outcomes table was given (run with --outcomes).</p>'
-    parts = [head]
-    pts = _read_csv(cdir / "patients.csv")
-    groups = _read_csv(cdir / "groups.csv", index_col=0)
-    cox = _read_csv(cdir / "cox.csv", index_col=0)
-    ph = _read_csv(cdir / "ph_test.csv", index_col=0)
-    auc = _read_csv(cdir / "auc.csv", index_col=0)
-    km = _read_csv(cdir / "km.csv", index_col=0)
-    roc = _read_csv(cdir / "roc.csv", index_col=0)
+    parts = ["<h3>Kaplan-Meier by IES group</h3>"]
     figs = []
-    # Kaplan-Meier by IES group (curves and statistics stored by the run: km.csv, groups.csv)
-    parts.append("<h3>Kaplan-Meier by IES group</h3>")
     if groups is not None and "IES" in groups.index and km is not None and "IES" in km.index:
         g = groups.loc["IES"]
         figs.append(_img(figures.km_plot(km.loc[["IES"]], g), "Kaplan-Meier curves by IES group"))
@@ -312,9 +300,14 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
         )
     else:
         parts.append('<p class="note">No IES groups (too few patients with LVCR and outcomes).</p>')
-    parts.extend(figs)
-    # Cox forest + Schoenfeld
-    parts.append("<h3>Multi-factor Cox model and Schoenfeld test</h3>")
+    return "".join(parts + figs)
+
+
+def _cox_section(cox, ph) -> str:
+    """Forest plot and table of the multi-factor Cox model, with the Schoenfeld test per covariate."""
+    from mkunet.report import figures
+
+    parts = ["<h3>Multi-factor Cox model and Schoenfeld test</h3>"]
     if cox is not None and not cox.empty:
         parts.append(_img(figures.forest_plot(cox, ph), "Cox forest plot"))
         parts.append(
@@ -327,8 +320,14 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
             parts.append("<p>Schoenfeld test per covariate:</p>" + _table(ph, index=True, left=("covariate",)))
     else:
         parts.append('<p class="note">The multi-factor Cox model was not fitted (see notes).</p>')
-    # ROC (curves and AUCs stored by the run: roc.csv, auc.csv)
-    parts.append("<h3>ROC for PD-L1 positivity</h3>")
+    return "".join(parts)
+
+
+def _roc_section(roc, auc, pts) -> str:
+    """ROC curves and AUCs of the full and imaging-only IES for PD-L1 status (stored by the run: roc.csv, auc.csv)."""
+    from mkunet.report import figures
+
+    parts = ["<h3>ROC for PD-L1 positivity</h3>"]
     if roc is not None and not roc.empty:
         curves = []
         for label, key in (
@@ -363,6 +362,12 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
         )
     else:
         parts.append('<p class="note">No PD-L1 status in the outcomes: no ROC.</p>')
+    return "".join(parts)
+
+
+def _analysis_notes(cdir: Path) -> str:
+    """The concordance and correlation tables, then the notes of the analysis (cohort/notes.md), where present."""
+    parts = []
     for name, title in (
         ("concordance", "Concordance (Harrell's C, risk scores)"),
         ("correlations", "Spearman correlations"),
@@ -376,6 +381,24 @@ def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
         if lines:
             parts.append("<h3>Notes of the analysis</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in lines) + "</ul>")
     return "".join(parts)
+
+
+def _statistics(out_dir: Path, meta: Mapping[str, Any]) -> str:
+    """The cohort statistics section: Kaplan-Meier, Cox, ROC, concordance, correlations and notes."""
+    cdir = out_dir / "cohort"
+    head = '<h2 id="statistics">Cohort statistics</h2>'
+    if not cdir.is_dir():
+        return head + '<p class="note">Not computed: no outcomes table was given (run with --outcomes).</p>'
+    pts = _read_csv(cdir / "patients.csv")
+    groups = _read_csv(cdir / "groups.csv", index_col=0)
+    cox = _read_csv(cdir / "cox.csv", index_col=0)
+    ph = _read_csv(cdir / "ph_test.csv", index_col=0)
+    auc = _read_csv(cdir / "auc.csv", index_col=0)
+    km = _read_csv(cdir / "km.csv", index_col=0)
+    roc = _read_csv(cdir / "roc.csv", index_col=0)
+    return "".join(
+        [head, _km_section(groups, km), _cox_section(cox, ph), _roc_section(roc, auc, pts), _analysis_notes(cdir)]
+    )
 
 
 def _model_section(meta: Mapping[str, Any], model_tables: Path | None) -> str:

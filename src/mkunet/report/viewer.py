@@ -310,6 +310,112 @@ def _check(timepoints: Sequence[ViewerTimepoint]) -> list[str]:
     return ids
 
 
+def _lesion_bits(tp: ViewerTimepoint, ids: Sequence[str]) -> np.ndarray:
+    """The lesions of ``tp`` as one uint8 (z, y, x) on its CT grid: bit ``b`` is lesion ``ids[b]``."""
+    bits = np.zeros(tp.volume.shape, np.uint8)
+    for b, lid in enumerate(ids):
+        m = tp.lesions.get(lid)
+        if m is not None:
+            bits |= (np.asarray(m, dtype=bool).astype(np.uint8) << b).astype(np.uint8)
+    return bits
+
+
+def _lesion_positions(
+    mask: np.ndarray, ids: Sequence[str]
+) -> tuple[dict[str, int | None], dict[str, list[float] | None]]:
+    """Per lesion of the viewer-grid ``mask`` bits: (its widest slice near the centroid, its centroid (y, x) index).
+
+    None for a lesion absent from ``mask``.
+    """
+    lesion_slices: dict[str, int | None] = {}
+    lesion_centres: dict[str, list[float] | None] = {}
+    for b, lid in enumerate(ids):
+        on = (mask >> b) & 1
+        if on.any():
+            where = np.argwhere(on)
+            c = where.mean(axis=0)
+            k = int(round(c[0]))
+            # the slice with the largest area near the centroid: the lesion's widest cut
+            areas = on.reshape(on.shape[0], -1).sum(axis=1)
+            k = int(np.argmax(areas)) if areas[k] == 0 else k
+            lesion_slices[lid] = k
+            lesion_centres[lid] = [float(c[1]), float(c[2])]
+        else:
+            lesion_slices[lid] = None
+            lesion_centres[lid] = None
+    return lesion_slices, lesion_centres
+
+
+def _lesion_volumes(tp: ViewerTimepoint, ids: Sequence[str]) -> dict[str, float | None]:
+    """Per lesion, its volume (cm³) as measured, else the scan's (one lesion), else the mask's voxel count."""
+    volumes: dict[str, float | None] = {}
+    for lid in ids:
+        given = finite_or_none(tp.lesion_volumes_cm3.get(lid))
+        if given is None and len(tp.lesions) == 1 and lid in tp.lesions:
+            given = finite_or_none(tp.volume_cm3)  # one lesion: the scan's measured volume
+        m = tp.lesions.get(lid)
+        if given is None and m is not None:
+            given = float(np.count_nonzero(m)) * tp.volume.voxel_volume_mm3 / 1000.0
+        volumes[lid] = given
+    return volumes
+
+
+def _timepoint_entry(j: int, tp: ViewerTimepoint, ids: Sequence[str], grid: Grid) -> dict[str, Any]:
+    """The payload entry of timepoint ``j``: its CT, lesion bits and maps resampled onto the viewer ``grid``."""
+    ct = _resample(tp, tp.volume.array, grid, nearest=False, default=-1024.0)
+    mask = _resample(tp, _lesion_bits(tp, ids), grid, nearest=True, default=0).astype(np.uint8)
+    lesion_slices, lesion_centres = _lesion_positions(mask, ids)
+    entry: dict[str, Any] = {
+        "label": tp.label or f"T{tp.timepoint}",
+        "timepoint": int(tp.timepoint),
+        "days": float(tp.days),
+        "volume_cm3": finite_or_none(tp.volume_cm3),
+        "lesion_volumes_cm3": _lesion_volumes(tp, ids),
+        "lesion_slices": lesion_slices,
+        "lesion_centres_yx": lesion_centres,
+        "registration": "baseline"
+        if j == 0
+        else (str(getattr(tp.registration, "kind", "registered")) if tp.registration is not None else "none"),
+        "note": tp.note,
+        "ct": encode_array(_quantise_hu(ct)),
+        "mask": encode_array(mask),
+        "probability": None,
+        "attention": None,
+    }
+    for name in ("probability", "attention"):
+        arr = getattr(tp, name)
+        if arr is not None:
+            res = _resample(tp, np.asarray(arr, np.float32), grid, nearest=False, default=0.0)
+            entry[name] = encode_array(_quantise_unit(res))
+    return entry
+
+
+def _viewer_notes(
+    notes: Sequence[str], out_tps: list[dict[str, Any]], any_mask: bool, grid: Grid, baseline: Volume
+) -> list[str]:
+    """The caller's ``notes`` and what the viewer adds: registration, no contour, coarsened pixels."""
+    registered = [t["registration"] for t in out_tps[1:]]
+    all_notes = list(notes)
+    if len(out_tps) > 1:
+        if all(r != "none" for r in registered):
+            all_notes.append(
+                "Follow-ups are registered to the baseline and resampled onto its grid: the same slice shows the "
+                "same anatomy (most accurately near the lesion)."
+            )
+        else:
+            all_notes.append(
+                "Not registered: some follow-ups are shown by scanner coordinates on the baseline's grid (no "
+                "registration was available), so a slice may not show the same anatomy in every scan."
+            )
+    if not any_mask:
+        all_notes.append("No contour at any timepoint: the viewer shows the centre of the baseline scan.")
+    if grid.spacing[1] > baseline.spacing[1] * 1.001:
+        all_notes.append(
+            f"In-plane pixels coarsened to {grid.spacing[1]:.2f} x {grid.spacing[2]:.2f} mm to keep the page small."
+        )
+    return all_notes
+
+
 def viewer_payload(
     timepoints: Sequence[ViewerTimepoint],
     *,
@@ -349,83 +455,9 @@ def viewer_payload(
         min_field_mm=min_field_mm,
         max_voxels=max_voxels,
     )
-    out_tps = []
-    lesion_slices_all: list[int] = []
-    for j, tp in enumerate(timepoints):
-        ct = _resample(tp, tp.volume.array, grid, nearest=False, default=-1024.0)
-        bits = np.zeros(tp.volume.shape, np.uint8)
-        for b, lid in enumerate(ids):
-            m = tp.lesions.get(lid)
-            if m is not None:
-                bits |= (np.asarray(m, dtype=bool).astype(np.uint8) << b).astype(np.uint8)
-        mask = _resample(tp, bits, grid, nearest=True, default=0).astype(np.uint8)
-        lesion_slices: dict[str, int | None] = {}
-        lesion_centres: dict[str, list[float] | None] = {}
-        volumes: dict[str, float | None] = {}
-        for b, lid in enumerate(ids):
-            on = (mask >> b) & 1
-            if on.any():
-                where = np.argwhere(on)
-                c = where.mean(axis=0)
-                k = int(round(c[0]))
-                # the slice with the largest area near the centroid: the lesion's widest cut
-                areas = on.reshape(on.shape[0], -1).sum(axis=1)
-                k = int(np.argmax(areas)) if areas[k] == 0 else k
-                lesion_slices[lid] = k
-                lesion_centres[lid] = [float(c[1]), float(c[2])]
-                lesion_slices_all.append(k)
-            else:
-                lesion_slices[lid] = None
-                lesion_centres[lid] = None
-            given = finite_or_none(tp.lesion_volumes_cm3.get(lid))
-            if given is None and len(tp.lesions) == 1 and lid in tp.lesions:
-                given = finite_or_none(tp.volume_cm3)  # one lesion: the scan's measured volume
-            m = tp.lesions.get(lid)
-            if given is None and m is not None:
-                given = float(np.count_nonzero(m)) * tp.volume.voxel_volume_mm3 / 1000.0
-            volumes[lid] = given
-        entry: dict[str, Any] = {
-            "label": tp.label or f"T{tp.timepoint}",
-            "timepoint": int(tp.timepoint),
-            "days": float(tp.days),
-            "volume_cm3": finite_or_none(tp.volume_cm3),
-            "lesion_volumes_cm3": volumes,
-            "lesion_slices": lesion_slices,
-            "lesion_centres_yx": lesion_centres,
-            "registration": "baseline"
-            if j == 0
-            else (str(getattr(tp.registration, "kind", "registered")) if tp.registration is not None else "none"),
-            "note": tp.note,
-            "ct": encode_array(_quantise_hu(ct)),
-            "mask": encode_array(mask),
-            "probability": None,
-            "attention": None,
-        }
-        for name in ("probability", "attention"):
-            arr = getattr(tp, name)
-            if arr is not None:
-                res = _resample(tp, np.asarray(arr, np.float32), grid, nearest=False, default=0.0)
-                entry[name] = encode_array(_quantise_unit(res))
-        out_tps.append(entry)
-    registered = [t["registration"] for t in out_tps[1:]]
-    all_notes = list(notes)
-    if len(out_tps) > 1:
-        if all(r != "none" for r in registered):
-            all_notes.append(
-                "Follow-ups are registered to the baseline and resampled onto its grid: the same slice shows the "
-                "same anatomy (most accurately near the lesion)."
-            )
-        else:
-            all_notes.append(
-                "Not registered: some follow-ups are shown by scanner coordinates on the baseline's grid (no "
-                "registration was available), so a slice may not show the same anatomy in every scan."
-            )
-    if not any_mask:
-        all_notes.append("No contour at any timepoint: the viewer shows the centre of the baseline scan.")
-    if grid.spacing[1] > timepoints[0].volume.spacing[1] * 1.001:
-        all_notes.append(
-            f"In-plane pixels coarsened to {grid.spacing[1]:.2f} x {grid.spacing[2]:.2f} mm to keep the page small."
-        )
+    out_tps = [_timepoint_entry(j, tp, ids, grid) for j, tp in enumerate(timepoints)]
+    lesion_slices_all = [k for t in out_tps for k in t["lesion_slices"].values() if k is not None]
+    all_notes = _viewer_notes(notes, out_tps, any_mask, grid, timepoints[0].volume)
     default_slice = int(np.median(lesion_slices_all)) if lesion_slices_all else grid.shape[0] // 2
     return {
         "format": "mkunet-viewer/1",

@@ -245,20 +245,8 @@ def _grow_tree(
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> AnatomyParams:
-    """Draw a random patient anatomy.
-
-    Args:
-        rng: seeded generator.
-        contrast: contrast-enhanced blood (True), unenhanced (False), or random (None,
-            probability 0.3).
-
-    Returns:
-        AnatomyParams (lengths in mm in the patient frame, HU values in ``hu``).
-    """
-    u = rng.uniform
-    if contrast is None:
-        contrast = bool(rng.random() < 0.3)
+def _sample_body(u) -> AnatomyParams:
+    """Body outline, chest wall, diaphragm, spine, ribs and heart (``u``: the generator's ``uniform``)."""
     p = AnatomyParams(
         body_a=u(140, 185),
         body_b=u(95, 130),
@@ -281,8 +269,13 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
     )
     cb = p.cavity_b
     p.heart = (u(12, 30), -0.22 * cb + u(-5, 5), p.dome_z[1] + p.dome_h[1] + u(25, 45), u(50, 66), u(38, 52), u(45, 60))
+    return p
+
+
+def _sample_hu(u, contrast: bool) -> dict[str, float]:
+    """HU of every tissue (blood enhanced when ``contrast``)."""
     blood = u(120, 300) if contrast else u(35, 55)
-    p.hu = {
+    return {
         "air": -1000.0,
         "fat": u(-120, -85),
         "muscle": u(30, 50),
@@ -300,7 +293,10 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
         "airway_wall": u(0, 50),
         "contrast": float(contrast),
     }
-    # ---- great vessels, oesophagus, trachea and bronchi (mm, patient frame)
+
+
+def _sample_great_vessels(p: AnatomyParams, u) -> tuple[dict[str, np.ndarray], float, float]:
+    """Aorta, pulmonary trunk and oesophagus as tube segments -> (segments, trachea y mm, carina z mm)."""
     vy = p.vert_y
     yt = vy - p.vert_r - u(12, 22)  # trachea in front of the oesophagus/spine
     z_car = u(10, 40)
@@ -316,13 +312,21 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
     trunk0 = np.array([hx * 0.3, hy - 5.0, hz + 0.55 * hc])
     trunk1 = np.array([6.0, yt + 8.0, z_car - 15.0])
     oes = np.array([u(0, 8), vy - p.vert_r - 7.0])
-    p.great = {
+    great = {
         "p0": np.array([asc, top, mid, desc_top, trunk0, [oes[0], oes[1], 400.0]]),
         "p1": np.array([top, mid, desc_top, desc_bot, trunk1, [oes[0], oes[1], -400.0]]),
         "r0": np.array([ra + 1.5, ra, ra, ra, u(11, 14), u(6, 8)]),
         "r1": np.array([ra, ra, ra, ra - 1, u(10, 12), u(6, 8)]),
         "blood": np.array([1, 1, 1, 1, 1, 0], bool),
     }
+    return great, yt, z_car
+
+
+def _sample_trees(
+    p: AnatomyParams, rng: np.random.Generator, yt: float, z_car: float
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Pulmonary vessel and airway trees grown from both hila -> (vessels, airways with trachea and bronchi)."""
+    u = rng.uniform
     rt = u(7, 10)
     carina = np.array([0.0, yt, z_car])
     airway_roots = []
@@ -343,25 +347,52 @@ def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> An
             d = np.asarray(d) / np.linalg.norm(d)
             vessel_roots.append((hil + rng.normal(0, 2, 3), d, u(4.5, 6.5)))
             airway_roots.append((hil, d + rng.normal(0, 0.15, 3), u(3.0, 4.5)))
-    p.vessels = _grow_tree(p, vessel_roots, rng, min_radius=0.4, max_segments=1500)
+    vessels = _grow_tree(p, vessel_roots, rng, min_radius=0.4, max_segments=1500)
     tree = _grow_tree(p, airway_roots, rng, min_radius=1.1, max_segments=120)
-    p.airways = {
+    airways = {
         "p0": np.concatenate([np.array(bron0), tree["p0"]]),
         "p1": np.concatenate([np.array(bron1), tree["p1"]]),
         "r0": np.concatenate([np.array(br0), tree["r0"]]),
         "r1": np.concatenate([np.array(br1), tree["r1"]]),
     }
-    # ---- posterior vertebral elements: lamina/spinous and transverse processes (bone tubes)
-    canal_y = vy + p.vert_r + 9.0
+    return vessels, airways
+
+
+def _posterior_elements(p: AnatomyParams) -> dict[str, np.ndarray]:
+    """Lamina/spinous and transverse processes as bone tubes behind the vertebral body (and the canal's y, mm)."""
+    canal_y = p.vert_y + p.vert_r + 9.0
     sp0 = np.array([[0.0, canal_y + 6.0, 400.0], [-8.0, canal_y, 400.0], [8.0, canal_y, 400.0]])
     sp1 = np.array([[0.0, canal_y + 30.0, -400.0], [-30.0, canal_y + 4.0, -400.0], [30.0, canal_y + 4.0, -400.0]])
-    p.bones = {
+    return {
         "p0": sp0,
         "p1": sp1,
         "r0": np.array([5.0, 4.5, 4.5]),
         "r1": np.array([5.0, 4.5, 4.5]),
         "canal_y": canal_y,
     }
+
+
+def sample_anatomy(rng: np.random.Generator, contrast: bool | None = None) -> AnatomyParams:
+    """Draw a random patient anatomy.
+
+    Args:
+        rng: seeded generator.
+        contrast: contrast-enhanced blood (True), unenhanced (False), or random (None,
+            probability 0.3).
+
+    Returns:
+        AnatomyParams (lengths in mm in the patient frame, HU values in ``hu``).
+    """
+    u = rng.uniform
+    if contrast is None:
+        contrast = bool(rng.random() < 0.3)
+    p = _sample_body(u)
+    p.hu = _sample_hu(u, contrast)
+    # ---- great vessels, oesophagus, trachea and bronchi (mm, patient frame)
+    p.great, yt, z_car = _sample_great_vessels(p, u)
+    p.vessels, p.airways = _sample_trees(p, rng, yt, z_car)
+    # ---- posterior vertebral elements: lamina/spinous and transverse processes (bone tubes)
+    p.bones = _posterior_elements(p)
     return p
 
 
@@ -381,35 +412,27 @@ def _sub_axes(grid: Grid, sl: tuple[slice, slice, slice]):
     return x[:, :, sl[2]], y[:, sl[1], :], z[sl[0], :, :]
 
 
-def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) -> Anatomy:
-    """Rasterise ``params`` on ``grid`` with partial volume and tissue textures.
+@dataclass
+class _Sections:
+    """The z-invariant (axial) layers of the chest, each (Y, X) or broadcastable to it.
 
-    The z-invariant layers (body, fat, muscle, thoracic cavity, sternum, vertebral body,
-    spinal canal) are composited in 2-D and broadcast once; the 3-D structures are painted
-    only inside their bounding boxes (heart, diaphragm, lungs) or where they are non-zero
-    (ribs, vessels, airways).
-
-    Args:
-        params: from :func:`sample_anatomy`.
-        grid: the scan grid (shape (z, y, x), spacing (z, y, x) mm, origin (x, y, z) mm).
-        rng: seeded generator for the texture fields.
-
-    Returns:
-        Anatomy with noise-free float32 HU (before tumour, blur and scanner noise).
+    ``value`` HU, ``amp`` fine-texture amplitude (HU), ``mix`` mediastinal soft-tissue mix weight;
+    ``body`` and ``cav`` occupancies of the body and the thoracic cavity, ``s_cav`` the cavity's
+    signed distance (mm), ``vert_inner`` the cancellous vertebral body's occupancy.
     """
-    p = params
+
+    value: np.ndarray
+    amp: np.ndarray
+    mix: np.ndarray
+    body: np.ndarray
+    s_cav: np.ndarray
+    cav: np.ndarray
+    vert_inner: np.ndarray
+
+
+def _axial_sections(p: AnatomyParams, x2: np.ndarray, y2: np.ndarray, sxy: float, ny: int, nx: int) -> _Sections:
+    """Body, fat, muscle, thoracic cavity, sternum, vertebral body and spinal canal composited in 2-D."""
     hu_t = p.hu
-    sz, sy, sx = grid.spacing
-    sxy = float(np.sqrt(sx * sy))
-    x, y, z = grid.broadcast()
-    x2, y2 = x[0], y[0]  # (1, X), (Y, 1)
-    shape = grid.shape
-    ny, nx = shape[1], shape[2]
-
-    tex_fine = smooth_field(shape, grid.spacing, 4.0, rng)
-    tex_coarse = smooth_field(shape, grid.spacing, 18.0, rng)
-
-    # ---------------- 2-D (z-invariant) layers: value, fine-texture amplitude, cavity-mix weight
     val2 = np.full((ny, nx), hu_t["air"], np.float32)
     amp2 = np.zeros((ny, nx), np.float32)
     mix2 = np.zeros((ny, nx), np.float32)
@@ -438,22 +461,32 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
     vert_inner = ramp(rv + 2.0, sxy)
     paint2(vert_inner, hu_t["cancellous"], 35.0)
     paint2(ramp(np.sqrt(x2 * x2 + (y2 - p.bones["canal_y"]) ** 2) - 7.5, sxy), 25.0, 0.0)
+    return _Sections(val2, amp2, mix2, body, s_cav, cav, vert_inner)
 
-    img = np.empty(shape, np.float32)
-    np.multiply(tex_fine, amp2, out=img)
-    img += val2
+
+def _base_image(sections: _Sections, hu_t: dict[str, float], tex_fine: np.ndarray, tex_coarse: np.ndarray):
+    """The 2-D layers broadcast over z with their textures: float32 HU (z, y, x)."""
+    img = np.empty(tex_fine.shape, np.float32)
+    np.multiply(tex_fine, sections.amp, out=img)
+    img += sections.value
     mix = np.clip(0.5 + 1.5 * tex_coarse, 0.0, 1.0)
-    mix *= mix2 * np.float32(hu_t["soft"] - hu_t["mediastinal_fat"])
+    mix *= sections.mix * np.float32(hu_t["soft"] - hu_t["mediastinal_fat"])
     img += mix
-    del mix
+    return img
 
-    # ---------------- intervertebral discs (vertebral-body box only)
+
+def _paint_discs(img: np.ndarray, p: AnatomyParams, grid: Grid, vert_inner: np.ndarray) -> None:
+    """Intervertebral discs, in the vertebral-body box only."""
+    z = grid.broadcast()[2]
     vb = _box((-p.vert_r - 2, p.vert_y - p.vert_r - 2, -1e4), (p.vert_r + 2, p.vert_y + p.vert_r + 2, 1e4), grid)
     disc = (np.abs(np.mod(z[vb[0]] - p.disc_phase, p.disc_pitch) - 0.5 * p.disc_pitch) < 3.5).astype(np.float32)
     sub = img[vb]
-    sub += (vert_inner[vb[1], vb[2]] * disc) * (hu_t["disc"] - sub)
+    sub += (vert_inner[vb[1], vb[2]] * disc) * (p.hu["disc"] - sub)
 
-    # ---------------- abdomen below the diaphragm (slab below the highest dome point)
+
+def _paint_abdomen(img: np.ndarray, p: AnatomyParams, grid: Grid, cav: np.ndarray, tex_fine: np.ndarray) -> None:
+    """Abdomen below the diaphragm (slab below the highest dome point)."""
+    sz = grid.spacing[0]
     ztop = max(p.dome_z[0] + p.dome_h[0], p.dome_z[1] + p.dome_h[1]) + 2 * sz
     ab = _box((-p.cavity_a, -p.cavity_b, -1e4), (p.cavity_a, p.cavity_b, ztop), grid)
     if all(s.stop > s.start for s in ab):
@@ -461,44 +494,49 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
         _, ver = p.lung_sd(xs, ys, zs)
         below = ramp(-ver, sz) * (zs < 0) * cav[ab[1], ab[2]]
         sub = img[ab]
-        sub += below * (hu_t["abdomen"] + 5.0 * tex_fine[ab] - sub)
-        del below, ver
+        sub += below * (p.hu["abdomen"] + 5.0 * tex_fine[ab] - sub)
 
-    # ---------------- ribs: only the pixels of the rib band
+
+def _paint_ribs(
+    img: np.ndarray,
+    p: AnatomyParams,
+    grid: Grid,
+    s_cav: np.ndarray,
+    sxy: float,
+    tex_fine: np.ndarray,
+) -> None:
+    """Ribs (cortical shell, cancellous core), computed only on the pixels of the rib band."""
+    x, y, z = grid.broadcast()
+    x2, y2 = x[0], y[0]  # (1, X), (Y, 1)
+    shape = grid.shape
+    ny, nx = shape[1], shape[2]
     s_band = s_cav - (p.rib_band * 0.5 + 0.5)
     band = (np.abs(np.broadcast_to(s_band, (ny, nx))) < 0.5 * p.rib_thick + 2 * sxy) & np.broadcast_to(
         (np.abs(x2) > 22.0) | (y2 > 0), (ny, nx)
     )
     idx = np.flatnonzero(band)
-    if len(idx):
-        yy = np.broadcast_to(y2, (ny, nx)).reshape(-1)[idx][None, :]
-        sb = np.broadcast_to(s_band, (ny, nx)).reshape(-1)[idx][None, :]
-        zz = z[:, :, 0]  # (Z, 1)
-        phase = np.mod(zz - p.rib_slope * yy - p.rib_phase, p.rib_pitch) - 0.5 * p.rib_pitch
-        dz_perp = phase / np.sqrt(1.0 + p.rib_slope**2)
-        rho = np.sqrt((sb / (0.5 * p.rib_thick)) ** 2 + (dz_perp / (0.5 * p.rib_height)) ** 2)
-        rib_scale = 0.5 * min(p.rib_thick, p.rib_height)
-        flat = img.reshape(shape[0], -1)
-        vals = flat[:, idx]
-        tex = tex_fine.reshape(shape[0], -1)[:, idx]
-        occ = ramp((rho - 1.0) * rib_scale, sxy)
-        vals += occ * (hu_t["cortical"] - vals)
-        occ = ramp((rho - 0.75) * rib_scale, sxy)
-        vals += occ * (hu_t["cancellous"] + 30.0 * tex - vals)
-        flat[:, idx] = vals
-        del phase, dz_perp, rho, vals, tex, occ
+    if not len(idx):
+        return
+    yy = np.broadcast_to(y2, (ny, nx)).reshape(-1)[idx][None, :]
+    sb = np.broadcast_to(s_band, (ny, nx)).reshape(-1)[idx][None, :]
+    zz = z[:, :, 0]  # (Z, 1)
+    phase = np.mod(zz - p.rib_slope * yy - p.rib_phase, p.rib_pitch) - 0.5 * p.rib_pitch
+    dz_perp = phase / np.sqrt(1.0 + p.rib_slope**2)
+    rho = np.sqrt((sb / (0.5 * p.rib_thick)) ** 2 + (dz_perp / (0.5 * p.rib_height)) ** 2)
+    rib_scale = 0.5 * min(p.rib_thick, p.rib_height)
+    flat = img.reshape(shape[0], -1)
+    vals = flat[:, idx]
+    tex = tex_fine.reshape(shape[0], -1)[:, idx]
+    occ = ramp((rho - 1.0) * rib_scale, sxy)
+    vals += occ * (p.hu["cortical"] - vals)
+    occ = ramp((rho - 0.75) * rib_scale, sxy)
+    vals += occ * (p.hu["cancellous"] + 30.0 * tex - vals)
+    flat[:, idx] = vals
 
-    # ---------------- posterior vertebral elements (bone tubes)
-    render_segments(
-        grid,
-        p.bones["p0"],
-        p.bones["p1"],
-        p.bones["r0"],
-        p.bones["r1"],
-        paint=(img, hu_t["cortical"] * 0.35 + 0.65 * hu_t["cancellous"]),
-    )
 
-    # ---------------- heart (its box only): epicardial fat, myocardium, blood pool
+def _paint_heart(img: np.ndarray, p: AnatomyParams, grid: Grid, sxy: float, tex_fine: np.ndarray) -> None:
+    """Heart (its box only): epicardial fat, myocardium, blood pool."""
+    hu_t = p.hu
     hx, hy, hz, ha, hb, hc = p.heart
     hb_ = _box((hx - ha - 3, hy - hb - 3, hz - hc - 3), (hx + ha + 3, hy + hb + 3, hz + hc + 3), grid)
     if all(s.stop > s.start for s in hb_):
@@ -511,30 +549,39 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
         sub += occ * (hu_t["myocardium"] + 4.0 * tex_fine[hb_] - sub)
         occ = ramp(sh + 14.0, sxy)
         sub += occ * (hu_t["blood"] - sub)
-        del sh, occ
 
-    # ---------------- great vessels and oesophagus
-    g = p.great
-    gb = g["blood"]
-    render_segments(grid, g["p0"][gb], g["p1"][gb], g["r0"][gb], g["r1"][gb], paint=(img, hu_t["blood"]))
-    render_segments(grid, g["p0"][~gb], g["p1"][~gb], g["r0"][~gb], g["r1"][~gb], paint=(img, hu_t["soft"]))
 
-    # ---------------- lungs (box of the thoracic cavity between the domes and the apex)
-    lung = np.zeros(shape, np.float32)
+def _paint_lungs(
+    img: np.ndarray, p: AnatomyParams, grid: Grid, sxy: float, tex_fine: np.ndarray, tex_coarse: np.ndarray
+) -> np.ndarray:
+    """Lungs (box of the thoracic cavity between the domes and the apex) -> their float32 occupancy (z, y, x)."""
+    hu_t = p.hu
+    lung = np.zeros(grid.shape, np.float32)
     lb = _box((-p.cavity_a, -p.cavity_b, min(p.dome_z) - 2), (p.cavity_a, p.cavity_b, p.apex_z + 2), grid)
     if all(s.stop > s.start for s in lb):
         xs, ys, zs = _sub_axes(grid, lb)
         lat, ver = p.lung_sd(xs, ys, zs)
-        sub_l = np.minimum(ramp(lat, sxy), ramp(ver, sz))
+        sub_l = np.minimum(ramp(lat, sxy), ramp(ver, grid.spacing[0]))
         del lat, ver
         lung[lb] = sub_l
         lung_hu = hu_t["lung_texture_sd"] * (0.8 * tex_fine[lb] + 0.6 * tex_coarse[lb])
         lung_hu += hu_t["lung"] + hu_t["lung_gravity"] * (ys / max(p.cavity_b, 1.0))
         sub = img[lb]
         sub += sub_l * (lung_hu - sub)
-        del lung_hu, sub_l
+    return lung
 
-    # ---------------- pulmonary vessels (blood) inside the thoracic cavity
+
+def _paint_great_vessels(img: np.ndarray, p: AnatomyParams, grid: Grid) -> None:
+    """Aorta and pulmonary trunk (blood), oesophagus (soft tissue)."""
+    g = p.great
+    gb = g["blood"]
+    render_segments(grid, g["p0"][gb], g["p1"][gb], g["r0"][gb], g["r1"][gb], paint=(img, p.hu["blood"]))
+    render_segments(grid, g["p0"][~gb], g["p1"][~gb], g["r0"][~gb], g["r1"][~gb], paint=(img, p.hu["soft"]))
+
+
+def _paint_pulmonary_vessels(img: np.ndarray, p: AnatomyParams, grid: Grid, cav: np.ndarray) -> None:
+    """Pulmonary vessels (blood) inside the thoracic cavity."""
+    ny, nx = grid.shape[1], grid.shape[2]
     v = p.vessels
     cav_full = np.ascontiguousarray(np.broadcast_to(cav, (ny, nx)))
     render_segments(
@@ -543,13 +590,55 @@ def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) 
         v["p1"],
         v["r0"],
         v["r1"],
-        paint=(img, hu_t["blood"] * 0.85 + 0.15 * hu_t["soft"]),
+        paint=(img, p.hu["blood"] * 0.85 + 0.15 * p.hu["soft"]),
         weight2d=cav_full,
     )
 
-    # ---------------- airways: soft-tissue wall then air lumen
+
+def _paint_airways(img: np.ndarray, p: AnatomyParams, grid: Grid) -> None:
+    """Airways: soft-tissue wall, then air lumen."""
     a = p.airways
     wall_t = 0.6 + 0.18 * a["r0"]
-    render_segments(grid, a["p0"], a["p1"], a["r0"] + wall_t, a["r1"] + wall_t, paint=(img, hu_t["airway_wall"]))
-    render_segments(grid, a["p0"], a["p1"], a["r0"], a["r1"], paint=(img, hu_t["air"]))
-    return Anatomy(grid=grid, hu=img, lung=lung, body=np.broadcast_to(body, shape), params=p)
+    render_segments(grid, a["p0"], a["p1"], a["r0"] + wall_t, a["r1"] + wall_t, paint=(img, p.hu["airway_wall"]))
+    render_segments(grid, a["p0"], a["p1"], a["r0"], a["r1"], paint=(img, p.hu["air"]))
+
+
+def render_anatomy(params: AnatomyParams, grid: Grid, rng: np.random.Generator) -> Anatomy:
+    """Rasterise ``params`` on ``grid`` with partial volume and tissue textures.
+
+    The z-invariant layers (body, fat, muscle, thoracic cavity, sternum, vertebral body,
+    spinal canal) are composited in 2-D and broadcast once; the 3-D structures are painted
+    only inside their bounding boxes (heart, diaphragm, lungs) or where they are non-zero
+    (ribs, vessels, airways).
+
+    Args:
+        params: from :func:`sample_anatomy`.
+        grid: the scan grid (shape (z, y, x), spacing (z, y, x) mm, origin (x, y, z) mm).
+        rng: seeded generator for the texture fields.
+
+    Returns:
+        Anatomy with noise-free float32 HU (before tumour, blur and scanner noise).
+    """
+    p = params
+    _, sy, sx = grid.spacing
+    sxy = float(np.sqrt(sx * sy))
+    x, y, _ = grid.broadcast()
+    shape = grid.shape
+    tex_fine = smooth_field(shape, grid.spacing, 4.0, rng)
+    tex_coarse = smooth_field(shape, grid.spacing, 18.0, rng)
+    sections = _axial_sections(p, x[0], y[0], sxy, shape[1], shape[2])
+    img = _base_image(sections, p.hu, tex_fine, tex_coarse)
+    _paint_discs(img, p, grid, sections.vert_inner)
+    _paint_abdomen(img, p, grid, sections.cav, tex_fine)
+    _paint_ribs(img, p, grid, sections.s_cav, sxy, tex_fine)
+    # posterior vertebral elements (bone tubes)
+    b = p.bones
+    render_segments(
+        grid, b["p0"], b["p1"], b["r0"], b["r1"], paint=(img, p.hu["cortical"] * 0.35 + 0.65 * p.hu["cancellous"])
+    )
+    _paint_heart(img, p, grid, sxy, tex_fine)
+    _paint_great_vessels(img, p, grid)
+    lung = _paint_lungs(img, p, grid, sxy, tex_fine, tex_coarse)
+    _paint_pulmonary_vessels(img, p, grid, sections.cav)
+    _paint_airways(img, p, grid)
+    return Anatomy(grid=grid, hu=img, lung=lung, body=np.broadcast_to(sections.body, shape), params=p)

@@ -278,6 +278,45 @@ def _paint(
     return mask, sl
 
 
+def _check_lesion_options(
+    n_tumours: int,
+    diameter_mm: tuple[float, float],
+    lesion_types: Sequence[str] | None,
+    placements: Sequence[str] | None,
+) -> tuple[float, float]:
+    """Check :func:`insert_tumours`' lesion count, diameter range, types and placements -> (low, high) mm."""
+    if isinstance(n_tumours, bool) or not isinstance(n_tumours, int) or n_tumours < 1:
+        raise ValueError(f"`n_tumours` must be an integer >= 1, got {n_tumours!r}.")
+    lo_d, hi_d = (float(v) for v in diameter_mm)
+    if not 0 < lo_d <= hi_d:
+        raise ValueError(f"`diameter_mm` must be (low, high) mm with 0 < low <= high, got {diameter_mm!r}.")
+    for name, given, allowed in (("lesion_types", lesion_types, LESION_TYPES), ("placements", placements, PLACEMENTS)):
+        if given is None:
+            continue
+        if len(given) != n_tumours:
+            raise ValueError(f"`{name}` gives {len(given)} value(s) for n_tumours={n_tumours}; give one per lesion.")
+        bad = [v for v in given if v not in allowed]
+        if bad:
+            raise ValueError(f"`{name}` has unknown value(s) {bad}; use {allowed}.")
+    return lo_d, hi_d
+
+
+def _draw_lesion(
+    k: int,
+    types: list[str] | None,
+    places: list[str] | None,
+    lo_d: float,
+    hi_d: float,
+    rng: np.random.Generator,
+) -> tuple[str, str, float]:
+    """Lesion ``k``'s type, placement (given, else drawn) and diameter (mm, log-uniform; necrotic >= 20 mm)."""
+    lesion_type = types[k] if types else str(rng.choice(LESION_TYPES, p=[0.35, 0.15, 0.15, 0.2, 0.15]))
+    placement = places[k] if places else str(rng.choice(PLACEMENTS, p=[0.3, 0.25, 0.1, 0.2, 0.15]))
+    lo_k = max(lo_d, 20.0) if lesion_type == "necrotic" else lo_d
+    d_mm = float(np.exp(rng.uniform(np.log(lo_k), np.log(max(hi_d, lo_k)))))
+    return lesion_type, placement, d_mm
+
+
 def insert_tumours(
     volume: Volume,
     lungs: np.ndarray | None,
@@ -319,19 +358,7 @@ def insert_tumours(
     """
     from scipy import ndimage
 
-    if isinstance(n_tumours, bool) or not isinstance(n_tumours, int) or n_tumours < 1:
-        raise ValueError(f"`n_tumours` must be an integer >= 1, got {n_tumours!r}.")
-    lo_d, hi_d = (float(v) for v in diameter_mm)
-    if not 0 < lo_d <= hi_d:
-        raise ValueError(f"`diameter_mm` must be (low, high) mm with 0 < low <= high, got {diameter_mm!r}.")
-    for name, given, allowed in (("lesion_types", lesion_types, LESION_TYPES), ("placements", placements, PLACEMENTS)):
-        if given is None:
-            continue
-        if len(given) != n_tumours:
-            raise ValueError(f"`{name}` gives {len(given)} value(s) for n_tumours={n_tumours}; give one per lesion.")
-        bad = [v for v in given if v not in allowed]
-        if bad:
-            raise ValueError(f"`{name}` has unknown value(s) {bad}; use {allowed}.")
+    lo_d, hi_d = _check_lesion_options(n_tumours, diameter_mm, lesion_types, placements)
     x = np.asarray(volume.array, np.float32)
     spacing = (float(volume.spacing[0]), float(volume.spacing[1]), float(volume.spacing[2]))
     for name, arr in (("lungs", lungs), ("ignore", ignore)):
@@ -354,10 +381,7 @@ def insert_tumours(
     places = list(placements) if placements is not None else None
     taken = ignore_mask.copy()
     for k in range(n_tumours):
-        lesion_type = types[k] if types else str(rng.choice(LESION_TYPES, p=[0.35, 0.15, 0.15, 0.2, 0.15]))
-        placement = places[k] if places else str(rng.choice(PLACEMENTS, p=[0.3, 0.25, 0.1, 0.2, 0.15]))
-        lo_k = max(lo_d, 20.0) if lesion_type == "necrotic" else lo_d
-        d_mm = float(np.exp(rng.uniform(np.log(lo_k), np.log(max(hi_d, lo_k)))))
+        lesion_type, placement, d_mm = _draw_lesion(k, types, places, lo_d, hi_d, rng)
         tumour = _tumour_for(lesion_type, placement, d_mm, rng)
         vol_mm3 = float(diameter_to_volume(d_mm))
         radius = 0.5 * d_mm

@@ -44,6 +44,61 @@ def _uid(*parts: Any) -> str:
     return generate_uid(entropy_srcs=["mkunet.synth", *[str(p) for p in parts]])
 
 
+def _ct_header(
+    study_date: str, series_description: str, patient_id: str, patient_name: str | None, birth_date: str, sex: str
+):
+    """A CT Image dataset with file meta, SOP class, dates, equipment, descriptions and the synthetic patient."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = _CT_IMAGE_STORAGE
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study_date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "090000"
+    ds.AccessionNumber = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "mkunet synthetic"
+    ds.InstitutionName = "synthetic"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "synthetic longitudinal chest CT"
+    ds.SeriesDescription = series_description
+    ds.ManufacturerModelName = "mkunet.synth"
+    ds.PatientName = patient_name or patient_id
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "synthetic data, no real patient"
+    ds.BodyPartExamined = "CHEST"
+    return ds
+
+
+def _set_image_pixel(ds, ny: int, nx: int, sy: float, sx: float) -> None:
+    """Image Pixel and CT Image elements of ``ny`` x ``nx`` int16 HU slices, pixel spacing (row, column) mm."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ny
+    ds.Columns = nx
+    ds.PixelSpacing = [f"{sy:.6g}", f"{sx:.6g}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.WindowCenter = "-600"
+    ds.WindowWidth = "1600"
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+
+
 def write_ct_series(
     volume: Volume,
     directory: str | Path,
@@ -77,10 +132,6 @@ def write_ct_series(
     Returns:
         The written paths in slice order (index k = ``volume.array[k]``).
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ent = tuple(uid_entropy) or (patient_id, study_date)
@@ -94,32 +145,7 @@ def write_ct_series(
         )
     pixels = np.clip(np.rint(volume.array), -32768, 32767).astype("<i2")
     nz, ny, nx = pixels.shape
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = _CT_IMAGE_STORAGE
-    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study_date
-    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "090000"
-    ds.AccessionNumber = ""
-    ds.Modality = "CT"
-    ds.Manufacturer = "mkunet synthetic"
-    ds.InstitutionName = "synthetic"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "synthetic longitudinal chest CT"
-    ds.SeriesDescription = series_description
-    ds.ManufacturerModelName = "mkunet.synth"
-    ds.PatientName = patient_name or patient_id
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = birth_date
-    ds.PatientSex = sex
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "synthetic data, no real patient"
-    ds.BodyPartExamined = "CHEST"
+    ds = _ct_header(study_date, series_description, patient_id, patient_name, birth_date, sex)
     ds.SliceThickness = f"{sz:.6g}"
     ds.SpacingBetweenSlices = f"{sz:.6g}"
     ds.KVP = f"{kvp:.6g}"
@@ -133,20 +159,7 @@ def write_ct_series(
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.FrameOfReferenceUID = frame_uid
     ds.PositionReferenceIndicator = ""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ny
-    ds.Columns = nx
-    ds.PixelSpacing = [f"{sy:.6g}", f"{sx:.6g}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.WindowCenter = "-600"
-    ds.WindowWidth = "1600"
-    ds.RescaleIntercept = "0"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "HU"
+    _set_image_pixel(ds, ny, nx, sy, sx)
     ox, oy, oz = volume.origin
     return _write_slices(ds, pixels, directory, ent, (ox, oy, oz), sz)
 

@@ -211,6 +211,141 @@ def _ablation_key(label: str) -> str | None:
     return None
 
 
+class _Cohort:
+    """The cases of a cohort folder, each loaded once, with each patient's ground-truth LVCR and clinical row."""
+
+    def __init__(self, data: Path) -> None:
+        from mkunet.train.data import read_clinical, read_scans
+
+        self.data = data
+        self.records = read_scans(data)
+        self.clinical_table = read_clinical(data, required=False)
+        self._cache: dict[str, tuple[Any, np.ndarray]] = {}
+        self.by_patient: dict[str, list] = {}
+        for rec in self.records:
+            self.by_patient.setdefault(rec.patient_id, []).append(rec)
+        self._truth_lvcr: dict[str, float | None] = {}
+
+    def load(self, rec) -> tuple[Any, np.ndarray]:
+        """(volume, ground-truth mask) of a scan record, cached."""
+        from mkunet.train.data import load_scan
+
+        if rec.key not in self._cache:
+            self._cache[rec.key] = load_scan(rec)
+        return self._cache[rec.key]
+
+    def truth_lvcr(self, pid: str) -> float | None:
+        """The stratifier of Table 3: the LVCR of the ground-truth masks (the one definition)."""
+        from mkunet.analysis.kinetics import KineticsError, lvcr_from_masks
+
+        if pid not in self._truth_lvcr:
+            recs = self.by_patient[pid]
+            value = None
+            if len(recs) >= 2 and all(r.days is not None for r in recs):
+                pairs = [self.load(r) for r in recs]
+                try:
+                    value = lvcr_from_masks(
+                        [r.days for r in recs], [m for _, m in pairs], [v.spacing for v, _ in pairs], patient_id=pid
+                    ).lvcr_per_day
+                except (KineticsError, ValueError):
+                    value = None
+            self._truth_lvcr[pid] = value
+        return self._truth_lvcr[pid]
+
+    def clinical(self, pid: str) -> tuple[dict[str, Any] | None, float | None]:
+        """The clinical.csv row (the user's values) and its LVCR when the table gives one."""
+        from mkunet.train.data import CLINICAL_COLUMNS
+
+        clinical_table = self.clinical_table
+        if clinical_table is None or pid not in clinical_table.index:
+            return None, None
+        row = clinical_table.loc[pid]
+        values: dict[str, Any] = {c: row[c] for c in CLINICAL_COLUMNS}
+        given = row["lvcr"] if "lvcr" in clinical_table.columns else None
+        given_ok = given is not None and bool(np.isfinite(float(given)))
+        if given_ok:
+            values["lvcr"] = float(given)
+        return values, (float(given) if given_ok else None)
+
+    def cases_of(self, run: Path, bundle_dir: Path, all_cases: bool) -> list:
+        """The scan records ``run`` is evaluated on: its split's test patients, or every case (``all_cases``)."""
+        if all_cases:
+            return self.records
+        split_path = (run if (run / "split.json").is_file() else bundle_dir.parent) / "split.json"
+        if not split_path.is_file():
+            raise FileNotFoundError(
+                f"'{split_path}' not found: cannot tell the test patients of '{run}'; pass --all to evaluate "
+                "every case of the data folder."
+            )
+        test = set(json.loads(split_path.read_text(encoding="utf-8"))["test"])
+        chosen = [r for r in self.records if r.patient_id in test]
+        if not chosen:
+            raise ValueError(
+                f"Run '{run}' has no test patients in '{self.data}' (split.json 'test' is empty); use --all."
+            )
+        return chosen
+
+
+def _segment_patient(recs: list, volumes: list, bundle, clinical, *, overlap: float, keep: str, max_iter: int):
+    """Segment one patient's scans as a user would -> (segmentations, LVCR estimate or None, fixed point iterated).
+
+    A timed series (>= 2 scans, increasing days) goes through the fixed point of
+    :func:`mkunet.segmentation.infer.segment_timepoints`; otherwise each scan alone.
+    """
+    from mkunet.segmentation.infer import segment, segment_timepoints
+
+    day_list = [r.days for r in recs]
+    timed = (
+        len(recs) >= 2 and all(d is not None for d in day_list) and all(b > a for a, b in zip(day_list, day_list[1:]))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if timed:  # one patient's scans: the LVCR a user would have (fixed point or clinical.csv)
+            longi = segment_timepoints(
+                volumes,
+                [float(r.days) - float(recs[0].days) for r in recs],
+                bundle,
+                clinical,
+                method="network",
+                overlap=overlap,
+                keep=keep,
+                max_iter=max_iter,
+            )
+            return longi.segmentations, longi.lvcr_per_day, bool(longi.trace)
+        # no usable series: each scan alone, LVCR from clinical.csv or unknown
+        segs = [
+            segment(v, bundle, clinical, None, method="network", overlap=overlap, keep=keep)  # type: ignore[arg-type]
+            for v in volumes
+        ]
+        return segs, None, False
+
+
+def _lvcr_input(bundle, given: float | None, iterated: bool, lvcr_est: float | None) -> tuple[str, float]:
+    """Where the LVCR fed to the network came from, and its value (nan when unknown)."""
+    if bundle.clinical_encoder is None:
+        return "not used (no clinical input)", math.nan
+    if given is not None:
+        return "clinical.csv", given
+    if iterated and lvcr_est is not None:
+        return "fixed-point estimate", lvcr_est
+    if iterated:
+        return "fixed-point stopped (empty mask)", math.nan
+    return "unknown (training median)", math.nan
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
+    """Dice, IoU and HD95 (mm) of a predicted mask against the ground truth."""
+    from mkunet.analysis.metrics import dice, hd95, iou
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "dice": dice(pred, truth),
+            "iou": iou(pred, truth),
+            "hd95_mm": hd95(pred, truth, spacing),
+        }
+
+
 def evaluate_runs(
     runs: Sequence[str | Path],
     data: str | Path,
@@ -241,59 +376,14 @@ def evaluate_runs(
     Returns:
         :class:`Evaluation`.
     """
-    from mkunet.analysis.kinetics import KineticsError, lvcr_from_masks
-    from mkunet.analysis.metrics import dice, hd95, iou
     from mkunet.models import count_parameters
     from mkunet.models.bundle import ModelBundle
-    from mkunet.segmentation.infer import check_keep, segment, segment_timepoints
-    from mkunet.train.data import CLINICAL_COLUMNS, load_scan, read_clinical, read_scans
+    from mkunet.segmentation.infer import check_keep
 
     if not runs:
         raise ValueError("No runs to evaluate: give at least one --runs RUN_DIR.")
     check_keep(keep)
-    data = Path(data)
-    records = read_scans(data)
-    clinical_table = read_clinical(data, required=False)
-    cache: dict[str, tuple[Any, np.ndarray]] = {}
-
-    def load(rec):
-        if rec.key not in cache:
-            cache[rec.key] = load_scan(rec)
-        return cache[rec.key]
-
-    by_patient: dict[str, list] = {}
-    for rec in records:
-        by_patient.setdefault(rec.patient_id, []).append(rec)
-    truth_lvcr: dict[str, float | None] = {}
-
-    def truth_lvcr_of(pid: str) -> float | None:
-        """The stratifier of Table 3: the LVCR of the ground-truth masks (the one definition)."""
-        if pid not in truth_lvcr:
-            recs = by_patient[pid]
-            value = None
-            if len(recs) >= 2 and all(r.days is not None for r in recs):
-                pairs = [load(r) for r in recs]
-                try:
-                    value = lvcr_from_masks(
-                        [r.days for r in recs], [m for _, m in pairs], [v.spacing for v, _ in pairs], patient_id=pid
-                    ).lvcr_per_day
-                except (KineticsError, ValueError):
-                    value = None
-            truth_lvcr[pid] = value
-        return truth_lvcr[pid]
-
-    def clinical_of(pid: str) -> tuple[dict[str, Any] | None, float | None]:
-        """The clinical.csv row (the user's values) and its LVCR when the table gives one."""
-        if clinical_table is None or pid not in clinical_table.index:
-            return None, None
-        row = clinical_table.loc[pid]
-        values: dict[str, Any] = {c: row[c] for c in CLINICAL_COLUMNS}
-        given = row["lvcr"] if "lvcr" in clinical_table.columns else None
-        given_ok = given is not None and bool(np.isfinite(float(given)))
-        if given_ok:
-            values["lvcr"] = float(given)
-        return values, (float(given) if given_ok else None)
-
+    cohort = _Cohort(Path(data))
     rows: list[dict[str, Any]] = []
     table1_rows: list[dict[str, Any]] = []
     for run in runs:
@@ -301,74 +391,21 @@ def evaluate_runs(
         bundle_dir = _run_bundle_dir(run, checkpoint)
         bundle = ModelBundle.load(bundle_dir)
         label = str(bundle.metadata.get("label") or run.name)
-        if all_cases:
-            chosen = records
-        else:
-            split_path = (run if (run / "split.json").is_file() else bundle_dir.parent) / "split.json"
-            if not split_path.is_file():
-                raise FileNotFoundError(
-                    f"'{split_path}' not found: cannot tell the test patients of '{run}'; pass --all to evaluate "
-                    "every case of the data folder."
-                )
-            test = set(json.loads(split_path.read_text(encoding="utf-8"))["test"])
-            chosen = [r for r in records if r.patient_id in test]
-            if not chosen:
-                raise ValueError(
-                    f"Run '{run}' has no test patients in '{data}' (split.json 'test' is empty); use --all."
-                )
+        chosen = cohort.cases_of(run, bundle_dir, all_cases)
         chosen_by_patient: dict[str, list] = {}
         for rec in chosen:
             chosen_by_patient.setdefault(rec.patient_id, []).append(rec)
         done = 0
         for pid, recs in chosen_by_patient.items():
-            pairs = [load(r) for r in recs]
-            clinical, given = clinical_of(pid)
-            day_list = [r.days for r in recs]
-            timed = (
-                len(recs) >= 2
-                and all(d is not None for d in day_list)
-                and all(b > a for a, b in zip(day_list, day_list[1:]))
+            pairs = [cohort.load(r) for r in recs]
+            clinical, given = cohort.clinical(pid)
+            segs, lvcr_est, iterated = _segment_patient(
+                recs, [v for v, _ in pairs], bundle, clinical, overlap=overlap, keep=keep, max_iter=max_iter
             )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if timed:  # one patient's scans: the LVCR a user would have (fixed point or clinical.csv)
-                    longi = segment_timepoints(
-                        [v for v, _ in pairs],
-                        [float(r.days) - float(recs[0].days) for r in recs],
-                        bundle,
-                        clinical,
-                        method="network",
-                        overlap=overlap,
-                        keep=keep,
-                        max_iter=max_iter,
-                    )
-                    segs, lvcr_est, iterated = longi.segmentations, longi.lvcr_per_day, bool(longi.trace)
-                else:  # no usable series: each scan alone, LVCR from clinical.csv or unknown
-                    segs = [
-                        segment(v, bundle, clinical, None, method="network", overlap=overlap, keep=keep)  # type: ignore[arg-type]
-                        for v, _ in pairs
-                    ]
-                    lvcr_est, iterated = None, False
-            if bundle.clinical_encoder is None:
-                source, lv_in = "not used (no clinical input)", math.nan
-            elif given is not None:
-                source, lv_in = "clinical.csv", given
-            elif iterated and lvcr_est is not None:
-                source, lv_in = "fixed-point estimate", lvcr_est
-            elif iterated:
-                source, lv_in = "fixed-point stopped (empty mask)", math.nan
-            else:
-                source, lv_in = "unknown (training median)", math.nan
-            lv_truth = truth_lvcr_of(pid)
+            source, lv_in = _lvcr_input(bundle, given, iterated, lvcr_est)
+            lv_truth = cohort.truth_lvcr(pid)
             for rec, (volume, truth), seg in zip(recs, pairs, segs):
                 pred = seg.mask
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    scores = {
-                        "dice": dice(pred, truth),
-                        "iou": iou(pred, truth),
-                        "hd95_mm": hd95(pred, truth, volume.spacing),
-                    }
                 rows.append(
                     {
                         "run": str(run),
@@ -377,7 +414,7 @@ def evaluate_runs(
                         "patient_id": rec.patient_id,
                         "timepoint": rec.timepoint,
                         "scan": rec.key,
-                        **scores,
+                        **_scores(pred, truth, volume.spacing),
                         "lvcr_per_day": lv_truth if lv_truth is not None else math.nan,
                         "lvcr_input_per_day": seg.lvcr_used if seg.lvcr_used is not None else lv_in,
                         "lvcr_source": source,
@@ -403,9 +440,38 @@ def _sources(part: pd.DataFrame) -> str:
     return "; ".join(f"{k}: {int(n)}" for k, n in counts.items())
 
 
-def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | None) -> Evaluation:
-    from mkunet.analysis.metrics import paired_ttest
+_TABLE2_COLUMNS = [
+    "variant",
+    "run",
+    "n",
+    "dice_mean",
+    "dice_sd",
+    "hd95_mean",
+    "hd95_sd",
+    "dice_t",
+    "dice_p",
+    "hd95_t",
+    "hd95_p",
+    "n_paired",
+    "lvcr_source",
+]
+_TABLE3_COLUMNS = [
+    "label",
+    "run",
+    "group",
+    "n",
+    "n_patients",
+    "dice_mean",
+    "dice_sd",
+    "hd95_mean",
+    "hd95_sd",
+    "lvcr_cutoff",
+    "lvcr_source",
+]
 
+
+def _table1(per_case: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: Dice, IoU, HD95 mean and SD per run (model)."""
     t1 = []
     for _, run in runs.iterrows():
         sub = per_case[per_case["run"] == run["run"]]
@@ -427,9 +493,27 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
                 "lvcr_source": _sources(sub),
             }
         )
-    table1 = pd.DataFrame(t1)
+    return pd.DataFrame(t1)
 
-    # Table 2: ablation
+
+def _paired_against_full(row: dict[str, Any], sub: pd.DataFrame, full: pd.DataFrame) -> None:
+    """Paired t-tests of Dice and HD95 against the full model on the scans both runs segmented (into ``row``)."""
+    from mkunet.analysis.metrics import paired_ttest
+
+    common = sub.index.intersection(full.index)
+    row["n_paired"] = len(common)
+    for metric, col in (("dice", "dice"), ("hd95", "hd95_mm")):
+        a, b = sub.loc[common, col].to_numpy(float), full.loc[common, col].to_numpy(float)
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t, p = paired_ttest(a[ok], b[ok])
+            row[f"{metric}_t"], row[f"{metric}_p"] = t, p
+
+
+def _table2(per_case: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 2: the ablation rows present among the runs, each tested against the full model."""
     keyed = {}
     for _, run in runs.iterrows():
         key = _ablation_key(str(run["label"]))
@@ -458,37 +542,13 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
             "lvcr_source": _sources(sub),
         }
         if full is not None and key != "full model":
-            common = sub.index.intersection(full.index)
-            row["n_paired"] = len(common)
-            for metric, col in (("dice", "dice"), ("hd95", "hd95_mm")):
-                a, b = sub.loc[common, col].to_numpy(float), full.loc[common, col].to_numpy(float)
-                ok = np.isfinite(a) & np.isfinite(b)
-                if ok.sum() >= 2:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        t, p = paired_ttest(a[ok], b[ok])
-                    row[f"{metric}_t"], row[f"{metric}_p"] = t, p
+            _paired_against_full(row, sub, full)
         t2.append(row)
-    table2 = pd.DataFrame(
-        t2,
-        columns=[
-            "variant",
-            "run",
-            "n",
-            "dice_mean",
-            "dice_sd",
-            "hd95_mean",
-            "hd95_sd",
-            "dice_t",
-            "dice_p",
-            "hd95_t",
-            "hd95_p",
-            "n_paired",
-            "lvcr_source",
-        ],
-    )
+    return pd.DataFrame(t2, columns=_TABLE2_COLUMNS)
 
-    # Table 3: LVCR strata
+
+def _table3(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | None) -> tuple[pd.DataFrame, float]:
+    """Table 3: Dice and HD95 per run in high vs low LVCR patients -> (table, cut-off per day used)."""
     patient_lvcr = (
         per_case.drop_duplicates("patient_id").set_index("patient_id")["lvcr_per_day"]
         if len(per_case)
@@ -518,23 +578,13 @@ def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | Non
                         "lvcr_source": _sources(part),
                     }
                 )
-    table3 = pd.DataFrame(
-        t3,
-        columns=[
-            "label",
-            "run",
-            "group",
-            "n",
-            "n_patients",
-            "dice_mean",
-            "dice_sd",
-            "hd95_mean",
-            "hd95_sd",
-            "lvcr_cutoff",
-            "lvcr_source",
-        ],
-    )
-    return Evaluation(per_case, table1, table2, table3, cutoff)
+    return pd.DataFrame(t3, columns=_TABLE3_COLUMNS), cutoff
+
+
+def _tables(per_case: pd.DataFrame, runs: pd.DataFrame, lvcr_cutoff: float | None) -> Evaluation:
+    """Tables 1-3 of the per-case scores (``runs``: run, label, model, parameters per run)."""
+    table3, cutoff = _table3(per_case, runs, lvcr_cutoff)
+    return Evaluation(per_case, _table1(per_case, runs), _table2(per_case, runs), table3, cutoff)
 
 
 # ---------------------------------------------------------------------------------- benchmark
