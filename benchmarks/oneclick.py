@@ -111,13 +111,13 @@ def main() -> None:
         cells, times = [], []
         for m in methods:
             seg, dt = click(volume, centre, m, bundle)
-            cells.append(f"{dice(seg.mask, truth):>13.3f} {seg.volume_cm3:>12.2f}")
+            cells.append(f"{dice(seg.mask, truth):>13.3f} {seg.voxel_volume_cm3:>12.2f}")
             times.append(f"{dt:>9.1f}")
         print(f"{name:<22} {true_cm3:>9.2f} " + " ".join(cells) + " " + " ".join(times), flush=True)
         vols, dices, secs = [], [], []
         for zyx in inner_clicks(truth, volume.spacing, args.clicks, rng):
             seg, dt = click(volume, zyx, "auto", bundle)
-            vols.append(seg.volume_cm3)
+            vols.append(seg.voxel_volume_cm3)
             dices.append(dice(seg.mask, truth))
             secs.append(dt)
         cv = statistics.pstdev(vols) / statistics.mean(vols) if vols and statistics.mean(vols) > 0 else float("nan")
@@ -134,16 +134,16 @@ def main() -> None:
         vol = read_volume(lidc)
         seg, dt = click(vol, vol.physical_to_index(LUNA16_XYZ), "auto", bundle)
         print(
-            f"LIDC-IDRI-0314 LUNA16 nodule: {seg.volume_cm3:.2f} cm3 (expected ~2.0; sphere of 15.49 mm 1.94), "
+            f"LIDC-IDRI-0314 LUNA16 nodule: {seg.voxel_volume_cm3:.2f} cm3 (expected ~2.0; sphere of 15.49 mm 1.94), "
             f"{dt:.1f} s"
         )
     chest = args.data / "realct" / "chest4dct_phase00.nii.gz"
     if chest.is_file():
         vol = read_volume(chest)
         seg, dt = click(vol, CHEST4D_ZYX, "auto", bundle)
-        print(f"4D-CT phase 00, README point (hilar vessels): {seg.volume_cm3:.2f} cm3 (README: 2-3), {dt:.1f} s")
+        print(f"4D-CT phase 00, README point (hilar vessels): {seg.voxel_volume_cm3:.2f} cm3 (README: 2-3), {dt:.1f} s")
         seg, dt = click(vol, CHEST4D_ROUND_ZYX, "auto", bundle)
-        print(f"4D-CT phase 00, round lesion at (-86, 84, -8) mm: {seg.volume_cm3:.2f} cm3, {dt:.1f} s")
+        print(f"4D-CT phase 00, round lesion at (-86, 84, -8) mm: {seg.voxel_volume_cm3:.2f} cm3, {dt:.1f} s")
 
     if args.skip_tracking:
         return

@@ -273,7 +273,7 @@ def _series_row(patient, segs, check_series, mkunet) -> dict:
             continue
         row, seg, scan = item
         days.append(float(scan.days))
-        vols.append(seg.volume_cm3)
+        vols.append(seg.voxel_volume_cm3)
         sigmas.append(seg.uncertainty.sigma_log_volume if seg.uncertainty is not None else None)
         # the baseline frame: undo the generator's integer-voxel repositioning (a perfect registration)
         shift_zyx = np.rint(np.asarray(scan.shift_mm[::-1]) / np.asarray(scan.volume.spacing)).astype(int)

@@ -144,7 +144,7 @@ def one_run(folder: Path, out: Path, bundle, roi, overlap: float = 0.25) -> dict
         infer.save_segmentation(seg, out, ("rtstruct",))
     t["write RTSTRUCT"] = time.perf_counter() - t0
     t["total"] = time.perf_counter() - start
-    t["volume_cm3"] = seg.volume_cm3
+    t["volume_cm3"] = seg.voxel_volume_cm3
     return t
 
 

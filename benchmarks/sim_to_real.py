@@ -170,7 +170,7 @@ def _summary(seg, seconds: float) -> dict:
     """Predicted volume (cm3), candidate counts, the top three candidates, notes and time of one run."""
     return {
         "method": seg.method,
-        "predicted_cm3": seg.volume_cm3,
+        "predicted_cm3": seg.voxel_volume_cm3,
         "empty": bool(seg.empty),
         "roi": seg.roi,
         "n_candidates": len(seg.candidates),

@@ -167,10 +167,10 @@ def real_table(repeats: int) -> pd.DataFrame | None:
             {
                 "case": name,
                 "true cm3": true_cm3,
-                "volume cm3": seg.volume_cm3,
+                "volume cm3": seg.voxel_volume_cm3,
                 "SE cm3": u.se_cm3,
                 "sigma(ln V)": u.sigma_log_volume,
-                "|ln(V/true)| / sigma": abs(math.log(seg.volume_cm3 / true_cm3)) / max(u.sigma_log_volume, 1e-9),
+                "|ln(V/true)| / sigma": abs(math.log(seg.voxel_volume_cm3 / true_cm3)) / max(u.sigma_log_volume, 1e-9),
                 "estimate s": u.seconds,
                 "s off": float(np.median(times["off"])),
                 "s on": float(np.median(times["on"])),

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from mkunet.segmentation.candidates import MIN_VOLUME_CM3, format_candidates, list_candidates, write_candidates
+from mkunet.segmentation.candidates import MIN_VOXEL_VOLUME_CM3, format_candidates, list_candidates, write_candidates
 from mkunet.volume import Volume
 
 
@@ -43,7 +43,7 @@ def test_scores_ranks_and_locations(scene):
     # score = mass x inside^2; the lung blob is wholly inside: score = mass = 0.9 x n x voxel
     assert top.location == "lung"
     assert top.score == pytest.approx(0.9 * n_lung * voxel, rel=1e-5)
-    assert top.volume_cm3 == pytest.approx(n_lung * voxel)
+    assert top.voxel_volume_cm3 == pytest.approx(n_lung * voxel)
     assert top.max_probability == pytest.approx(0.9) and top.mean_probability == pytest.approx(0.9)
     assert top.centroid_zyx == pytest.approx((15, 30, 20))
     assert top.centroid_mm == pytest.approx((10.0 + 2 * 20, 20.0 + 2 * 30, 30.0 + 2 * 15))  # (x, y, z) mm
@@ -71,7 +71,7 @@ def test_tumour_free_and_small(scene):
     assert list_candidates(volume, np.zeros_like(prob), region=region, lungs=lungs) == []
     tiny = np.zeros_like(prob)
     tiny[15, 30, 20] = 0.9  # 0.008 cm3 < the minimum volume
-    assert 0.008 < MIN_VOLUME_CM3
+    assert 0.008 < MIN_VOXEL_VOLUME_CM3
     assert list_candidates(volume, tiny, region=region, lungs=lungs) == []
     assert format_candidates([]) == ["no candidate lesion found"]
 
@@ -106,7 +106,7 @@ def test_whole_volume_segment_lists_candidates_and_saves_them(tmp_path):
     top = seg.candidates[0]
     # the top candidate is the kept mask: the tumour, in the lung
     assert top.location == "lung"
-    assert top.volume_cm3 == pytest.approx(seg.volume_cm3, rel=1e-6)
+    assert top.voxel_volume_cm3 == pytest.approx(seg.voxel_volume_cm3, rel=1e-6)
     assert np.allclose(top.centroid_zyx, np.argwhere(seg.mask).mean(0), atol=1e-6)
     assert seg.candidates[1].score < top.score and seg.candidates[1].location != "lung"
     written = save_segmentation(seg, tmp_path / "out")

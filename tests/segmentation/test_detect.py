@@ -124,7 +124,7 @@ def test_ball_in_the_lung_is_the_top_candidate(nodule_volume):
     assert top.blobness > 0.5 and top.air_fraction > 0.6
     # image candidates carry no probability; the ball's volume is the inscribed ball's
     assert top.max_probability is None and top.mean_probability is None
-    assert top.volume_cm3 == pytest.approx(4.0 / 3.0 * np.pi * top.radius_mm**3 / 1000.0)
+    assert top.ball_volume_cm3 == pytest.approx(4.0 / 3.0 * np.pi * top.radius_mm**3 / 1000.0)
     assert [c.rank for c in cands] == list(range(1, len(cands) + 1))
     assert all(a.score >= b.score for a, b in zip(cands, cands[1:]))
 

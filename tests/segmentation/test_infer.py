@@ -84,7 +84,7 @@ def test_whole_volume_keeps_largest(two_blobs):
     assert seg.probability.dtype == np.float32 and seg.probability.shape == vol.shape
     np.testing.assert_array_equal(seg.mask, big)
     assert not seg.empty and seg.roi == "whole volume"
-    assert seg.volume_cm3 == pytest.approx(big.sum() * 2.0 / 1000.0)
+    assert seg.voxel_volume_cm3 == pytest.approx(big.sum() * 2.0 / 1000.0)
 
 
 def chest_with_wall_blob() -> tuple[Volume, np.ndarray, np.ndarray]:
@@ -187,13 +187,13 @@ def test_seed_in_air_is_an_error_naming_the_point(two_blobs):
     # 8 mm from the small ball's centre (radius 5): in air
     seed_xyz = vol.index_to_physical(np.array([10, 44, 54.0]))
     for method in ("network", "auto"):
-        with pytest.raises(SeedError, match=r"in air.*mm.*voxel \(z, y, x\) = \[10, 44, 54\]"):
+        with pytest.raises(SeedError, match=r"in air.*mm.*voxel \(x, y, z\) = \[54, 44, 10\]"):
             segment(vol, StubBundle(), method=method, roi=Seed(tuple(seed_xyz)))
 
 
 def test_seed_outside_volume_is_an_error(two_blobs):
     vol, _, _ = two_blobs
-    with pytest.raises(ValueError, match=r"outside the image.*10000.0, 0.0, 0.0\] mm.*voxel index"):
+    with pytest.raises(ValueError, match=r"outside the image.*10000.0, 0.0, 0.0\] mm.*voxel \(x, y, z\)"):
         segment(vol, StubBundle(), roi=Seed((1e4, 0.0, 0.0)))
 
 
@@ -268,7 +268,7 @@ def test_empty_input_warns_and_writes(tmp_path):
     vol = Volume(np.full((12, 40, 40), -1000.0, np.float32), spacing=(2.5, 0.8, 0.8))
     with pytest.warns(UserWarning, match="No tumour found"):
         seg = segment(vol, StubBundle(), method="network")
-    assert seg.empty and not seg.mask.any() and seg.volume_cm3 == 0.0
+    assert seg.empty and not seg.mask.any() and seg.voxel_volume_cm3 == 0.0
     assert any("no tumour found" in n for n in seg.notes)
     written = results.save_segmentation(seg, tmp_path, ("nifti",))
     from mkunet.io import read_mask
@@ -367,7 +367,7 @@ def test_fixed_point_lvcr_converges():
     assert result.lvcr_per_day == pytest.approx(result.trace[-1]["lvcr_out"])
     assert all(s.lvcr_used == result.trace[-1]["lvcr_in"] for s in result.segmentations)
     # the fixed point: segmenting with the final LVCR reproduces it
-    again = [segment(v, bundle, {"lvcr": result.lvcr_per_day}, method="network").volume_cm3 for v in vols]
+    again = [segment(v, bundle, {"lvcr": result.lvcr_per_day}, method="network").voxel_volume_cm3 for v in vols]
     assert math.log(again[1] / again[0]) / 60.0 == pytest.approx(result.lvcr_per_day, abs=2e-4)
 
 
@@ -440,13 +440,13 @@ def test_shipped_model_on_totalsegmentator_example(shared_data):
         default = segment(vol, uncertainty="off")
         seg = segment(vol, bundle, method="network", overlap=0.25, uncertainty="off")
     # the default path: no candidate, nothing kept (measured 0.00 cm^3)
-    assert default.empty and default.volume_cm3 == 0.0, default.notes
+    assert default.empty and default.voxel_volume_cm3 == 0.0, default.notes
     assert seg.mask.shape == vol.shape
     assert np.isfinite(seg.probability).all() and 0.0 <= seg.probability.min() <= seg.probability.max() <= 1.0
     # the network's false positives, cm^3 (every voxel is false here): kept mask and all above threshold
     above_cm3 = float((seg.probability >= seg.threshold).sum() * np.prod(vol.spacing) / 1000.0)
     kept_cm3, above_measured = TOTALSEG_NETWORK_CM3
-    assert seg.volume_cm3 == pytest.approx(kept_cm3, rel=0.05)
+    assert seg.voxel_volume_cm3 == pytest.approx(kept_cm3, rel=0.05)
     assert above_cm3 == pytest.approx(above_measured, rel=0.05)
     # what the component rule promises, checked independently of how segment computed it:
     # every kept voxel is above the threshold, and the kept voxels form one 26-connected component
@@ -454,7 +454,7 @@ def test_shipped_model_on_totalsegmentator_example(shared_data):
     from scipy import ndimage
 
     assert ndimage.label(seg.mask, structure=np.ones((3, 3, 3), bool))[1] == (0 if seg.empty else 1)
-    assert seg.volume_cm3 == pytest.approx(seg.mask.sum() * np.prod(vol.spacing) / 1000.0)
+    assert seg.voxel_volume_cm3 == pytest.approx(seg.mask.sum() * np.prod(vol.spacing) / 1000.0)
 
 
 def test_real_bundle_round_trip_with_attention(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mkunet.segmentation.lung import AIR_HU, ROOM_HU, aerated_lung, fill_slices, filled_lungs, lung_mask, lung_region
+from mkunet.constants import LUNG_HU, ROOM_AIR_HU
+from mkunet.segmentation.lung import aerated_lung, fill_slices, filled_lungs, lung_mask, lung_region
 
 
 def ellipsoid(shape, spacing, centre_mm, radii_mm) -> np.ndarray:
@@ -114,9 +115,9 @@ def test_aerated_lung_is_the_voxel_rule():
     hu = np.array([[[-1000.0, -960.0, -950.0, -800.0, -400.0, -399.0, 40.0]]])
     np.testing.assert_array_equal(aerated_lung(hu), [[[True, True, True, True, False, False, False]]])
     np.testing.assert_array_equal(
-        aerated_lung(hu, room_hu=ROOM_HU), [[[False, False, False, True, False, False, False]]]
+        aerated_lung(hu, room_air_hu=ROOM_AIR_HU), [[[False, False, False, True, False, False, False]]]
     )
-    assert AIR_HU == -400.0
+    assert LUNG_HU == -400.0
 
 
 def test_fill_slices_fills_in_plane_holes_only():

@@ -229,8 +229,8 @@ def test_phantom_gives_the_axial_result_in_every_orientation(phantom, phantom_ax
     assert seg.roi == Seed(JUXTA).describe()
     axial_truth = inside_mask(phantom, ball(JUXTA, R))
     assert dice(seg.mask, truth) == pytest.approx(dice(reference.mask, axial_truth), abs=0.01)
-    assert seg.volume_cm3 == pytest.approx(reference.volume_cm3, rel=0.01)
-    assert seg.volume_cm3 == pytest.approx(mask_mm3(seg.mask, vol) / 1000.0)
+    assert seg.voxel_volume_cm3 == pytest.approx(reference.voxel_volume_cm3, rel=0.01)
+    assert seg.voxel_volume_cm3 == pytest.approx(mask_mm3(seg.mask, vol) / 1000.0)
     # exact: the same voxels as the axial run
     np.testing.assert_array_equal(to_canonical(vol)[1].to_canonical(seg.mask), reference.mask)
     # the voxel fields are on the user's grid: the core lies at the same mm, the crop holds the lesion
@@ -276,7 +276,7 @@ def test_phantom_box_in_the_users_voxels(phantom, phantom_axial):
 def test_bad_seed_names_the_users_voxel(phantom):
     vol = present(phantom, "coronal")
     air = vol.index_to_physical((2.0, 3.0, 4.0))  # a corner: room air
-    with pytest.raises(SeedError, match=r"voxel \(z, y, x\) = \[2, 3, 4\]"):
+    with pytest.raises(SeedError, match=r"voxel \(x, y, z\) = \[4, 3, 2\]"):
         segment(vol, None, roi=Seed(tuple(air)), method="auto")
 
 
@@ -354,7 +354,7 @@ def test_lung2_gives_the_axial_result_in_every_orientation(lung2, lung2_axial, n
     seg = _quiet(segment, vol, None, roi=Seed(click), method="auto", uncertainty="off")
     assert reference_dice >= 0.86  # test_lesion's bar for lung2 (measured 0.898)
     assert dice(seg.mask, truth) == pytest.approx(reference_dice, abs=0.01)
-    assert seg.volume_cm3 == pytest.approx(reference.volume_cm3, rel=0.01)
+    assert seg.voxel_volume_cm3 == pytest.approx(reference.voxel_volume_cm3, rel=0.01)
     np.testing.assert_array_equal(to_canonical(vol)[1].to_canonical(seg.mask), reference.mask)
     # the detector ranks the lesion first, on the chest wall, wherever the array's axes point
     top, ref = detect_lesions(vol)[0], reference_candidates[0]

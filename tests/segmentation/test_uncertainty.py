@@ -91,10 +91,10 @@ def test_segmentation_carries_its_uncertainty_and_off_switches_it_off():
     assert u is not None and set(u.components) == {"edge", "contact"}  # click term off by default
     assert u.components["contact"] < 0.01  # free in the lung: no cut surface (a few noisy voxels)
     assert 0.0 < u.sigma_log_volume < 0.2
-    assert u.se_cm3 == pytest.approx(u.sigma_log_volume * on.volume_cm3)
+    assert u.se_cm3 == pytest.approx(u.sigma_log_volume * on.voxel_volume_cm3)
     truth = inside_mask(vol, ball(FREE, 8.0))
     true_cm3 = truth.sum() * vol.voxel_volume_mm3 / 1000
-    assert abs(math.log(on.volume_cm3 / true_cm3)) < 3 * u.sigma_log_volume  # the truth is within 3 SE
+    assert abs(math.log(on.voxel_volume_cm3 / true_cm3)) < 3 * u.sigma_log_volume  # the truth is within 3 SE
     clicked = segment(vol, roi=Seed(FREE), uncertainty_params=UncertaintyParams(click_shifts=1))
     assert set(clicked.uncertainty.components) == {"edge", "contact", "click"}
     assert clicked.uncertainty.components["click"] < 0.05  # the lesion model re-seeds at the core

@@ -237,7 +237,7 @@ def _print_result(result, region, written: dict[str, Path]) -> None:
         console.print(f"[yellow]note:[/] {note}")
     unc = result.uncertainty
     typer.echo(
-        f"tumour volume: {result.volume_cm3:.3f} cm^3"
+        f"tumour volume: {result.voxel_volume_cm3:.3f} cm^3"
         + (" (no tumour found)" if result.empty else "")
         + ("" if unc is None else f" +- {unc.se_cm3:.3f} (SE; sigma(ln V) {unc.sigma_log_volume:.3f})")
     )

@@ -564,7 +564,7 @@ def write_segmentation_viewer(segmentation: Any, path: str | Path, *, title: str
         volume=vol,
         lesions={"GTV": np.asarray(segmentation.mask, dtype=bool)},
         label="scan",
-        volume_cm3=float(segmentation.volume_cm3),
+        volume_cm3=float(segmentation.voxel_volume_cm3),
         probability=segmentation.probability,
         attention=att,
         note="; ".join(segmentation.notes),

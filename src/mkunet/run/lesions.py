@@ -232,7 +232,7 @@ def _measure_lesion(
         lvcr_used_per_day=seg.lvcr_used,
         seconds_segment=round(float(seg.timings.get("total", float("nan"))), 3),
         notes="; ".join(seg.notes),
-        volume_voxels_cm3=seg.volume_cm3,
+        volume_voxels_cm3=seg.voxel_volume_cm3,
     )
     folder = work.stage_dir / f"T{s.timepoint}" / lesion_folder_name(les.lesion_id)
     written = write_outputs(work, s.timepoint, seg, vol, folder, label=f"GTV {les.lesion_id}"[:64])
@@ -326,7 +326,7 @@ def _combine_lesions(work: PatientWork, row: dict[str, Any], s: ScanInput, vol: 
     else:
         _sum_lesions(row, parts)
     row["empty"] = not combined.mask.any()
-    row["volume_voxels_cm3"] = float(sum(seg.volume_cm3 for _, seg, _, _ in parts))
+    row["volume_voxels_cm3"] = float(sum(seg.voxel_volume_cm3 for _, seg, _, _ in parts))
     reference_step(work, row, s, vol, combined.mask)
     work.overlays.append(
         {
@@ -406,10 +406,10 @@ def _sum_uncertainty(segs: Sequence[Any]) -> Any:
     present = [seg for seg in segs if not seg.empty]
     if not present or any(seg.uncertainty is None for seg in present):
         return None
-    total = float(sum(seg.uncertainty.volume_cm3 for seg in present))
+    total = float(sum(seg.uncertainty.voxel_volume_cm3 for seg in present))
     se = float(np.sqrt(sum(seg.uncertainty.se_cm3**2 for seg in present)))
     return VolumeUncertainty(
-        volume_cm3=total,
+        voxel_volume_cm3=total,
         sigma_log_volume=se / total if total > 0 else 0.0,
         se_cm3=se,
         seconds=float(sum(seg.uncertainty.seconds for seg in present)),

@@ -307,7 +307,7 @@ def measure_step(work: PatientWork, longi: Any) -> None:
             else:
                 row.update(feats)
                 row.update(uncertainty_fields(seg, row["volume_cm3"]))
-        row["volume_voxels_cm3"] = seg.volume_cm3
+        row["volume_voxels_cm3"] = seg.voxel_volume_cm3
         reference_step(work, row, s, vol, seg.mask)
         work.overlays.append(
             {

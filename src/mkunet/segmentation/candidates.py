@@ -14,7 +14,8 @@
   it: heart, chest wall), so the top candidate is the mask that :func:`mkunet.segmentation.infer.segment`
   returns. Without a lung region the score is the mass.
 
-Each candidate also has its volume (cm^3), max and mean probability, centroid (voxel
+Each candidate also has its voxel volume (``voxel_volume_cm3``, cm^3: voxel count x voxel
+volume), max and mean probability, centroid (voxel
 (z, y, x) and physical (x, y, z) mm) and a **location**: ``lung`` (half or more of its voxels
 in the aerated lungs, :func:`mkunet.segmentation.lung.filled_lungs`), ``pleura`` /
 ``mediastinum`` (half or more in the lung region but not in the aerated lungs; mediastinum
@@ -22,7 +23,7 @@ when its centroid lies in the middle fifth of the lungs' left-right extent, betw
 lungs, else pleura) or ``outside``.
 
 Minimum rule (documented, chosen for kinds of lesions, not for a scan): components smaller
-than ``min_volume_cm3`` = 0.03 cm^3 (a 4 mm nodule; the smallest nodules followed up by the
+than ``min_voxel_volume_cm3`` = 0.03 cm^3 (a 4 mm nodule; the smallest nodules followed up by the
 Fleischner and Lung-RADS guidance are 4-6 mm) are not listed, and a candidate is
 ``reportable`` when its score is at least ``min_score_cm3`` = 0.03 cm^3 (a 4 mm nodule fully
 confident and inside the lung). A tumour-free scan therefore gives no candidate, or only
@@ -33,7 +34,7 @@ whole volume by default): a lung tumour is a compact soft-tissue mass with aerat
 least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smooth_mm`` Gaussian):
 
 1. ``dense`` = soft tissue, ``dense_hu[0] < HU < dense_hu[1]`` (solid and part-solid lesions;
-   fat, aerated lung and bone are out);
+   fat, aerated lung and bone are out; ``dense_hu[1]`` is :data:`mkunet.constants.BONE_HU`);
 2. the Euclidean distance transform of ``dense`` (mm) gives each dense voxel the radius of the
    largest ball of soft tissue centred there; its local maxima (over ``peak_mm``) of at least
    ``min_radius_mm`` inside the lung region (:func:`mkunet.segmentation.lung.lung_region`) are the candidate
@@ -47,7 +48,7 @@ least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smoo
    30:2040, 2003: a ball has three equal negative curvatures, a vessel one near zero, a
    plate two), 0 unless all three are negative;
 5. a candidate needs ``air_fraction >= min_air`` and ``blobness >= min_blobness``; its
-   **score** (cm^3) is the inscribed ball's volume, 4/3 pi r^3, times
+   **score** (cm^3) is the inscribed ball's volume (``ball_volume_cm3``), 4/3 pi r^3, times
    ``min(1, blobness / 0.5) x min(1, air_fraction / 0.5)``: the larger, the rounder and the
    more surrounded by lung, the more suspicious. ``reportable`` when r >= ``report_radius_mm``
    (4 mm) and the score is at least ``min_score_cm3`` (0.3 cm^3): a round nodule of about
@@ -56,18 +57,20 @@ least part of it. On an isotropic ``grid_mm`` work grid (HU smoothed by a ``smoo
    more enclosed candidates are listed but not segmented: in a tumour-free chest they are
    vessel junctions (scores 0.1-0.3 cm^3 in the real scans we measured).
 
-6. a **ground-glass pass** repeats 2-5 with tissue above ``ggo_hu`` (-700 HU) for lesions
-   fainter than ``dense_hu[0]``, from an inscribed radius of ``ggo_min_radius_mm`` (5 mm;
+6. a **ground-glass pass** (candidates of kind ``"ground-glass"``) repeats 2-5 with tissue
+   above ``ground_glass_min_hu`` (:data:`mkunet.constants.GROUND_GLASS_MIN_HU`, -700 HU) for
+   lesions fainter than ``dense_hu[0]``, from an inscribed radius of
+   ``ground_glass_min_radius_mm`` (5 mm;
    smaller ground-glass peaks are mostly vessels blurred by thick slices): a peak counts only
    when the median HU of its inscribed ball is below ``dense_hu[0]`` (else it is solid: the
    first pass's), it is not within a solid candidate's ball + ``shell_mm`` (a part-solid
    lesion's halo), and it has at least
-   ``ggo_min_air`` (0.6) lung around it (a ground-glass nodule lies in the parenchyma; the
+   ``ground_glass_min_air`` (0.6) lung around it (a ground-glass nodule lies in the parenchyma; the
    dependent lung's density gradient lies against the wall); its score is multiplied by
-   ``ggo_weight`` (0.5), so that a solid mass ranks above a ground-glass one of the same size.
+   ``ground_glass_weight`` (0.5), so that a solid mass ranks above a ground-glass one of the same size.
 
 Every parameter is set for a kind of lesion (the sizes above), none for a particular scan.
-Limits: ground-glass lesions fainter than ``ggo_hu`` after smoothing, and a tumour that
+Limits: ground-glass lesions fainter than ``ground_glass_min_hu`` after smoothing, and a tumour that
 merges with the mediastinum or chest wall over most of its surface (its centre then lies outside
 the lung region, or no aerated lung surrounds it) are not found; a tumour-free chest still lists
 vessel junctions of 6-9 mm (small scores) that a reader dismisses.
@@ -92,6 +95,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mkunet.constants import BONE_HU, GROUND_GLASS, GROUND_GLASS_MIN_HU, LUNG_HU, SOLID
+from mkunet.segmentation.checks import check_int, check_number, check_pair
 from mkunet.segmentation.orientation import canonical_orientation
 from mkunet.volume import Volume
 
@@ -102,13 +107,15 @@ __all__ = [
     "list_candidates",
     "write_candidates",
     "format_candidates",
-    "MIN_VOLUME_CM3",
+    "MIN_VOXEL_VOLUME_CM3",
     "MIN_SCORE_CM3",
     "LOCATIONS",
 ]
 
-MIN_VOLUME_CM3 = 0.03
+MIN_VOXEL_VOLUME_CM3 = 0.03
+"""Network components smaller than this (cm^3, voxel count x voxel volume) are not listed: a 4 mm nodule."""
 MIN_SCORE_CM3 = 0.03
+"""Network candidates scoring less (cm^3) are not ``reportable``: a 4 mm nodule, fully confident, in the lung."""
 LOCATIONS = ("lung", "pleura", "mediastinum", "outside")
 
 
@@ -123,8 +130,8 @@ class Candidate:
         mass_cm3: network: probability mass (cm^3); image: the inscribed ball's volume.
         inside: fraction of the mass inside the lung region (0-1; 1 without a region, and for
             image candidates, whose centre is in the region by construction).
-        volume_cm3: network: voxel count x voxel volume; image: the inscribed ball's volume
-            (a lower bound of the lesion's) (cm^3).
+        voxel_volume_cm3: network candidates: voxel count x voxel volume (cm^3); None for image
+            candidates (they have no voxels: see ``ball_volume_cm3``).
         max_probability, mean_probability: over the component's voxels (network candidates;
             None for image candidates).
         centroid_zyx: voxel indices (z, y, x) (image candidates: the centre of the inscribed ball,
@@ -136,15 +143,17 @@ class Candidate:
         radius_mm: image candidates: the inscribed radius r (mm).
         blobness: image candidates: |lambda_3| / |lambda_1| of the Hessian at scale r / sqrt(3).
         air_fraction: image candidates: aerated lung on the sphere of radius r + ``shell_mm``.
-        kind: image candidates: ``"solid"`` or ``"ground glass"`` (the pass that found it); None for
-            network candidates.
+        kind: image candidates: ``"solid"`` or ``"ground-glass"`` (the pass that found it; spelled as
+            :data:`mkunet.constants.LESION_KINDS`); None for network candidates.
+        ball_volume_cm3: image candidates: the inscribed ball's volume, 4/3 pi r^3 (cm^3; a lower
+            bound of the lesion's); None for network candidates.
     """
 
     rank: int
     score: float
     mass_cm3: float
     inside: float
-    volume_cm3: float
+    voxel_volume_cm3: float | None
     max_probability: float | None
     mean_probability: float | None
     centroid_zyx: tuple[float, float, float]
@@ -156,6 +165,7 @@ class Candidate:
     blobness: float | None = None
     air_fraction: float | None = None
     kind: str | None = None
+    ball_volume_cm3: float | None = None
 
     def describe(self) -> str:
         """One line: rank, score, volume, location, centroid."""
@@ -166,7 +176,7 @@ class Candidate:
                 f"lung around {self.air_fraction:.2f}"
             )
         else:
-            what = f"{self.volume_cm3:.2f} cm3, p max {self.max_probability:.2f} mean {self.mean_probability:.2f}"
+            what = f"{self.voxel_volume_cm3:.2f} cm3, p max {self.max_probability:.2f} mean {self.mean_probability:.2f}"
         return f"#{self.rank} score {self.score:.3f} cm3, {what}, {self.location}, at ({x:.1f}, {y:.1f}, {z:.1f}) mm"
 
 
@@ -197,7 +207,7 @@ def list_candidates(
     threshold: float = 0.5,
     region: np.ndarray | None = None,
     lungs: np.ndarray | None = None,
-    min_volume_cm3: float = MIN_VOLUME_CM3,
+    min_voxel_volume_cm3: float = MIN_VOXEL_VOLUME_CM3,
     min_score_cm3: float = MIN_SCORE_CM3,
     max_candidates: int = 20,
 ) -> list[Candidate]:
@@ -209,7 +219,7 @@ def list_candidates(
         threshold: the components are those of ``probability >= threshold``.
         region: bool (z, y, x) lung region, or None (computed: :func:`mkunet.segmentation.lung.lung_region`).
         lungs: bool (z, y, x) aerated lungs, or None (computed: :func:`mkunet.segmentation.lung.filled_lungs`).
-        min_volume_cm3: smaller components are not listed.
+        min_voxel_volume_cm3: smaller components (voxel count x voxel volume, cm^3) are not listed.
         min_score_cm3: candidates scoring less are listed with ``reportable`` False.
         max_candidates: at most this many (the best) are returned.
 
@@ -234,7 +244,7 @@ def list_candidates(
     labels, n = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
     voxel_cm3 = volume.voxel_volume_mm3 / 1000.0
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    ids = [k for k in range(1, n + 1) if sizes[k] * voxel_cm3 >= min_volume_cm3]
+    ids = [k for k in range(1, n + 1) if sizes[k] * voxel_cm3 >= min_voxel_volume_cm3]
     if not ids:
         return []
     from mkunet.segmentation.lung import filled_lungs, lung_region
@@ -273,7 +283,7 @@ def list_candidates(
                 score=float(score),
                 mass_cm3=float(total * voxel_cm3),
                 inside=float(inside),
-                volume_cm3=float(sizes[k] * voxel_cm3),
+                voxel_volume_cm3=float(sizes[k] * voxel_cm3),
                 max_probability=float(m),
                 mean_probability=float(total / sizes[k]),
                 centroid_zyx=(float(c[0]), float(c[1]), float(c[2])),
@@ -296,7 +306,10 @@ class DetectionParams:
     Attributes:
         grid_mm: isotropic work grid (mm).
         smooth_mm: Gaussian sigma applied to the HU before thresholding (mm).
-        dense_hu: (low, high) HU of soft tissue after smoothing.
+        dense_hu: (low, high) HU of soft tissue after smoothing. Default (``LUNG_HU - 50``,
+            :data:`~mkunet.constants.BONE_HU`): the smoothing (``smooth_mm``) pulls a small
+            nodule's rim toward the lung's HU, so soft tissue starts 50 HU below the lung /
+            soft-tissue boundary :data:`~mkunet.constants.LUNG_HU`.
         min_radius_mm: smallest inscribed radius of a candidate (mm; 3 mm = a 6 mm nodule).
         peak_mm: width of the neighbourhood a distance-transform peak is the maximum of (mm).
         shell_mm: the air fraction is read this far outside the inscribed ball (mm).
@@ -306,15 +319,19 @@ class DetectionParams:
         report_radius_mm: a candidate is reportable from this inscribed radius (mm).
         min_score_cm3: and from this score (cm^3; module docstring).
         max_candidates: at most this many are returned (the best).
-        ggo_hu: lower HU of the ground-glass pass (None: no such pass).
-        ggo_min_air: least aerated-lung fraction on the shell for a ground-glass candidate.
-        ggo_weight: factor on a ground-glass candidate's score.
-        ggo_min_radius_mm: smallest inscribed radius of a ground-glass candidate (mm).
+        ground_glass_min_hu: lower HU of the ground-glass pass (None: no such pass). Default
+            :data:`mkunet.constants.GROUND_GLASS_MIN_HU`.
+        ground_glass_min_air: least aerated-lung fraction on the shell for a ground-glass candidate.
+        ground_glass_weight: factor on a ground-glass candidate's score.
+        ground_glass_min_radius_mm: smallest inscribed radius of a ground-glass candidate (mm).
+
+    Raises:
+        ValueError: a field has the wrong type or is out of range; the message quotes the value.
     """
 
     grid_mm: float = 2.0
     smooth_mm: float = 1.0
-    dense_hu: tuple[float, float] = (-450.0, 300.0)
+    dense_hu: tuple[float, float] = (LUNG_HU - 50.0, BONE_HU)
     min_radius_mm: float = 3.0
     peak_mm: float = 10.0
     shell_mm: float = 3.0
@@ -324,32 +341,33 @@ class DetectionParams:
     report_radius_mm: float = 4.0
     min_score_cm3: float = 0.3
     max_candidates: int = 20
-    ggo_hu: float | None = -700.0
-    ggo_min_air: float = 0.6
-    ggo_weight: float = 0.5
-    ggo_min_radius_mm: float = 5.0
+    ground_glass_min_hu: float | None = GROUND_GLASS_MIN_HU
+    ground_glass_min_air: float = 0.6
+    ground_glass_weight: float = 0.5
+    ground_glass_min_radius_mm: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm", "ggo_min_radius_mm"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"DetectionParams.{name} must be > 0 mm, got {getattr(self, name)!r}.")
-        if float(self.smooth_mm) < 0:
-            raise ValueError(f"DetectionParams.smooth_mm must be >= 0 mm, got {self.smooth_mm!r}.")
-        lo, hi = self.dense_hu
-        if not lo < hi:
-            raise ValueError(f"DetectionParams.dense_hu must be (low, high) HU with low < high, got {self.dense_hu!r}.")
-        if self.ggo_hu is not None and not float(self.ggo_hu) < self.dense_hu[0]:
-            raise ValueError(
-                f"DetectionParams.ggo_hu must be below dense_hu[0] = {self.dense_hu[0]!r} HU (or None), "
-                f"got {self.ggo_hu!r}."
-            )
-        if not 0.0 < float(self.ggo_weight) <= 1.0:
-            raise ValueError(f"DetectionParams.ggo_weight must be in (0, 1], got {self.ggo_weight!r}.")
-        for name in ("min_air", "min_blobness", "ggo_min_air"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"DetectionParams.{name} must be in [0, 1], got {getattr(self, name)!r}.")
-        if int(self.shell_points) < 16:
-            raise ValueError(f"DetectionParams.shell_points must be at least 16, got {self.shell_points!r}.")
+        own = "DetectionParams"
+        for name in ("grid_mm", "min_radius_mm", "peak_mm", "shell_mm", "ground_glass_min_radius_mm"):
+            check_number(own, name, getattr(self, name), low=0.0, low_open=True, unit="mm")
+        for name in ("smooth_mm", "report_radius_mm"):
+            check_number(own, name, getattr(self, name), low=0.0, unit="mm")
+        check_number(own, "min_score_cm3", self.min_score_cm3, low=0.0, unit="cm^3")
+        low, _ = check_pair(own, "dense_hu", self.dense_hu, unit="HU")
+        check_number(
+            own,
+            "ground_glass_min_hu",
+            self.ground_glass_min_hu,
+            high=low,
+            high_open=True,
+            unit="HU (dense_hu[0])",
+            allow_none=True,
+        )
+        check_number(own, "ground_glass_weight", self.ground_glass_weight, low=0.0, high=1.0, low_open=True)
+        for name in ("min_air", "min_blobness", "ground_glass_min_air"):
+            check_number(own, name, getattr(self, name), low=0.0, high=1.0)
+        check_int(own, "shell_points", self.shell_points, low=16)
+        check_int(own, "max_candidates", self.max_candidates, low=0)
 
 
 def _work_grid(volume: Volume, grid_mm: float) -> Volume:
@@ -404,6 +422,67 @@ def _hessian_eigenvalues(image: np.ndarray, point: np.ndarray, sigma_vox: float)
     return np.linalg.eigvalsh(h)
 
 
+def _peak_points(peaks: np.ndarray) -> np.ndarray:
+    """The peak voxels to examine, (n, 3) (z, y, x), plateau by plateau (empty without peaks).
+
+    A plateau of equal peaks (a ball centred between voxels) is one peak: only its (up to) 4
+    voxels nearest its centroid are examined, nearest first (the first that passes the tests is
+    the candidate).
+    """
+    from scipy import ndimage
+
+    plateaus, n_plateaus = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
+    if n_plateaus == 0:
+        return np.zeros((0, 3), int)
+    all_points = np.argwhere(peaks)
+    ids = plateaus[peaks]
+    centroids = np.asarray(ndimage.center_of_mass(peaks, plateaus, index=np.arange(1, n_plateaus + 1)))
+    gap = ((all_points - centroids[ids - 1]) ** 2).sum(axis=1)
+    by_plateau = np.lexsort((gap, ids))
+    starts = np.r_[0, np.flatnonzero(np.diff(ids[by_plateau])) + 1]
+    rank_in = np.arange(by_plateau.size) - np.repeat(starts, np.diff(np.r_[starts, by_plateau.size]))
+    return all_points[by_plateau[rank_in < 4]]
+
+
+def _image_candidate(
+    point: np.ndarray,
+    r: float,
+    blob: float,
+    air: float,
+    weight: float,
+    kind: str,
+    location: str,
+    work: Volume,
+    volume: Volume,
+    p: DetectionParams,
+) -> Candidate:
+    """The candidate of a detector peak: ``point`` on the work grid, inscribed radius ``r`` (mm); its
+    score is the ball's volume x ``weight`` x the blobness and air factors (module docstring)."""
+    ball = 4.0 / 3.0 * np.pi * r**3 / 1000.0
+    score = weight * ball * min(1.0, blob / 0.5) * min(1.0, air / 0.5)
+    phys = work.index_to_physical(point.astype(np.float64))
+    native = np.clip(volume.physical_to_index(phys), 0, np.asarray(volume.shape) - 1)
+    return Candidate(
+        rank=0,
+        score=float(score),
+        mass_cm3=float(ball),
+        inside=1.0,
+        voxel_volume_cm3=None,
+        max_probability=None,
+        mean_probability=None,
+        centroid_zyx=(float(native[0]), float(native[1]), float(native[2])),
+        centroid_mm=(float(phys[0]), float(phys[1]), float(phys[2])),
+        location=location,
+        reportable=bool(r >= p.report_radius_mm and score >= p.min_score_cm3),
+        source="image",
+        radius_mm=r,
+        blobness=blob,
+        air_fraction=air,
+        kind=kind,
+        ball_volume_cm3=float(ball),
+    )
+
+
 @canonical_orientation("volume")  # runs on the canonical (LPS) grid; centroid_zyx on the user's
 def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> list[Candidate]:
     """Image-driven candidate lung lesions of a whole CT, ranked (module docstring, "Image-driven detection").
@@ -449,19 +528,9 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
         tissue = (smooth > low_hu) & (smooth < p.dense_hu[1])
         depth = ndimage.distance_transform_edt(tissue, sampling=spacing).astype(np.float32)
         peaks = (depth == ndimage.maximum_filter(depth, size=size)) & (depth >= min_radius) & region
-        # a plateau of equal peaks (a ball centred between voxels) is one peak: only its (up to) 4 voxels
-        # nearest its centroid are examined, nearest first (the first that passes the tests is the candidate)
-        plateaus, n_plateaus = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
-        if n_plateaus == 0:
+        points = _peak_points(peaks)
+        if not len(points):
             return
-        all_points = np.argwhere(peaks)
-        ids = plateaus[peaks]
-        centroids = np.asarray(ndimage.center_of_mass(peaks, plateaus, index=np.arange(1, n_plateaus + 1)))
-        gap = ((all_points - centroids[ids - 1]) ** 2).sum(axis=1)
-        by_plateau = np.lexsort((gap, ids))
-        starts = np.r_[0, np.flatnonzero(np.diff(ids[by_plateau])) + 1]
-        rank_in = np.arange(by_plateau.size) - np.repeat(starts, np.diff(np.r_[starts, by_plateau.size]))
-        points = all_points[by_plateau[rank_in < 4]]
         radii = depth[tuple(points.T)]
         order = np.argsort(-radii, kind="stable")
         seen: list[tuple[np.ndarray, float, bool]] = []  # centre, radius, passed
@@ -470,7 +539,7 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
             if any(float(np.linalg.norm((point - q) * g)) < rq and (passed or rq > r + 1e-3) for q, rq, passed in seen):
                 continue  # inside the inscribed ball of a candidate, or of a deeper peak (a tie does not suppress)
             seen.append((point, r, False))
-            if kind != "solid":
+            if kind != SOLID:
                 if any(float(np.linalg.norm((point - q) * g)) < rq + p.shell_mm for q, rq in balls):
                     continue  # the solid pass has this lesion (a part-solid lesion's halo)
                 if float(np.median(_ball_values(smooth, point, r / g))) >= p.dense_hu[0]:
@@ -485,40 +554,21 @@ def detect_lesions(volume: Volume, params: DetectionParams | None = None) -> lis
             if blob < p.min_blobness:
                 continue
             seen[-1] = (point, r, True)
-            if kind == "solid":
+            if kind == SOLID:
                 balls.append((point, r))
-            ball = 4.0 / 3.0 * np.pi * r**3 / 1000.0
-            score = weight * ball * min(1.0, blob / 0.5) * min(1.0, air / 0.5)
-            phys = work.index_to_physical(point.astype(np.float64))
-            native = np.clip(volume.physical_to_index(phys), 0, np.asarray(volume.shape) - 1)
             location = _location(
                 float(filled[tuple(point)]), float(region[tuple(point)]), 1.0, float(point[2]), mid, half
             )
-            found.append(
-                Candidate(
-                    rank=0,
-                    score=float(score),
-                    mass_cm3=float(ball),
-                    inside=1.0,
-                    volume_cm3=float(ball),
-                    max_probability=None,
-                    mean_probability=None,
-                    centroid_zyx=(float(native[0]), float(native[1]), float(native[2])),
-                    centroid_mm=(float(phys[0]), float(phys[1]), float(phys[2])),
-                    location=location,
-                    reportable=bool(r >= p.report_radius_mm and score >= p.min_score_cm3),
-                    source="image",
-                    radius_mm=r,
-                    blobness=blob,
-                    air_fraction=air,
-                    kind=kind,
-                )
-            )
+            found.append(_image_candidate(point, r, blob, air, weight, kind, location, work, volume, p))
 
-    one_pass(p.dense_hu[0], p.min_air, 1.0, "solid", p.min_radius_mm)
-    if p.ggo_hu is not None:
+    one_pass(p.dense_hu[0], p.min_air, 1.0, SOLID, p.min_radius_mm)
+    if p.ground_glass_min_hu is not None:
         one_pass(
-            float(p.ggo_hu), p.ggo_min_air, p.ggo_weight, "ground glass", max(p.ggo_min_radius_mm, p.min_radius_mm)
+            float(p.ground_glass_min_hu),
+            p.ground_glass_min_air,
+            p.ground_glass_weight,
+            GROUND_GLASS,
+            max(p.ground_glass_min_radius_mm, p.min_radius_mm),
         )
     found.sort(key=lambda cand: -cand.score)
     found = found[: max(int(p.max_candidates), 0)]
@@ -545,7 +595,8 @@ def write_candidates(candidates: Sequence[Candidate], path: str | Path) -> Path:
         "score",
         "mass_cm3",
         "inside",
-        "volume_cm3",
+        "voxel_volume_cm3",
+        "ball_volume_cm3",
         "max_probability",
         "mean_probability",
         "centroid_z",

@@ -176,7 +176,9 @@ def _lesion_at_roi(
     elif isinstance(roi, Box):
         box_idx, _ = roi_crop_box(volume, roi)
         seed_zyx = seed_in_box(volume, box_idx)
-        notes.append(f"box: the lesion was seeded at voxel (z, y, x) {np.rint(seed_zyx).astype(int).tolist()}")
+        voxel = np.rint(seed_zyx).astype(int)
+        mm = np.round(volume.index_to_physical(voxel), 1).tolist()
+        notes.append(f"box: the lesion was seeded at (x, y, z) = {mm} mm, voxel (x, y, z) = {voxel[::-1].tolist()}")
     elif isinstance(roi, PreviousMask):
         seed_zyx = seed_in_mask(volume, roi.on_grid(volume))
     else:  # pragma: no cover - resolve_method sends no-ROI calls to the detection

@@ -434,9 +434,9 @@ def _volume_uncertainty(
             seg.mask, seg.probability, seg.threshold, up.probability_delta, up.band_voxels
         )
     sigma = unc.combine(comps)
-    vol = seg.volume_cm3
+    vol = seg.voxel_volume_cm3
     return VolumeUncertainty(
-        volume_cm3=vol,
+        voxel_volume_cm3=vol,
         sigma_log_volume=sigma,
         se_cm3=sigma * vol,
         components=comps,

@@ -10,10 +10,10 @@ Algorithm (all distances in mm; the work is done on a crop resampled to an isotr
    (smaller for a nodule smaller than that: 0.7 x the seed's distance to aerated lung);
    when most of the 4 mm ball is ground glass (-760..-300 HU), the ground glass's median
    (a vessel through the nodule does not make it solid). ``hu_lung`` = median of the lung
-   (< -400 HU, above room air) more than 10 mm from the seed, clipped to [-950, -750]. Both
+   (< -400 HU, above room air) more than 10 mm from the seed, clipped to [-950, -760]. Both
    are measured once, on the first window. A seed in air or aerated lung (median of its
    3 x 3 x 3 voxels below -800 HU) or in bone (above 500 HU) is refused with an error
-   naming the point in mm and as a voxel index.
+   naming the point in mm and as a voxel index, both (x, y, z).
 2. **Iso-level.** ``t = hu_lung + iso_fraction * (min(hu_lesion, cap) - hu_lung)`` (default
    halfway: the 50 % partial-volume edge; ``cap = 40`` HU so that contrast or calcium does
    not lift the edge into the lesion). Foreground = ``t <= HU <= bone_hu``; a ground-glass
@@ -68,7 +68,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mkunet.constants import AIR_HU, BONE_HU, GROUND_GLASS, PARENCHYMA_HU, SOLID
 from mkunet.segmentation.components import component_at
+from mkunet.segmentation.lesion_params import LesionParams
 from mkunet.segmentation.lung import aerated_lung
 from mkunet.volume import Volume
 
@@ -77,98 +79,6 @@ __all__ = ["LesionParams", "LesionResult", "SeedError", "segment_lesion", "fibon
 
 class SeedError(ValueError):
     """The seed point cannot be inside a lesion (outside the image, in air or in bone)."""
-
-
-@dataclass(frozen=True)
-class LesionParams:
-    """Parameters of :func:`segment_lesion` (one set for every lesion kind; mm and HU).
-
-    Attributes:
-        iso_fraction: edge iso-level as a fraction of the way from lung HU to lesion HU.
-        lesion_radius_mm: radius of the ball whose median HU is the lesion's HU.
-        lung_min_dist_mm: lung voxels closer than this to the seed are not the background.
-        lung_hu_range: the lung HU estimate is clipped to this range.
-        lesion_cap_hu: the lesion HU used for the edge is capped here (contrast, calcium).
-        bone_hu: voxels above this are never lesion.
-        air_seed_hu, bone_seed_hu: a seed whose neighbourhood median is below / above is refused.
-        ggo_hu: a seed below this HU is a ground-glass seed.
-        ggo_contrast_hu: ground glass surrounds a solid core when the shell 1-4 mm outside it
-            has its 25th percentile this much above the lung's median (HU).
-        ggo_iso_fraction: iso-level of that ground glass (fraction from lung HU to the shell's HU).
-        ggo_min_gain: the ground glass is joined when it adds at least this fraction of the core.
-        aerated_hu: below this is aerated lung (ground glass is above).
-        room_air_hu: on a 1.5 mm-smoothed image, below this is room air, not lung (HU).
-        skin_band_mm: voxels within this distance (mm) of room air (on the smoothed image) are
-            the skin's partial-volume edge, not lung; 0 turns the rule off.
-        ggo_smooth_mm: a ground-glass lesion is thresholded on an image smoothed this much (mm).
-        ggo_max_crop_mm: largest window for a ground-glass lesion (mm).
-        use_hull, use_rib_cage: the local lung-hull constraint, and its limit to the rib cage.
-        open_fraction, open_min_mm, open_max_mm: opening radius = fraction x inscribed radius, clipped.
-        rin_climb_steps: climbing steps on the distance map from the seed to the lesion's own
-            inscribed ball (its radius scales the opening).
-        n_rays, star_ratio, star_angle_deg: rays from the core; a ray longer than ``star_ratio``
-            x the median of its neighbours within ``star_angle_deg`` is cut.
-        star_global_ratio, star_global_quantile, star_free_rays: every ray is also cut at
-            ``star_global_ratio`` x that quantile of the rays ending on lung ("free"; all rays
-            when fewer than 10 % are free).
-        star_passes: the core is recomputed from the star-shaped result this many times.
-        initial_crop_mm, air_window_factor: the first window's edge (mm): at least
-            ``initial_crop_mm``, and ``air_window_factor`` x twice the seed's distance to lung.
-        hull_margin_mm, context_mm: a grown window is the object's box + ``hull_margin_mm``;
-            the crop adds ``context_mm`` of context around the window.
-        grow_before_star: the object before the star constraint decides the growth.
-        grow_factor, max_crop_mm, max_grow_steps: growth when the seed is outside the lung
-            hull, the largest window edge (mm), the most growth steps.
-        small_rin_mm, window_rin_factor: around a nodule of inscribed radius below
-            ``small_rin_mm`` the window stays within ``window_rin_factor`` x that radius.
-        reseed, reseed_max_growth: run again from the lesion's core (click independence),
-            unless that grows the lesion more than this factor (a leak).
-        grid_mm: isotropic work grid; None = from the lesion's size (0.6 to 1.5 mm).
-    """
-
-    iso_fraction: float = 0.5
-    lesion_radius_mm: float = 4.0
-    lung_min_dist_mm: float = 10.0
-    lung_hu_range: tuple[float, float] = (-950.0, -750.0)
-    lesion_cap_hu: float = 40.0
-    bone_hu: float = 400.0
-    air_seed_hu: float = -800.0
-    bone_seed_hu: float = 500.0
-    aerated_hu: float = -760.0
-    room_air_hu: float = -950.0
-    skin_band_mm: float = 3.5
-    ggo_hu: float = -300.0
-    ggo_smooth_mm: float = 1.0
-    ggo_contrast_hu: float = 150.0
-    ggo_iso_fraction: float = 0.5
-    ggo_min_gain: float = 0.25
-    ggo_max_crop_mm: float = 120.0
-    use_hull: bool = True
-    use_rib_cage: bool = True
-    open_fraction: float = 0.35
-    open_min_mm: float = 1.0
-    open_max_mm: float = 10.0
-    rin_climb_steps: int = 8
-    n_rays: int = 512
-    star_ratio: float = 1.35
-    star_angle_deg: float = 45.0
-    star_global_ratio: float = 1.6
-    star_global_quantile: float = 0.5
-    star_free_rays: bool = True
-    star_passes: int = 2
-    initial_crop_mm: float = 60.0
-    air_window_factor: float = 1.5
-    hull_margin_mm: float = 30.0
-    context_mm: float = 12.0
-    grow_before_star: bool = True
-    grow_factor: float = 1.6
-    max_crop_mm: float = 260.0
-    max_grow_steps: int = 6
-    small_rin_mm: float = 6.0
-    window_rin_factor: float = 12.0
-    reseed: bool = True
-    reseed_max_growth: float = 10.0
-    grid_mm: float | None = None
 
 
 @dataclass(eq=False)
@@ -287,7 +197,7 @@ def _component_at(binary: np.ndarray, point: Sequence[int]) -> np.ndarray:
 def _estimate_hu(iso: np.ndarray, seed: np.ndarray, g: float, p: LesionParams) -> tuple[float, float]:
     # the lesion's HU: a ball of lesion_radius_mm, smaller for a nodule smaller than that
     # (0.7 x the distance from the seed to the nearest aerated-lung voxel, at least one voxel;
-    # ground glass, -750..-300 HU, is not aerated lung here)
+    # ground glass, -760..-300 HU, is not aerated lung here)
     reach = int(math.ceil(p.lesion_radius_mm / g)) + 1
     lo = np.maximum(seed - reach, 0)
     hi = np.minimum(seed + reach + 1, iso.shape)
@@ -307,12 +217,12 @@ def _estimate_hu(iso: np.ndarray, seed: np.ndarray, g: float, p: LesionParams) -
     vals = vals[vals >= p.aerated_hu]
     # ...but only when the ball is mostly lesion: around a nodule smaller than the ball,
     # the blurred rim would pass for ground glass
-    if vals.size >= 0.5 * n_all and float(np.median(vals)) < p.ggo_hu:
+    if vals.size >= 0.5 * n_all and float(np.median(vals)) < p.ground_glass_max_hu:
         hu_lesion = float(np.median(vals))
     zz, yy, xx = np.ogrid[: iso.shape[0], : iso.shape[1], : iso.shape[2]]
     d2 = ((zz - seed[0]) ** 2 + (yy - seed[1]) ** 2 + (xx - seed[2]) ** 2) * g * g
-    far_lung = aerated_lung(iso, room_hu=p.room_air_hu) & (d2 > p.lung_min_dist_mm**2)
-    hu_lung = float(np.median(iso[far_lung])) if far_lung.sum() > 50 else -850.0
+    far_lung = aerated_lung(iso, room_air_hu=p.room_air_hu) & (d2 > p.lung_min_dist_mm**2)
+    hu_lung = float(np.median(iso[far_lung])) if far_lung.sum() > 50 else PARENCHYMA_HU
     return hu_lesion, float(np.clip(hu_lung, *p.lung_hu_range))
 
 
@@ -375,6 +285,19 @@ def _deepest_near(depth: np.ndarray, point: np.ndarray, radius_mm: float, g: flo
     return (np.asarray(np.unravel_index(k, sub.shape)) + lo).astype(np.float64)
 
 
+def _inscribed_radius(depth: np.ndarray, seed: np.ndarray, g: float, climb_steps: int) -> float:
+    """The lesion's inscribed radius (mm): the largest ball near the seed, reached by ``climb_steps``
+    climbing steps on the distance map ``depth`` (mm), not the component's (a leak into the
+    mediastinum is thicker); with no steps, the component's."""
+    local = seed.astype(int)
+    for _ in range(climb_steps):
+        nxt = np.rint(_deepest_near(depth, local, float(depth[tuple(local)]) + 2.0, g)).astype(int)
+        if depth[tuple(nxt)] <= depth[tuple(local)]:
+            break
+        local = nxt
+    return float(depth[tuple(local)]) if climb_steps > 0 else float(depth.max())
+
+
 def _part_solid_union(
     obj: np.ndarray,
     iso: np.ndarray,
@@ -391,7 +314,7 @@ def _part_solid_union(
     Returns (object, the edge iso-level now in force: ``t``, or the ground glass's ``t_ggo``).
 
     The shell 1-4 mm outside the solid object (below its iso-level) says whether ground glass
-    surrounds it: its 25th HU percentile above ``hu_lung + ggo_contrast_hu`` (ground glass
+    surrounds it: its 25th HU percentile above ``hu_lung + ground_glass_contrast_hu`` (ground glass
     around three quarters of the core; a solid tumour's own partial-volume edge, spicules
     or a patch of atelectasis do not reach that). Then the ground glass is the part of
     ``HU >= t_ggo`` (halfway between lung and the shell's HU) connected to the core, inside
@@ -414,9 +337,9 @@ def _part_solid_union(
     if shell.sum() < 10:
         return obj, t
     q25, hu_shell = (float(v) for v in np.percentile(iso[shell], [25, 50]))
-    if q25 < hu_lung + p.ggo_contrast_hu:  # lung around most of the core: no ground-glass halo
+    if q25 < hu_lung + p.ground_glass_contrast_hu:  # lung around most of the core: no ground-glass halo
         return obj, t
-    t_ggo = hu_lung + p.ggo_iso_fraction * (hu_shell - hu_lung)
+    t_ggo = hu_lung + p.ground_glass_iso_fraction * (hu_shell - hu_lung)
     cand = ((iso >= t_ggo) & (iso <= p.bone_hu) & hull) | obj
     cand = ndimage.binary_closing(cand, structure=ndimage.generate_binary_structure(3, 1))
     cand = ndimage.binary_fill_holes(cand)
@@ -429,7 +352,7 @@ def _part_solid_union(
         union &= _within(_component_at(eroded, seed), g, r_open + 0.5 * g)
     union = _component_at(_star_constraint(union | obj, core, g, p, iso, t_ggo), seed)
     gain = np.count_nonzero(union & ~obj)
-    if gain > p.ggo_min_gain * np.count_nonzero(obj):
+    if gain > p.ground_glass_min_gain * np.count_nonzero(obj):
         notes.append(f"part-solid: the ground glass around the solid core was joined (iso-level {t_ggo:.0f} HU)")
         return union | obj, t_ggo
     return obj, t
@@ -453,14 +376,14 @@ def _model_on_crop(
         hu_lesion, hu_lung = _estimate_hu(iso, seed, g, p)
     else:  # measured on the first window: the lesion's own surroundings, whatever the window grows to
         hu_lesion, hu_lung = hu
-    kind = "ground-glass" if hu_lesion < p.ggo_hu else "solid"
+    kind = GROUND_GLASS if hu_lesion < p.ground_glass_max_hu else SOLID
     top = min(hu_lesion, p.lesion_cap_hu)
     t = hu_lung + p.iso_fraction * (top - hu_lung)
     fg = (iso >= t) & (iso <= p.bone_hu)
-    if kind == "ground-glass":
+    if kind == GROUND_GLASS:
         # ground glass sits close to the lung's HU: threshold a smoothed image, so scanner noise
         # in the lung does not bridge the nodule to its surroundings
-        fg = (ndimage.gaussian_filter(iso, p.ggo_smooth_mm / g) >= t) & (iso <= p.bone_hu)
+        fg = (ndimage.gaussian_filter(iso, p.ground_glass_smooth_mm / g) >= t) & (iso <= p.bone_hu)
         ball = ndimage.generate_binary_structure(3, 1)
         fg = ndimage.binary_closing(fg, structure=ball, iterations=max(1, int(round(1.0 / g))))
         fg = ndimage.binary_fill_holes(fg)
@@ -492,15 +415,7 @@ def _model_on_crop(
         return comp, t, hu_lesion, hu_lung, kind, seed.astype(float), comp
     # opening scaled by the inscribed radius, core component, surface restored
     depth = _edt(comp, g)
-    # the lesion's inscribed radius: the largest ball near the seed (a few climbing steps on
-    # the distance map), not the component's (a leak into the mediastinum is thicker)
-    local = seed.astype(int)
-    for _ in range(p.rin_climb_steps):
-        nxt = np.rint(_deepest_near(depth, local, float(depth[tuple(local)]) + 2.0, g)).astype(int)
-        if depth[tuple(nxt)] <= depth[tuple(local)]:
-            break
-        local = nxt
-    r_in = float(depth[tuple(local)]) if p.rin_climb_steps > 0 else float(depth.max())
+    r_in = _inscribed_radius(depth, seed, g, p.rin_climb_steps)
     if info is not None:
         info["r_in"] = r_in
     r_open = float(np.clip(p.open_fraction * r_in, p.open_min_mm, p.open_max_mm))
@@ -521,13 +436,19 @@ def _model_on_crop(
         obj = _star_constraint(base, core, g, p, iso, t)
         obj = _component_at(obj, np.rint(core).astype(int))
         core = np.asarray(np.unravel_index(int(np.argmax(_edt(obj, g))), obj.shape), dtype=np.float64)
-    if kind == "solid":
+    if kind == SOLID:
         obj, t = _part_solid_union(obj, iso, hull, core, t, hu_lung, g, p, notes)
     obj = ndimage.binary_fill_holes(obj)
     return obj, t, hu_lesion, hu_lung, kind, core, base
 
 
-def rib_cage(volume: Volume, z_range: tuple[int, int], bone_hu: float = 250.0, step_mm: float = 2.0) -> np.ndarray:
+RIB_HU = BONE_HU - 50.0
+"""Bone threshold of :func:`rib_cage` (HU): below :data:`mkunet.constants.BONE_HU` because thin ribs,
+partial-volumed in thick (5 mm) slices, read below it. The hull needs only the ring of bone; what
+else passes (contrast-enhanced vessels, about 275 HU) lies inside the ring and does not move it."""
+
+
+def rib_cage(volume: Volume, z_range: tuple[int, int], bone_hu: float = RIB_HU, step_mm: float = 2.0) -> np.ndarray:
     """Per axial slice in ``z_range``, the filled convex hull of the bone (> ``bone_hu``) of the
     whole slice: inside the ribs, spine and sternum. bool (z1 - z0, y, x) on the input grid;
     a slice with too little bone is all True (no constraint)."""
@@ -582,7 +503,7 @@ def check_seed(
 
     Raises:
         SeedError: outside the image, in air or in bone; the message names the point in
-            mm (x, y, z) and as a voxel index (z, y, x).
+            mm and as a voxel index, both ordered (x, y, z).
     """
     shape = np.asarray(volume.shape)
     seed = np.asarray(seed_zyx, dtype=np.float64)
@@ -591,8 +512,8 @@ def check_seed(
     if np.any(seed < -0.5) or np.any(seed > shape - 0.5):
         mm = volume.index_to_physical(seed)
         raise SeedError(
-            f"The {describe} lies outside the image: (x, y, z) = {np.round(mm, 1).tolist()} mm, voxel index "
-            f"(z, y, x) = {np.round(seed, 1).tolist()}, image shape (z, y, x) {tuple(int(s) for s in shape)}. "
+            f"The {describe} lies outside the image: (x, y, z) = {np.round(mm, 1).tolist()} mm, voxel (x, y, z) = "
+            f"{np.round(seed[::-1], 1).tolist()}, image size (x, y, z) {tuple(int(s) for s in shape[::-1])} voxels. "
             "Check the units (--seed-units mm|voxel) and that the point is given as x y z."
         )
     vox = np.clip(np.rint(seed).astype(int), 0, shape - 1)
@@ -601,7 +522,7 @@ def check_seed(
         hi = np.minimum(vox + 2, shape)
         hu = float(np.median(volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]))
         mm = np.round(volume.index_to_physical(vox), 1).tolist()
-        where = f"(x, y, z) = {mm} mm, voxel (z, y, x) = {vox.tolist()}"
+        where = f"(x, y, z) = {mm} mm, voxel (x, y, z) = {vox[::-1].tolist()}"
         if hu < params.air_seed_hu:
             raise SeedError(
                 f"The {describe} is in air or aerated lung ({hu:.0f} HU around {where}), not in a lesion: "
@@ -647,7 +568,10 @@ def segment_lesion(
             second = _segment_from(volume, core, p, t0)
             n1, n2 = int(result.mask.sum()), int(second.mask.sum())
             if second.mask.any() and n2 <= p.reseed_max_growth * n1:
-                second.notes.insert(0, f"re-seeded at the lesion core (z, y, x) = {core.tolist()}")
+                core_mm = np.round(volume.index_to_physical(core), 1).tolist()
+                second.notes.insert(
+                    0, f"re-seeded at the lesion core (x, y, z) = {core_mm} mm, voxel (x, y, z) = {core[::-1].tolist()}"
+                )
                 result = second
             elif second.mask.any():
                 result.notes.append(
@@ -656,11 +580,87 @@ def segment_lesion(
     return result
 
 
-def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: float) -> LesionResult:
-    """One run of the lesion model from a validated seed voxel (see the module doc)."""
+def _crop(volume: Volume, w_lo: np.ndarray, w_hi: np.ndarray, context: np.ndarray, p: LesionParams):
+    """The crop of one pass: (box, the crop, the crop on the isotropic grid, grid mm, window edge mm).
+
+    The box is the window (continuous input indices (z, y, x)) plus ``context`` voxels, clipped to
+    the scan; the grid is ``p.grid_mm`` or 1 % of the window's edge (0.6 to 1.5 mm), never finer
+    than the scan.
+    """
+    from mkunet.preprocess.resample import resample
+
+    sp = np.asarray(volume.spacing)
+    box = tuple(
+        (int(max(0, np.floor(a - c))), int(min(n, np.ceil(b + c) + 1)))
+        for a, b, c, n in zip(w_lo, w_hi, context, volume.shape)
+    )
+    sub = _sub_volume(volume, box)
+    edge = float(np.max((w_hi - w_lo) * sp))
+    g = p.grid_mm if p.grid_mm is not None else float(np.clip(edge / 100.0, 0.6, 1.5))
+    g = max(g, float(sp.min()))
+    iso_vol = resample(sub, (g, g, g), "linear", default_value=AIR_HU)
+    return box, sub, iso_vol, g, edge
+
+
+def _window_and_cage(volume: Volume, box, sub: Volume, iso_vol: Volume, g: float, w_lo, w_hi, p: LesionParams):
+    """The window (bool, on the iso grid) and the rib cage there (None when ``p.use_rib_cage`` is off)."""
+    from mkunet.preprocess.resample import resample_mask
+
+    sp = np.asarray(volume.spacing)
+    # window on the iso grid (same origin and direction as the crop: indices scale by g / spacing)
+    box_lo = np.array([a for a, _ in box], dtype=np.float64)
+    lo_i = np.maximum(np.floor((w_lo - box_lo) * sp / g).astype(int), 0)
+    hi_i = np.ceil((w_hi - box_lo) * sp / g).astype(int) + 1
+    window = np.zeros(iso_vol.shape, bool)
+    window[tuple(slice(a, b) for a, b in zip(lo_i, hi_i))] = True
+    cage = None
+    if p.use_rib_cage:
+        cage_in = rib_cage(volume, box[0])[:, box[1][0] : box[1][1], box[2][0] : box[2][1]]
+        cage = resample_mask(cage_in, sub, iso_vol, method="nearest")
+    return window, cage
+
+
+def _max_window_edge(kind: str, info: dict[str, float], p: LesionParams) -> tuple[float, bool]:
+    """The largest window edge (mm) for this lesion, and whether its size (not the kind) set it."""
+    # ground glass is rarely larger than a few cm and leaks easily: a smaller largest window
+    max_edge = p.max_crop_mm if kind == SOLID else min(p.max_crop_mm, p.ground_glass_max_crop_mm)
+    # ...and around a small nodule a window far larger than its inscribed ball only follows vessels
+    by_size = False
+    if info.get("r_in", np.inf) < p.small_rin_mm:  # a small nodule: what reaches the window is vessels
+        size_edge = max(p.initial_crop_mm, p.window_rin_factor * info["r_in"])
+        by_size = size_edge < max_edge
+        max_edge = min(max_edge, size_edge)
+    return max_edge, by_size
+
+
+def _to_input_grid(obj, t: float, core, volume: Volume, box, sub: Volume, iso_vol: Volume):
+    """The lesion back on the input grid: (mask bool (z, y, x), core as input indices (z, y, x)).
+
+    Linear interpolation of the 0/1 mask (>= 0.5), intersected with the iso-level ``t`` on the input
+    voxels (or the interpolated mask's interior), holes filled, the component at the core kept.
+    """
     from scipy import ndimage
 
-    from mkunet.preprocess.resample import resample, resample_mask
+    from mkunet.preprocess.resample import resample_mask
+
+    back = resample_mask(obj, iso_vol, sub, method="linear")
+    back &= (sub.array >= t) | ndimage.binary_erosion(back, iterations=1)
+    back = ndimage.binary_fill_holes(back)
+    if back.any():
+        core_in = np.clip(
+            np.rint(sub.physical_to_index(iso_vol.index_to_physical(core))).astype(int), 0, np.asarray(back.shape) - 1
+        )
+        if back.any():
+            back = _component_at(back, core_in)
+    mask = np.zeros(volume.shape, bool)
+    sl = tuple(slice(a, b) for a, b in box)
+    mask[sl] = back
+    core_zyx = sub.physical_to_index(iso_vol.index_to_physical(core)) + np.array([a for a, _ in box])
+    return mask, core_zyx
+
+
+def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: float) -> LesionResult:
+    """One run of the lesion model from a validated seed voxel (see the module doc)."""
 
     notes: list[str] = []
     sp = np.asarray(volume.spacing)
@@ -674,44 +674,21 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
     steps = 0
     info: dict[str, float] = {}
     while True:
-        box = tuple(
-            (int(max(0, np.floor(a - c))), int(min(n, np.ceil(b + c) + 1)))
-            for a, b, c, n in zip(w_lo, w_hi, context, shape)
-        )
-        sub = _sub_volume(volume, box)
-        edge = float(np.max((w_hi - w_lo) * sp))
-        g = p.grid_mm if p.grid_mm is not None else float(np.clip(edge / 100.0, 0.6, 1.5))
-        g = max(g, float(sp.min()))
-        iso_vol = resample(sub, (g, g, g), "linear", default_value=-1000.0)
+        box, sub, iso_vol, g, edge = _crop(volume, w_lo, w_hi, context, p)
         iso = iso_vol.array
         seed_iso = np.clip(
             np.rint(iso_vol.physical_to_index(volume.index_to_physical(seed_vox))).astype(int),
             0,
             np.asarray(iso.shape) - 1,
         )
-        # window on the iso grid (same origin and direction as the crop: indices scale by g / spacing)
         box_lo = np.array([a for a, _ in box], dtype=np.float64)
-        lo_i = np.maximum(np.floor((w_lo - box_lo) * sp / g).astype(int), 0)
-        hi_i = np.ceil((w_hi - box_lo) * sp / g).astype(int) + 1
-        window = np.zeros(iso.shape, bool)
-        window[tuple(slice(a, b) for a, b in zip(lo_i, hi_i))] = True
-        cage = None
-        if p.use_rib_cage:
-            cage_in = rib_cage(volume, box[0])[:, box[1][0] : box[1][1], box[2][0] : box[2][1]]
-            cage = resample_mask(cage_in, sub, iso_vol, method="nearest")
+        window, cage = _window_and_cage(volume, box, sub, iso_vol, g, w_lo, w_hi, p)
         obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(
             iso, seed_iso, g, p, notes, window, cage, hu, info
         )
         hu = (hu_lesion, hu_lung)
         steps += 1
-        # ground glass is rarely larger than a few cm and leaks easily: a smaller largest window
-        max_edge = p.max_crop_mm if kind == "solid" else min(p.max_crop_mm, p.ggo_max_crop_mm)
-        # ...and around a small nodule a window far larger than its inscribed ball only follows vessels
-        by_size = False
-        if info.get("r_in", np.inf) < p.small_rin_mm:  # a small nodule: what reaches the window is vessels
-            size_edge = max(p.initial_crop_mm, p.window_rin_factor * info["r_in"])
-            by_size = size_edge < max_edge
-            max_edge = min(max_edge, size_edge)
+        max_edge, by_size = _max_window_edge(kind, info, p)
         if obj is None:  # the seed is not inside the local lung hull: look wider
             if edge >= max_edge or steps >= p.max_grow_steps:
                 obj, t, hu_lesion, hu_lung, kind, core, pre_star = _model_on_crop(
@@ -746,20 +723,7 @@ def _segment_from(volume: Volume, seed_vox: np.ndarray, p: LesionParams, t0: flo
         limit = 0.5 * max_edge / sp
         centre = seed_vox.astype(float)
         w_lo, w_hi = np.maximum(new_lo, centre - limit), np.minimum(new_hi, centre + limit)
-    # back to the input grid: linear interpolation of the mask, then the iso-level on the input voxels
-    back = resample_mask(obj, iso_vol, sub, method="linear")
-    back &= (sub.array >= t) | ndimage.binary_erosion(back, iterations=1)
-    back = ndimage.binary_fill_holes(back)
-    if back.any():
-        core_in = np.clip(
-            np.rint(sub.physical_to_index(iso_vol.index_to_physical(core))).astype(int), 0, np.asarray(back.shape) - 1
-        )
-        if back.any():
-            back = _component_at(back, core_in)
-    mask = np.zeros(volume.shape, bool)
-    sl = tuple(slice(a, b) for a, b in box)
-    mask[sl] = back
-    core_zyx = sub.physical_to_index(iso_vol.index_to_physical(core)) + np.array([a for a, _ in box])
+    mask, core_zyx = _to_input_grid(obj, t, core, volume, box, sub, iso_vol)
     if not mask.any():
         notes.append("no lesion found at the seed: the mask is empty")
     return LesionResult(

@@ -9,9 +9,11 @@ the predicted components.
 Algorithm of :func:`lung_mask` (on a grid of about ``grid_mm`` mm, then nearest-neighbour
 back to the input grid; arrays (z, y, x), spacings (z, y, x) in mm):
 
-1. air = ``HU < air_hu`` (default -400 HU: aerated lung is -950..-600 HU, fat -120..-80);
+1. air = ``HU < lung_hu`` (default :data:`mkunet.constants.LUNG_HU`, -400 HU: aerated lung
+   is -950..-600 HU, fat -120..-50);
 2. an air component (6-connectivity) that touches the in-plane (y, x) border of the
-   volume and whose median is below ``room_hu`` (-950 HU) is the room around the patient
+   volume and whose median is below ``room_air_hu`` (:data:`mkunet.constants.ROOM_AIR_HU`,
+   -950 HU) is the room around the patient
    and is removed. Room air reads -1000 HU; aerated lung -900..-750 HU, so a lung cut by
    a field of view cropped through the chest (the IBSI phantom) is kept. The z faces do
    not count: a chest scan cuts the lungs there;
@@ -25,7 +27,7 @@ the pleura or the mediastinum (a dent in it) both lie inside the region.
 This module is the package's one implementation of "the lungs from HU"; the variants the
 callers need, and why:
 
-* :func:`aerated_lung`: the voxel rule (``HU < air_hu``, optionally ``> room_hu``) on which
+* :func:`aerated_lung`: the voxel rule (``HU < lung_hu``, optionally ``> room_air_hu``) on which
   every other mask here is built. :mod:`mkunet.segmentation.lesion` uses it alone, on a
   smoothed crop around a seed: a few centimetres of lung need no connectivity analysis, and
   the room-air floor stands in for the room-air rule of :func:`lung_mask`.
@@ -50,33 +52,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["AIR_HU", "ROOM_HU", "aerated_lung", "fill_slices", "filled_lungs", "lung_mask", "lung_region"]
+from mkunet.constants import LUNG_HU, ROOM_AIR_HU
 
-#: Below this HU a voxel is air or aerated lung (aerated lung is -950..-600 HU, fat -120..-80).
-AIR_HU = -400.0
-#: Room air reads -1000 HU; aerated lung -900..-750 HU: a component of air whose median is below
-#: this, touching the in-plane border of the scan, is the room around the patient.
-ROOM_HU = -950.0
+__all__ = ["aerated_lung", "fill_slices", "filled_lungs", "lung_mask", "lung_region"]
+
+SMOOTHED_ROOM_AIR_HU = ROOM_AIR_HU - 25.0
+"""Room-air floor of the by-value fallback of :func:`filled_lungs`, on a 2 mm-smoothed image (HU).
+
+Below :data:`mkunet.constants.ROOM_AIR_HU`: the fallback has no connectivity to tell lung from
+room air, so it cuts only what still reads as room air (about -1000 HU) after the smoothing and
+keeps the darkest parenchyma (down to about -950 HU on deep inspiration)."""
 
 
-def aerated_lung(array: np.ndarray, *, air_hu: float = AIR_HU, room_hu: float | None = None) -> np.ndarray:
-    """The voxel rule of aerated lung: ``HU < air_hu`` and, with ``room_hu``, ``HU > room_hu``.
+def aerated_lung(array: np.ndarray, *, lung_hu: float = LUNG_HU, room_air_hu: float | None = None) -> np.ndarray:
+    """The voxel rule of aerated lung: ``HU < lung_hu`` and, with ``room_air_hu``, ``HU > room_air_hu``.
 
-    No connectivity: the room around the patient is in unless ``room_hu`` cuts it off by value,
+    No connectivity: the room around the patient is in unless ``room_air_hu`` cuts it off by value,
     which works on a smoothed image (room air -1000 HU with noise reads below -950 HU there).
 
     Args:
         array: CT in HU, any shape (usually (z, y, x)).
-        air_hu: voxels below this HU are air or aerated lung (default :data:`AIR_HU`).
-        room_hu: voxels at or below this HU are room air, not lung (None: no floor).
+        lung_hu: voxels below this HU are air or aerated lung (default
+            :data:`mkunet.constants.LUNG_HU`).
+        room_air_hu: voxels at or below this HU are room air, not lung (None: no floor).
 
     Returns:
         bool array of ``array``'s shape.
     """
     array = np.asarray(array)
-    air = array < air_hu
-    if room_hu is not None:
-        air &= array > room_hu
+    air = array < lung_hu
+    if room_air_hu is not None:
+        air &= array > room_air_hu
     return air
 
 
@@ -118,20 +124,20 @@ def lung_mask(
     array: np.ndarray,
     spacing: Sequence[float],
     *,
-    air_hu: float = AIR_HU,
+    lung_hu: float = LUNG_HU,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
-    room_hu: float = ROOM_HU,
+    room_air_hu: float = ROOM_AIR_HU,
 ) -> np.ndarray:
     """Aerated lung (with trachea and bronchi) as a bool (z, y, x) mask on the input grid.
 
     Args:
         array: CT in HU, (z, y, x).
         spacing: (z, y, x) voxel size in mm.
-        air_hu: voxels below this HU are air or aerated lung.
+        lung_hu: voxels below this HU are air or aerated lung.
         min_cm3: smallest component kept (cm^3), drops bowel gas and noise.
         grid_mm: the work is done on the input subsampled to about this step (mm).
-        room_hu: air touching the in-plane border with a median below this is room air.
+        room_air_hu: air touching the in-plane border with a median below this is room air.
 
     Returns:
         bool (z, y, x); all False when the volume holds no internal air (e.g. a crop
@@ -141,7 +147,7 @@ def lung_mask(
 
     array, spacing_arr = _check(array, spacing)
     small, step = _coarse(array, spacing_arr, grid_mm)
-    air = aerated_lung(small, air_hu=air_hu)
+    air = aerated_lung(small, lung_hu=lung_hu)
     labels, n = ndimage.label(air)
     if n == 0:
         return np.zeros(array.shape, bool)
@@ -157,7 +163,7 @@ def lung_mask(
     border = border[border > 0]
     if border.size:
         medians = ndimage.median(small, labels, index=border)
-        keep[border[np.asarray(medians) < room_hu]] = False
+        keep[border[np.asarray(medians) < room_air_hu]] = False
     return _back(keep[labels], step, array.shape)
 
 
@@ -166,10 +172,10 @@ def lung_region(
     spacing: Sequence[float],
     *,
     closing_mm: float = 30.0,
-    air_hu: float = AIR_HU,
+    lung_hu: float = LUNG_HU,
     min_cm3: float = 20.0,
     grid_mm: float = 3.0,
-    room_hu: float = ROOM_HU,
+    room_air_hu: float = ROOM_AIR_HU,
     fill: str = "slice",
 ) -> np.ndarray:
     """Where a lung tumour can be: the lungs closed by a ``closing_mm`` ball, holes filled per slice.
@@ -181,7 +187,7 @@ def lung_region(
             pyradiomics lung2's tumour and 54 % of the IBSI phantom's 359 cm^3 GTV, against
             40 % and 27 % at 15 mm); dents in the lung surface shallower
             than about this (a pleural or mediastinal tumour) are filled.
-        air_hu, min_cm3, grid_mm, room_hu: see :func:`lung_mask`.
+        lung_hu, min_cm3, grid_mm, room_air_hu: see :func:`lung_mask`.
         fill: ``"slice"`` (default) fills the holes of each axial slice, so a slice where the
             closed lungs ring the heart takes the heart in; ``"volume"`` fills only 3-D holes
             (a tumour inside the lung), which keeps the heart and mediastinum out, since they
@@ -197,7 +203,7 @@ def lung_region(
     array, spacing_arr = _check(array, spacing)
     small, step = _coarse(array, spacing_arr, grid_mm)
     coarse_spacing = spacing_arr * np.asarray(step)
-    lungs = lung_mask(small, coarse_spacing, air_hu=air_hu, min_cm3=min_cm3, grid_mm=0.0, room_hu=room_hu)
+    lungs = lung_mask(small, coarse_spacing, lung_hu=lung_hu, min_cm3=min_cm3, grid_mm=0.0, room_air_hu=room_air_hu)
     if not lungs.any():
         return np.zeros(array.shape, bool)
     # closing by a ball of closing_mm, exact in mm on an anisotropic grid, via two
@@ -224,7 +230,8 @@ def filled_lungs(array: np.ndarray, spacing: Sequence[float], min_cm3: float = 5
     First :func:`lung_mask` (air inside the body, by connectivity). When that finds less than
     500 cm^3 (a small field of view cuts the lungs, which then join the room air through the
     image border, as in the pyradiomics crops), the lungs are found by value instead:
-    :func:`aerated_lung` between -975 and ``AIR_HU`` (-400) HU after a 2 mm Gaussian smoothing
+    :func:`aerated_lung` between :data:`SMOOTHED_ROOM_AIR_HU` (-975) and ``LUNG_HU`` (-400) HU after a
+    2 mm Gaussian smoothing
     (room air, about -1000 HU, is excluded by its value), opened by 2 voxels (the
     partial-volume shell at the skin), components under ``min_cm3`` dropped. The holes of each
     axial slice are then filled (:func:`fill_slices`), so that the hilum and mediastinum,
@@ -246,7 +253,7 @@ def filled_lungs(array: np.ndarray, spacing: Sequence[float], min_cm3: float = 5
     if by_connectivity.sum() * float(np.prod(sp)) / 1000.0 >= 500.0:
         return fill_slices(by_connectivity)
     smooth = ndimage.gaussian_filter(x, [2.0 / s for s in sp])
-    cand = aerated_lung(smooth, room_hu=-975.0)
+    cand = aerated_lung(smooth, room_air_hu=SMOOTHED_ROOM_AIR_HU)
     cand = ndimage.binary_opening(cand, structure=ndimage.generate_binary_structure(3, 1), iterations=2)
     labels, n = ndimage.label(cand)
     if n == 0:

@@ -65,6 +65,7 @@ from mkunet.segmentation.prompts import (
     Seed,
     body_box,
     crop_volume,
+    describe_voxel_box,
     roi_crop_box,
 )
 from mkunet.segmentation.results import Segmentation
@@ -470,7 +471,7 @@ def _report_network(
     """The notes and warnings of a network run: a tumour cut by the crop, an empty previous mask, no tumour."""
     if touches:
         notes.append(
-            f"the tumour reaches the edge of the region of interest {box} (z, y, x voxels): it may be cut; "
+            f"the tumour reaches the edge of the region of interest {describe_voxel_box(box)}: it may be cut; "
             "enlarge the ROI (e.g. --seed-size-mm) or run on the whole volume"
         )
         warnings.warn(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mkunet.constants import BODY_HU, BONE_HU, LUNG_HU
 from mkunet.segmentation.lesion import SeedError, check_seed
 from mkunet.volume import Volume, same_grid
 
@@ -33,6 +34,7 @@ __all__ = [
     "roi_crop_box",
     "body_box",
     "crop_volume",
+    "describe_voxel_box",
     "seed_in_box",
     "seed_in_mask",
 ]
@@ -61,7 +63,8 @@ class Box:
     units: Literal["voxel", "mm"] = "voxel"
 
     def describe(self) -> str:
-        return f"box z={tuple(self.z)} y={tuple(self.y)} x={tuple(self.x)} ({self.units})"
+        """``"box x=(x0, x1) y=(y0, y1) z=(z0, z1) (units)"``: x y z order, as points are given."""
+        return f"box x={tuple(self.x)} y={tuple(self.y)} z={tuple(self.z)} ({self.units})"
 
 
 @dataclass(frozen=True)
@@ -206,19 +209,19 @@ def roi_crop_box(volume: Volume, roi: Roi | None) -> tuple[BoxIdx, np.ndarray | 
     if np.any(hi <= lo):
         raise ValueError(
             f"The region of interest ({roi.describe() if roi is not None else ''}) does not overlap the volume "
-            f"(shape z, y, x = {tuple(shape)})."
+            f"(size x, y, z = {tuple(int(n) for n in shape[::-1])} voxels)."
         )
     return tuple((int(a), int(b)) for a, b in zip(lo, hi)), prev  # type: ignore[return-value]
 
 
 def body_box(
-    volume: Volume, threshold_hu: float = -500.0, margin_mm: float = 10.0, min_fraction: float = 0.1
+    volume: Volume, threshold_hu: float = BODY_HU, margin_mm: float = 10.0, min_fraction: float = 0.1
 ) -> BoxIdx:
     """The patient's in-plane bounding box (all slices), to skip the air around the body.
 
     The body is the union of the connected components (8-connectivity) of the axial
-    projection of ``array > threshold_hu`` whose area is at least ``min_fraction`` of
-    the largest one (small debris and thin lines are dropped; a large couch may stay);
+    projection of ``array > threshold_hu`` (default :data:`mkunet.constants.BODY_HU`) whose area
+    is at least ``min_fraction`` of the largest one (small debris and thin lines are dropped; a large couch may stay);
     its (y, x) bounding box grows by ``margin_mm``. Without any voxel above the
     threshold the whole volume is returned.
 
@@ -246,6 +249,13 @@ def body_box(
     )
 
 
+def describe_voxel_box(box: BoxIdx) -> str:
+    """A voxel box ((z0, z1), (y0, y1), (x0, x1)) for a message, in x y z order like points:
+    ``"x=[x0, x1) y=[y0, y1) z=[z0, z1) voxels"``."""
+    (z0, z1), (y0, y1), (x0, x1) = box
+    return f"x=[{x0}, {x1}) y=[{y0}, {y1}) z=[{z0}, {z1}) voxels"
+
+
 def crop_volume(volume: Volume, box: BoxIdx) -> Volume:
     """The voxels of ``box`` (half-open (z, y, x) indices) as a Volume placed where they were (``volume``
     itself for the whole box)."""
@@ -265,9 +275,10 @@ def crop_volume(volume: Volume, box: BoxIdx) -> Volume:
     )
 
 
-def seed_in_box(volume: Volume, box: BoxIdx, soft_hu: float = -400.0, bone_hu: float = 300.0) -> np.ndarray:
-    """A seed for "the lesion is inside this box": the deepest soft-tissue voxel of the box's
-    central part (inner 60 % of each side), depth measured inside the box so that tissue
+def seed_in_box(volume: Volume, box: BoxIdx, soft_hu: float = LUNG_HU, bone_hu: float = BONE_HU) -> np.ndarray:
+    """A seed for "the lesion is inside this box": the deepest soft-tissue voxel (``soft_hu`` to
+    ``bone_hu``, defaults :data:`mkunet.constants.LUNG_HU` and :data:`mkunet.constants.BONE_HU`) of the
+    box's central part (inner 60 % of each side), depth measured inside the box so that tissue
     entering through a face (chest wall, mediastinum) is shallow. Returns (z, y, x) indices."""
     from scipy import ndimage
 
@@ -284,15 +295,16 @@ def seed_in_box(volume: Volume, box: BoxIdx, soft_hu: float = -400.0, bone_hu: f
     score = np.where(central, depth, 0.0)
     if not score.any():
         raise SeedError(
-            f"No soft tissue (>= {soft_hu:g} HU) in the central part of the box {box} (z, y, x voxels): the box "
+            f"No soft tissue (>= {soft_hu:g} HU) in the central part of the box {describe_voxel_box(box)}: the box "
             "should surround the lesion; enlarge or move it."
         )
     k = np.asarray(np.unravel_index(int(np.argmax(score)), sub.shape))
     return (k + np.array([a for a, _ in box])).astype(np.float64)
 
 
-def seed_in_mask(volume: Volume, mask: np.ndarray, soft_hu: float = -400.0) -> np.ndarray | None:
-    """The deepest voxel of ``mask`` that is still soft tissue (>= ``soft_hu``) on ``volume``; None when none is."""
+def seed_in_mask(volume: Volume, mask: np.ndarray, soft_hu: float = LUNG_HU) -> np.ndarray | None:
+    """The deepest voxel of ``mask`` that is still soft tissue (>= ``soft_hu``, default
+    :data:`mkunet.constants.LUNG_HU`) on ``volume``; None when none is."""
     from scipy import ndimage
 
     sl = ndimage.find_objects(mask.astype(np.uint8))[0] if mask.any() else None

@@ -7,8 +7,9 @@ chest wall). :func:`register` estimates a transform in two stages, both with Sim
 registration framework (no hand-written optimiser):
 
 1. **Global** (the whole thorax). Both scans are block-averaged to about ``grid_mm`` mm
-   and clipped to [-1000, 400] HU (so bone and contrast do not dominate), then compared
-   by mean squares inside the baseline's body (``HU > -500``, largest component, holes
+   and clipped to [-1000, 400] HU (``CLIP_HU``: so bone and contrast do not dominate), then
+   compared by mean squares inside the baseline's body (``HU >``
+   :data:`mkunet.constants.BODY_HU` = -500, largest component, holes
    filled per axial slice, so the lungs are in). The start is the best of three
    candidates (scanner coordinates as they are, image centres aligned, body centres of
    mass aligned; see ``sitk.CenteredTransformInitializer``), so scans that do not
@@ -63,6 +64,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mkunet.constants import AIR_HU, BODY_HU, CANCELLOUS_BONE_HU
 from mkunet.volume import Volume
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,19 +75,21 @@ __all__ = ["KINDS", "Registration", "register"]
 #: The values of ``register(kind=...)``.
 KINDS: tuple[str, ...] = ("identity", "rigid", "rigid+affine")
 
-CLIP_HU: tuple[float, float] = (-1000.0, 400.0)
-"""HU window applied before any comparison: air..dense soft tissue; bone and contrast saturate."""
+CLIP_HU: tuple[float, float] = (AIR_HU, CANCELLOUS_BONE_HU[1])
+"""HU window applied before any comparison: air..dense soft tissue; cortical bone and contrast saturate.
 
-BODY_HU = -500.0
-"""Voxels above this HU are body (soft tissue, bone); the body mask is their largest component."""
+The top, 400 HU, is the top of cancellous bone (:data:`mkunet.constants.CANCELLOUS_BONE_HU`) and
+of IBSI's CT re-segmentation range [-1000, 400]: ribs and spine still show against soft tissue,
+but cortex and contrast boluses (which change between scans) do not dominate the metric."""
 
 LOCAL_GRID_MM = 2.0
 """Grid (mm) of the local stage."""
 
 LOCAL_MIN_RADIUS_MM = 20.0
+"""Smallest radius (mm) of the ball the local rigid refinement compares."""
+
 LOCAL_MAX_SHIFT_MM = 25.0
 """The local stage may move the click by at most this (mm) beyond the global transform."""
-"""Smallest radius (mm) of the ball the local rigid refinement compares."""
 
 _MAX_SAMPLES_GLOBAL = 20_000
 _MAX_SAMPLES_LOCAL = 15_000
@@ -418,29 +422,19 @@ def _check_centre(centre_xyz, baseline: Volume) -> np.ndarray:
     if np.any(idx < -0.5) or np.any(idx > np.asarray(baseline.shape) - 0.5):
         raise ValueError(
             f"`centre_xyz`={tuple(centre.tolist())} mm lies outside the baseline volume "
-            f"(index (z, y, x) {tuple(np.round(idx, 1).tolist())} for shape {baseline.shape}); "
+            f"(voxel (x, y, z) {tuple(np.round(idx[::-1], 1).tolist())} for an image of "
+            f"{tuple(int(n) for n in baseline.shape[::-1])} voxels (x, y, z)); "
             "pass the click as a physical (x, y, z) point, e.g. baseline.index_to_physical((k, j, i))."
         )
     return centre
 
 
 # ---------------------------------------------------------------------------- stages
-def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, seed: int, threads, notes: list[str]):
-    """Global stage on ~grid_mm images: returns (transform, kind_done, metric)."""
+def _initialisers(fixed, moving, fixed_body: np.ndarray, moving_body: np.ndarray, centre, notes: list[str]) -> dict:
+    """The global stage's candidate starts (name -> Euler transform about ``centre``): scanner
+    coordinates, image centres (GEOMETRY) and, with both bodies found, body centres of mass (MOMENTS)."""
     import SimpleITK as sitk
 
-    fixed = _prepare(fixed_vol.to_sitk(), grid_mm)
-    moving = _prepare(moving_vol.to_sitk(), grid_mm)
-    fixed_body = _body_mask(fixed)
-    moving_body = _body_mask(moving)
-    if fixed_body.sum() < 64:
-        notes.append("no body found on the baseline (HU > -500): the metric uses the whole image")
-        fixed_body = np.ones(fixed_body.shape, bool)
-    mask_image = _mask_image(fixed_body, fixed)
-    n_mask = int(fixed_body.sum())
-    centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()])
-
-    # initialisers: scanner coordinates, image centres, body centres of mass
     candidates: dict[str, sitk.Transform] = {"scanner coordinates": _euler_from(None, centre)}
     candidates["image centres (GEOMETRY)"] = _euler_from(
         sitk.CenteredTransformInitializer(
@@ -461,6 +455,25 @@ def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, se
             )
         except RuntimeError as error:  # pragma: no cover - degenerate moments
             notes.append(f"MOMENTS initialiser failed: {error}")
+    return candidates
+
+
+def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, seed: int, threads, notes: list[str]):
+    """Global stage on ~grid_mm images: returns (transform, kind_done, metric)."""
+    import SimpleITK as sitk
+
+    fixed = _prepare(fixed_vol.to_sitk(), grid_mm)
+    moving = _prepare(moving_vol.to_sitk(), grid_mm)
+    fixed_body = _body_mask(fixed)
+    moving_body = _body_mask(moving)
+    if fixed_body.sum() < 64:
+        notes.append(f"no body found on the baseline (HU > {BODY_HU:g}): the metric uses the whole image")
+        fixed_body = np.ones(fixed_body.shape, bool)
+    mask_image = _mask_image(fixed_body, fixed)
+    n_mask = int(fixed_body.sum())
+    centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()])
+
+    candidates = _initialisers(fixed, moving, fixed_body, moving_body, centre, notes)
     scores = {name: _mismatch(fixed, moving, fixed_body, t) for name, t in candidates.items()}
     best = min(scores, key=lambda k: scores[k])
     initial = candidates[best]
@@ -523,35 +536,16 @@ def _global(fixed_vol: Volume, moving_vol: Volume, kind: str, grid_mm: float, se
     return affine, "rigid+affine", affine_metric
 
 
-def _local(
-    baseline: Volume,
-    followup: Volume,
-    global_tx,
-    centre: np.ndarray,
-    radius_mm: float,
-    seed: int,
-    threads,
-    notes: list[str],
-):
-    """Local correction around ``centre``; returns (composite transform, metric) or None.
+def _local_masks(fixed: sitk.Image, centre: np.ndarray, radius_mm: float, notes: list[str]):
+    """The local stage's masks on ``fixed`` (bool (z, y, x)): (ball, inner ball, inner radius mm), or None.
 
-    A translation (3 levels, 8 -> 2 mm) inside the lung part of a ball of ``radius_mm``,
-    then a rigid refinement inside the lung part of a smaller ball of
-    ``min(radius_mm, max(LOCAL_MIN_RADIUS_MM, radius_mm / 3))``, where the lesion and its
-    nearest vessels dominate. Both compose after ``global_tx`` (baseline side).
+    The ball of ``radius_mm`` around the click, cut to the lung region when that keeps at least
+    20 % of it, and its inner part within ``min(radius_mm, max(LOCAL_MIN_RADIUS_MM, radius_mm / 3))``.
     """
     import SimpleITK as sitk
 
     from mkunet.segmentation.lung import lung_region
 
-    box = _roi(baseline, centre, radius_mm)
-    target = np.asarray(global_tx.TransformPoint(tuple(centre.tolist())))
-    mbox = _roi(followup, target, radius_mm + 30.0)
-    if box is None or mbox is None:
-        notes.append("local stage skipped: the region around the click is outside the follow-up's field of view")
-        return None
-    fixed = _prepare(_roi_image(baseline, *box), LOCAL_GRID_MM)
-    moving = _prepare(_roi_image(followup, *mbox), LOCAL_GRID_MM)
     # distance (mm) of every fixed voxel from the click
     size = fixed.GetSize()
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in reversed(size)], indexing="ij"), axis=-1).reshape(-1, 3)
@@ -573,6 +567,40 @@ def _local(
     inner = ball & (distance <= inner_radius)
     if inner.sum() < 64:
         inner = ball
+    return ball, inner, inner_radius
+
+
+def _local(
+    baseline: Volume,
+    followup: Volume,
+    global_tx,
+    centre: np.ndarray,
+    radius_mm: float,
+    seed: int,
+    threads,
+    notes: list[str],
+):
+    """Local correction around ``centre``; returns (composite transform, metric) or None.
+
+    A translation (3 levels, 8 -> 2 mm) inside the lung part of a ball of ``radius_mm``,
+    then a rigid refinement inside the lung part of a smaller ball of
+    ``min(radius_mm, max(LOCAL_MIN_RADIUS_MM, radius_mm / 3))``, where the lesion and its
+    nearest vessels dominate. Both compose after ``global_tx`` (baseline side).
+    """
+    import SimpleITK as sitk
+
+    box = _roi(baseline, centre, radius_mm)
+    target = np.asarray(global_tx.TransformPoint(tuple(centre.tolist())))
+    mbox = _roi(followup, target, radius_mm + 30.0)
+    if box is None or mbox is None:
+        notes.append("local stage skipped: the region around the click is outside the follow-up's field of view")
+        return None
+    fixed = _prepare(_roi_image(baseline, *box), LOCAL_GRID_MM)
+    moving = _prepare(_roi_image(followup, *mbox), LOCAL_GRID_MM)
+    masks = _local_masks(fixed, centre, radius_mm, notes)
+    if masks is None:
+        return None
+    ball, inner, inner_radius = masks
 
     def stage(mask, initial, shrink, sigmas, step, name):
         method = _method(_mask_image(mask, fixed), int(mask.sum()), _MAX_SAMPLES_LOCAL, seed, threads)

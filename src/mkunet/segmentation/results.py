@@ -13,6 +13,7 @@ Axis conventions: arrays (z, y, x) on the input volume's grid; spacings (z, y, x
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +91,28 @@ class Segmentation:
     candidates: list[Any] = field(default_factory=list)
 
     @property
-    def volume_cm3(self) -> float:
-        """Tumour volume in cm^3 (voxel counting: n voxels x voxel volume / 1000)."""
+    def voxel_volume_cm3(self) -> float:
+        """Tumour volume in cm^3 by voxel counting: n voxels x voxel volume / 1000.
+
+        Not the mesh volume of :func:`mkunet.analysis.kinetics.mask_volume_cm3` (the LVCR's and
+        ``results.csv``'s ``volume_cm3``), which is a little smaller on the same mask.
+        """
         return float(np.count_nonzero(self.mask)) * self.volume.voxel_volume_mm3 / 1000.0
+
+    @property
+    def volume_cm3(self) -> float:
+        """Deprecated name of :attr:`voxel_volume_cm3` (voxel counting)."""
+        warnings.warn(
+            "Segmentation.volume_cm3 is deprecated: use Segmentation.voxel_volume_cm3 (voxel counting; the mesh "
+            "volume is mkunet.analysis.kinetics.mask_volume_cm3).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.voxel_volume_cm3
 
     def __repr__(self) -> str:
         return (
-            f"Segmentation(volume_cm3={self.volume_cm3:.3f}, empty={self.empty}, roi={self.roi!r}, "
+            f"Segmentation(voxel_volume_cm3={self.voxel_volume_cm3:.3f}, empty={self.empty}, roi={self.roi!r}, "
             f"lvcr_used={self.lvcr_used}, notes={self.notes})"
         )
 
@@ -173,7 +189,7 @@ def segmentation_summary(segmentation: Segmentation) -> dict[str, Any]:
     """
     u = segmentation.uncertainty
     out: dict[str, Any] = {
-        "volume_cm3": segmentation.volume_cm3,
+        "volume_cm3": segmentation.voxel_volume_cm3,
         "volume_se_cm3": None if u is None else u.se_cm3,
         "sigma_log_volume_seg": None if u is None else u.sigma_log_volume,
         "uncertainty_components": None if u is None else dict(u.components),

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mkunet.constants import LUNG_HU
 from mkunet.segmentation.lesion import LesionParams
 from mkunet.segmentation.prompts import PreviousMask, Roi, Seed, seed_in_mask
 from mkunet.segmentation.results import LongitudinalSegmentation, Segmentation
@@ -125,13 +126,13 @@ def follow_lesion(
     if np.any(idx < -0.5) or np.any(idx > np.asarray(followup.shape) - 0.5):
         notes.append(f"the lesion maps outside the follow-up scan ({np.round(point, 1).tolist()} mm)")
         return None, TrackedLesion(point, False, kind, notes, reg), mapped_mask
-    radius = (3.0 * baseline.volume_cm3 * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0) + 3.0
+    radius = (3.0 * baseline.voxel_volume_cm3 * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0) + 3.0
     sp = np.asarray(followup.spacing)
     r_vox = np.ceil(radius / sp).astype(int)
     c = np.clip(np.rint(idx).astype(int), 0, np.asarray(followup.shape) - 1)
     lo, hi = np.maximum(c - r_vox, 0), np.minimum(c + r_vox + 1, followup.shape)
     sub = followup.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    t = baseline.lesion.threshold_hu if baseline.lesion is not None else -400.0
+    t = baseline.lesion.threshold_hu if baseline.lesion is not None else LUNG_HU
     dense = (sub >= t) & (sub <= params.bone_hu)
     zz, yy, xx = np.meshgrid(*[(np.arange(a, b) - ci) * s for a, b, ci, s in zip(lo, hi, c, sp)], indexing="ij")
     dense &= (zz**2 + yy**2 + xx**2) <= radius**2

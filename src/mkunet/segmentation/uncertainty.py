@@ -70,6 +70,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mkunet.segmentation.checks import check_int, check_number
+
 __all__ = [
     "UNCERTAINTY_MODES",
     "UncertaintyParams",
@@ -110,7 +112,11 @@ class UncertaintyParams:
             one lesion-model run, about 1x the seeded time).
         click_depth_mm: the other seeds lie at least this deep inside the mask (mm), or at half
             the mask's greatest depth when the lesion is thinner.
-        seed: seed of the click draw (the same seed gives the same estimate).
+        seed: seed of the click draw (the same seed gives the same estimate), >= 0.
+
+    Raises:
+        ValueError: a field has the wrong type or is out of range; the message names it and
+            quotes the value.
     """
 
     edge_fraction: float = 0.10
@@ -122,18 +128,14 @@ class UncertaintyParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.edge_fraction < 0.5:
-            raise ValueError(f"edge_fraction must be in [0, 0.5), got {self.edge_fraction!r}.")
-        if not 0.0 <= self.probability_delta < 0.5:
-            raise ValueError(f"probability_delta must be in [0, 0.5), got {self.probability_delta!r}.")
-        if int(self.band_voxels) < 1:
-            raise ValueError(f"band_voxels must be >= 1, got {self.band_voxels!r}.")
-        if not self.contact_layers >= 0:
-            raise ValueError(f"contact_layers must be >= 0, got {self.contact_layers!r}.")
-        if int(self.click_shifts) < 0:
-            raise ValueError(f"click_shifts must be >= 0, got {self.click_shifts!r}.")
-        if not self.click_depth_mm >= 0:
-            raise ValueError(f"click_depth_mm must be >= 0, got {self.click_depth_mm!r}.")
+        own = "UncertaintyParams"
+        for name in ("edge_fraction", "probability_delta"):
+            check_number(own, name, getattr(self, name), low=0.0, high=0.5, high_open=True)
+        check_number(own, "contact_layers", self.contact_layers, low=0.0)
+        check_number(own, "click_depth_mm", self.click_depth_mm, low=0.0, unit="mm")
+        check_int(own, "band_voxels", self.band_voxels, low=1)
+        check_int(own, "click_shifts", self.click_shifts, low=0)
+        check_int(own, "seed", self.seed, low=0)
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class VolumeUncertainty:
     """The segmentation uncertainty of one tumour volume.
 
     Attributes:
-        volume_cm3: the mask's volume (cm³, voxel counting) the SE refers to.
+        voxel_volume_cm3: the mask's volume (cm³, voxel counting: voxels x voxel volume) the SE refers to.
         sigma_log_volume: σ_seg, the segmentation's SD of ln V (dimensionless; ≈ relative SE).
         se_cm3: σ_seg x volume (cm³).
         components: σ(ln V) per component (``edge``, ``click``, ``probability``), those computed.
@@ -149,7 +151,7 @@ class VolumeUncertainty:
         notes: what the user should know.
     """
 
-    volume_cm3: float
+    voxel_volume_cm3: float
     sigma_log_volume: float
     se_cm3: float
     components: Mapping[str, float] = field(default_factory=dict)
