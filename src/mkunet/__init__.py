@@ -2,7 +2,7 @@
 
 Implements the MK-UNet system (multi-channel input, clinical fusion, immune-aware
 attention gates) and the Immune Evasion Score of the 2025 paper, with the fixes
-documented in the README. Not a medical device.
+documented in docs/paper.md. Not a medical device.
 
 The names a user needs import from here, as torchio's do::
 

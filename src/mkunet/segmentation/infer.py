@@ -3,10 +3,10 @@
 Methods of :func:`segment` (``method=``, :data:`METHODS`):
 
 * ``"auto"`` (default) runs the image-driven lesion model of :mod:`mkunet.segmentation.lesion`
-  when there is a seed, a box or a previous mask (measured better on real CT: README
-  "One-click segmentation"), and for the whole volume the image-driven detector of
+  when there is a seed, a box or a previous mask (measured better on real CT: docs/segmentation.md
+  "One click"), and for the whole volume the image-driven detector of
   :func:`mkunet.segmentation.candidates.detect_lesions` followed by the lesion model at the best
-  candidate (README "Whole volume"); see :mod:`mkunet.segmentation.image_path`.
+  candidate (docs/segmentation.md "Whole volume"); see :mod:`mkunet.segmentation.image_path`.
 * ``"network"`` runs the trained network (:mod:`mkunet.segmentation.network`: the pipeline,
   the component rule).
 
@@ -156,7 +156,7 @@ def resolve_method(method: str, roi: Roi | None) -> str:
     previous mask to start from, and ``"detect"`` for the whole volume: the image-driven detector
     (:func:`mkunet.segmentation.candidates.detect_lesions`) finds the lesion and the lesion model
     segments it from the top candidate (both measured better on real CT than the network:
-    README); ``"network"`` forces the network.
+    docs/segmentation.md); ``"network"`` forces the network.
     """
     check_method(method)
     if method == "network":

@@ -58,7 +58,7 @@ plausibly anywhere between the 30 % and 70 % iso-levels). ``contact_layers`` = 0
 among 0.25, 0.5, 1 and 2 on a synthetic calibration cohort (seed 101, 64 patients x 3-4 scans,
 automatic masks from the pipeline) as the smallest value whose LVCR interval reached nominal
 coverage, and checked on a second cohort (seed 202); ``benchmarks/uncertainty.py`` reproduces
-both (see the README for the table).
+both (see docs/tracking-and-uncertainty.md for the table).
 """
 
 from __future__ import annotations

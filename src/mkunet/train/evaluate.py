@@ -657,7 +657,7 @@ SMALL_RECIPE: dict[str, Any] = {
     "patches_per_epoch": 32,
 }
 """Training settings of every run of :func:`benchmark_models` without ``paper_settings``: those
-of the shipped model (README, "Shipped model"), which learn in minutes on a CPU. The paper's
+of the shipped model (docs/segmentation.md, "The shipped model"), which learn in minutes on a CPU. The paper's
 settings (lr 1e-4, constant) barely move a small network in a few CPU epochs."""
 
 
