@@ -358,6 +358,21 @@ def _part_solid_union(
     return obj, t
 
 
+def _crop_lung(iso: np.ndarray, g: float, p: LesionParams) -> np.ndarray:
+    """Aerated lung on an isotropic crop (``g`` mm): below :data:`~mkunet.constants.LUNG_HU` on the
+    image, above room air on a 1.5 mm-smoothed image (room air, -1000 HU with noise, is below
+    ``p.room_air_hu`` there, so a field of view's air next to the chest wall is not lung), and not
+    within ``p.skin_band_mm`` of room air (on its way from the body to room air the smoothed image
+    passes through lung HU, a 2-3 mm shell whose hull took the chest wall up to the ribs); opened once."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(iso, 1.5 / g)
+    lung = aerated_lung(iso) & (smooth > p.room_air_hu)
+    if p.skin_band_mm > 0:
+        lung &= ~_within(smooth <= p.room_air_hu, g, p.skin_band_mm)
+    return ndimage.binary_opening(lung, iterations=1)
+
+
 def _model_on_crop(
     iso: np.ndarray,
     seed: np.ndarray,
@@ -388,15 +403,7 @@ def _model_on_crop(
         fg = ndimage.binary_closing(fg, structure=ball, iterations=max(1, int(round(1.0 / g))))
         fg = ndimage.binary_fill_holes(fg)
     # local lung hull: the lesion lies within the convex hull of the aerated lung, per slice
-    # aerated lung: below -400 HU, and above room air on a smoothed image (room air, -1000 HU
-    # with noise, is below -950 there, so a field of view's air next to the chest wall is not lung)
-    smooth = ndimage.gaussian_filter(iso, 1.5 / g)
-    lung = aerated_lung(iso) & (smooth > p.room_air_hu)
-    # ...nor is the skin's smoothed edge: on its way from the body to room air the smoothed image
-    # passes through lung HU, a 2-3 mm shell whose hull took the chest wall up to the ribs
-    if p.skin_band_mm > 0:
-        lung &= ~_within(smooth <= p.room_air_hu, g, p.skin_band_mm)
-    lung = ndimage.binary_opening(lung, iterations=1)
+    lung = _crop_lung(iso, g, p)
     if window is not None:
         lung &= window
         fg &= window
