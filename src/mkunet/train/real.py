@@ -27,16 +27,21 @@ __all__ = ["prepare_real_cases", "load_background"]
 
 
 def load_background(background: Background, spacing: Sequence[float]) -> tuple[Any, np.ndarray]:
-    """The background's CT resampled (linear) to ``spacing`` (z, y, x) mm and its bool ignore mask there."""
+    """The background's CT in the canonical orientation that segmentation runs in
+    (:func:`mkunet.segmentation.orientation.to_canonical`, LPS), resampled (linear) to ``spacing``
+    (z, y, x) mm, and its bool ignore mask there. The network therefore learns the axes it sees
+    at inference, whatever the scan's stored orientation."""
     from mkunet.io import read_mask, read_volume
     from mkunet.models.bundle import resample_onto
     from mkunet.preprocess import resample
+    from mkunet.segmentation.orientation import to_canonical
 
-    volume = read_volume(background.image)
+    stored = read_volume(background.image)
+    volume, back = to_canonical(stored)
     ignore = (
         np.zeros(volume.shape, bool)
         if background.ignore is None
-        else np.asarray(read_mask(background.ignore, volume), bool)
+        else back.to_canonical(np.asarray(read_mask(background.ignore, stored), bool))
     )
     if np.allclose(volume.spacing, spacing, atol=1e-4):
         return volume, ignore
