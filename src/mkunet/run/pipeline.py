@@ -137,6 +137,7 @@ from mkunet.run.patient import (
     segment_step,
     viewer_step,
 )
+from mkunet.run.quality import lesion_quality_step, whole_volume_quality_step
 from mkunet.run.statistics import cohort_statistics
 from mkunet.run.store import ERROR_COLUMNS, CohortRun, load_run, patient_folder_name
 from mkunet.utils import atomic_write_csv, atomic_write_parquet, atomic_write_text, to_jsonable
@@ -187,7 +188,9 @@ def _process_patient(
     :func:`measure_step`) or, with ``lesions``, the target-lesion path
     (:func:`segment_lesions_step`, :func:`measure_lesions_step`); then
     :func:`kinetics_step` (on the per-scan volumes: the segmentation's, or the sum of target
-    lesions), :func:`lesion_kinetics_step` (per lesion) and :func:`overview_step`.
+    lesions), :func:`lesion_kinetics_step` (per lesion), the quality control
+    (:func:`~mkunet.run.quality.whole_volume_quality_step` or
+    :func:`~mkunet.run.quality.lesion_quality_step`), :func:`overview_step` and :func:`viewer_step`.
 
     Returns:
         dict with ``rows`` (one per scan), ``patient`` (one row), ``errors``, ``usable`` (bool),
@@ -201,10 +204,14 @@ def _process_patient(
         segs = segment_lesions_step(work, bundle, clinical, lesions)
         measure_lesions_step(work, lesions, segs)
     else:
-        measure_step(work, segment_step(work, bundle, clinical))
+        longi = segment_step(work, bundle, clinical)
+        measure_step(work, longi)
     kinetics_step(work)
     if lesions:
         lesion_kinetics_step(work, lesions)
+        lesion_quality_step(work, lesions, segs)
+    else:
+        whole_volume_quality_step(work, longi)
     overview_step(work)
     viewer_step(work)
     return work.record(usable=True)
