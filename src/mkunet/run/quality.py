@@ -139,7 +139,7 @@ def _label(rows: Sequence[dict[str, Any]], scan_results: Mapping[int, QCResult],
 
 
 def whole_volume_quality_step(work: PatientWork, longi: Any) -> None:
-    """Whole-volume path: each readable scan's segmentation checked, then the patient's series (:func:`quality_step`)."""
+    """Whole-volume path: each readable scan's segmentation checked, then the series (:func:`quality_step`)."""
     scans: dict[tuple[str | None, int], QCResult] = {}
     for s, vol, seg in zip(work.readable, work.volumes, longi.segmentations):
         scans[(None, s.timepoint)] = check_scan(seg, scan_envelope(vol))
