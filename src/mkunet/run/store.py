@@ -5,7 +5,8 @@ Layout of a run folder ``OUT/`` (written by :func:`mkunet.run.pipeline.run_cohor
 * ``run.json``: parameters, model identity, inputs, counts, notes;
 * ``results.csv`` / ``.parquet`` (one row per patient x scan), ``patients.csv`` (one row per
   patient), ``errors.csv`` (:data:`ERROR_COLUMNS`), ``lesion_results.csv`` / ``.parquet``
-  (target-lesion runs);
+  (target-lesion runs), ``excluded.csv`` (the patients the quality control left out of the
+  statistics, with the reasons: :mod:`mkunet.run.overrides`);
 * ``patients/<patient folder>/`` (:func:`patient_folder_name`): per-scan outputs and
   ``overview.png``;
 * ``cohort/`` (with outcomes): the tables of :func:`mkunet.analysis.cohort.analyse_cohort`, including the
@@ -59,6 +60,8 @@ class CohortRun:
         meta: ``run.json`` content (inputs, synthetic flag, timings).
         lesions: one row per patient x target lesion x scan (``lesion_results.csv``; empty
             without ``--lesions``).
+        excluded: the patients left out of the statistics by the quality control
+            (``excluded.csv``: patient_id, qc_decision, scans, qc_reasons, qc_note).
     """
 
     out_dir: Path
@@ -73,6 +76,7 @@ class CohortRun:
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     lesions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def cohort_dir(self) -> Path | None:
@@ -95,8 +99,21 @@ class CohortRun:
                 f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
                 f"(see {self.out_dir / 'lesion_results.csv'})"
             )
+        lines += self._qc_lines()
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def _qc_lines(self) -> list[str]:
+        """The quality control's summary: scans flagged, patients left out of the statistics."""
+        if "qc" not in self.results.columns:
+            return []
+        flagged = int((self.results["qc"] == "review").sum())
+        mode = self.meta.get("qc", "exclude")
+        return [
+            f"quality control: {flagged} of {len(self.results)} scan(s) flagged for review; "
+            f"{len(self.excluded)} patient(s) left out of the statistics (--qc {mode}; see "
+            f"{self.out_dir / 'excluded.csv'})"
+        ]
 
 
 def load_run(out_dir: str | Path) -> CohortRun:
@@ -128,4 +145,5 @@ def load_run(out_dir: str | Path) -> CohortRun:
         list(meta.get("notes", [])),
         meta,
         table("lesion_results.csv") if (out / "lesion_results.csv").is_file() else pd.DataFrame(),
+        table("excluded.csv", ("patient_id", "qc_decision", "scans", "qc_reasons", "qc_note")),
     )
