@@ -279,7 +279,7 @@ def _qc_line(result, region) -> str:
         point = np.asarray(region.point, np.float64)
         click = point if region.units == "mm" else result.volume.index_to_physical(point[::-1])
     try:
-        qc = check_segmentation(result, click_mm=click)
+        qc = check_segmentation(result, click_mm=None if click is None else [float(v) for v in click])
     except Exception as err:  # noqa: BLE001 - the checks never cost the result
         return f"QC: review — the quality checks could not run: {err}"
     return "QC: ok" if qc.ok else "QC: review — " + qc.describe()

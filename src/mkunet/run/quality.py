@@ -178,7 +178,7 @@ def quality_step(
             :func:`check_scan`.
         centres: lesion id (or None) -> :func:`tracked_centres` per readable scan, or None.
 
-    Also sets ``work.patient``'s QC columns and each overlay's ``qc_note`` (for the slice viewer).
+    Also sets ``work.patient``'s QC columns and each overlay's ``qc`` and ``qc_reasons`` (for the slice viewer).
     """
     if work.lesion_rows:
         for lesion_id in dict.fromkeys(r["lesion_id"] for r in work.lesion_rows):
@@ -196,10 +196,10 @@ def quality_step(
         qc_reasons="; ".join(f"T{r['timepoint']}: {r['qc_reasons']}" for r in flagged),
         qc_codes=",".join(dict.fromkeys(c for r in flagged for c in str(r.get("qc_codes") or "").split(",") if c)),
     )
-    notes = {r["timepoint"]: r.get("qc_reasons", "") for r in flagged}
+    by_tp = work.by_tp
     for o in work.overlays:
-        if o.get("timepoint") in notes:
-            o["qc_note"] = "review: " + notes[o["timepoint"]]
+        row = by_tp.get(int(o.get("timepoint", -1)), {})
+        o["qc"], o["qc_reasons"] = row.get("qc", ""), row.get("qc_reasons", "")
 
 
 def _per_row(rows: Sequence[Mapping[str, Any]], work: PatientWork, centres: Any) -> list[Any] | None:
