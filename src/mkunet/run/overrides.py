@@ -114,6 +114,7 @@ def read_overrides(
         ("patient_id", "decision"),
         ("lesion_id", "timepoint", "note"),
         how=f"write a header row {','.join(OVERRIDE_COLUMNS)} and one row per decision",
+        allow_no_rows=True,
         skip_blank_lines=True,
     )
     out = []
