@@ -519,15 +519,8 @@ def _errors(errors: pd.DataFrame) -> str:
     )
 
 
-def _patient(
-    pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path, viewer: str | None = None
-) -> str:
-    """One patient's section; ``viewer``: relative href of its slice viewer page (links in the text and the table)."""
-    from mkunet.report import figures
-
-    anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
-    parts = [f'<div class="patient" id="{_e(anchor)}"><h3>Patient {_e(pid)}</h3>']
-    prow = prow or {}
+def _patient_facts(prow: Mapping[str, Any]) -> list[str]:
+    """The patient's one-line facts: LVCR with its CI, growth call, VDT, responses, IES, LVCR fed to the model."""
     lv = finite_or_none(prow.get("lvcr_per_day"))
     facts = []
     if lv is not None:
@@ -549,6 +542,20 @@ def _patient(
         facts.append(f"IES {_fmt(finite_or_none(prow.get('ies')))} ({prow.get('ies_group') or 'no group'})")
     if prow.get("lvcr_source"):
         facts.append(f"LVCR fed to the model: {prow['lvcr_source']}")
+    return facts
+
+
+def _patient(
+    pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path, viewer: str | None = None
+) -> str:
+    """One patient's section; ``viewer``: relative href of its slice viewer page (links in the text and the table)."""
+    from mkunet.report import figures
+
+    anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
+    parts = [f'<div class="patient" id="{_e(anchor)}"><h3>Patient {_e(pid)}</h3>']
+    prow = prow or {}
+    lv = finite_or_none(prow.get("lvcr_per_day"))
+    facts = _patient_facts(prow)
     parts.append("<p>" + "; ".join(_e(f) for f in facts) + ".</p>")
     parts.append(_patient_qc(prow))
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows.iloc[0:0]
@@ -576,6 +583,13 @@ def _patient(
             '<span class="note">(every slice through the lesions, lung and mediastinal windows, contours, '
             "maps, all scans side by side; a row of the table below opens it at that scan)</span></p>"
         )
+    parts.append(_scan_table(rows, viewer))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _scan_table(rows: pd.DataFrame, viewer: str | None) -> str:
+    """The patient's per-scan table; rows open the slice viewer at that scan; QC-flagged rows are marked."""
     cols = [
         c
         for c in (
@@ -601,16 +615,12 @@ def _patient(
     links = None
     if viewer and "timepoint" in rows:
         links = [None if finite_or_none(t) is None else f"{viewer}#t={int(float(t))}" for t in rows["timepoint"]]
-    parts.append(
-        _table(
-            rows[cols],
-            left=("status", "response", "roi", "series_uid", "scan_date", "qc", "qc_decision", "qc_reasons"),
-            row_links=links,
-            row_classes=_qc_classes(rows, "qc"),
-        )
+    return _table(
+        rows[cols],
+        left=("status", "response", "roi", "series_uid", "scan_date", "qc", "qc_decision", "qc_reasons"),
+        row_links=links,
+        row_classes=_qc_classes(rows, "qc"),
     )
-    parts.append("</div>")
-    return "".join(parts)
 
 
 def _patient_qc(prow: Mapping[str, Any]) -> str:

@@ -121,11 +121,11 @@ class CohortRun:
                 f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
                 f"(see {self.out_dir / 'lesion_results.csv'})"
             )
-        lines += self._qc_lines()
+        lines += self.qc_summary()
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
-    def _qc_lines(self) -> list[str]:
+    def qc_summary(self) -> list[str]:
         """The quality control's summary: scans flagged, patients left out of the statistics."""
         if "qc" not in self.results.columns:
             return []
