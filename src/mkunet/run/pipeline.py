@@ -53,6 +53,15 @@ Failures (documented behaviour)
 Every problem is one row of ``OUT/errors.csv`` (patient_id, timepoint, stage, error,
 action), a ``warnings.warn`` and a line of the report.
 
+Quality control
+---------------
+Every scan's segmentation and every series is checked (:mod:`mkunet.run.quality`,
+:mod:`mkunet.qc`): ``qc`` (ok | review), ``qc_reasons`` and ``qc_codes`` in results.csv,
+lesion_results.csv and patients.csv, cached with the patient. With ``qc="exclude"`` (the
+default) patients with a flagged scan no reviewer accepted are left out of the IES and cohort
+statistics and listed in ``OUT/excluded.csv``; ``qc_overrides.csv`` holds the reviewer's
+decisions, applied after the cache (:mod:`mkunet.run.overrides`).
+
 Resume
 ------
 A patient's results are cached as ``OUT/cache/<pid>.json`` under a key: sha256 over
