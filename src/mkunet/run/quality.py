@@ -9,7 +9,9 @@ recompute them):
 * each series (the patient's scans on the whole-volume path, each target lesion's scans on
   the target-lesion path) is checked by :func:`mkunet.qc.check_series` (:func:`quality_step`)
   from the per-scan volumes, days, σ(ln V), found / not found and, where the lesion was tracked
-  by registration, its centre in the baseline's frame (:func:`tracked_centres`).
+  by registration, its centre in the baseline's frame (:func:`tracked_centres`); the tracked
+  point's error is taken as the largest voxel edge of the patient's scans (the registration
+  does not report its own, and neither a mapped point nor a centroid is resolved below a voxel).
 
 A scan is ``review`` when its own checks or its series' checks name it. The rows get ``qc``
 (``ok`` | ``review``), ``qc_reasons`` (the messages, ``"; "``-joined) and ``qc_codes``
@@ -108,24 +110,34 @@ def qc_fields(result: QCResult) -> dict[str, str]:
     return {"qc": result.status, "qc_reasons": result.describe(), "qc_codes": ",".join(dict.fromkeys(result.codes))}
 
 
-def _series_check(rows: Sequence[Mapping[str, Any]], centres: list[Any] | None) -> QCResult:
-    """:func:`mkunet.qc.check_series` over the measured rows (status ok or empty), in order."""
+def _series_check(rows: Sequence[Mapping[str, Any]], centres: list[Any] | None, error_mm: float) -> QCResult:
+    """:func:`mkunet.qc.check_series` over the measured rows (status ok or empty), in order; ``error_mm``: the
+    tracked centres' error (mm)."""
     days = [float(r["days"]) for r in rows]
     vols = [float(r.get("volume_cm3") or 0.0) if r["status"] == "ok" else 0.0 for r in rows]
     sigmas = [None if is_missing(r.get("sigma_log_volume_seg")) else float(r["sigma_log_volume_seg"]) for r in rows]
     try:
-        return check_series(days, vols, sigmas=sigmas, centres_mm=centres, found=[r["status"] == "ok" for r in rows])
+        return check_series(
+            days,
+            vols,
+            sigmas=sigmas,
+            centres_mm=centres,
+            registration_error_mm=error_mm,
+            found=[r["status"] == "ok" for r in rows],
+        )
     except ValueError as err:
         return QCResult.from_reasons([QCReason("qc_failed", f"The series checks could not run: {err}.")])
 
 
-def _label(rows: Sequence[dict[str, Any]], scan_results: Mapping[int, QCResult], centres: Any) -> None:
+def _label(
+    rows: Sequence[dict[str, Any]], scan_results: Mapping[int, QCResult], centres: Any, error_mm: float = 0.0
+) -> None:
     """Each row's QC: its own checks merged with its series' reasons that name it (rows: one series, in order)."""
     measured = [r for r in rows if r["status"] in ("ok", "empty")]
     if centres is not None:
         keep = {id(r) for r in measured}
         centres = [c for r, c in zip(rows, centres) if id(r) in keep]
-    series = _series_check(measured, centres) if measured else QCResult()
+    series = _series_check(measured, centres, error_mm) if measured else QCResult()
     position = {id(r): k for k, r in enumerate(measured)}
     for r in rows:
         if id(r) not in position:
@@ -180,16 +192,17 @@ def quality_step(
 
     Also sets ``work.patient``'s QC columns and each overlay's ``qc`` and ``qc_reasons`` (for the slice viewer).
     """
+    error_mm = max((max(v.spacing) for v in work.volumes), default=0.0)
     if work.lesion_rows:
         for lesion_id in dict.fromkeys(r["lesion_id"] for r in work.lesion_rows):
             rows = [r for r in work.lesion_rows if r["lesion_id"] == lesion_id]
             scans = {tp: res for (lid, tp), res in scan_results.items() if lid == lesion_id}
-            _label(rows, scans, _per_row(rows, work, centres.get(lesion_id)))
+            _label(rows, scans, _per_row(rows, work, centres.get(lesion_id)), error_mm)
         for row in work.rows:
             _combine_lesion_qc(row, [r for r in work.lesion_rows if r["timepoint"] == row["timepoint"]])
     else:
         scans = {tp: res for (lid, tp), res in scan_results.items() if lid is None}
-        _label(work.rows, scans, _per_row(work.rows, work, centres.get(None)))
+        _label(work.rows, scans, _per_row(work.rows, work, centres.get(None)), error_mm)
     flagged = [r for r in work.rows if r.get("qc") == "review"]
     work.patient.update(
         qc="review" if flagged else "ok",
