@@ -157,8 +157,8 @@ P01,1,0,0,0,0,
         (HEADER + ",roi\nP00,1,0,0,0,1 2 3", r"line 2 .*roi '1 2 3' is not a box.*x0 x1 y0 y1 z0 z1"),
         (HEADER + ",roi\nP00,1,0,0,0,-5 5 5 -5 -5 5", r"roi '-5 5 5 -5 -5 5' has start >= stop along y"),
         (HEADER + ",roi\nP00,1,0,0,9,-5 5 -5 5 -5 5", r"the click \(0, 0, 9\) mm lies outside its roi box"),
-        (HEADER + "\n", r"no lesion rows"),
-        ("", r"not a readable CSV"),
+        (HEADER + "\n", r"l\.csv.* has a header .* but no rows"),
+        ("", r"l\.csv.* is empty"),
     ],
 )
 def test_read_lesions_errors_name_file_row_and_column(tmp_path, text, pattern):
