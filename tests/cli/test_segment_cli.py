@@ -312,3 +312,19 @@ def test_run_refuses_method_image(tmp_path):
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "Use method='auto' (CLI: --method auto)" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_segment_prints_qc(tmp_path):
+    """A click in the free nodule: "QC: ok"; a click on the mediastinum (soft tissue between the lungs): the
+    contour is cut out of it, "QC: review" with the reason."""
+    from tests.segmentation.test_lesion import FREE
+
+    volume, _, _ = chest_phantom()
+    path = write_volume(volume, tmp_path / "ct.nii.gz")
+    res = run([path, "--out", tmp_path / "free", "--seed-point", *FREE])
+    assert res.exit_code == 0, res.output
+    assert "QC: ok" in res.output.splitlines()
+    res = run([path, "--out", tmp_path / "mediastinum", "--seed-point", 0.0, 0.0, 0.0])
+    assert res.exit_code == 0, res.output
+    line = next(line for line in res.output.splitlines() if line.startswith("QC:"))
+    assert line.startswith("QC: review — ") and "touches other soft tissue" in line

@@ -157,8 +157,8 @@ P01,1,0,0,0,0,
         (HEADER + ",roi\nP00,1,0,0,0,1 2 3", r"line 2 .*roi '1 2 3' is not a box.*x0 x1 y0 y1 z0 z1"),
         (HEADER + ",roi\nP00,1,0,0,0,-5 5 5 -5 -5 5", r"roi '-5 5 5 -5 -5 5' has start >= stop along y"),
         (HEADER + ",roi\nP00,1,0,0,9,-5 5 -5 5 -5 5", r"the click \(0, 0, 9\) mm lies outside its roi box"),
-        (HEADER + "\n", r"no lesion rows"),
-        ("", r"not a readable CSV"),
+        (HEADER + "\n", r"l\.csv.* has a header .* but no rows"),
+        ("", r"l\.csv.* is empty"),
     ],
 )
 def test_read_lesions_errors_name_file_row_and_column(tmp_path, text, pattern):
@@ -398,3 +398,20 @@ def test_segmentation_uncertainty_columns_and_the_interval_they_give(lesion_run)
         ]
         assert len(parts) == (2 if k < 2 else 1) and side["volume_se_cm3"] is not None
         assert side["volume_se_cm3"] == pytest.approx(math.sqrt(sum(p["volume_se_cm3"] ** 2 for p in parts)), abs=1e-12)
+
+
+def test_lesion_qc_per_lesion_and_on_the_patient_rows(lesion_run):
+    """Lesion 2 vanishes at T2 (a complete response): its T2 is flagged (empty mask, lost on a follow-up, which
+    also names the baseline), the patient's rows carry the lesion's reasons; lesion 1 is ok throughout."""
+    _, out, _, result = lesion_run
+    les = pd.read_csv(out / "lesion_results.csv", dtype={"patient_id": str, "lesion_id": str})
+    by = les.set_index(["lesion_id", "timepoint"])
+    assert list(by.loc["1", "qc"]) == ["ok", "ok", "ok"], by.loc["1", "qc_reasons"]
+    assert list(by.loc["2", "qc"]) == ["review", "ok", "review"]
+    assert set(by.loc[("2", 2), "qc_codes"].split(",")) == {"empty", "lost_follow_up"}
+    res = pd.read_csv(out / "results.csv", dtype={"patient_id": str}).set_index(["patient_id", "timepoint"])
+    assert res.loc[("P00", 2), "qc"] == "review" and res.loc[("P00", 2), "qc_reasons"].startswith("lesion 2: ")
+    assert res.loc[("P00", 1), "qc"] == "ok"
+    pts = result.patients.set_index("patient_id")
+    assert pts.loc["P00", "qc"] == "review" and not pts.loc["P00", "in_statistics"]
+    assert "P00" in set(result.excluded.patient_id)

@@ -8,6 +8,23 @@ from pathlib import Path
 import typer
 
 
+def _print_qc(run_dir: Path) -> None:
+    """The run's summary line of the quality control and every flagged scan with its reasons."""
+    from mkunet.run.store import load_run
+
+    try:
+        run = load_run(run_dir)
+    except (OSError, ValueError):
+        return
+    res = run.results
+    if "qc" not in res:
+        return
+    for line in run.qc_summary():
+        typer.echo(line)
+    for r in res[res["qc"] == "review"].to_dict("records"):
+        typer.echo(f"  review {r['patient_id']} T{int(r['timepoint'])}: {r.get('qc_reasons')}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to ``app``."""
 
@@ -39,6 +56,7 @@ def register(app: typer.Typer) -> None:
 
                 report = run_demo(out, n_patients=patients, seed=seed, progress=hook)
         minutes = (time.perf_counter() - start) / 60
+        _print_qc(report.parent / "run")
         console.print(f"[green]done[/] in {minutes:.1f} min. Open the report: {report.resolve()}")
         viewers = report.parent / "patient"
         if viewers.is_dir():

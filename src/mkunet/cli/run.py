@@ -170,6 +170,21 @@ def run_command(
     report: bool = typer.Option(
         True, "--report/--no-report", help="Write OUT/report.html.", rich_help_panel=PANEL_OUTPUTS
     ),
+    qc: str = typer.Option(
+        "exclude",
+        "--qc",
+        help="exclude | include. exclude: patients whose scans the quality control flagged for review (and no "
+        "one accepted) are left out of the IES / Cox / KM / ROC statistics and listed in OUT/excluded.csv. "
+        "include: they are kept (rejected ones are still left out).",
+        rich_help_panel=PANEL_OUTPUTS,
+    ),
+    qc_overrides: Path | None = typer.Option(
+        None,
+        "--qc-overrides",
+        help="qc_overrides.csv: patient_id, lesion_id, timepoint, decision (accept | reject), note; blank "
+        "lesion_id / timepoint = all. Applied after the cache: a rerun recomputes no segmentation.",
+        rich_help_panel=PANEL_OUTPUTS,
+    ),
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Recompute every patient (ignore the cache).", rich_help_panel=PANEL_OUTPUTS
     ),
@@ -209,10 +224,12 @@ def run_command(
 
     with user_errors():
         from mkunet.report import write_report
+        from mkunet.run.overrides import check_qc_mode
         from mkunet.run.pipeline import run_cohort
         from mkunet.segmentation.infer import check_method
 
         check_method(method)  # typos and the retired "image": exit 2 before any work
+        check_qc_mode(qc)
         folder = cache if cache is not None else out / "pacs_inputs"
         cohort, source = _cohort_source(cohort_dir, dicomweb, worklist, formats, push, folder, timeout)
         if lesions is not None:
@@ -240,6 +257,8 @@ def run_command(
                 lesions=lesions,
                 method=method,
                 uncertainty=uncertainty,
+                qc=qc,
+                qc_overrides=qc_overrides,
             )
             path = None
             if report:

@@ -241,6 +241,7 @@ def _print_result(result, region, written: dict[str, Path]) -> None:
         + (" (no tumour found)" if result.empty else "")
         + ("" if unc is None else f" +- {unc.se_cm3:.3f} (SE; sigma(ln V) {unc.sigma_log_volume:.3f})")
     )
+    typer.echo(_qc_line(result, region))
     if result.lesion is not None:
         les = result.lesion
         typer.echo(
@@ -264,6 +265,24 @@ def _print_result(result, region, written: dict[str, Path]) -> None:
             typer.echo(f"  {line}")
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
+
+
+def _qc_line(result, region) -> str:
+    """``QC: ok`` or ``QC: review — reason; reason`` (:func:`mkunet.qc.check_segmentation`, with the click in mm)."""
+    import numpy as np
+
+    from mkunet.qc import check_segmentation
+    from mkunet.segmentation.infer import Seed
+
+    click = None
+    if isinstance(region, Seed):
+        point = np.asarray(region.point, np.float64)
+        click = point if region.units == "mm" else result.volume.index_to_physical(point[::-1])
+    try:
+        qc = check_segmentation(result, click_mm=None if click is None else [float(v) for v in click])
+    except Exception as err:  # noqa: BLE001 - the checks never cost the result
+        return f"QC: review — the quality checks could not run: {err}"
+    return "QC: ok" if qc.ok else "QC: review — " + qc.describe()
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mkunet.run.store import CohortRun, load_run, patient_folder_name
+from mkunet.run.store import CohortRun, load_run, patient_folder_name, reader_note
 from mkunet.utils import atomic_write_text, finite_or_none
 
 __all__ = ["write_report", "render_report", "write_patient_viewers", "COLUMN_LABELS"]
@@ -78,6 +78,13 @@ COLUMN_LABELS = {
     "p": "p",
     "test_statistic": "test statistic",
     "os_days": "OS (days)",
+    "qc": "QC",
+    "qc_reasons": "QC: why review",
+    "qc_decision": "QC decision",
+    "qc_note": "reviewer's note",
+    "in_statistics": "in statistics",
+    "scans": "flagged scans",
+    "reason": "reason",
 }
 
 CSS = """
@@ -102,6 +109,10 @@ tr:nth-child(even) td{background:#fafbfd}
 nav a{margin-right:10px}
 tr:has(> td > a.rowlink){position:relative}td a.rowlink::after{content:"";position:absolute;inset:0}
 tr:has(> td > a.rowlink):hover td{background:#e6f0ff}
+tr.qc-review td,tr.qc-review:nth-child(even) td{background:#fde2e1}
+tr.qc-review td:first-child{border-left:4px solid #d62828}
+tr.qc-rejected td{background:#eee;color:#666}
+.qc-flag{color:#9d0208;font-weight:600}
 """
 
 
@@ -143,9 +154,10 @@ def _table(
     left: Sequence[str] = (),
     max_rows: int = 500,
     row_links: Sequence[str | None] | None = None,
+    row_classes: Sequence[str] | None = None,
 ) -> str:
     """An HTML table; ``row_links`` (one href or None per row) makes each row a link (CSS: the first cell's
-    link covers the row; no script)."""
+    link covers the row; no script); ``row_classes``: one CSS class per row (``qc-review`` marks a flagged one)."""
     if df is None or df.empty:
         return '<p class="note">(empty)</p>'
     frame = df.reset_index() if index else df
@@ -161,7 +173,8 @@ def _table(
         cells = "".join(
             f'<td class="{"l" if c in left or isinstance(row[c], str) else ""}">{t}</td>' for c, t in zip(cols, texts)
         )
-        body.append(f"<tr>{cells}</tr>")
+        cls = row_classes[i] if row_classes is not None and i < len(row_classes) else ""
+        body.append(f'<tr class="{_e(cls)}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
     more = f'<p class="note">first {max_rows} of {len(df)} rows shown</p>' if len(df) > max_rows else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
 
@@ -220,12 +233,59 @@ def _summary(meta: Mapping[str, Any], results: pd.DataFrame, patients: pd.DataFr
         ("scans", f"{len(results)} ({', '.join(f'{v} {k}' for k, v in status.items())})"),
         ("computed / resumed from cache", f"{len(meta.get('processed', []))} / {len(meta.get('resumed', []))}"),
         ("problems", f"{len(errors)} (table 'Problems' below)"),
+        ("quality control", _qc_summary(meta, results, patients)),
         ("model", f"{model.get('model_name')} — {model.get('model_version')} ({model.get('model_source')})"),
         ("model weights sha256", model.get("weights_sha256")),
         ("parameters", json.dumps(params, sort_keys=True)),
         ("run time", f"{meta.get('seconds', float('nan'))} s, finished {meta.get('finished')}"),
     ]
     return '<h2 id="summary">Run summary</h2>' + _kv(items)
+
+
+def _qc_summary(meta: Mapping[str, Any], results: pd.DataFrame, patients: pd.DataFrame) -> str:
+    """One line: scans flagged, patients left out of the statistics, the ``--qc`` mode and the overrides used."""
+    if "qc" not in results:
+        return "not run (a run made before the quality control)"
+    flagged = int((results["qc"] == "review").sum())
+    mode = meta.get("qc", "exclude")
+    left_out = int((~patients["in_statistics"].astype(bool)).sum()) if "in_statistics" in patients else 0
+    how = (
+        "flagged series not accepted by a reviewer are left out of the statistics"
+        if mode == "exclude"
+        else "flagged series are kept in the statistics (only rejected ones are left out)"
+    )
+    overrides = meta.get("qc_overrides")
+    return (
+        f"{flagged} of {len(results)} scan(s) flagged for review; {left_out} patient(s) left out of the statistics "
+        f"(table 'Excluded from statistics' below). Mode --qc {mode}: {how}. Reviewer decisions: "
+        + (f"{meta.get('n_qc_overrides', 0)} row(s) from {overrides}" if overrides else "none (--qc-overrides)")
+        + "."
+    )
+
+
+def _excluded(run: Any, meta: Mapping[str, Any]) -> str:
+    """The patients the quality control left out of the statistics (``OUT/excluded.csv``), with the reasons."""
+    head = '<h2 id="excluded">Excluded from statistics</h2>'
+    excluded = getattr(run, "excluded", None)
+    mode = meta.get("qc", "exclude")
+    intro = (
+        '<p class="note">Automatic quality control (mkunet.qc) checks every segmentation (volume against the '
+        "lesion at the click, share outside the lungs, contact with other soft tissue, crop limit, the "
+        "segmentation's own uncertainty) and every series (growth or shrinkage beyond biology, volume jumps, "
+        "the tracked centre moving, a lost lesion). "
+        + (
+            "Patients with a flagged scan that no reviewer accepted are left out of the IES, Cox, Kaplan-Meier and "
+            "ROC statistics (--qc exclude, the default); rejected ones always are. "
+            if mode == "exclude"
+            else "This run kept the flagged patients in the statistics (--qc include); only rejected ones are "
+            "left out. "
+        )
+        + "Accept or reject a result in qc_overrides.csv and rerun with --qc-overrides: no segmentation is "
+        "recomputed. Same table: OUT/excluded.csv.</p>"
+    )
+    if excluded is None or len(excluded) == 0:
+        return head + intro + "<p>None: every patient's series is in the statistics.</p>"
+    return head + intro + _table(excluded, left=tuple(excluded.columns))
 
 
 def _cohort_summary(patients: pd.DataFrame) -> str:
@@ -256,6 +316,8 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
             "ies_group",
             "mean_dice_vs_reference",
             "status",
+            "qc_decision",
+            "in_statistics",
         )
         if c in df.columns
     ]
@@ -278,8 +340,21 @@ def _cohort_summary(patients: pd.DataFrame) -> str:
         "growth: 'growing' or 'shrinking' when the whole CI is above or below 0, else 'growth not established'; "
         "VDT = ln 2 / LVCR (negative: halving time); response: volumetric iRECIST-style "
         "category at the last scan; IES: immune evasion score (see statistics).</p>"
-        + _table(df[cols], left=("patient_id", "last_response", "status", "ies_group", "lvcr_ci", "growth"))
+        + _table(
+            df[cols],
+            left=("patient_id", "last_response", "status", "ies_group", "lvcr_ci", "growth", "qc_decision"),
+            row_classes=_qc_classes(df, "qc_decision"),
+        )
     )
+
+
+def _qc_classes(df: pd.DataFrame, column: str) -> list[str] | None:
+    """``qc-review`` for the rows the quality control flagged (``qc-rejected`` for rejected ones)."""
+    if column not in df:
+        return None
+    return [
+        "qc-rejected" if v == "rejected" else ("qc-review" if v in ("review", "accepted") else "") for v in df[column]
+    ]
 
 
 def _km_section(groups, km) -> str:
@@ -369,15 +444,16 @@ def _analysis_notes(cdir: Path) -> str:
     """The concordance and correlation tables, then the notes of the analysis (cohort/notes.md), where present."""
     parts = []
     for name, title in (
+        ("excluded", "Excluded from the LVCR (fewer than two scans with a tumour)"),
         ("concordance", "Concordance (Harrell's C, risk scores)"),
         ("correlations", "Spearman correlations"),
     ):
         t = _read_csv(cdir / f"{name}.csv")
         if t is not None:
-            parts.append(f"<h3>{_e(title)}</h3>" + _table(t, left=("risk_score", "x", "y")))
+            parts.append(f"<h3>{_e(title)}</h3>" + _table(t, left=("risk_score", "x", "y", "patient_id", "reason")))
     notes_md = cdir / "notes.md"
     if notes_md.is_file():
-        lines = [ln[2:] for ln in notes_md.read_text(encoding="utf-8").splitlines() if ln.startswith("- ")]
+        lines = [reader_note(ln[2:]) for ln in notes_md.read_text(encoding="utf-8").splitlines() if ln.startswith("- ")]
         if lines:
             parts.append("<h3>Notes of the analysis</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in lines) + "</ul>")
     return "".join(parts)
@@ -443,15 +519,8 @@ def _errors(errors: pd.DataFrame) -> str:
     )
 
 
-def _patient(
-    pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path, viewer: str | None = None
-) -> str:
-    """One patient's section; ``viewer``: relative href of its slice viewer page (links in the text and the table)."""
-    from mkunet.report import figures
-
-    anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
-    parts = [f'<div class="patient" id="{_e(anchor)}"><h3>Patient {_e(pid)}</h3>']
-    prow = prow or {}
+def _patient_facts(prow: Mapping[str, Any]) -> list[str]:
+    """The patient's one-line facts: LVCR with its CI, growth call, VDT, responses, IES, LVCR fed to the model."""
     lv = finite_or_none(prow.get("lvcr_per_day"))
     facts = []
     if lv is not None:
@@ -473,7 +542,22 @@ def _patient(
         facts.append(f"IES {_fmt(finite_or_none(prow.get('ies')))} ({prow.get('ies_group') or 'no group'})")
     if prow.get("lvcr_source"):
         facts.append(f"LVCR fed to the model: {prow['lvcr_source']}")
+    return facts
+
+
+def _patient(
+    pid: str, prow: Mapping[str, Any] | None, rows: pd.DataFrame, out_dir: Path, viewer: str | None = None
+) -> str:
+    """One patient's section; ``viewer``: relative href of its slice viewer page (links in the text and the table)."""
+    from mkunet.report import figures
+
+    anchor = "patient-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in pid)
+    parts = [f'<div class="patient" id="{_e(anchor)}"><h3>Patient {_e(pid)}</h3>']
+    prow = prow or {}
+    lv = finite_or_none(prow.get("lvcr_per_day"))
+    facts = _patient_facts(prow)
     parts.append("<p>" + "; ".join(_e(f) for f in facts) + ".</p>")
+    parts.append(_patient_qc(prow))
     ok = rows[rows["status"] == "ok"] if "status" in rows else rows.iloc[0:0]
     if len(ok):
         png = figures.growth_curve(
@@ -499,6 +583,13 @@ def _patient(
             '<span class="note">(every slice through the lesions, lung and mediastinal windows, contours, '
             "maps, all scans side by side; a row of the table below opens it at that scan)</span></p>"
         )
+    parts.append(_scan_table(rows, viewer))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _scan_table(rows: pd.DataFrame, viewer: str | None) -> str:
+    """The patient's per-scan table; rows open the slice viewer at that scan; QC-flagged rows are marked."""
     cols = [
         c
         for c in (
@@ -513,6 +604,9 @@ def _patient(
             "mean_hu",
             "response",
             "dice_vs_reference",
+            "qc",
+            "qc_decision",
+            "qc_reasons",
             "roi",
             "series_uid",
         )
@@ -521,9 +615,26 @@ def _patient(
     links = None
     if viewer and "timepoint" in rows:
         links = [None if finite_or_none(t) is None else f"{viewer}#t={int(float(t))}" for t in rows["timepoint"]]
-    parts.append(_table(rows[cols], left=("status", "response", "roi", "series_uid", "scan_date"), row_links=links))
-    parts.append("</div>")
-    return "".join(parts)
+    return _table(
+        rows[cols],
+        left=("status", "response", "roi", "series_uid", "scan_date", "qc", "qc_decision", "qc_reasons"),
+        row_links=links,
+        row_classes=_qc_classes(rows, "qc"),
+    )
+
+
+def _patient_qc(prow: Mapping[str, Any]) -> str:
+    """The patient's quality-control line: flagged (why, and whether it is in the statistics) or ok."""
+    qc = prow.get("qc")
+    if not isinstance(qc, str) or not qc:
+        return ""
+    decision = prow.get("qc_decision") or qc
+    inside = prow.get("in_statistics")
+    where = "" if inside is None else (" In the statistics." if bool(inside) else " Left out of the statistics.")
+    if qc == "ok" and decision == "ok":
+        return f'<p class="note">Quality control: ok.{where}</p>'
+    reasons = prow.get("qc_reasons") if isinstance(prow.get("qc_reasons"), str) else ""
+    return f'<p class="qc-flag">Quality control: {_e(decision)} — {_e(reasons or "see the table")}.{_e(where)}</p>'
 
 
 # ============================================================================ entry points
@@ -562,6 +673,7 @@ def render_report(
             ("statistics", "Statistics"),
             ("model", "Model"),
             ("errors", "Problems"),
+            ("excluded", "Excluded"),
             ("patients", "Patients"),
         )
     )
@@ -574,6 +686,7 @@ def render_report(
         _statistics(out_dir, meta),
         _model_section(meta, Path(model_tables) if model_tables is not None else None),
         _errors(errors),
+        _excluded(run, meta),
         '<h2 id="patients">Patients</h2>',
         '<p class="note">Growth curve: segmented tumour volume (cm³, log scale) against days since the first scan, '
         "with the LVCR fit and its 95% CI band (slopes at the CI limits); overlays: axial slice through the tumour "

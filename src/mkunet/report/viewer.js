@@ -114,6 +114,10 @@
       cap.appendChild(document.createTextNode(' \u00b7 day ' + fmt(t.days, 0) + ' \u00b7 ' +
         fmt(t.volume_cm3, 2) + ' cm\u00b3 \u00b7 ' + reg));
       fig.appendChild(cap);
+      if (t.qc === 'review') {  // the quality control flagged this scan: say why, above the image
+        fig.className += ' mk-review';
+        fig.appendChild(el('p', { 'class': 'mk-qc', role: 'note' }, 'review: ' + (t.qc_reasons || 'flagged by QC')));
+      }
       var canvas = el('canvas', { role: 'img', 'class': 'mk-canvas', 'data-tp': String(j) });
       canvas.textContent = 'CT slice of ' + t.label;
       fig.appendChild(canvas);

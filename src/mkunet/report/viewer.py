@@ -115,6 +115,9 @@ class ViewerTimepoint:
             registers (the tracking's own registration, or
             :func:`mkunet.segmentation.register.register`); the viewer never does.
         note: a short remark shown under the panel (e.g. "lesion not found").
+        qc: the quality control's word on this scan (``"ok"``, ``"review"``, or ``""`` when not
+            checked): a ``review`` panel gets a red frame and a "review: <qc_reasons>" label.
+        qc_reasons: why the scan needs review (:mod:`mkunet.qc`), in words.
     """
 
     volume: Volume
@@ -128,6 +131,8 @@ class ViewerTimepoint:
     attention: np.ndarray | None = None
     registration: Any = None
     note: str = ""
+    qc: str = ""
+    qc_reasons: str = ""
 
 
 # ============================================================================ encoding
@@ -377,6 +382,8 @@ def _timepoint_entry(j: int, tp: ViewerTimepoint, ids: Sequence[str], grid: Grid
         if j == 0
         else (str(getattr(tp.registration, "kind", "registered")) if tp.registration is not None else "none"),
         "note": tp.note,
+        "qc": tp.qc,
+        "qc_reasons": tp.qc_reasons,
         "ct": encode_array(_quantise_hu(ct)),
         "mask": encode_array(mask),
         "probability": None,

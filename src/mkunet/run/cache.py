@@ -24,8 +24,9 @@ from mkunet.utils import to_jsonable
 
 __all__ = ["CACHE_VERSION", "model_identity", "hash_scans", "cache_key", "cached_record"]
 
-CACHE_VERSION = 2
-"""Part of every patient's cache key; 2: the patient folder holds ``viewer.json`` (older entries are recomputed)."""
+CACHE_VERSION = 3
+"""Part of every patient's cache key (older entries are recomputed); 2: the patient folder holds ``viewer.json``;
+3: the rows hold the quality control (``qc``, ``qc_reasons``, ``qc_codes``)."""
 
 
 def model_identity(bundle: Any, source: str = "object") -> dict[str, Any]:

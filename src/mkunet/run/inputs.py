@@ -53,6 +53,7 @@ __all__ = [
     "check_lesions",
     "read_lesions",
     "read_text_table",
+    "read_table",
     "parse_scan_date",
     "lesion_folder_name",
 ]
@@ -106,8 +107,43 @@ def parse_scan_date(value: Any, where: str) -> _dt.date:
     raise ValueError(f"{where}: scan date {text!r} is not a date; write YYYY-MM-DD (or DICOM YYYYMMDD).")
 
 
+def read_table(
+    path: Path, what: str, needs: str, *, allow_no_rows: bool = False, **read_csv_kwargs: Any
+) -> pd.DataFrame:
+    """A user's CSV table, refused with one line naming the file when it is empty (0 bytes, or blank) or has a
+    header and no row (unless ``allow_no_rows``).
+
+    Args:
+        path: the CSV file (it exists).
+        what: its name in messages (``"clinical table"``).
+        needs: what it must hold, for the message (``"one row per patient: patient_id, age, ..."``).
+        allow_no_rows: a header-only table is valid (e.g. no reviewer decision yet).
+        **read_csv_kwargs: passed to :func:`pandas.read_csv`.
+
+    Raises:
+        ValueError: an empty file, a header without rows, or a file pandas cannot parse.
+    """
+    try:
+        df = pd.read_csv(path, **read_csv_kwargs)
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{what} '{path}' is empty: it needs a header row and {needs}.") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} '{path}' is not a readable CSV ({err}); it needs a header row and {needs}.") from err
+    blank = df.apply(lambda c: c.isna() | (c.astype(str).str.strip() == "")).all(axis=1) if len(df.columns) else []
+    if not allow_no_rows and (df.empty or bool(np.all(blank))):
+        raise ValueError(
+            f"{what} '{path}' has a header ({', '.join(map(str, df.columns))}) but no rows: it needs {needs}."
+        )
+    return df
+
+
 def _from_scans_csv(cohort_dir: Path, csv: Path) -> dict[str, list[ScanInput]]:
-    df = pd.read_csv(csv, dtype={"patient_id": str})
+    df = read_table(
+        csv,
+        "scans table",
+        "one row per scan: patient_id, timepoint, days or scan_date, dicom or image",
+        dtype={"patient_id": str},
+    )
     if "patient_id" not in df.columns:
         raise ValueError(f"'{csv}' has no 'patient_id' column; columns are {list(df.columns)}.")
     if "dicom" not in df.columns and "image" not in df.columns:
@@ -252,7 +288,12 @@ def read_clinical(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Clinical table not found: '{path}'.")
-    df = pd.read_csv(path, dtype={"patient_id": str})
+    df = read_table(
+        path,
+        "clinical table",
+        "one row per patient: patient_id, age, sex, smoking, grade, stage (and optionally lvcr, per day)",
+        dtype={"patient_id": str},
+    )
     if "patient_id" not in df.columns:
         raise ValueError(f"'{path}' has no 'patient_id' column; columns are {list(df.columns)}.")
     dup = df["patient_id"][df["patient_id"].duplicated()].tolist()
@@ -468,6 +509,7 @@ def read_text_table(
     optional: Sequence[str] = (),
     *,
     how: str = "",
+    allow_no_rows: bool = False,
     **read_csv_kwargs: Any,
 ) -> pd.DataFrame:
     """A user's CSV table read as text (no value turned into NaN), header names stripped.
@@ -477,21 +519,27 @@ def read_text_table(
         what: its name in messages (``"lesions file"``, ``"worklist"``).
         required: columns it must have; optional: columns it may have (named in the message).
         how: what to do when the file is not a readable CSV (appended to the message).
+        allow_no_rows: a header without rows is valid (else a ValueError naming the file).
         **read_csv_kwargs: passed to :func:`pandas.read_csv`.
 
     Raises:
         FileNotFoundError: no such file (names it).
-        ValueError: not a readable CSV, or a required column missing (named, with the expected ones
-            and the file's own).
+        ValueError: an empty file, a header without rows (unless ``allow_no_rows``), not a readable CSV,
+            or a required column missing (named, with the expected ones and the file's own).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what[:1].upper()}{what[1:]} not found: '{path}'.")
+    needs = how or f"the columns {', '.join(required)}"
+    if not path.read_bytes().strip():
+        raise ValueError(f"{what} '{path}' is empty: {needs}.")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, **read_csv_kwargs)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} '{path}' is not a readable CSV ({err}){'; ' + how if how else ''}.") from err
     df.columns = [str(c).strip() for c in df.columns]
+    if not allow_no_rows and not any(any(str(v).strip() for v in rec) for rec in df.itertuples(index=False)):
+        raise ValueError(f"{what} '{path}' has a header ({', '.join(df.columns)}) but no rows: {needs}.")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(
@@ -612,7 +660,9 @@ def read_outcomes(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Outcomes table not found: '{path}'.")
-    df = pd.read_csv(path, dtype={"patient_id": str})
+    df = read_table(
+        path, "outcomes table", "one row per patient: patient_id, os_days, event", dtype={"patient_id": str}
+    )
     missing = [c for c in ("patient_id", "os_days", "event") if c not in df.columns]
     if missing:
         raise ValueError(f"'{path}' lacks column(s) {missing}; outcomes.csv needs patient_id, os_days, event.")

@@ -76,6 +76,7 @@ from mkunet.run.inputs import (
 )
 from mkunet.run.patient import (
     PatientWork,
+    lvcr_source,
     measure_features,
     outputs_fields,
     reference_step,
@@ -179,7 +180,7 @@ def segment_lesions_step(
     iterated = [longi for longi in done if longi.trace]
     given_lvcr = clinical is not None and clinical.get("lvcr") is not None
     work.patient.update(
-        lvcr_source="clinical.csv" if given_lvcr else ("fixed-point estimate per lesion" if iterated else "unknown"),
+        lvcr_source=lvcr_source(clinical, done) if done else "no lesion segmented",
         lvcr_model_input_per_day=float(clinical["lvcr"]) if given_lvcr else None,
         fixed_point_converged=all(bool(x.converged) for x in iterated) if iterated else None,
         fixed_point_passes=max((len(x.trace) for x in done), default=0),

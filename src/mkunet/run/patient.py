@@ -37,6 +37,7 @@ __all__ = [
     "read_step",
     "segment_readable",
     "segment_step",
+    "lvcr_source",
     "write_outputs",
     "measure_features",
     "reference_step",
@@ -197,7 +198,7 @@ def segment_step(work: PatientWork, bundle: Any, clinical: dict[str, Any] | None
     longi = segment_readable(work, bundle, clinical, None, work.params["roi"] == "previous-mask")
     given_lvcr = clinical is not None and clinical.get("lvcr") is not None
     work.patient.update(
-        lvcr_source="clinical.csv" if given_lvcr else ("fixed-point estimate" if longi.trace else "unknown"),
+        lvcr_source=lvcr_source(clinical, [longi]),
         lvcr_model_input_per_day=float(clinical["lvcr"]) if given_lvcr else longi.lvcr_per_day,
         fixed_point_converged=bool(longi.converged) if longi.trace else None,
         fixed_point_passes=len(longi.trace),
@@ -206,6 +207,21 @@ def segment_step(work: PatientWork, bundle: Any, clinical: dict[str, Any] | None
     )
     work.trace = longi.trace
     return longi
+
+
+def lvcr_source(clinical: Mapping[str, Any] | None, longis: Sequence[Any]) -> str:
+    """What LVCR the segmentation model was fed, in words (patients.csv ``lvcr_source``).
+
+    ``longis``: the patient's :class:`mkunet.segmentation.results.LongitudinalSegmentation` (one per target lesion).
+    """
+    if clinical is not None and clinical.get("lvcr") is not None:
+        return f"clinical.csv ({float(clinical['lvcr']):g} /day)"
+    if any(longi.trace for longi in longis):
+        return "fixed-point estimate" + (" per lesion" if len(longis) > 1 else "")
+    segs = [seg for longi in longis for seg in longi.segmentations]
+    if segs and all(seg.method == "image" for seg in segs):
+        return "not used (the image lesion model takes no LVCR)"
+    return "none: the model's default for an unknown LVCR"
 
 
 def write_outputs(
@@ -446,6 +462,8 @@ def viewer_step(work: PatientWork) -> None:
                 lesion_volumes_cm3={k: v for k, v in (o.get("lesion_volumes_cm3") or {}).items() if v is not None},
                 probability=o.get("probability"),
                 attention=o.get("attention"),
+                qc=str(o.get("qc") or ""),
+                qc_reasons=str(o.get("qc_reasons") or ""),
             )
             for j, o in enumerate(work.overlays)
         ]

@@ -53,6 +53,15 @@ Failures (documented behaviour)
 Every problem is one row of ``OUT/errors.csv`` (patient_id, timepoint, stage, error,
 action), a ``warnings.warn`` and a line of the report.
 
+Quality control
+---------------
+Every scan's segmentation and every series is checked (:mod:`mkunet.run.quality`,
+:mod:`mkunet.qc`): ``qc`` (ok | review), ``qc_reasons`` and ``qc_codes`` in results.csv,
+lesion_results.csv and patients.csv, cached with the patient. With ``qc="exclude"`` (the
+default) patients with a flagged scan no reviewer accepted are left out of the IES and cohort
+statistics and listed in ``OUT/excluded.csv``; ``qc_overrides.csv`` holds the reviewer's
+decisions, applied after the cache (:mod:`mkunet.run.overrides`).
+
 Resume
 ------
 A patient's results are cached as ``OUT/cache/<pid>.json`` under a key: sha256 over
@@ -128,6 +137,14 @@ from mkunet.run.lesions import (
     measure_lesions_step,
     segment_lesions_step,
 )
+from mkunet.run.overrides import (
+    QCOverride,
+    apply_overrides,
+    check_qc_mode,
+    excluded_table,
+    patient_decisions,
+    read_overrides,
+)
 from mkunet.run.patient import (
     error_row,
     kinetics_step,
@@ -137,6 +154,7 @@ from mkunet.run.patient import (
     segment_step,
     viewer_step,
 )
+from mkunet.run.quality import lesion_quality_step, whole_volume_quality_step
 from mkunet.run.statistics import cohort_statistics
 from mkunet.run.store import ERROR_COLUMNS, CohortRun, load_run, patient_folder_name
 from mkunet.utils import atomic_write_csv, atomic_write_parquet, atomic_write_text, to_jsonable
@@ -187,7 +205,9 @@ def _process_patient(
     :func:`measure_step`) or, with ``lesions``, the target-lesion path
     (:func:`segment_lesions_step`, :func:`measure_lesions_step`); then
     :func:`kinetics_step` (on the per-scan volumes: the segmentation's, or the sum of target
-    lesions), :func:`lesion_kinetics_step` (per lesion) and :func:`overview_step`.
+    lesions), :func:`lesion_kinetics_step` (per lesion), the quality control
+    (:func:`~mkunet.run.quality.whole_volume_quality_step` or
+    :func:`~mkunet.run.quality.lesion_quality_step`), :func:`overview_step` and :func:`viewer_step`.
 
     Returns:
         dict with ``rows`` (one per scan), ``patient`` (one row), ``errors``, ``usable`` (bool),
@@ -201,10 +221,14 @@ def _process_patient(
         segs = segment_lesions_step(work, bundle, clinical, lesions)
         measure_lesions_step(work, lesions, segs)
     else:
-        measure_step(work, segment_step(work, bundle, clinical))
+        longi = segment_step(work, bundle, clinical)
+        measure_step(work, longi)
     kinetics_step(work)
     if lesions:
         lesion_kinetics_step(work, lesions)
+        lesion_quality_step(work, lesions, segs)
+    else:
+        whole_volume_quality_step(work, longi)
     overview_step(work)
     viewer_step(work)
     return work.record(usable=True)
@@ -279,6 +303,8 @@ def run_cohort(
     lesions: str | Path | Sequence[TargetLesion] | None = None,
     method: str = "auto",
     uncertainty: str = "on",
+    qc: str = "exclude",
+    qc_overrides: str | Path | None = None,
 ) -> CohortRun:
     """Run the whole pipeline on a cohort (see the module docstring).
 
@@ -316,17 +342,23 @@ def run_cohort(
         uncertainty: ``"on"`` (default): each scan's segmentation uncertainty (:mod:`mkunet.segmentation.uncertainty`;
             ``volume_se_cm3`` and ``sigma_log_volume_seg`` columns) widens the LVCR interval
             (``kinetics.lvcr(..., sigma_segmentation=...)``); ``"off"``: the repeat-scan error model only.
+        qc: ``"exclude"`` (default): patients whose measured scans the quality control flagged
+            (:mod:`mkunet.run.quality`) and no one accepted are left out of the IES and cohort
+            statistics and listed in ``OUT/excluded.csv``; ``"include"``: they are kept (rejected ones
+            are still left out). See :mod:`mkunet.run.overrides`.
+        qc_overrides: ``qc_overrides.csv`` (:func:`mkunet.run.overrides.read_overrides`): a person's
+            accept / reject decisions, applied after the cache (a rerun recomputes no segmentation).
 
     Returns:
         :class:`CohortRun`; the tables are also written under ``out_dir``.
 
     Raises:
-        ValueError: bad parameters, or a bad lesions.csv (the message names the file, line,
-            patient, lesion or column) -- before any patient is processed.
+        ValueError: bad parameters, or a bad lesions.csv or qc_overrides.csv (the message names the
+            file, line, patient, lesion or column) -- before any patient is processed.
     """
     t_start = time.perf_counter()
     params = _params(formats, roi, margin_mm, threshold, lvcr_weights, lvcr_tol, lvcr_max_iter, method, uncertainty)
-    inputs = _discover_step(cohort_dir, clinical, outcomes, model, lesions, params, synthetic)
+    inputs = _discover_step(cohort_dir, clinical, outcomes, model, lesions, params, synthetic, qc, qc_overrides)
     out = _prepare_out_dir(out_dir)
     done = _process_step(inputs, out, resume, progress or (lambda done, n, desc: None))
     tables = _analyse_step(inputs, done, out, ies_mode, n_boot, seed, cohort_figures)
@@ -346,6 +378,7 @@ def run_cohort(
         tables.notes,
         meta,
         tables.lesions,
+        tables.excluded,
     )
 
 
@@ -365,6 +398,9 @@ class _RunInputs:
     bundle: Any
     identity: dict[str, Any]
     synthetic: bool
+    qc: str = "exclude"
+    overrides: list[QCOverride] = field(default_factory=list)
+    overrides_path: Path | None = None
 
 
 @dataclass
@@ -388,6 +424,7 @@ class _Tables:
     lesions: pd.DataFrame
     cohort: Any
     notes: list[str]
+    excluded: pd.DataFrame
 
 
 def _discover_step(
@@ -398,11 +435,15 @@ def _discover_step(
     lesions: str | Path | Sequence[TargetLesion] | None,
     params: dict[str, Any],
     synthetic: bool | None,
+    qc: str = "exclude",
+    qc_overrides: str | Path | None = None,
 ) -> _RunInputs:
     """Find the scans, read and check every input table, load the model (errors raised here, before any work)."""
+    check_qc_mode(qc)
     cohort_dir = Path(cohort_dir)
     scans = discover_scans(cohort_dir)
     targets = lesions_by_patient(lesions, scans, params)
+    overrides = [] if qc_overrides is None else read_overrides(qc_overrides, scans, targets)
     clin = (
         read_clinical(clinical)
         if not isinstance(clinical, pd.DataFrame)
@@ -415,7 +456,20 @@ def _discover_step(
     identity = model_identity(bundle, source)
     if synthetic is None:
         synthetic = (cohort_dir / "truth.json").is_file()
-    return _RunInputs(cohort_dir, params, scans, targets, clin, outcomes_df, bundle, identity, bool(synthetic))
+    return _RunInputs(
+        cohort_dir,
+        params,
+        scans,
+        targets,
+        clin,
+        outcomes_df,
+        bundle,
+        identity,
+        bool(synthetic),
+        qc,
+        overrides,
+        None if qc_overrides is None else Path(qc_overrides),
+    )
 
 
 def _prepare_out_dir(out_dir: str | Path) -> Path:
@@ -592,6 +646,10 @@ def _analyse_step(
         )
     notes: list[str] = []
     cohort = None
+    lesion_rows = lesion_table([r for pid in pids if pid in records for r in records[pid].get("lesion_rows", [])])
+    results, lesion_rows = apply_overrides(results, lesion_rows, inputs.overrides)
+    patients = patient_decisions(results, patients, inputs.qc)
+    excluded = excluded_table(results, patients)
     if not patients.empty:
         patients, cohort, ies_notes, ies_errors = cohort_statistics(
             results,
@@ -604,16 +662,16 @@ def _analyse_step(
             seed,
             inputs.params["lvcr_weights"],
             cohort_figures,
+            excluded=set(excluded["patient_id"].astype(str)) if len(excluded) else (),
         )
         notes += ies_notes
         all_errors += ies_errors
     errors = pd.DataFrame(all_errors, columns=ERROR_COLUMNS)
     if not results.empty:
         results = results.sort_values(["patient_id", "timepoint"]).reset_index(drop=True)
-    lesion_rows = lesion_table([r for pid in pids if pid in records for r in records[pid].get("lesion_rows", [])])
     if inputs.targets is not None:
         results, patients = label_volume_definition(results, patients)
-    return _Tables(results, patients, errors, lesion_rows, cohort, notes)
+    return _Tables(results, patients, errors, lesion_rows, cohort, notes, excluded)
 
 
 def _write_step(
@@ -638,6 +696,7 @@ def _write_step(
     atomic_write_parquet(_parquet_safe(tables.results), out / "results.parquet")
     atomic_write_csv(tables.patients, out / "patients.csv")
     atomic_write_csv(tables.errors, out / "errors.csv")
+    atomic_write_csv(tables.excluded, out / "excluded.csv")
     meta = {
         "cohort_dir": str(inputs.cohort_dir.resolve()),
         "clinical": None if isinstance(clinical, pd.DataFrame) else str(Path(clinical).resolve()),
@@ -656,6 +715,10 @@ def _write_step(
         "seconds": round(time.perf_counter() - t_start, 2),
         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "notes": tables.notes,
+        "qc": inputs.qc,
+        "qc_overrides": None if inputs.overrides_path is None else str(inputs.overrides_path.resolve()),
+        "n_qc_overrides": len(inputs.overrides),
+        "n_excluded": len(tables.excluded),
     }
     atomic_write_text(out / "run.json", json.dumps(to_jsonable(meta), indent=2))
     return meta

@@ -9,12 +9,14 @@ computes the IES alone (:func:`mkunet.analysis.ies.immune_evasion_score`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mkunet.run.patient import error_row
+from mkunet.run.store import reader_note
 
 __all__ = ["cohort_statistics"]
 
@@ -30,6 +32,7 @@ def cohort_statistics(
     seed: int,
     lvcr_weights: str,
     figures: bool = True,
+    excluded: Collection[str] = (),
 ) -> tuple[pd.DataFrame, Any, list[str], list[dict[str, Any]]]:
     """IES for the cohort, and :func:`~mkunet.analysis.cohort.analyse_cohort` when outcomes are given.
 
@@ -40,6 +43,8 @@ def cohort_statistics(
         outcomes: outcomes.csv or None.
         out: the run folder (``OUT/cohort`` receives the analysis).
         ies_mode, n_boot, seed, lvcr_weights, figures: as :func:`mkunet.run.pipeline.run_cohort`.
+        excluded: patients left out by the quality control (:mod:`mkunet.run.overrides`): their scans
+            are not analysed and they get no IES (nor IES group).
 
     Returns:
         (patients.csv with the IES columns, and with outcomes the outcome columns, ``ies_cutoff`` and
@@ -48,6 +53,13 @@ def cohort_statistics(
     notes: list[str] = []
     errors: list[dict[str, Any]] = []
     patients = patients.copy()
+    left_out = set(map(str, excluded))
+    if left_out:
+        results = results[~results["patient_id"].astype(str).isin(left_out)]
+        notes.append(
+            f"quality control: {len(left_out)} patient(s) left out of the IES and cohort statistics "
+            "(listed in excluded.csv)."
+        )
     if outcomes is not None:
         try:
             cohort = _analyse(
@@ -57,7 +69,7 @@ def cohort_statistics(
         except ValueError as err:
             errors.append(error_row("(cohort)", None, "cohort", err, "no cohort statistics"))
             notes.append(f"cohort statistics not computed: {err}")
-    _ies_only(patients, outcomes, ies_mode, notes, errors)
+    _ies_only(patients, outcomes, ies_mode, notes, errors, left_out)
     return patients, None, notes, errors
 
 
@@ -96,10 +108,10 @@ def _analyse(
             seed=seed,
             figures=figures,
         )
-    notes += [f"cohort: {n}" for n in cohort.notes]
+    notes += [f"cohort: {reader_note(n)}" for n in cohort.notes]
     tab = cohort.tables["patients"]
     for col in ("ies", "ies_imaging_only"):
-        patients[col] = patients["patient_id"].map(tab[col])
+        patients[col] = patients["patient_id"].map(tab[col].dropna())
     patients["ies_mode"] = ies_mode
     for col in ("os_days", "event", "pdl1_positive", "pdl1_area_ratio"):
         if col in tab:
@@ -117,6 +129,7 @@ def _ies_only(
     ies_mode: str,
     notes: list[str],
     errors: list[dict[str, Any]],
+    excluded: Collection[str] = (),
 ) -> None:
     """The IES alone (:func:`mkunet.analysis.ies.immune_evasion_score`; ``"cox"`` mode needs outcomes, so
     ``"standardised"`` is used instead) into ``patients`` (in place), when two patients or more have an LVCR."""
@@ -127,6 +140,7 @@ def _ies_only(
         if {"lvcr_per_day", "sphericity"} <= set(patients.columns)
         else patients.iloc[0:0]
     )
+    has = has[~has["patient_id"].astype(str).isin(set(excluded))]
     if len(has) < 2:
         notes.append("IES not computed: fewer than two patients have an LVCR.")
         return

@@ -5,7 +5,8 @@ Layout of a run folder ``OUT/`` (written by :func:`mkunet.run.pipeline.run_cohor
 * ``run.json``: parameters, model identity, inputs, counts, notes;
 * ``results.csv`` / ``.parquet`` (one row per patient x scan), ``patients.csv`` (one row per
   patient), ``errors.csv`` (:data:`ERROR_COLUMNS`), ``lesion_results.csv`` / ``.parquet``
-  (target-lesion runs);
+  (target-lesion runs), ``excluded.csv`` (the patients the quality control left out of the
+  statistics, with the reasons: :mod:`mkunet.run.overrides`);
 * ``patients/<patient folder>/`` (:func:`patient_folder_name`): per-scan outputs and
   ``overview.png``;
 * ``cohort/`` (with outcomes): the tables of :func:`mkunet.analysis.cohort.analyse_cohort`, including the
@@ -25,10 +26,32 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["ERROR_COLUMNS", "CohortRun", "load_run", "patient_folder_name"]
+__all__ = ["ERROR_COLUMNS", "CohortRun", "load_run", "patient_folder_name", "reader_note"]
 
 ERROR_COLUMNS = ["patient_id", "timepoint", "stage", "error", "action"]
 """Columns of ``errors.csv``: one row per problem."""
+
+
+_NOTE_FIXES = (
+    (
+        "(see table 'excluded')",
+        "(listed under 'Excluded from the LVCR' in the report's statistics and in OUT/cohort/excluded.csv)",
+    ),
+    (
+        "rerun with --landmark-days (DOMAIN 7.5)",
+        "rerun `mkunet analyse` with --landmark-days (Giobbie-Hurder et "
+        "al., J Clin Oncol 2013: a landmark analysis or a time-varying Cox model)",
+    ),
+    ("(DOMAIN 7.5)", "(Giobbie-Hurder et al., J Clin Oncol 2013)"),
+)
+
+
+def reader_note(note: str) -> str:
+    """A note of the cohort analysis in words a reader can follow: the tables it names exist in the run
+    folder and the report, and its sources are the published ones (not the project's internal notes)."""
+    for old, new in _NOTE_FIXES:
+        note = note.replace(old, new)
+    return note
 
 
 def patient_folder_name(pid: str) -> str:
@@ -59,6 +82,8 @@ class CohortRun:
         meta: ``run.json`` content (inputs, synthetic flag, timings).
         lesions: one row per patient x target lesion x scan (``lesion_results.csv``; empty
             without ``--lesions``).
+        excluded: the patients left out of the statistics by the quality control
+            (``excluded.csv``: patient_id, qc_decision, scans, qc_reasons, qc_note).
     """
 
     out_dir: Path
@@ -73,6 +98,7 @@ class CohortRun:
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     lesions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def cohort_dir(self) -> Path | None:
@@ -95,8 +121,21 @@ class CohortRun:
                 f"target lesions: {n} in {self.lesions['patient_id'].nunique()} patient(s) "
                 f"(see {self.out_dir / 'lesion_results.csv'})"
             )
+        lines += self.qc_summary()
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def qc_summary(self) -> list[str]:
+        """The quality control's summary: scans flagged, patients left out of the statistics."""
+        if "qc" not in self.results.columns:
+            return []
+        flagged = int((self.results["qc"] == "review").sum())
+        mode = self.meta.get("qc", "exclude")
+        return [
+            f"quality control: {flagged} of {len(self.results)} scan(s) flagged for review; "
+            f"{len(self.excluded)} patient(s) left out of the statistics (--qc {mode}; see "
+            f"{self.out_dir / 'excluded.csv'})"
+        ]
 
 
 def load_run(out_dir: str | Path) -> CohortRun:
@@ -128,4 +167,5 @@ def load_run(out_dir: str | Path) -> CohortRun:
         list(meta.get("notes", [])),
         meta,
         table("lesion_results.csv") if (out / "lesion_results.csv").is_file() else pd.DataFrame(),
+        table("excluded.csv", ("patient_id", "qc_decision", "scans", "qc_reasons", "qc_note")),
     )
