@@ -236,7 +236,7 @@ def distributions(rows: pd.DataFrame) -> None:
 def synthetic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     import mkunet
     from mkunet.qc import check_series
-    from mkunet.run.pipeline import DEMO_SHAPE, DEMO_SPACING
+    from mkunet.run.demo import DEMO_SHAPE, DEMO_SPACING
     from mkunet.synth import iter_patients
 
     shape, spacing = (DEMO_SHAPE, DEMO_SPACING) if args.grid == "demo" else GRIDS[args.grid]

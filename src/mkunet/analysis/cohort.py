@@ -258,7 +258,10 @@ def _lvcr_per_patient(
             for d, v, c in zip(g["days"], g["volume_cm3"], cats)
         )
     if excluded:
-        notes.append(f"{len(excluded)} patient(s) excluded from LVCR (see table 'excluded').")
+        notes.append(
+            f"{len(excluded)} patient(s) excluded from the LVCR (fewer than two scans with a positive volume): "
+            "listed with the reason in the cohort table 'excluded' (cohort/excluded.csv)."
+        )
     if not rows:
         raise ValueError("analyse_cohort: no patient has a valid LVCR series (>= 2 scans with positive volumes).")
     per = pd.DataFrame(rows).set_index("patient_id").rename(columns={"lvcr_per_day": "lvcr"})
@@ -285,7 +288,8 @@ def _patient_table(
     if landmark_days is None:
         notes.append(
             "no landmark: LVCR needs follow-up scans, so survival from the first scan is subject to "
-            "guarantee-time bias; rerun with --landmark-days (DOMAIN 7.5)."
+            "guarantee-time bias (Giobbie-Hurder et al., J Clin Oncol 2013); rerun `mkunet analyse` with "
+            "--landmark-days (a landmark analysis)."
         )
     else:
         lm = "last_scan_days" if landmark_days == "last_scan" else float(landmark_days)

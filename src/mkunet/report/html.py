@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mkunet.run.store import CohortRun, load_run, patient_folder_name, reader_note
+from mkunet.run.store import CohortRun, load_run, patient_folder_name
 from mkunet.utils import atomic_write_text, finite_or_none
 
 __all__ = ["write_report", "render_report", "write_patient_viewers", "COLUMN_LABELS"]
@@ -444,7 +444,7 @@ def _analysis_notes(cdir: Path) -> str:
     """The concordance and correlation tables, then the notes of the analysis (cohort/notes.md), where present."""
     parts = []
     for name, title in (
-        ("excluded", "Excluded from the LVCR (fewer than two scans with a tumour)"),
+        ("excluded", "Excluded from the LVCR (fewer than two scans with a positive volume)"),
         ("concordance", "Concordance (Harrell's C, risk scores)"),
         ("correlations", "Spearman correlations"),
     ):
@@ -453,7 +453,7 @@ def _analysis_notes(cdir: Path) -> str:
             parts.append(f"<h3>{_e(title)}</h3>" + _table(t, left=("risk_score", "x", "y", "patient_id", "reason")))
     notes_md = cdir / "notes.md"
     if notes_md.is_file():
-        lines = [reader_note(ln[2:]) for ln in notes_md.read_text(encoding="utf-8").splitlines() if ln.startswith("- ")]
+        lines = [ln[2:] for ln in notes_md.read_text(encoding="utf-8").splitlines() if ln.startswith("- ")]
         if lines:
             parts.append("<h3>Notes of the analysis</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in lines) + "</ul>")
     return "".join(parts)

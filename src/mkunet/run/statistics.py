@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 
 from mkunet.run.patient import error_row
-from mkunet.run.store import reader_note
 
 __all__ = ["cohort_statistics"]
 
@@ -108,7 +107,7 @@ def _analyse(
             seed=seed,
             figures=figures,
         )
-    notes += [f"cohort: {reader_note(n)}" for n in cohort.notes]
+    notes += [f"cohort: {n}" for n in cohort.notes]
     tab = cohort.tables["patients"]
     for col in ("ies", "ies_imaging_only"):
         patients[col] = patients["patient_id"].map(tab[col].dropna())

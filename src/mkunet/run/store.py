@@ -26,32 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["ERROR_COLUMNS", "CohortRun", "load_run", "patient_folder_name", "reader_note"]
+__all__ = ["ERROR_COLUMNS", "CohortRun", "load_run", "patient_folder_name"]
 
 ERROR_COLUMNS = ["patient_id", "timepoint", "stage", "error", "action"]
 """Columns of ``errors.csv``: one row per problem."""
-
-
-_NOTE_FIXES = (
-    (
-        "(see table 'excluded')",
-        "(listed under 'Excluded from the LVCR' in the report's statistics and in OUT/cohort/excluded.csv)",
-    ),
-    (
-        "rerun with --landmark-days (DOMAIN 7.5)",
-        "rerun `mkunet analyse` with --landmark-days (Giobbie-Hurder et "
-        "al., J Clin Oncol 2013: a landmark analysis or a time-varying Cox model)",
-    ),
-    ("(DOMAIN 7.5)", "(Giobbie-Hurder et al., J Clin Oncol 2013)"),
-)
-
-
-def reader_note(note: str) -> str:
-    """A note of the cohort analysis in words a reader can follow: the tables it names exist in the run
-    folder and the report, and its sources are the published ones (not the project's internal notes)."""
-    for old, new in _NOTE_FIXES:
-        note = note.replace(old, new)
-    return note
 
 
 def patient_folder_name(pid: str) -> str:
