@@ -26,7 +26,7 @@ distribution of each measured metric per Dice class (to choose the bounds of
 Usage::
 
     python benchmarks/qc.py [--patients 12] [--seed 0] [--grid demo|fine] [--off-clicks 2]
-        [--real-off-clicks 3] [--skip-real] [--skip-synthetic] [--csv qc_rows.csv] [--cache qc_segs.pkl]
+        [--real-off-clicks 3] [--skip-real] [--skip-synthetic] [--csv qc_rows.csv]
         [--threads 2]
 """
 
@@ -95,7 +95,7 @@ def off_clicks(volume, mask: np.ndarray, n: int, rng: np.random.Generator) -> li
 
 
 CACHE: dict[str, dict | None] = {}
-"""Segmentations by click (``--cache``): a rerun re-checks them without segmenting again."""
+"""Segmentations by click, within one run (a scan clicked twice at the same point is segmented once)."""
 
 
 def _pack(seg) -> dict:
@@ -183,15 +183,6 @@ def segment_and_check(volume, click_zyx: np.ndarray, truth: np.ndarray, key: str
     return row
 
 
-def _save_cache(path: Path | None) -> None:
-    if path is not None:
-        import pickle
-
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(CACHE))
-        tmp.replace(path)
-
-
 def confusion(rows: pd.DataFrame, title: str) -> None:
     done = rows[~rows["refused"].astype(bool)]
     print(f"\n{title}: {len(done)} segmentations ({int(rows['refused'].sum())} clicks refused by the model)")
@@ -259,7 +250,6 @@ def synthetic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[pd.Da
                     segs.append((row, seg, scan))
                 rows.append(row)
         series.append(_series_row(patient, segs, check_series, mkunet))
-        _save_cache(args.cache)
         print(f"  {patient.patient_id}: {[(r['click'], r.get('qc'), round(r.get('dice', -1), 2)) for r in rows[-9:]]}")
     return pd.DataFrame(rows), pd.DataFrame(series)
 
@@ -325,7 +315,6 @@ def real(args: argparse.Namespace, rng: np.random.Generator) -> pd.DataFrame:
             row = {"case": name, "click": kind, **segment_and_check(volume, c, truth, f"real/{name}")}
             row.pop("_seg", None)
             rows.append(row)
-            _save_cache(args.cache)
             print(f"  {name} {kind}: qc {row.get('qc')}, Dice {row.get('dice', math.nan):.2f}, {row.get('codes')}")
     return pd.DataFrame(rows)
 
@@ -341,9 +330,6 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per segmentation here")
-    parser.add_argument(
-        "--cache", type=Path, default=None, help="pickle of the segmentations: a rerun only re-checks them"
-    )
     parser.add_argument("--threads", type=int, default=2, help="torch / BLAS threads")
     args = parser.parse_args()
     try:
@@ -352,10 +338,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     except ImportError:  # pragma: no cover
         pass
-    if args.cache is not None and args.cache.is_file():
-        import pickle
-
-        CACHE.update(pickle.loads(args.cache.read_bytes()))
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     frames = []
