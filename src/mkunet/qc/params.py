@@ -250,8 +250,9 @@ class QCResult:
         return [r.code for r in self.reasons]
 
     def describe(self) -> str:
-        """The reasons' messages joined by ``"; "`` (``""`` when ok): a ``qc_reasons`` table cell."""
-        return "; ".join(r.message for r in self.reasons)
+        """The reasons' messages, each without its final full stop, joined by ``"; "`` (``""`` when
+        ok): a ``qc_reasons`` table cell."""
+        return "; ".join(r.message.rstrip(".") for r in self.reasons)
 
     def at(self, timepoint: int) -> QCResult:
         """The reasons that involve scan ``timepoint`` (a series' result, per scan)."""
