@@ -372,3 +372,17 @@ def test_warnings_point_at_the_callers_line(name):
         seg = segment(vol, None)  # no lung: nothing detected, an empty mask and a warning
     assert seg.empty and seg.mask.shape == vol.shape
     assert {Path(w.filename).name for w in record} == {Path(__file__).name}
+
+
+@pytest.mark.parametrize("name", ("coronal", "sagittal"))
+def test_quality_control_envelope_in_every_orientation(phantom, name):
+    """The QC's lung envelope (mkunet.qc.lung_envelope) is computed in the canonical orientation, so
+    a coronal or sagittal scan gets the same envelope, voxel for voxel, as the axial one."""
+    from mkunet.qc import lung_envelope
+    from mkunet.segmentation.orientation import to_canonical
+
+    axial = lung_envelope(phantom)
+    other = present(phantom, name)
+    _, back = to_canonical(other)
+    np.testing.assert_array_equal(back.to_canonical(lung_envelope(other)), axial)
+    assert axial.any()

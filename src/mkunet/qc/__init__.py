@@ -72,7 +72,13 @@ volumes cm³; days since the first scan.
 from __future__ import annotations
 
 from mkunet.qc.params import QC_STATUSES, SCAN_CODES, SERIES_CODES, QCParams, QCReason, QCResult
-from mkunet.qc.scan import check_segmentation, click_inscribed_radius_mm, contact_fraction, outside_lung_fraction
+from mkunet.qc.scan import (
+    check_segmentation,
+    click_inscribed_radius_mm,
+    contact_fraction,
+    lung_envelope,
+    outside_lung_fraction,
+)
 from mkunet.qc.series import check_series
 
 __all__ = [
@@ -86,5 +92,6 @@ __all__ = [
     "check_series",
     "click_inscribed_radius_mm",
     "outside_lung_fraction",
+    "lung_envelope",
     "contact_fraction",
 ]

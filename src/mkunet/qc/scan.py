@@ -22,7 +22,13 @@ from mkunet.volume import Volume
 if TYPE_CHECKING:
     from mkunet.segmentation.infer import Segmentation
 
-__all__ = ["check_segmentation", "click_inscribed_radius_mm", "outside_lung_fraction", "contact_fraction"]
+__all__ = [
+    "check_segmentation",
+    "click_inscribed_radius_mm",
+    "lung_envelope",
+    "outside_lung_fraction",
+    "contact_fraction",
+]
 
 
 def click_inscribed_radius_mm(
@@ -110,10 +116,25 @@ def outside_lung_fraction(
     if n == 0:
         return math.nan
     if region is None:
-        region = lung_region(volume.array, volume.spacing, closing_mm=closing_mm, fill=fill)
+        region = lung_envelope(volume, closing_mm=closing_mm, fill=fill)
     if not region.any():
         return math.nan
     return float(np.count_nonzero(mask & ~region)) / n
+
+
+def lung_envelope(volume: Volume, *, closing_mm: float = 30.0, fill: str = "volume") -> np.ndarray:
+    """The lungs' envelope of ``volume``: bool (z, y, x) on its own grid.
+
+    :func:`mkunet.segmentation.lung.lung_region` (the lungs found by HU, closed by a ball of
+    ``closing_mm``, holes filled by ``fill``) computed in the canonical orientation
+    (:mod:`mkunet.segmentation.orientation`: its slice-wise steps take array axis 0 as axial) and
+    brought back exactly onto ``volume``'s grid, so a coronal or sagittal scan gets the same envelope.
+    """
+    from mkunet.segmentation.orientation import to_canonical
+
+    canonical, back = to_canonical(volume)
+    region = lung_region(canonical.array, canonical.spacing, closing_mm=closing_mm, fill=fill)
+    return back.to_input(region)
 
 
 def contact_fraction(mask: np.ndarray, volume: Volume, *, soft_tissue_hu: float = LUNG_HU) -> float:
@@ -301,14 +322,14 @@ def _outside_reason(
     mask: np.ndarray,
     volume: Volume,
     vol_cm3: float,
-    lung_envelope: np.ndarray | None,
+    envelope: np.ndarray | None,
     p: QCParams,
     metrics: dict[str, float],
 ) -> QCReason | None:
     """``outside_lungs``: most of the mask outside the lungs' envelope."""
-    region = lung_envelope
+    region = envelope
     if region is None:
-        region = lung_region(volume.array, volume.spacing, closing_mm=p.lung_closing_mm, fill=p.lung_fill)
+        region = lung_envelope(volume, closing_mm=p.lung_closing_mm, fill=p.lung_fill)
     outside = outside_lung_fraction(mask, volume, region=np.asarray(region, bool))
     metrics["outside_lung_fraction"] = outside
     if not (finite(outside) and outside > p.max_outside_fraction):

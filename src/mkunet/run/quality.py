@@ -58,11 +58,11 @@ _NOT_MEASURED = "not_measured"
 
 def scan_envelope(volume: Volume, params: QCParams | None = None) -> np.ndarray | None:
     """The lungs' envelope of one scan (bool (z, y, x)), computed once and shared by its lesions; None when it fails."""
-    from mkunet.segmentation.lung import lung_region
+    from mkunet.qc import lung_envelope
 
     p = params or QCParams()
     try:
-        return lung_region(volume.array, volume.spacing, closing_mm=p.lung_closing_mm, fill=p.lung_fill)
+        return lung_envelope(volume, closing_mm=p.lung_closing_mm, fill=p.lung_fill)
     except Exception:  # noqa: BLE001 - the check then computes it itself (or reports its failure)
         logger.exception("lung envelope failed")
         return None
