@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mkunet.analysis.kinetics import DEFAULT_SIGMA_LOG_VOLUME
-from mkunet.constants import LUNG_HU
-from mkunet.qc._numbers import finite
+from mkunet.checks import check_number
+from mkunet.constants import AIR_HU, BONE_HU, LUNG_HU
 
 __all__ = ["QC_STATUSES", "SCAN_CODES", "SERIES_CODES", "QCParams", "QCReason", "QCResult"]
 
@@ -155,36 +155,25 @@ class QCParams:
     registration_z: float = 2.0
 
     def __post_init__(self) -> None:
-        positive = (
+        own = type(self).__name__
+        for name in (
             "max_click_volume_ratio",
             "click_search_mm",
             "lung_closing_mm",
             "max_sigma_log_volume",
             "min_vdt_days",
             "min_halving_days",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not finite(value) or value <= 0:
-                raise ValueError(f"QCParams.{name} must be a finite number > 0, got {value!r}.")
-        non_negative = ("click_smooth_mm", "noise_z", "sigma_error", "max_centre_shift_mm", "registration_z")
-        for name in non_negative:
-            value = getattr(self, name)
-            if not finite(value) or value < 0:
-                raise ValueError(f"QCParams.{name} must be a finite number >= 0, got {value!r}.")
+        ):
+            check_number(own, name, getattr(self, name), low=0.0, low_open=True)
+        for name in ("click_smooth_mm", "noise_z", "sigma_error", "max_centre_shift_mm", "registration_z"):
+            check_number(own, name, getattr(self, name), low=0.0)
         for name in ("max_growth_ratio", "max_shrink_ratio"):
-            value = getattr(self, name)
-            if not finite(value) or value <= 1:
-                raise ValueError(f"QCParams.{name} must be a finite ratio > 1, got {value!r}.")
-        if not finite(self.soft_tissue_hu) or not -1000.0 < self.soft_tissue_hu < 300.0:
-            raise ValueError(
-                "QCParams.soft_tissue_hu must be between air (-1000 HU) and bone (300 HU), "
-                f"got {self.soft_tissue_hu!r}."
-            )
+            check_number(own, name, getattr(self, name), low=1.0, low_open=True)
+        check_number(
+            own, "soft_tissue_hu", self.soft_tissue_hu, low=AIR_HU, high=BONE_HU, low_open=True, high_open=True
+        )
         for name in ("max_outside_fraction", "max_contact_fraction"):
-            value = getattr(self, name)
-            if not finite(value) or not 0.0 <= value < 1.0:
-                raise ValueError(f"QCParams.{name} must be a fraction in [0, 1), got {value!r}.")
+            check_number(own, name, getattr(self, name), low=0.0, high=1.0, high_open=True)
         if self.lung_fill not in _LUNG_FILLS:
             raise ValueError(f"QCParams.lung_fill must be one of {_LUNG_FILLS}, got {self.lung_fill!r}.")
 

@@ -95,8 +95,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mkunet.checks import check_int, check_number, check_pair
 from mkunet.constants import BONE_HU, GROUND_GLASS, GROUND_GLASS_MIN_HU, LUNG_HU, SOLID
-from mkunet.segmentation.checks import check_int, check_number, check_pair
 from mkunet.segmentation.orientation import canonical_orientation
 from mkunet.volume import Volume
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mkunet.checks import check_flag, check_increasing, check_int, check_number, check_pair
 from mkunet.constants import AERATED_LUNG_HU, CANCELLOUS_BONE_HU, GROUND_GLASS_MAX_HU, ROOM_AIR_HU
-from mkunet.segmentation.checks import check_flag, check_increasing, check_int, check_number, check_pair
 
 __all__ = ["LesionParams"]
 

@@ -70,7 +70,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mkunet.segmentation.checks import check_int, check_number
+from mkunet.checks import check_int, check_number
 
 __all__ = [
     "UNCERTAINTY_MODES",

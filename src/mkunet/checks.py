@@ -1,4 +1,4 @@
-"""Field checks for the segmentation's parameter classes (``LesionParams``, ``DetectionParams``, ...).
+"""Field checks for the parameter classes (``LesionParams``, ``DetectionParams``, ``QCParams``, ...).
 
 Each check raises a :class:`ValueError` that names the field (``LesionParams.iso_fraction``),
 quotes the bad value and says what is allowed, e.g. ``"LesionParams.iso_fraction must be a
