@@ -7,9 +7,13 @@ from pathlib import Path
 
 import typer
 
+SHOWN_FLAGS = 5
+"""Flagged scans printed with their reasons; the rest are counted (all are in the report and results.csv)."""
+
 
 def _print_qc(run_dir: Path) -> None:
-    """The run's summary line of the quality control and every flagged scan with its reasons."""
+    """The run's summary line of the quality control and the first :data:`SHOWN_FLAGS` flagged scans
+    with their reasons (every one is in the report and in ``run/results.csv``, column ``qc_reasons``)."""
     from mkunet.run.store import load_run
 
     try:
@@ -21,8 +25,14 @@ def _print_qc(run_dir: Path) -> None:
         return
     for line in run.qc_summary():
         typer.echo(line)
-    for r in res[res["qc"] == "review"].to_dict("records"):
+    flagged = res[res["qc"] == "review"].to_dict("records")
+    for r in flagged[:SHOWN_FLAGS]:
         typer.echo(f"  review {r['patient_id']} T{int(r['timepoint'])}: {r.get('qc_reasons')}")
+    if len(flagged) > SHOWN_FLAGS:
+        typer.echo(
+            f"  ... and {len(flagged) - SHOWN_FLAGS} more flagged scan(s): every one with its reasons in the "
+            f"report and in {run_dir / 'results.csv'} (column qc_reasons)"
+        )
 
 
 def register(app: typer.Typer) -> None:
